@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of moe-lfb from Debian's packages.
+# Idempotent: packages already present are skipped, so running it twice is cheap.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libopenblas-dev
+  openmpi-bin libopenmpi-dev
+  libyaml-cpp-dev
+  libspdlog-dev libfmt-dev
+  libsentencepiece-dev sentencepiece
+  nlohmann-json3-dev
+  libgtest-dev googletest
+  zlib1g-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#packages[@]} packages already installed"
+else
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1; then
+  echo "setup: CUDA toolkit found ($( (command -v nvcc || echo /usr/local/cuda/bin/nvcc) ))"
+else
+  echo "setup: no CUDA toolkit; building the CPU backend only"
+fi

@@ -1,0 +1,171 @@
+// The Backend interface: every op the model needs, forward and backward.
+//
+// Model code (src/model, src/moe) is written once against this interface; the
+// CPU (OpenBLAS + OpenMP) and CUDA backends differ only below it. T is the
+// compute/storage type of activations and parameters: float for training,
+// double for the gradient-check tests (CPU only).
+//
+// Conventions (all row-major):
+// - A linear layer stores W as [out, in] and computes y = x W^T.
+// - "+=" in a comment means the op accumulates into its output; every other
+//   output is overwritten.
+// - Index arrays (tokens, expert ids, permutations) are int32 in backend memory.
+// - Pointers are backend memory unless a parameter name ends in _host.
+// - Token layout is [B, T] flattened to N = B*T rows.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "config/config.h"
+
+namespace moe {
+
+struct AdamWParams {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  int64_t step = 1;          // 1-based, for bias correction
+  double grad_scale = 1.0;   // multiplies the gradient first (global-norm clipping)
+};
+
+// Which experts a token picked and with what gate; the router's output.
+struct RouteSpec {
+  int E = 0;                                 // routed experts
+  int K = 0;                                 // experts per token
+  BiasMode bias_mode = BiasMode::Additive;   // s + b or s * b decides selection
+  bool normalize = false;                    // gates /= sum of selected scores
+  double route_scale = 1.0;                  // gates *= route_scale
+};
+
+template <typename T>
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // ---- memory ----
+  virtual void* alloc_bytes(size_t bytes) = 0;  // zero-initialised
+  virtual void free_bytes(void* p) = 0;
+  virtual void to_device(void* dst, const void* src_host, size_t bytes) = 0;
+  virtual void to_host(void* dst_host, const void* src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual void zero(void* p, size_t bytes) = 0;
+  virtual void synchronize() {}
+
+  // ---- elementwise and reductions ----
+  virtual void add_inplace(T* y, const T* x, size_t n) = 0;  // y += x
+  virtual void scale_inplace(T* x, double a, size_t n) = 0;  // x *= a
+  virtual double sum(const T* x, size_t n) = 0;              // fp64 accumulation
+  virtual double sum_squares(const T* x, size_t n) = 0;      // fp64 accumulation
+
+  // ---- linear layers ----
+  // y[N,O] = x[N,I] W[O,I]^T
+  virtual void linear_forward(T* y, const T* x, const T* W, int N, int I, int O) = 0;
+  // dx[N,I] (= or += by accumulate_dx) dy W ; dW[O,I] += dy^T x. dx may be null.
+  virtual void linear_backward(T* dx, T* dW, const T* dy, const T* x, const T* W, int N, int I,
+                               int O, bool accumulate_dx) = 0;
+  // Grouped (one per expert): rows [offsets[g], offsets[g+1]) use W + g*O*I.
+  // offsets_host has groups+1 entries; groups with no rows are skipped.
+  virtual void grouped_linear_forward(T* y, const T* x, const T* W, const int64_t* offsets_host,
+                                      int groups, int I, int O) = 0;
+  // dx = dy W_g (overwritten); dW_g += dy^T x.
+  virtual void grouped_linear_backward(T* dx, T* dW, const T* dy, const T* x, const T* W,
+                                       const int64_t* offsets_host, int groups, int I, int O) = 0;
+
+  // ---- embedding ----
+  virtual void embedding_forward(T* y, const T* table, const int32_t* tokens, int N, int D) = 0;
+  virtual void embedding_backward(T* dtable, const T* dy, const int32_t* tokens, int N,
+                                  int D) = 0;  // dtable +=
+
+  // ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w; rstd[N] saved ----
+  virtual void rmsnorm_forward(T* y, T* rstd, const T* x, const T* w, int N, int D,
+                               double eps) = 0;
+  // dx +=, dw +=
+  virtual void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd,
+                                int N, int D) = 0;
+
+  // ---- attention over a fused qkv buffer [N, 3*H*hd] (q | k | v) ----
+  // RoPE, rotate-half, on the q and k parts in place; position = index in sequence.
+  virtual void rope_forward(T* qkv, int B, int S, int H, int hd, double theta) = 0;
+  // Applies the inverse rotation to the q and k parts of dqkv in place.
+  virtual void rope_backward(T* dqkv, int B, int S, int H, int hd, double theta) = 0;
+  // Causal softmax attention, scale 1/sqrt(hd); out [N, H*hd]; lse [B,H,S]
+  // (log-sum-exp of each query's scores, for the backward recomputation).
+  virtual void attention_forward(T* out, T* lse, const T* qkv, int B, int S, int H, int hd) = 0;
+  // dqkv overwritten.
+  virtual void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse,
+                                  const T* qkv, int B, int S, int H, int hd) = 0;
+
+  // ---- SwiGLU: a13 = [x W1^T | x W3^T] as [N, 2F]; h = silu(a1) * a3 ----
+  virtual void swiglu_forward(T* h, const T* a13, int N, int F) = 0;
+  virtual void swiglu_backward(T* da13, const T* dh, const T* a13, int N, int F) = 0;
+
+  // ---- router ----
+  // scores = sigmoid(logits) or softmax over the E experts of each token.
+  virtual void router_scores_forward(T* scores, const T* logits, int N, int E, GateFn fn) = 0;
+  virtual void router_scores_backward(T* dlogits, const T* dscores, const T* scores, int N, int E,
+                                      GateFn fn) = 0;
+  // Selects, per token, the K experts with the largest s+b (or s*b); ties go
+  // to the lower index; experts listed in selection order. gates = unbiased s
+  // of the selected experts (optionally normalised and scaled). bias is fp32
+  // backend memory of E entries.
+  virtual void topk_route(int32_t* expert_idx, T* gates, const T* scores, const float* bias,
+                          int N, const RouteSpec& spec) = 0;
+  // dscores += d(gates)/d(scores)^T dgates.
+  virtual void topk_route_backward(T* dscores, const T* dgates, const T* scores,
+                                   const int32_t* expert_idx, int N, const RouteSpec& spec) = 0;
+  // Auxiliary balance loss (paper Eq. 2) over `groups` consecutive groups of
+  // `group_len` tokens: sum_g alpha * sum_i f_gi P_gi with
+  // f_gi = E/(K*group_len) * #(tokens of g picking i), P_gi = mean_t s_ti.
+  // Returns that sum (host); dscores += grad_scale * d(sum)/d(scores)
+  // (f is a constant of the selection and carries no gradient).
+  virtual double aux_loss_forward_backward(T* dscores, const T* scores, const int32_t* expert_idx,
+                                           int groups, int group_len, int E, int K, double alpha,
+                                           double grad_scale) = 0;
+
+  // ---- token dispatch (dropless) ----
+  // Stable counting sort of the N*K (token, slot) pairs by expert: pairs of
+  // expert e occupy rows [offsets[e], offsets[e+1]) in slot order. Writes
+  // row_of_slot[t*K+k] (backend) and counts_host[E] (host).
+  virtual void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* expert_idx,
+                             int N, int E, int K) = 0;
+  // xp[row_of_slot[t*K+k]] = x[t]
+  virtual void permute_rows(T* xp, const T* x, const int32_t* row_of_slot, int N, int K,
+                            int D) = 0;
+  // dx[t] += sum_k dxp[row_of_slot[t*K+k]]
+  virtual void permute_rows_backward(T* dx, const T* dxp, const int32_t* row_of_slot, int N, int K,
+                                     int D) = 0;
+  // y[t] += sum_k gates[t,k] * yp[row_of_slot[t*K+k]]
+  virtual void combine_forward(T* y, const T* yp, const T* gates, const int32_t* row_of_slot,
+                               int N, int K, int D) = 0;
+  // dyp[row] = gates[t,k] * dy[t];  dgates[t,k] = <dy[t], yp[row]>  (both overwritten)
+  virtual void combine_backward(T* dyp, T* dgates, const T* dy, const T* yp, const T* gates,
+                                const int32_t* row_of_slot, int N, int K, int D) = 0;
+
+  // ---- loss ----
+  // losses[t] = -log softmax(logits[t])[target[t]]. If dlogits is non-null it
+  // receives grad_scale * (softmax - onehot); it may alias logits.
+  virtual void cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets, int N,
+                             int V, double grad_scale) = 0;
+
+  // ---- optimizer ----
+  virtual void adamw_step(T* params, const T* grads, T* m, T* v, size_t n,
+                          const AdamWParams& p) = 0;
+};
+
+// Typed allocation helpers over the byte interface.
+template <typename U, typename T>
+U* alloc_array(Backend<T>& be, size_t n) {
+  return static_cast<U*>(be.alloc_bytes(n * sizeof(U)));
+}
+
+// Creates the CPU backend (OpenBLAS + OpenMP). threads <= 0: all cores.
+template <typename T>
+std::unique_ptr<Backend<T>> make_cpu_backend(int threads = 0);
+
+}  // namespace moe

@@ -1,0 +1,146 @@
+// Typed configuration of a moe-lfb run. Parsed from YAML by load_config();
+// every key is documented in docs/config.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace moe {
+
+enum class GateFn { Sigmoid, Softmax };
+enum class BalanceMethod { LossFree, AuxLoss, None };
+enum class UpdateRule { Sign, Proportional };
+enum class BiasMode { Additive, Multiplicative };
+enum class AuxScope { Sequence, Batch };
+enum class LrSchedule { Cosine, Multistep, Constant };
+enum class DataSource { Synthetic, Tokens };
+enum class TokenDType { U16, U32 };
+enum class BackendKind { Auto, Cpu, Cuda };
+enum class Precision { Float32, Float64 };
+enum class Transport { Auto, Mpi, Nccl };
+
+struct ModelConfig {
+  int vocab_size = 32064;
+  int hidden = 1024;
+  int heads = 8;
+  int layers = 9;
+  int first_dense_layers = 1;
+  int dense_intermediate = 4096;
+  int seq_len = 2048;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-6;
+  double init_std = 0.006;
+
+  int head_dim() const { return hidden / heads; }
+  int moe_layers() const { return layers - first_dense_layers; }
+};
+
+struct MoeConfig {
+  int n_shared = 2;
+  int n_routed = 64;
+  int top_k = 6;
+  int expert_intermediate = 512;
+  GateFn gate = GateFn::Sigmoid;
+  bool normalize_gates = false;  // divide gates by their sum over the selected experts
+  double route_scale = 1.0;      // multiplies the gates
+};
+
+struct BalanceConfig {
+  BalanceMethod method = BalanceMethod::LossFree;
+  double update_rate = 0.001;  // u
+  UpdateRule update_rule = UpdateRule::Sign;
+  BiasMode bias_mode = BiasMode::Additive;
+  bool center_bias = false;
+  double aux_alpha = 0.001;
+  AuxScope aux_scope = AuxScope::Sequence;
+};
+
+struct TrainConfig {
+  int64_t steps = 1000;
+  int global_batch = 8;  // sequences per optimizer step, all ranks together
+  int micro_batch = 1;   // sequences per forward/backward on one rank
+  double lr = 1e-3;
+  LrSchedule lr_schedule = LrSchedule::Cosine;
+  int64_t warmup_steps = 100;
+  double min_lr = 1e-4;                  // cosine floor
+  std::vector<int64_t> lr_milestones;    // multistep: step at which lr_values[i] starts
+  std::vector<double> lr_values;         // multistep: lr after each milestone
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double adam_eps = 1e-8;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;  // global-norm clip; 0 disables
+  uint64_t seed = 1234;
+  BackendKind backend = BackendKind::Auto;
+  Precision precision = Precision::Float32;  // CPU only: float64 for reference runs
+  int threads = 0;                           // CPU threads; 0 = all cores
+};
+
+struct DataConfig {
+  DataSource source = DataSource::Synthetic;
+  std::string path;  // train token file (source: tokens)
+  TokenDType dtype = TokenDType::U16;
+  // synthetic: a fixed random first-order Markov chain over the vocab in which
+  // every token has `synthetic_branching` equally likely successors, so the
+  // achievable loss is ln(branching). branching == vocab gives uniform noise.
+  int synthetic_branching = 4;
+};
+
+struct ParallelConfig {
+  int ep_size = 1;
+  Transport transport = Transport::Auto;
+};
+
+struct CheckpointConfig {
+  std::string dir;        // empty: no checkpoints
+  int64_t interval = 0;   // steps between checkpoints; 0 = only at the end
+  int keep_last = 3;
+};
+
+struct LogConfig {
+  int interval = 10;                // console progress line every N steps
+  std::string out_dir = "runs/default";  // metrics.jsonl and expert_loads.jsonl go here
+  int expert_load_interval = 100;   // per-expert loads every N steps; 0 = never
+  std::string level = "info";       // trace|debug|info|warn|error
+};
+
+struct Config {
+  ModelConfig model;
+  MoeConfig moe;
+  BalanceConfig balance;
+  TrainConfig train;
+  DataConfig data;
+  ParallelConfig parallel;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+};
+
+// Loads a YAML file, applies "--set a.b=c" overrides (each a "path=value"
+// string, value parsed as YAML), checks it strictly and returns it.
+// Throws ConfigError naming the offending key for unknown keys, wrong types
+// and inconsistent values. world_size is used for divisibility checks.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {},
+                   int world_size = 1);
+// Same from YAML text (tests, embedded presets).
+Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},
+                    int world_size = 1);
+// Cross-key consistency checks; throws ConfigError. Called by the loaders.
+void validate_config(const Config& c, int world_size);
+// Canonical YAML dump of every key (written next to metrics for provenance).
+std::string config_to_yaml(const Config& c);
+
+const char* to_string(GateFn v);
+const char* to_string(BalanceMethod v);
+const char* to_string(UpdateRule v);
+const char* to_string(BiasMode v);
+const char* to_string(AuxScope v);
+const char* to_string(LrSchedule v);
+const char* to_string(DataSource v);
+const char* to_string(TokenDType v);
+const char* to_string(BackendKind v);
+const char* to_string(Precision v);
+const char* to_string(Transport v);
+
+}  // namespace moe
