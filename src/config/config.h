@@ -35,6 +35,7 @@ struct ModelConfig {
 
   int head_dim() const { return hidden / heads; }
   int moe_layers() const { return layers - first_dense_layers; }
+  bool operator==(const ModelConfig&) const = default;
 };
 
 struct MoeConfig {
@@ -45,6 +46,7 @@ struct MoeConfig {
   GateFn gate = GateFn::Sigmoid;
   bool normalize_gates = false;  // divide gates by their sum over the selected experts
   double route_scale = 1.0;      // multiplies the gates
+  bool operator==(const MoeConfig&) const = default;
 };
 
 struct BalanceConfig {
@@ -55,6 +57,7 @@ struct BalanceConfig {
   bool center_bias = false;
   double aux_alpha = 0.001;
   AuxScope aux_scope = AuxScope::Sequence;
+  bool operator==(const BalanceConfig&) const = default;
 };
 
 struct TrainConfig {
@@ -76,6 +79,7 @@ struct TrainConfig {
   BackendKind backend = BackendKind::Auto;
   Precision precision = Precision::Float32;  // CPU only: float64 for reference runs
   int threads = 0;                           // CPU threads; 0 = all cores
+  bool operator==(const TrainConfig&) const = default;
 };
 
 struct DataConfig {
@@ -86,17 +90,20 @@ struct DataConfig {
   // every token has `synthetic_branching` equally likely successors, so the
   // achievable loss is ln(branching). branching == vocab gives uniform noise.
   int synthetic_branching = 4;
+  bool operator==(const DataConfig&) const = default;
 };
 
 struct ParallelConfig {
   int ep_size = 1;
   Transport transport = Transport::Auto;
+  bool operator==(const ParallelConfig&) const = default;
 };
 
 struct CheckpointConfig {
   std::string dir;        // empty: no checkpoints
   int64_t interval = 0;   // steps between checkpoints; 0 = only at the end
   int keep_last = 3;
+  bool operator==(const CheckpointConfig&) const = default;
 };
 
 struct LogConfig {
@@ -104,6 +111,7 @@ struct LogConfig {
   std::string out_dir = "runs/default";  // metrics.jsonl and expert_loads.jsonl go here
   int expert_load_interval = 100;   // per-expert loads every N steps; 0 = never
   std::string level = "info";       // trace|debug|info|warn|error
+  bool operator==(const LogConfig&) const = default;
 };
 
 struct Config {
@@ -115,6 +123,8 @@ struct Config {
   ParallelConfig parallel;
   CheckpointConfig checkpoint;
   LogConfig log;
+  // Field-wise; exact for doubles (config_to_yaml round-trips them exactly).
+  bool operator==(const Config&) const = default;
 };
 
 // Loads a YAML file, applies "--set a.b=c" overrides (each a "path=value"

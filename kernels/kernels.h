@@ -1,0 +1,54 @@
+// Host-callable launchers for the CUDA kernels in kernels/*.cu.
+//
+// Plain C++ declarations (no CUDA syntax): callers pass device pointers and a
+// stream; every launcher is asynchronous on that stream, validates its sizes
+// and throws moe::InternalError on bad arguments or a failed launch. Semantics
+// match the ops of the same name in src/backend/backend.h ("+=" accumulates,
+// everything else is overwritten). All reductions are deterministic: fixed
+// order, no floating-point atomics, same bits on every run.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace moe::kernels {
+
+// ---- RMSNorm (kernels/rmsnorm.cu), fp32 data and fp32 statistics ----
+
+// y[N,D] = x / sqrt(mean(x^2) + eps) * w ;  rstd[N] = 1 / sqrt(mean(x^2) + eps).
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int N, int D,
+                     float eps, cudaStream_t stream);
+
+// Bytes of device workspace rmsnorm_backward needs for these sizes (the
+// per-chunk partial sums of dw; the chunking depends on N and D only, so the
+// result is bit-identical on every device and every run).
+size_t rmsnorm_backward_workspace_bytes(int N, int D);
+
+// dx[N,D] += d(y)/d(x)^T dy ;  dw[D] += sum_n dy[n] * x[n] * rstd[n].
+// workspace: >= rmsnorm_backward_workspace_bytes(N, D) bytes of device memory
+// (contents ignored, clobbered).
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
+                      const float* rstd, int N, int D, void* workspace, size_t workspace_bytes,
+                      cudaStream_t stream);
+
+// ---- Router (kernels/router.cu) ----
+
+// Per token t: picks the K experts with the largest key s+b (additive) or s*b
+// (multiplicative), computed in fp32; ties go to the lower expert index;
+// expert_idx[t*K+k] lists them in selection order. gates[t*K+k] = s of that
+// expert (the bias only selects), divided by the sum of the selected s when
+// normalize, times route_scale. scores [N,E], bias [E]. Requires 1 <= K <= min(E, 32).
+// Scores and keys are assumed finite.
+void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
+                int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
+                cudaStream_t stream);
+
+// counts[e] += #{(t,k) : expert_idx[t*K+k] == e} for e in [0,E) (int64, device).
+// Integer atomics only, so the result is exact and order-independent. Indices
+// outside [0,E) are ignored. Requires E <= 8192 (a shared-memory histogram).
+void expert_counts(int64_t* counts, const int32_t* expert_idx, int N, int K, int E,
+                   cudaStream_t stream);
+
+}  // namespace moe::kernels

@@ -1,0 +1,148 @@
+// RMSNorm forward and backward, fp32 data with fp32 statistics.
+//
+//   forward:  r = 1 / sqrt(mean(x^2) + eps);  y = x * r * w;  rstd[n] = r
+//   backward: g = dy * w
+//             dx += r * (g - x * r^2 * mean(g * x))
+//             dw += sum_n dy * x * r
+//
+// One block per row for the row statistics. dw is a reduction over rows; it is
+// done in two deterministic passes (per-chunk partials, then a fixed-order sum
+// of the partials) instead of float atomics, so the bits never depend on
+// scheduling.
+#include <algorithm>
+
+#include "backend/cuda/cuda_device.h"
+#include "core/error.h"
+#include "kernels.h"
+
+namespace moe::kernels {
+namespace {
+
+constexpr int kThreads = 256;  // per block for every kernel here (a multiple of 32)
+constexpr int kWarps = kThreads / 32;
+
+// dw chunking: at most kMaxChunks partial rows, each summing at least
+// kMinRowsPerChunk rows. Depends on N only, so results are the same on any GPU.
+constexpr int kMaxChunks = 256;
+constexpr int kMinRowsPerChunk = 32;
+
+int rows_per_chunk(int N) { return std::max(kMinRowsPerChunk, (N + kMaxChunks - 1) / kMaxChunks); }
+int num_chunks(int N) { return (N + rows_per_chunk(N) - 1) / rows_per_chunk(N); }
+
+// Sum of v over the block, returned to every thread. A fixed shuffle tree, so
+// equal inputs give equal bits.
+__device__ float block_sum(float v) {
+  __shared__ float warp_sums[kWarps];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  v = lane < kWarps ? warp_sums[lane] : 0.f;  // every warp reduces the same partials
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();  // warp_sums may be reused by a later call
+  return v;
+}
+
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_forward_kernel(float* __restrict__ y, float* __restrict__ rstd,
+                           const float* __restrict__ x, const float* __restrict__ w, int D,
+                           float eps) {
+  const size_t row = static_cast<size_t>(blockIdx.x) * D;
+  float ss = 0.f;
+  for (int j = threadIdx.x; j < D; j += kThreads) ss += x[row + j] * x[row + j];
+  ss = block_sum(ss);
+  // 1/sqrtf rather than rsqrtf: both are IEEE-rounded, rsqrtf is not.
+  const float r = 1.f / sqrtf(ss / D + eps);
+  if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+  for (int j = threadIdx.x; j < D; j += kThreads) y[row + j] = x[row + j] * r * w[j];
+}
+
+// dx for one row per block: needs the row's mean(g * x), hence the block sum.
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_backward_dx_kernel(float* __restrict__ dx, const float* __restrict__ dy,
+                               const float* __restrict__ x, const float* __restrict__ w,
+                               const float* __restrict__ rstd, int D) {
+  const size_t row = static_cast<size_t>(blockIdx.x) * D;
+  float gx = 0.f;
+  for (int j = threadIdx.x; j < D; j += kThreads) gx += dy[row + j] * w[j] * x[row + j];
+  gx = block_sum(gx);
+  const float r = rstd[blockIdx.x];
+  const float c = gx / D * r * r;  // the projection coefficient r^2 * mean(g * x)
+  for (int j = threadIdx.x; j < D; j += kThreads)
+    dx[row + j] += r * (dy[row + j] * w[j] - x[row + j] * c);
+}
+
+// partial[c, j] = sum over the rows of chunk c (in row order) of dy * x * r.
+// Grid (column tiles, chunks); a warp reads adjacent columns, so loads coalesce.
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_backward_dw_partial_kernel(float* __restrict__ partial, const float* __restrict__ dy,
+                                       const float* __restrict__ x,
+                                       const float* __restrict__ rstd, int N, int D,
+                                       int rows_per_chunk) {
+  const int j = blockIdx.x * kThreads + threadIdx.x;
+  if (j >= D) return;
+  const int n0 = blockIdx.y * rows_per_chunk;
+  const int n1 = min(N, n0 + rows_per_chunk);
+  float acc = 0.f;
+  for (int n = n0; n < n1; ++n) {
+    const size_t i = static_cast<size_t>(n) * D + j;
+    acc += dy[i] * x[i] * rstd[n];
+  }
+  partial[static_cast<size_t>(blockIdx.y) * D + j] = acc;
+}
+
+// dw[j] += sum over chunks c = 0, 1, ... (fixed order) of partial[c, j].
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_backward_dw_reduce_kernel(float* __restrict__ dw, const float* __restrict__ partial,
+                                      int chunks, int D) {
+  const int j = blockIdx.x * kThreads + threadIdx.x;
+  if (j >= D) return;
+  float acc = 0.f;
+  for (int c = 0; c < chunks; ++c) acc += partial[static_cast<size_t>(c) * D + j];
+  dw[j] += acc;
+}
+
+int column_tiles(int D) { return (D + kThreads - 1) / kThreads; }
+
+}  // namespace
+
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int N, int D,
+                     float eps, cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && D > 0, "rmsnorm_forward: bad shape N=" + std::to_string(N) +
+                                 " D=" + std::to_string(D));
+  if (N == 0) return;
+  MOE_CHECK(y && rstd && x && w, "rmsnorm_forward: null pointer");
+  rmsnorm_forward_kernel<<<N, kThreads, 0, stream>>>(y, rstd, x, w, D, eps);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+size_t rmsnorm_backward_workspace_bytes(int N, int D) {
+  if (N <= 0 || D <= 0) return 0;
+  return static_cast<size_t>(num_chunks(N)) * static_cast<size_t>(D) * sizeof(float);
+}
+
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
+                      const float* rstd, int N, int D, void* workspace, size_t workspace_bytes,
+                      cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && D > 0, "rmsnorm_backward: bad shape N=" + std::to_string(N) +
+                                 " D=" + std::to_string(D));
+  if (N == 0) return;
+  MOE_CHECK(dx && dw && dy && x && w && rstd, "rmsnorm_backward: null pointer");
+  const size_t need = rmsnorm_backward_workspace_bytes(N, D);
+  MOE_CHECK(workspace && workspace_bytes >= need,
+            "rmsnorm_backward: workspace of " + std::to_string(workspace_bytes) +
+                " bytes, needs " + std::to_string(need));
+  auto* partial = static_cast<float*>(workspace);
+
+  rmsnorm_backward_dx_kernel<<<N, kThreads, 0, stream>>>(dx, dy, x, w, rstd, D);
+  MOE_CUDA_CHECK(cudaGetLastError());
+  const int chunks = num_chunks(N);
+  rmsnorm_backward_dw_partial_kernel<<<dim3(column_tiles(D), chunks), kThreads, 0, stream>>>(
+      partial, dy, x, rstd, N, D, rows_per_chunk(N));
+  MOE_CUDA_CHECK(cudaGetLastError());
+  rmsnorm_backward_dw_reduce_kernel<<<column_tiles(D), kThreads, 0, stream>>>(dw, partial,
+                                                                               chunks, D);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace moe::kernels

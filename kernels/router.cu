@@ -1,0 +1,132 @@
+// Router: top-K expert selection with a selection-only bias, and per-expert
+// token counts for load balancing.
+//
+// topk: one warp per token. K rounds; in each round every lane scans its
+// experts (lane, lane+32, ...) for the best one not yet taken, then the warp
+// agrees on the winner with a shuffle arg-max. "Not yet taken" needs no
+// memory: (key, index) pairs are totally ordered by (key descending, index
+// ascending), so the next pick is the best pair strictly after the previous
+// pick in that order. That same order gives ties to the lower expert index and
+// lists experts in selection order.
+#include <climits>
+
+#include "backend/cuda/cuda_device.h"
+#include "core/error.h"
+#include "kernels.h"
+
+namespace moe::kernels {
+namespace {
+
+constexpr int kTopkWarps = 4;  // tokens per block
+constexpr int kCountThreads = 256;
+constexpr int kMaxCountBlocks = 1024;
+constexpr int kMaxCountExperts = 8192;  // shared histogram: 32 KiB
+
+// True when (ka, ia) comes before (kb, ib): larger key, or equal key and lower index.
+__device__ __forceinline__ bool before(float ka, int ia, float kb, int ib) {
+  return ka > kb || (ka == kb && ia < ib);
+}
+
+__global__ void __launch_bounds__(kTopkWarps * 32)
+    topk_route_kernel(int32_t* __restrict__ expert_idx, float* __restrict__ gates,
+                      const float* __restrict__ scores, const float* __restrict__ bias, int N,
+                      int E, int K, bool multiplicative, bool normalize, float route_scale) {
+  const int lane = threadIdx.x % 32;
+  const int t = blockIdx.x * kTopkWarps + threadIdx.x / 32;
+  if (t >= N) return;  // whole warp leaves together, so the shuffles below stay full-warp
+  const float* s = scores + static_cast<size_t>(t) * E;
+
+  float prev_key = INFINITY;  // the previous pick; INFINITY/-1 = "nothing picked yet"
+  int prev_idx = -1;
+  int my_idx = -1;      // lane k keeps the k-th pick
+  float my_s = 0.f;
+  float sum_s = 0.f;    // sum of the picked s, in selection order (for normalize)
+  for (int k = 0; k < K; ++k) {
+    float best_key = -INFINITY;
+    int best_idx = INT_MAX;  // sentinel: loses to any real expert
+    for (int e = lane; e < E; e += 32) {
+      // Recomputed each round (cheap, cached); fp32 as the contract says.
+      const float key = multiplicative ? s[e] * bias[e] : s[e] + bias[e];
+      if (before(prev_key, prev_idx, key, e) && before(key, e, best_key, best_idx)) {
+        best_key = key;
+        best_idx = e;
+      }
+    }
+    // Butterfly arg-max: every lane ends with the same (unique) winner.
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ok = __shfl_xor_sync(0xffffffffu, best_key, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, best_idx, o);
+      if (before(ok, oi, best_key, best_idx)) {
+        best_key = ok;
+        best_idx = oi;
+      }
+    }
+    prev_key = best_key;
+    prev_idx = best_idx;
+    const float sw = s[best_idx];
+    sum_s += sw;
+    if (lane == k) {
+      my_idx = best_idx;
+      my_s = sw;
+    }
+  }
+  if (lane < K) {
+    const size_t o = static_cast<size_t>(t) * K + lane;
+    expert_idx[o] = my_idx;
+    gates[o] = (normalize ? my_s / sum_s : my_s) * route_scale;  // the bias never reaches gates
+  }
+}
+
+// Block-local histogram in shared memory (int atomics, cheap), then one
+// 64-bit integer atomic per non-empty bin. Integer addition is associative,
+// so the totals are exact in any order.
+__global__ void __launch_bounds__(kCountThreads)
+    expert_counts_kernel(unsigned long long* __restrict__ counts,
+                         const int32_t* __restrict__ expert_idx, size_t total, int E) {
+  extern __shared__ unsigned int hist[];
+  for (int e = threadIdx.x; e < E; e += kCountThreads) hist[e] = 0;
+  __syncthreads();
+  for (size_t i = static_cast<size_t>(blockIdx.x) * kCountThreads + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * kCountThreads) {
+    const int e = expert_idx[i];
+    if (e >= 0 && e < E) atomicAdd(&hist[e], 1u);
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += kCountThreads)
+    if (hist[e] != 0) atomicAdd(&counts[e], static_cast<unsigned long long>(hist[e]));
+}
+
+}  // namespace
+
+void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
+                int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
+                cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && E >= 1 && K >= 1 && K <= E && K <= 32,
+            "topk_route: bad sizes N=" + std::to_string(N) + " E=" + std::to_string(E) +
+                " K=" + std::to_string(K) + " (need 1 <= K <= min(E, 32))");
+  if (N == 0) return;
+  MOE_CHECK(expert_idx && gates && scores && bias, "topk_route: null pointer");
+  const int blocks = (N + kTopkWarps - 1) / kTopkWarps;
+  topk_route_kernel<<<blocks, kTopkWarps * 32, 0, stream>>>(
+      expert_idx, gates, scores, bias, N, E, K, multiplicative_bias, normalize, route_scale);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+void expert_counts(int64_t* counts, const int32_t* expert_idx, int N, int K, int E,
+                   cudaStream_t stream) {
+  static_assert(sizeof(int64_t) == sizeof(unsigned long long));
+  MOE_CHECK(N >= 0 && K >= 1 && E >= 1 && E <= kMaxCountExperts,
+            "expert_counts: bad sizes N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                " E=" + std::to_string(E));
+  const size_t total = static_cast<size_t>(N) * static_cast<size_t>(K);
+  if (total == 0) return;
+  MOE_CHECK(counts && expert_idx, "expert_counts: null pointer");
+  const size_t want = (total + kCountThreads - 1) / kCountThreads;
+  const int blocks = static_cast<int>(want < kMaxCountBlocks ? want : kMaxCountBlocks);
+  // Two's-complement int64 += is the same bit operation as unsigned 64-bit +=.
+  expert_counts_kernel<<<blocks, kCountThreads, E * sizeof(unsigned int), stream>>>(
+      reinterpret_cast<unsigned long long*>(counts), expert_idx, total, E);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace moe::kernels

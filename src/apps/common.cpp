@@ -1,0 +1,48 @@
+#include "apps/common.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <exception>
+
+namespace moe {
+
+int run_main(const char* program, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: internal error: %s\n", program, e.what());
+    return 1;
+  }
+}
+
+void setup_logging(const std::string& level) {
+  spdlog::set_pattern("[%H:%M:%S] %v");
+  spdlog::set_level(spdlog::level::from_str(level));
+}
+
+void resolve_backend_or_throw(const Config& cfg) {
+  if (cfg.train.backend == BackendKind::Cuda)
+    throw ConfigError(
+        "config: train.backend: cuda is not available yet (the CUDA training backend is not "
+        "built); use cpu or auto");
+}
+
+std::string describe_balance(const BalanceConfig& b) {
+  switch (b.method) {
+    case BalanceMethod::LossFree:
+      return std::string("loss_free (") + to_string(b.update_rule) + ", " + to_string(b.bias_mode) +
+             ", u=" + std::to_string(b.update_rate) + (b.center_bias ? ", centred" : "") + ")";
+    case BalanceMethod::AuxLoss:
+      return std::string("aux_loss (alpha=") + std::to_string(b.aux_alpha) + ", scope " +
+             to_string(b.aux_scope) + ")";
+    case BalanceMethod::None:
+      return "none";
+  }
+  return "?";
+}
+
+}  // namespace moe

@@ -1,0 +1,25 @@
+// Shared plumbing of the mains: error-to-exit-code mapping, logging setup.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "config/config.h"
+#include "core/error.h"
+
+namespace moe {
+
+// Runs body; turns InputError (bad config, data, arguments) into one line on
+// stderr and exit code 2, any other failure into one line and exit code 1.
+int run_main(const char* program, const std::function<int()>& body);
+
+// spdlog level from log.level; console pattern with a timestamp.
+void setup_logging(const std::string& level);
+
+// The backend the config asks for must exist in this build.
+void resolve_backend_or_throw(const Config& cfg);
+
+// "loss_free (sign, additive, u=0.001)" and the like.
+std::string describe_balance(const BalanceConfig& b);
+
+}  // namespace moe

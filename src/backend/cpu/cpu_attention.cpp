@@ -1,0 +1,191 @@
+// RoPE (rotate-half) and causal softmax attention over the fused qkv buffer
+// [N, 3*H*hd]: q | k | v, head h at columns h*hd of each part.
+//
+// Attention is flash-style: the forward keeps only lse[B,H,S]; the backward
+// recomputes each probability from q, k and lse. Only one score row per
+// thread is ever held. Scores, softmax and dot products accumulate in double.
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/cpu_ops.h"
+#include "core/error.h"
+
+namespace moe::cpu {
+
+// cos/sin of pos * theta^(-2i/hd) for pos < S, i < hd/2, in double.
+static void rope_table(std::vector<double>& cs, std::vector<double>& sn, int S, int hd,
+                       double theta) {
+  const int half = hd / 2;
+  cs.resize(static_cast<size_t>(S) * half);
+  sn.resize(cs.size());
+  for (int i = 0; i < half; i++) {
+    const double inv_freq = std::pow(theta, -2.0 * i / hd);
+    for (int pos = 0; pos < S; pos++) {
+      const double a = pos * inv_freq;
+      cs[static_cast<size_t>(pos) * half + i] = std::cos(a);
+      sn[static_cast<size_t>(pos) * half + i] = std::sin(a);
+    }
+  }
+}
+
+// Rotates pairs (i, i+hd/2) of every q and k head by +angle (dir = 1) or by
+// -angle (dir = -1, the inverse = transpose, used by the backward).
+template <typename T>
+static void rope_apply(int nt, T* qkv, int B, int S, int H, int hd, double theta, double dir) {
+  MOE_CHECK(hd % 2 == 0, "rope: head_dim must be even");
+  std::vector<double> cs, sn;
+  rope_table(cs, sn, S, hd, theta);
+  const int half = hd / 2, W = 3 * H * hd, N = B * S;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int n = 0; n < N; n++) {
+    const double* c = cs.data() + static_cast<size_t>(n % S) * half;
+    const double* s = sn.data() + static_cast<size_t>(n % S) * half;
+    T* row = qkv + static_cast<size_t>(n) * W;
+    for (int h = 0; h < 2 * H; h++) {  // q heads then k heads: the first 2*H*hd columns
+      T* x = row + static_cast<size_t>(h) * hd;
+      for (int i = 0; i < half; i++) {
+        const double a = x[i], b = x[i + half], si = dir * s[i];
+        x[i] = static_cast<T>(a * c[i] - b * si);
+        x[i + half] = static_cast<T>(b * c[i] + a * si);
+      }
+    }
+  }
+}
+
+template <typename T>
+void rope_forward(int nt, T* qkv, int B, int S, int H, int hd, double theta) {
+  rope_apply(nt, qkv, B, S, H, hd, theta, 1.0);
+}
+
+template <typename T>
+void rope_backward(int nt, T* dqkv, int B, int S, int H, int hd, double theta) {
+  rope_apply(nt, dqkv, B, S, H, hd, theta, -1.0);
+}
+
+template <typename T>
+static double dot(const T* a, const T* b, int n) {
+  double acc = 0.0;
+  for (int d = 0; d < n; d++) acc += static_cast<double>(a[d]) * b[d];
+  return acc;
+}
+
+// One (batch, head, query) per iteration: score row, max-subtracted softmax,
+// weighted sum of v.
+template <typename T>
+void attention_forward(int nt, T* out, T* lse, const T* qkv, int B, int S, int H, int hd) {
+  const int W = 3 * H * hd, OW = H * hd;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const long total = static_cast<long>(B) * H * S;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<double> p(S), acc(hd);
+#pragma omp for schedule(static)
+    for (long idx = 0; idx < total; idx++) {
+      const int i = static_cast<int>(idx % S), h = static_cast<int>(idx / S % H);
+      const int b = static_cast<int>(idx / (static_cast<long>(S) * H));
+      const T* base = qkv + static_cast<size_t>(b) * S * W;
+      const T* q = base + static_cast<size_t>(i) * W + h * hd;
+      double m = -INFINITY;
+      for (int j = 0; j <= i; j++) {
+        p[j] = scale * dot(q, base + static_cast<size_t>(j) * W + OW + h * hd, hd);
+        if (p[j] > m) m = p[j];
+      }
+      double z = 0.0;
+      for (int j = 0; j <= i; j++) z += (p[j] = std::exp(p[j] - m));
+      for (int d = 0; d < hd; d++) acc[d] = 0.0;
+      for (int j = 0; j <= i; j++) {
+        const T* v = base + static_cast<size_t>(j) * W + 2 * OW + h * hd;
+        const double pj = p[j] / z;
+        for (int d = 0; d < hd; d++) acc[d] += pj * v[d];
+      }
+      T* o = out + (static_cast<size_t>(b) * S + i) * OW + h * hd;
+      for (int d = 0; d < hd; d++) o[d] = static_cast<T>(acc[d]);
+      lse[idx] = static_cast<T>(m + std::log(z));  // idx == (b*H + h)*S + i
+    }
+  }
+}
+
+// With p_ij = exp(scale q_i.k_j - lse_i), dp_ij = dout_i.v_j, D_i = dout_i.out_i
+// and ds_ij = p_ij (dp_ij - D_i):
+//   dq_i = scale sum_j ds_ij k_j;  dk_j = scale sum_i ds_ij q_i;  dv_j = sum_i p_ij dout_i.
+// Pass 1 owns one query row (dq), pass 2 one key row (dk, dv): every output is
+// written by one iteration, so no races and no dependence on the thread count.
+template <typename T>
+void attention_backward(int nt, T* dqkv, const T* dout, const T* out, const T* lse, const T* qkv,
+                        int B, int S, int H, int hd) {
+  const int W = 3 * H * hd, OW = H * hd;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const long total = static_cast<long>(B) * H * S;
+  std::vector<double> Dv(total);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (long idx = 0; idx < total; idx++) {
+    const int i = static_cast<int>(idx % S), h = static_cast<int>(idx / S % H);
+    const int b = static_cast<int>(idx / (static_cast<long>(S) * H));
+    const size_t o = (static_cast<size_t>(b) * S + i) * OW + h * hd;
+    Dv[idx] = dot(dout + o, out + o, hd);
+  }
+
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<double> acc(hd), acc2(hd);
+    // pass 1: dq of query i
+#pragma omp for schedule(static)
+    for (long idx = 0; idx < total; idx++) {
+      const int i = static_cast<int>(idx % S), h = static_cast<int>(idx / S % H);
+      const int b = static_cast<int>(idx / (static_cast<long>(S) * H));
+      const T* base = qkv + static_cast<size_t>(b) * S * W;
+      const T* q = base + static_cast<size_t>(i) * W + h * hd;
+      const T* go = dout + (static_cast<size_t>(b) * S + i) * OW + h * hd;
+      const double l = lse[idx], Di = Dv[idx];
+      for (int d = 0; d < hd; d++) acc[d] = 0.0;
+      for (int j = 0; j <= i; j++) {
+        const T* k = base + static_cast<size_t>(j) * W + OW + h * hd;
+        const T* v = base + static_cast<size_t>(j) * W + 2 * OW + h * hd;
+        const double p = std::exp(scale * dot(q, k, hd) - l);
+        const double ds = p * (dot(go, v, hd) - Di);
+        for (int d = 0; d < hd; d++) acc[d] += ds * k[d];
+      }
+      T* dq = dqkv + (static_cast<size_t>(b) * S + i) * W + h * hd;
+      for (int d = 0; d < hd; d++) dq[d] = static_cast<T>(scale * acc[d]);
+    }
+    // pass 2: dk and dv of key j; round-robin since row j sees S - j queries
+#pragma omp for schedule(static, 1)
+    for (long idx = 0; idx < total; idx++) {
+      const int j = static_cast<int>(idx % S), h = static_cast<int>(idx / S % H);
+      const int b = static_cast<int>(idx / (static_cast<long>(S) * H));
+      const T* base = qkv + static_cast<size_t>(b) * S * W;
+      const T* k = base + static_cast<size_t>(j) * W + OW + h * hd;
+      const T* v = base + static_cast<size_t>(j) * W + 2 * OW + h * hd;
+      const long row0 = idx - j;  // (b*H + h)*S: lse and D of query 0
+      for (int d = 0; d < hd; d++) acc[d] = acc2[d] = 0.0;
+      for (int i = j; i < S; i++) {
+        const T* q = base + static_cast<size_t>(i) * W + h * hd;
+        const T* go = dout + (static_cast<size_t>(b) * S + i) * OW + h * hd;
+        const double p = std::exp(scale * dot(q, k, hd) - static_cast<double>(lse[row0 + i]));
+        const double ds = p * (dot(go, v, hd) - Dv[row0 + i]);
+        for (int d = 0; d < hd; d++) {
+          acc[d] += ds * q[d];
+          acc2[d] += p * go[d];
+        }
+      }
+      T* dk = dqkv + (static_cast<size_t>(b) * S + j) * W + OW + h * hd;
+      T* dv = dk + OW;
+      for (int d = 0; d < hd; d++) {
+        dk[d] = static_cast<T>(scale * acc[d]);
+        dv[d] = static_cast<T>(acc2[d]);
+      }
+    }
+  }
+}
+
+#define INSTANTIATE(T)                                                                           \
+  template void rope_forward<T>(int, T*, int, int, int, int, double);                            \
+  template void rope_backward<T>(int, T*, int, int, int, int, double);                           \
+  template void attention_forward<T>(int, T*, T*, const T*, int, int, int, int);                 \
+  template void attention_backward<T>(int, T*, const T*, const T*, const T*, const T*, int, int, \
+                                      int, int);
+INSTANTIATE(float)
+INSTANTIATE(double)
+#undef INSTANTIATE
+
+}  // namespace moe::cpu

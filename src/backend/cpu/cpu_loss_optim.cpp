@@ -1,0 +1,63 @@
+// Cross-entropy loss and the AdamW update.
+#include <cmath>
+
+#include "backend/cpu/cpu_ops.h"
+#include "core/error.h"
+
+namespace moe::cpu {
+
+// Per row: lse by max-subtracted log-sum-exp (double), loss = lse - x[target];
+// then dlogits = grad_scale (softmax - onehot). dlogits may alias logits:
+// the loss is taken before the row is overwritten and each entry is read
+// before it is written.
+template <typename T>
+void cross_entropy(int nt, T* losses, T* dlogits, const T* logits, const int32_t* targets, int N,
+                   int V, double grad_scale) {
+  for (int n = 0; n < N; n++)
+    MOE_CHECK(targets[n] >= 0 && targets[n] < V, "cross_entropy: target out of range");
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int n = 0; n < N; n++) {
+    const T* x = logits + static_cast<size_t>(n) * V;
+    double m = x[0];
+    for (int j = 1; j < V; j++) m = x[j] > m ? static_cast<double>(x[j]) : m;
+    double z = 0.0;
+    for (int j = 0; j < V; j++) z += std::exp(x[j] - m);
+    const double lse = m + std::log(z);
+    const int tgt = targets[n];
+    losses[n] = static_cast<T>(lse - x[tgt]);
+    if (!dlogits) continue;
+    T* d = dlogits + static_cast<size_t>(n) * V;
+    for (int j = 0; j < V; j++) {
+      const double p = std::exp(x[j] - lse);
+      d[j] = static_cast<T>(grad_scale * (j == tgt ? p - 1.0 : p));
+    }
+  }
+}
+
+// PyTorch AdamW: p *= 1 - lr*wd (decoupled, on the pre-update parameter),
+// then the bias-corrected Adam step. Math in double.
+template <typename T>
+void adamw_step(int nt, T* params, const T* grads, T* m, T* v, size_t n, const AdamWParams& p) {
+  const double decay = 1.0 - p.lr * p.weight_decay;
+  const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
+  const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (size_t i = 0; i < n; i++) {
+    const double g = static_cast<double>(grads[i]) * p.grad_scale;
+    const double mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
+    const double vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
+    m[i] = static_cast<T>(mi);
+    v[i] = static_cast<T>(vi);
+    const double upd = (mi / bc1) / (std::sqrt(vi / bc2) + p.eps);
+    params[i] = static_cast<T>(params[i] * decay - p.lr * upd);
+  }
+}
+
+#define INSTANTIATE(T)                                                                     \
+  template void cross_entropy<T>(int, T*, T*, const T*, const int32_t*, int, int, double); \
+  template void adamw_step<T>(int, T*, const T*, T*, T*, size_t, const AdamWParams&);
+INSTANTIATE(float)
+INSTANTIATE(double)
+#undef INSTANTIATE
+
+}  // namespace moe::cpu

@@ -1,0 +1,90 @@
+// Token embedding and RMSNorm, forward and backward.
+#include <cmath>
+
+#include "backend/cpu/cpu_ops.h"
+
+namespace moe::cpu {
+
+template <typename T>
+void embedding_forward(int nt, T* y, const T* table, const int32_t* tokens, int N, int D) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int n = 0; n < N; n++) {
+    const T* src = table + static_cast<size_t>(tokens[n]) * D;
+    T* dst = y + static_cast<size_t>(n) * D;
+    for (int d = 0; d < D; d++) dst[d] = src[d];
+  }
+}
+
+// Parallel over column blocks of D, tokens in order inside: repeated tokens
+// never race and every entry sums its rows in the same order.
+template <typename T>
+void embedding_backward(int nt, T* dtable, const T* dy, const int32_t* tokens, int N, int D) {
+  const int blocks = (D + kColBlock - 1) / kColBlock;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int blk = 0; blk < blocks; blk++) {
+    const int d0 = blk * kColBlock, d1 = d0 + kColBlock < D ? d0 + kColBlock : D;
+    for (int n = 0; n < N; n++) {
+      T* dst = dtable + static_cast<size_t>(tokens[n]) * D;
+      const T* src = dy + static_cast<size_t>(n) * D;
+      for (int d = d0; d < d1; d++) dst[d] += src[d];
+    }
+  }
+}
+
+// y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); mean of squares in double.
+template <typename T>
+void rmsnorm_forward(int nt, T* y, T* rstd, const T* x, const T* w, int N, int D, double eps) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int n = 0; n < N; n++) {
+    const T* xr = x + static_cast<size_t>(n) * D;
+    T* yr = y + static_cast<size_t>(n) * D;
+    double ss = 0.0;
+    for (int d = 0; d < D; d++) ss += static_cast<double>(xr[d]) * xr[d];
+    const T r = static_cast<T>(1.0 / std::sqrt(ss / D + eps));
+    rstd[n] = r;
+    for (int d = 0; d < D; d++) yr[d] = xr[d] * r * w[d];
+  }
+}
+
+// dx_j += r w_j dy_j - x_j r^3/D sum_k dy_k w_k x_k;  dw_j += sum_n dy_nj x_nj r_n.
+template <typename T>
+void rmsnorm_backward(int nt, T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd,
+                      int N, int D) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int n = 0; n < N; n++) {
+    const T* xr = x + static_cast<size_t>(n) * D;
+    const T* gr = dy + static_cast<size_t>(n) * D;
+    T* dxr = dx + static_cast<size_t>(n) * D;
+    const double r = rstd[n];
+    double dot = 0.0;
+    for (int d = 0; d < D; d++) dot += static_cast<double>(gr[d]) * w[d] * xr[d];
+    const double c = dot * r * r * r / D;
+    for (int d = 0; d < D; d++)
+      dxr[d] += static_cast<T>(r * static_cast<double>(w[d]) * gr[d] - c * xr[d]);
+  }
+  // dw: column blocks in parallel, rows summed serially in double.
+  const int blocks = (D + kColBlock - 1) / kColBlock;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int blk = 0; blk < blocks; blk++) {
+    const int d0 = blk * kColBlock, d1 = d0 + kColBlock < D ? d0 + kColBlock : D;
+    double acc[kColBlock] = {};
+    for (int n = 0; n < N; n++) {
+      const T* xr = x + static_cast<size_t>(n) * D;
+      const T* gr = dy + static_cast<size_t>(n) * D;
+      const double r = rstd[n];
+      for (int d = d0; d < d1; d++) acc[d - d0] += static_cast<double>(gr[d]) * xr[d] * r;
+    }
+    for (int d = d0; d < d1; d++) dw[d] += static_cast<T>(acc[d - d0]);
+  }
+}
+
+#define INSTANTIATE(T)                                                                 \
+  template void embedding_forward<T>(int, T*, const T*, const int32_t*, int, int);     \
+  template void embedding_backward<T>(int, T*, const T*, const int32_t*, int, int);    \
+  template void rmsnorm_forward<T>(int, T*, T*, const T*, const T*, int, int, double); \
+  template void rmsnorm_backward<T>(int, T*, T*, const T*, const T*, const T*, const T*, int, int);
+INSTANTIATE(float)
+INSTANTIATE(double)
+#undef INSTANTIATE
+
+}  // namespace moe::cpu

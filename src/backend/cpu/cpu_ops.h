@@ -1,0 +1,118 @@
+// The CPU ops as free function templates, one file per concern (llm.c style).
+// Every op takes nt, the OpenMP thread count of its parallel regions, first;
+// the rest mirrors the Backend method of the same name (backend.h documents
+// the semantics). Parallel loops run over independent outputs with a static
+// schedule and each output is summed in a fixed serial order, so results do
+// not depend on nt.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/backend.h"
+
+namespace moe::cpu {
+
+// Deterministic reductions sum fixed-size chunks in parallel, then the chunk
+// partials serially: the order never depends on the thread count.
+constexpr size_t kReduceChunk = 4096;
+// Column block of the column-parallel reductions (embedding, rmsnorm dw).
+constexpr int kColBlock = 64;
+
+// Makes OpenBLAS use nt threads for the following gemm calls (no-op when the
+// BLAS is not OpenBLAS).
+void blas_set_threads(int nt);
+
+// ---- memory and elementwise (cpu_memory.cpp) ----
+void* alloc_bytes(size_t bytes);
+void free_bytes(void* p);
+void copy_bytes(void* dst, const void* src, size_t bytes);
+void zero_bytes(void* p, size_t bytes);
+template <typename T>
+void add_inplace(int nt, T* y, const T* x, size_t n);
+template <typename T>
+void scale_inplace(int nt, T* x, double a, size_t n);
+template <typename T>
+double sum(int nt, const T* x, size_t n);
+template <typename T>
+double sum_squares(int nt, const T* x, size_t n);
+
+// ---- linear (cpu_linear.cpp) ----
+template <typename T>
+void linear_forward(int nt, T* y, const T* x, const T* W, int N, int I, int O);
+template <typename T>
+void linear_backward(int nt, T* dx, T* dW, const T* dy, const T* x, const T* W, int N, int I, int O,
+                     bool accumulate_dx);
+template <typename T>
+void grouped_linear_forward(int nt, T* y, const T* x, const T* W, const int64_t* offsets_host,
+                            int groups, int I, int O);
+template <typename T>
+void grouped_linear_backward(int nt, T* dx, T* dW, const T* dy, const T* x, const T* W,
+                             const int64_t* offsets_host, int groups, int I, int O);
+
+// ---- embedding and RMSNorm (cpu_norm_embed.cpp) ----
+template <typename T>
+void embedding_forward(int nt, T* y, const T* table, const int32_t* tokens, int N, int D);
+template <typename T>
+void embedding_backward(int nt, T* dtable, const T* dy, const int32_t* tokens, int N, int D);
+template <typename T>
+void rmsnorm_forward(int nt, T* y, T* rstd, const T* x, const T* w, int N, int D, double eps);
+template <typename T>
+void rmsnorm_backward(int nt, T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd,
+                      int N, int D);
+
+// ---- RoPE and attention (cpu_attention.cpp) ----
+template <typename T>
+void rope_forward(int nt, T* qkv, int B, int S, int H, int hd, double theta);
+template <typename T>
+void rope_backward(int nt, T* dqkv, int B, int S, int H, int hd, double theta);
+template <typename T>
+void attention_forward(int nt, T* out, T* lse, const T* qkv, int B, int S, int H, int hd);
+template <typename T>
+void attention_backward(int nt, T* dqkv, const T* dout, const T* out, const T* lse, const T* qkv,
+                        int B, int S, int H, int hd);
+
+// ---- SwiGLU, router scores, top-k, aux loss (cpu_router.cpp) ----
+template <typename T>
+void swiglu_forward(int nt, T* h, const T* a13, int N, int F);
+template <typename T>
+void swiglu_backward(int nt, T* da13, const T* dh, const T* a13, int N, int F);
+template <typename T>
+void router_scores_forward(int nt, T* scores, const T* logits, int N, int E, GateFn fn);
+template <typename T>
+void router_scores_backward(int nt, T* dlogits, const T* dscores, const T* scores, int N, int E,
+                            GateFn fn);
+template <typename T>
+void topk_route(int nt, int32_t* expert_idx, T* gates, const T* scores, const float* bias, int N,
+                const RouteSpec& spec);
+template <typename T>
+void topk_route_backward(int nt, T* dscores, const T* dgates, const T* scores,
+                         const int32_t* expert_idx, int N, const RouteSpec& spec);
+template <typename T>
+double aux_loss_forward_backward(int nt, T* dscores, const T* scores, const int32_t* expert_idx,
+                                 int groups, int group_len, int E, int K, double alpha,
+                                 double grad_scale);
+
+// ---- token dispatch (cpu_dispatch.cpp) ----
+void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* expert_idx, int N,
+                   int E, int K);
+template <typename T>
+void permute_rows(int nt, T* xp, const T* x, const int32_t* row_of_slot, int N, int K, int D);
+template <typename T>
+void permute_rows_backward(int nt, T* dx, const T* dxp, const int32_t* row_of_slot, int N, int K,
+                           int D);
+template <typename T>
+void combine_forward(int nt, T* y, const T* yp, const T* gates, const int32_t* row_of_slot, int N,
+                     int K, int D);
+template <typename T>
+void combine_backward(int nt, T* dyp, T* dgates, const T* dy, const T* yp, const T* gates,
+                      const int32_t* row_of_slot, int N, int K, int D);
+
+// ---- loss and optimizer (cpu_loss_optim.cpp) ----
+template <typename T>
+void cross_entropy(int nt, T* losses, T* dlogits, const T* logits, const int32_t* targets, int N,
+                   int V, double grad_scale);
+template <typename T>
+void adamw_step(int nt, T* params, const T* grads, T* m, T* v, size_t n, const AdamWParams& p);
+
+}  // namespace moe::cpu

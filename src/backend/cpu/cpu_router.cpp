@@ -1,0 +1,168 @@
+// Router: gate scores, biased top-K selection with unbiased gates, and the
+// auxiliary balance loss baseline.
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/cpu_ops.h"
+#include "core/error.h"
+
+namespace moe::cpu {
+
+template <typename T>
+void router_scores_forward(int nt, T* scores, const T* logits, int N, int E, GateFn fn) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int n = 0; n < N; n++) {
+    const T* l = logits + static_cast<size_t>(n) * E;
+    T* s = scores + static_cast<size_t>(n) * E;
+    if (fn == GateFn::Sigmoid) {
+      for (int e = 0; e < E; e++) s[e] = T(1) / (T(1) + std::exp(-l[e]));
+    } else {  // softmax over the experts, max-subtracted, normaliser in double
+      T m = l[0];
+      for (int e = 1; e < E; e++) m = l[e] > m ? l[e] : m;
+      double z = 0.0;
+      for (int e = 0; e < E; e++) z += (s[e] = std::exp(l[e] - m));
+      for (int e = 0; e < E; e++) s[e] = static_cast<T>(s[e] / z);
+    }
+  }
+}
+
+// sigmoid: dl = ds s (1 - s); softmax: dl_i = s_i (ds_i - sum_j ds_j s_j). Overwrites.
+template <typename T>
+void router_scores_backward(int nt, T* dlogits, const T* dscores, const T* scores, int N, int E,
+                            GateFn fn) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int n = 0; n < N; n++) {
+    const T* ds = dscores + static_cast<size_t>(n) * E;
+    const T* s = scores + static_cast<size_t>(n) * E;
+    T* dl = dlogits + static_cast<size_t>(n) * E;
+    if (fn == GateFn::Sigmoid) {
+      for (int e = 0; e < E; e++) dl[e] = ds[e] * s[e] * (T(1) - s[e]);
+    } else {
+      double dot = 0.0;
+      for (int e = 0; e < E; e++) dot += static_cast<double>(ds[e]) * s[e];
+      for (int e = 0; e < E; e++) dl[e] = static_cast<T>(s[e] * (ds[e] - dot));
+    }
+  }
+}
+
+// K rounds of argmax over the unpicked experts; strict '>' keeps the lower
+// index on ties, so the order is descending key, then ascending index.
+// A null bias selects on s alone.
+template <typename T>
+void topk_route(int nt, int32_t* expert_idx, T* gates, const T* scores, const float* bias, int N,
+                const RouteSpec& spec) {
+  const int E = spec.E, K = spec.K;
+  MOE_CHECK(K >= 1 && K <= E, "topk_route: need 1 <= K <= E");
+  const bool mult = spec.bias_mode == BiasMode::Multiplicative;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<T> key(E);
+    std::vector<char> used(E);
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; n++) {
+      const T* s = scores + static_cast<size_t>(n) * E;
+      int32_t* idx = expert_idx + static_cast<size_t>(n) * K;
+      T* g = gates + static_cast<size_t>(n) * K;
+      for (int e = 0; e < E; e++) {
+        if (!bias) {  // no balancing: plain top-K of s
+          key[e] = s[e];
+        } else {
+          const T b = static_cast<T>(bias[e]);
+          key[e] = mult ? s[e] * b : s[e] + b;
+        }
+        used[e] = 0;
+      }
+      double sel = 0.0;
+      for (int k = 0; k < K; k++) {
+        int best = -1;
+        for (int e = 0; e < E; e++)
+          if (!used[e] && (best < 0 || key[e] > key[best])) best = e;
+        used[best] = 1;
+        idx[k] = best;
+        sel += s[best];
+      }
+      const double c = spec.normalize ? spec.route_scale / sel : spec.route_scale;
+      for (int k = 0; k < K; k++) g[k] = static_cast<T>(s[idx[k]] * c);
+    }
+  }
+}
+
+// Without normalisation g_k = c s_k. With it g_k = c s_k / S (S = sum of the
+// selected s), so ds_j += c (dg_j / S - sum_k dg_k s_k / S^2).
+template <typename T>
+void topk_route_backward(int nt, T* dscores, const T* dgates, const T* scores,
+                         const int32_t* expert_idx, int N, const RouteSpec& spec) {
+  const int E = spec.E, K = spec.K;
+  const double c = spec.route_scale;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int n = 0; n < N; n++) {
+    const T* s = scores + static_cast<size_t>(n) * E;
+    const T* dg = dgates + static_cast<size_t>(n) * K;
+    const int32_t* idx = expert_idx + static_cast<size_t>(n) * K;
+    T* ds = dscores + static_cast<size_t>(n) * E;
+    if (!spec.normalize) {
+      for (int k = 0; k < K; k++) ds[idx[k]] += static_cast<T>(c * dg[k]);
+      continue;
+    }
+    double S = 0.0, dot = 0.0;
+    for (int k = 0; k < K; k++) {
+      S += s[idx[k]];
+      dot += static_cast<double>(dg[k]) * s[idx[k]];
+    }
+    for (int k = 0; k < K; k++) ds[idx[k]] += static_cast<T>(c * (dg[k] / S - dot / (S * S)));
+  }
+}
+
+// Per group g: L_g = alpha sum_i f_gi P_gi, f_gi = E/(K L) count_gi (a constant),
+// P_gi = mean_t s_ti, so dL_g/ds_ti = alpha f_gi / L.
+template <typename T>
+double aux_loss_forward_backward(int nt, T* dscores, const T* scores, const int32_t* expert_idx,
+                                 int groups, int group_len, int E, int K, double alpha,
+                                 double grad_scale) {
+  std::vector<double> loss(groups, 0.0);
+  const int L = group_len;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<double> f(E), P(E);
+#pragma omp for schedule(static)
+    for (int g = 0; g < groups; g++) {
+      const size_t t0 = static_cast<size_t>(g) * L;
+      for (int e = 0; e < E; e++) f[e] = P[e] = 0.0;
+      for (int t = 0; t < L; t++) {
+        const int32_t* idx = expert_idx + (t0 + t) * K;
+        for (int k = 0; k < K; k++) f[idx[k]] += 1.0;
+        const T* s = scores + (t0 + t) * E;
+        for (int e = 0; e < E; e++) P[e] += s[e];
+      }
+      double lg = 0.0;
+      for (int e = 0; e < E; e++) {
+        f[e] *= static_cast<double>(E) / (static_cast<double>(K) * L);
+        lg += f[e] * (P[e] / L);
+      }
+      loss[g] = alpha * lg;
+      if (dscores) {
+        for (int t = 0; t < L; t++) {
+          T* ds = dscores + (t0 + t) * E;
+          for (int e = 0; e < E; e++) ds[e] += static_cast<T>(grad_scale * alpha * f[e] / L);
+        }
+      }
+    }
+  }
+  double total = 0.0;
+  for (double l : loss) total += l;
+  return total;
+}
+
+#define INSTANTIATE(T)                                                                           \
+  template void router_scores_forward<T>(int, T*, const T*, int, int, GateFn);                   \
+  template void router_scores_backward<T>(int, T*, const T*, const T*, int, int, GateFn);        \
+  template void topk_route<T>(int, int32_t*, T*, const T*, const float*, int, const RouteSpec&); \
+  template void topk_route_backward<T>(int, T*, const T*, const T*, const int32_t*, int,         \
+                                       const RouteSpec&);                                        \
+  template double aux_loss_forward_backward<T>(int, T*, const T*, const int32_t*, int, int, int, \
+                                               int, double, double);
+INSTANTIATE(float)
+INSTANTIATE(double)
+#undef INSTANTIATE
+
+}  // namespace moe::cpu

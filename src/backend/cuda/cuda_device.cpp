@@ -1,0 +1,27 @@
+#include "backend/cuda/cuda_device.h"
+
+#include <string>
+
+#include "core/error.h"
+
+namespace moe {
+
+int cuda_device_count() noexcept {
+  int n = 0;
+  // Without a driver this returns cudaErrorNoDevice or
+  // cudaErrorInsufficientDriver; either way "no usable device".
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // clear it so the next runtime call does not report it
+    return 0;
+  }
+  return n > 0 ? n : 0;
+}
+
+void cuda_check(cudaError_t err, const char* expr, const char* file, int line) {
+  if (err == cudaSuccess) return;
+  throw InternalError(std::string(file) + ":" + std::to_string(line) + ": " + expr + ": " +
+                      cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+}
+
+}  // namespace moe

@@ -1,0 +1,150 @@
+#include "data/token_source.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/philox.h"
+
+namespace moe {
+
+namespace {
+// Philox streams of the data pipeline (distinct from parameter init streams).
+constexpr uint64_t kStreamSyntheticTable = 0x5EED0001;
+constexpr uint64_t kStreamSyntheticSeq = 0x5EED0002;
+constexpr uint64_t kStreamFileOffset = 0x5EED0003;
+}  // namespace
+
+SyntheticSource::SyntheticSource(uint64_t seed, int vocab, int branching, int seq_len,
+                                 int global_batch)
+    : seed_(seed),
+      vocab_(vocab),
+      branching_(branching),
+      seq_len_(seq_len),
+      global_batch_(global_batch),
+      successors_(size_t(vocab) * branching) {
+  for (size_t i = 0; i < successors_.size(); ++i)
+    successors_[i] = int32_t(philox_uniform_int(seed, kStreamSyntheticTable, i, uint64_t(vocab)));
+}
+
+void SyntheticSource::sequence(int64_t step, int j, int32_t* out) const {
+  const uint64_t base = (uint64_t(step) * global_batch_ + j) * uint64_t(seq_len_ + 1);
+  int32_t tok = int32_t(philox_uniform_int(seed_, kStreamSyntheticSeq, base, uint64_t(vocab_)));
+  out[0] = tok;
+  for (int t = 1; t <= seq_len_; ++t) {
+    const uint64_t pick = philox_uniform_int(seed_, kStreamSyntheticSeq, base + t, branching_);
+    tok = successors_[size_t(tok) * branching_ + pick];
+    out[t] = tok;
+  }
+}
+
+std::string SyntheticSource::describe() const {
+  return "synthetic Markov chain (vocab " + std::to_string(vocab_) + ", branching " +
+         std::to_string(branching_) + ")";
+}
+
+TokenFileSource::TokenFileSource(const std::string& path, TokenDType dtype, int vocab,
+                                 uint64_t seed, int seq_len, int global_batch)
+    : path_(path), dtype_(dtype), seed_(seed), seq_len_(seq_len), global_batch_(global_batch) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw DataError(path + ": cannot open token file: " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw DataError(path + ": cannot stat token file: " + std::strerror(errno));
+  }
+  bytes_ = size_t(st.st_size);
+  const size_t width = dtype == TokenDType::U16 ? 2 : 4;
+  if (bytes_ % width != 0) {
+    ::close(fd);
+    throw DataError(path + ": size " + std::to_string(bytes_) + " is not a multiple of " +
+                    std::to_string(width) + " bytes (data.dtype " + to_string(dtype) + ")");
+  }
+  n_tokens_ = int64_t(bytes_ / width);
+  if (n_tokens_ < seq_len + 1) {
+    ::close(fd);
+    throw DataError(path + ": holds " + std::to_string(n_tokens_) +
+                    " tokens, fewer than model.seq_len + 1 = " + std::to_string(seq_len + 1));
+  }
+  void* p = ::mmap(nullptr, bytes_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) throw DataError(path + ": mmap failed: " + std::strerror(errno));
+  data_ = static_cast<const unsigned char*>(p);
+  // One pass to reject out-of-vocabulary tokens up front rather than mid-run.
+  for (int64_t i = 0; i < n_tokens_; ++i) {
+    uint32_t v;
+    if (dtype_ == TokenDType::U16) {
+      uint16_t x;
+      std::memcpy(&x, data_ + 2 * i, 2);
+      v = x;
+    } else {
+      std::memcpy(&v, data_ + 4 * i, 4);
+    }
+    if (v >= uint32_t(vocab)) {
+      ::munmap(const_cast<unsigned char*>(data_), bytes_);
+      data_ = nullptr;
+      throw DataError(path + ": token " + std::to_string(v) + " at position " + std::to_string(i) +
+                      " is outside model.vocab_size " + std::to_string(vocab));
+    }
+  }
+}
+
+TokenFileSource::~TokenFileSource() {
+  if (data_) ::munmap(const_cast<unsigned char*>(data_), bytes_);
+}
+
+void TokenFileSource::sequence(int64_t step, int j, int32_t* out) const {
+  const uint64_t index = uint64_t(step) * global_batch_ + j;
+  const int64_t start =
+      int64_t(philox_uniform_int(seed_, kStreamFileOffset, index, uint64_t(n_tokens_ - seq_len_)));
+  for (int t = 0; t <= seq_len_; ++t) {
+    if (dtype_ == TokenDType::U16) {
+      uint16_t x;
+      std::memcpy(&x, data_ + 2 * (start + t), 2);
+      out[t] = int32_t(x);
+    } else {
+      uint32_t x;
+      std::memcpy(&x, data_ + 4 * (start + t), 4);
+      out[t] = int32_t(x);
+    }
+  }
+}
+
+std::string TokenFileSource::describe() const {
+  return path_ + " (" + std::to_string(n_tokens_) + " tokens, " + to_string(dtype_) + ")";
+}
+
+std::unique_ptr<TokenSource> make_train_source(const Config& cfg) {
+  if (cfg.data.source == DataSource::Synthetic)
+    return std::make_unique<SyntheticSource>(cfg.train.seed, cfg.model.vocab_size,
+                                             cfg.data.synthetic_branching, cfg.model.seq_len,
+                                             cfg.train.global_batch);
+  return std::make_unique<TokenFileSource>(cfg.data.path, cfg.data.dtype, cfg.model.vocab_size,
+                                           cfg.train.seed, cfg.model.seq_len,
+                                           cfg.train.global_batch);
+}
+
+BatchSampler::BatchSampler(const TokenSource& src, int seq_len, int global_batch, int micro_batch,
+                           int rank, int world)
+    : src_(src), seq_len_(seq_len), micro_(micro_batch), per_rank_(global_batch / world),
+      first_(rank * (global_batch / world)) {
+  MOE_CHECK(global_batch % world == 0 && per_rank_ % micro_batch == 0,
+            "BatchSampler: global batch not divisible by world * micro_batch");
+}
+
+void BatchSampler::micro_batch(int64_t step, int m, int32_t* tokens, int32_t* targets) const {
+  std::vector<int32_t> seq(size_t(seq_len_) + 1);
+  for (int i = 0; i < micro_; ++i) {
+    src_.sequence(step, first_ + m * micro_ + i, seq.data());
+    std::memcpy(tokens + size_t(i) * seq_len_, seq.data(), size_t(seq_len_) * sizeof(int32_t));
+    std::memcpy(targets + size_t(i) * seq_len_, seq.data() + 1,
+                size_t(seq_len_) * sizeof(int32_t));
+  }
+}
+
+}  // namespace moe

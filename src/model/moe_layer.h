@@ -1,0 +1,45 @@
+// DeepSeekMoE layer: y = Shared(x) + sum_{i in TopK} g_i * Expert_i(x).
+// The n_shared shared experts are fused into one SwiGLU of width
+// n_shared * expert_intermediate; the routed experts are SwiGLUs of width
+// expert_intermediate, run as one grouped GEMM per projection over the tokens
+// the dispatcher groups by expert. Dropless.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "config/config.h"
+#include "model/swiglu_mlp.h"
+#include "moe/dispatcher.h"
+#include "moe/router.h"
+
+namespace moe {
+
+template <typename T>
+class MoeLayer {
+ public:
+  MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& cfg);
+  void allocate(Arena<T>& arena, int max_tokens);
+
+  // y[N,D] overwritten. bias: fp32 [E] selection bias. counts: if non-null,
+  // += this micro-batch's tokens per expert (int64 [E]). Returns the summed
+  // aux loss of the micro-batch's groups (0 without aux).
+  double forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T* x, int N,
+                 const float* bias, int64_t* counts, const AuxLossSpec* aux);
+  // dx[N,D] overwritten.
+  void backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dy, const T* x, int N);
+
+  const Router<T>& router() const { return router_; }
+
+ private:
+  int D_, E_, K_, Fe_;
+  bool with_aux_;
+  std::unique_ptr<SwiGluMlp<T>> shared_;  // null when n_shared == 0
+  Router<T> router_;
+  Dispatcher<T> dispatcher_;
+  typename ParamSet<T>::Id w13_first_, w2_first_;  // experts 0..E-1 follow contiguously
+  T *xp_ = nullptr, *a13p_ = nullptr, *hp_ = nullptr, *yp_ = nullptr;  // activations
+  T *dyp_ = nullptr, *dhp_ = nullptr, *da13p_ = nullptr, *dxp_ = nullptr, *dgates_ = nullptr;
+};
+
+}  // namespace moe

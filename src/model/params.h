@@ -1,0 +1,69 @@
+// The parameter set: every trainable tensor of the model, named, in one flat
+// backend buffer (with gradients and AdamW moments alongside), so that the
+// optimizer, gradient norm and all-reduce each see one contiguous array.
+//
+// Tensors with weight decay (matrices) come first, then those without (norm
+// weights): AdamW runs as two calls. Within each region, tensors keep their
+// registration order, so the experts of a layer (registered one after
+// another) form one contiguous [E, out, in] block for the grouped GEMM.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace moe {
+
+enum class ParamInit { Normal, Ones, Zeros };
+
+struct ParamInfo {
+  std::string name;            // e.g. "layers.2.experts.5.w13"
+  std::vector<int64_t> shape;  // row-major
+  size_t numel = 0;
+  size_t offset = 0;           // into the flat buffers (set by finalize)
+  bool decay = true;
+  ParamInit init = ParamInit::Normal;
+};
+
+template <typename T>
+class ParamSet {
+ public:
+  using Id = int;
+
+  // Registration (before finalize).
+  Id add(const std::string& name, std::vector<int64_t> shape, ParamInit init, bool decay);
+  // Assigns offsets and allocates params, grads, m, v (all zero).
+  void finalize(Backend<T>& be);
+  ~ParamSet();
+
+  // Fills every tensor per its init: Normal ~ N(0, std^2) from Philox keyed by
+  // (seed, tensor name), so values do not depend on layout or backend.
+  void init(uint64_t seed, double std);
+
+  T* param(Id id) const { return params_ + info_[id].offset; }
+  T* grad(Id id) const { return grads_ + info_[id].offset; }
+  const ParamInfo& info(Id id) const { return info_[id]; }
+  const std::vector<ParamInfo>& all() const { return info_; }
+  size_t size() const { return total_; }
+  size_t decay_size() const { return n_decay_; }  // [0, decay_size) has weight decay
+
+  T* params() const { return params_; }
+  T* grads() const { return grads_; }
+  T* adam_m() const { return m_; }
+  T* adam_v() const { return v_; }
+
+  void zero_grads();
+  std::vector<T> params_to_host() const;
+  void params_from_host(const std::vector<T>& host);
+  std::vector<T> grads_to_host() const;
+
+ private:
+  Backend<T>* be_ = nullptr;
+  std::vector<ParamInfo> info_;
+  size_t total_ = 0, n_decay_ = 0;
+  T *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
+};
+
+}  // namespace moe

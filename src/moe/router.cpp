@@ -1,0 +1,60 @@
+#include "moe/router.h"
+
+namespace moe {
+
+template <typename T>
+Router<T>::Router(ParamSet<T>& ps, const std::string& prefix, int D, const MoeConfig& mc,
+                  BiasMode mode)
+    : D_(D), fn_(mc.gate) {
+  spec_.E = mc.n_routed;
+  spec_.K = mc.top_k;
+  spec_.bias_mode = mode;
+  spec_.normalize = mc.normalize_gates;
+  spec_.route_scale = mc.route_scale;
+  w_ = ps.add(prefix + ".router", {spec_.E, D}, ParamInit::Normal, true);
+}
+
+template <typename T>
+void Router<T>::allocate(Arena<T>& arena, int max_tokens, bool with_aux_loss) {
+  const size_t n = size_t(max_tokens), E = spec_.E, K = spec_.K;
+  logits_ = arena.alloc(n * E);
+  scores_ = arena.alloc(n * E);
+  gates_ = arena.alloc(n * K);
+  idx_ = arena.template alloc<int32_t>(n * K);
+  dscores_ = arena.alloc(n * E);
+  dlogits_ = arena.alloc(n * E);
+  if (with_aux_loss) dscores_aux_ = arena.alloc(n * E);
+}
+
+template <typename T>
+double Router<T>::forward(Backend<T>& be, const ParamSet<T>& ps, const T* x, int N,
+                          const float* bias, const AuxLossSpec* aux) {
+  be.linear_forward(logits_, x, ps.param(w_), N, D_, spec_.E);
+  be.router_scores_forward(scores_, logits_, N, spec_.E, fn_);
+  be.topk_route(idx_, gates_, scores_, bias, N, spec_);
+  aux_active_ = aux != nullptr && dscores_aux_ != nullptr;
+  if (!aux_active_) return 0.0;
+  // The aux gradient depends only on this forward's selection and scores, so
+  // it is computed here, once, and added in backward.
+  be.zero(dscores_aux_, size_t(N) * spec_.E * sizeof(T));
+  return be.aux_loss_forward_backward(dscores_aux_, scores_, idx_, aux->groups, aux->group_len,
+                                      spec_.E, spec_.K, aux->alpha, aux->grad_scale);
+}
+
+template <typename T>
+void Router<T>::backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dgates, const T* x,
+                         int N) {
+  const size_t bytes = size_t(N) * spec_.E * sizeof(T);
+  if (aux_active_)
+    be.copy(dscores_, dscores_aux_, bytes);
+  else
+    be.zero(dscores_, bytes);
+  be.topk_route_backward(dscores_, dgates, scores_, idx_, N, spec_);
+  be.router_scores_backward(dlogits_, dscores_, scores_, N, spec_.E, fn_);
+  be.linear_backward(dx, ps.grad(w_), dlogits_, x, ps.param(w_), N, D_, spec_.E, true);
+}
+
+template class Router<float>;
+template class Router<double>;
+
+}  // namespace moe

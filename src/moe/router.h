@@ -1,0 +1,54 @@
+// The MoE router: logits = x W_r^T, scores s = sigmoid or softmax (fp32 on
+// every backend that trains in reduced precision), top-K selection on s + b
+// (or s * b) where the bias b only selects, gates = unbiased s. When the
+// auxiliary-loss baseline is on, the router also owns that loss's gradient.
+#pragma once
+
+#include <string>
+
+#include "config/config.h"
+#include "model/arena.h"
+#include "model/params.h"
+
+namespace moe {
+
+// The auxiliary balance loss of one micro-batch (paper Eq. 2): `groups`
+// groups of `group_len` tokens (a sequence each, or one group for the whole
+// micro-batch); grad_scale is d(objective)/d(sum of group losses).
+struct AuxLossSpec {
+  double alpha = 0.0;
+  int groups = 0;
+  int group_len = 0;
+  double grad_scale = 0.0;
+};
+
+template <typename T>
+class Router {
+ public:
+  Router(ParamSet<T>& ps, const std::string& prefix, int D, const MoeConfig& mc, BiasMode mode);
+  void allocate(Arena<T>& arena, int max_tokens, bool with_aux_loss);
+
+  // Routes N tokens. bias: fp32 [E] backend memory. aux: null or the aux-loss
+  // spec. Returns the summed aux loss of the groups (0 without aux).
+  double forward(Backend<T>& be, const ParamSet<T>& ps, const T* x, int N, const float* bias,
+                 const AuxLossSpec* aux);
+  // dx += router input gradient; dW_r accumulated. dgates [N,K] from combine.
+  void backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dgates, const T* x, int N);
+
+  const int32_t* expert_idx() const { return idx_; }
+  const T* gates() const { return gates_; }
+  const T* scores() const { return scores_; }
+  const RouteSpec& spec() const { return spec_; }
+
+ private:
+  int D_;
+  GateFn fn_;
+  RouteSpec spec_;
+  typename ParamSet<T>::Id w_;
+  bool aux_active_ = false;  // the last forward stored an aux-loss gradient
+  T *logits_ = nullptr, *scores_ = nullptr, *gates_ = nullptr;
+  int32_t* idx_ = nullptr;
+  T *dscores_ = nullptr, *dscores_aux_ = nullptr, *dlogits_ = nullptr;
+};
+
+}  // namespace moe

@@ -1,0 +1,96 @@
+#include "train/metrics.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace moe {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Moves an existing file aside (name.N.ext) so a new run never overwrites it.
+void keep_aside(const fs::path& p) {
+  if (!fs::exists(p)) return;
+  for (int n = 1;; ++n) {
+    fs::path q = p.parent_path() / (p.stem().string() + "." + std::to_string(n) +
+                                    p.extension().string());
+    if (!fs::exists(q)) {
+      fs::rename(p, q);
+      spdlog::info("kept the previous {} as {}", p.filename().string(), q.filename().string());
+      return;
+    }
+  }
+}
+
+std::ofstream open_fresh(const fs::path& p) {
+  keep_aside(p);
+  std::ofstream f(p);
+  if (!f) throw InputError("log.out_dir: cannot write " + p.string());
+  return f;
+}
+
+}  // namespace
+
+MetricsLog::MetricsLog(const Config& cfg, const std::string& config_yaml)
+    : cfg_(cfg), moe_layers_(cfg.model.moe_layers()), E_(cfg.moe.n_routed) {
+  const fs::path dir(cfg.log.out_dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw InputError("log.out_dir: cannot create " + dir.string() + ": " + ec.message());
+  std::ofstream(dir / "config.yaml") << config_yaml;
+  metrics_ = open_fresh(dir / "metrics.jsonl");
+  if (cfg.log.expert_load_interval > 0) loads_ = open_fresh(dir / "expert_loads.jsonl");
+}
+
+void MetricsLog::record(const StepStats& s, double elapsed, int64_t steps_done) {
+  using nlohmann::json;
+  const int64_t total = cfg_.train.steps;
+  json j = {{"step", s.step},
+            {"loss", s.loss},
+            {"aux_loss", s.aux_loss},
+            {"lr", s.lr},
+            {"grad_norm", s.grad_norm},
+            {"maxvio_batch", s.maxvio_batch},
+            {"maxvio_batch_layers", s.maxvio_batch_layers},
+            {"tokens_per_s", s.tokens_per_second},
+            {"step_s", s.step_seconds},
+            {"tokens_seen", s.tokens_seen},
+            {"elapsed_s", elapsed}};
+  metrics_ << j.dump() << '\n';
+  metrics_.flush();
+
+  const int every = cfg_.log.expert_load_interval;
+  if (every > 0 && (s.step % every == 0 || s.step == total)) {
+    json loads = json::array();
+    for (int l = 0; l < moe_layers_; ++l)
+      loads.push_back(std::vector<int64_t>(s.counts.begin() + size_t(l) * E_,
+                                           s.counts.begin() + size_t(l + 1) * E_));
+    loads_ << json{{"step", s.step}, {"loads", loads}}.dump() << '\n';
+    loads_.flush();
+  }
+
+  if (s.step % cfg_.log.interval == 0 || s.step == total || s.step == 1) {
+    const double eta = elapsed / double(std::max<int64_t>(1, steps_done)) * double(total - s.step);
+    spdlog::info(
+        "step {:>{}}/{} | loss {:.4f} | lr {:.2e} | gnorm {:.3f} | aux {:.2e} | maxvio {:.3f} | "
+        "{:.0f} tok/s | ETA {}",
+        s.step, int(std::to_string(total).size()), total, s.loss, s.lr, s.grad_norm, s.aux_loss,
+        s.maxvio_batch, s.tokens_per_second, format_duration(eta));
+  }
+}
+
+std::string format_duration(double seconds) {
+  const int64_t s = int64_t(std::llround(std::max(0.0, seconds)));
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+}  // namespace moe

@@ -1,0 +1,47 @@
+// Run outputs: metrics.jsonl (one JSON object per step), expert_loads.jsonl
+// (per-expert token counts every log.expert_load_interval steps, for
+// heatmaps) and the resolved config, all under log.out_dir; plus the
+// console progress line. Only rank 0 creates a MetricsLog.
+#pragma once
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+
+namespace moe {
+
+struct StepStats {
+  int64_t step = 0;             // 1-based: the number of optimizer steps done
+  double loss = 0.0;            // mean token cross-entropy of the global batch
+  double aux_loss = 0.0;        // aux-loss term of the objective (0 unless aux_loss)
+  double lr = 0.0;
+  double grad_norm = 0.0;       // global norm before clipping
+  double maxvio_batch = 0.0;    // mean over MoE layers
+  std::vector<double> maxvio_batch_layers;
+  std::vector<int64_t> counts;  // [moe_layers * n_routed], global batch
+  double step_seconds = 0.0;
+  double tokens_per_second = 0.0;
+  int64_t tokens_seen = 0;
+};
+
+class MetricsLog {
+ public:
+  // Creates out_dir; an earlier run's files there are renamed aside, not lost.
+  MetricsLog(const Config& cfg, const std::string& config_yaml);
+  // elapsed: seconds since this process began training; steps_done: steps
+  // this process has run (for the ETA).
+  void record(const StepStats& s, double elapsed, int64_t steps_done);
+
+ private:
+  const Config& cfg_;
+  std::ofstream metrics_, loads_;
+  int moe_layers_, E_;
+};
+
+// "1h02m", "3m20s", "12s".
+std::string format_duration(double seconds);
+
+}  // namespace moe
