@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 namespace moe {
@@ -17,6 +20,12 @@ int run_main(const char* program, const std::function<int()>& body) {
     std::fprintf(stderr, "%s: internal error: %s\n", program, e.what());
     return 1;
   }
+}
+
+void ensure_passive_openmp_wait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
 }
 
 void setup_logging(const std::string& level) {

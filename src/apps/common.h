@@ -13,6 +13,12 @@ namespace moe {
 // stderr and exit code 2, any other failure into one line and exit code 1.
 int run_main(const char* program, const std::function<int()>& body);
 
+// OpenMP threads that spin-wait between parallel regions starve OpenBLAS's
+// own thread pool (several times slower on few cores). libgomp reads
+// OMP_WAIT_POLICY once at load, so when it is unset we set it to PASSIVE
+// and re-execute the program once. A user's own setting is kept.
+void ensure_passive_openmp_wait(char** argv);
+
 // spdlog level from log.level; console pattern with a timestamp.
 void setup_logging(const std::string& level);
 

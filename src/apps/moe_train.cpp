@@ -46,6 +46,7 @@ void train(const moe::Config& cfg, const std::string& config_yaml) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  moe::ensure_passive_openmp_wait(argv);
   return moe::run_main("moe-train", [&]() {
     std::string config_path;
     std::vector<std::string> overrides;

@@ -21,6 +21,13 @@ typename ParamSet<T>::Id ParamSet<T>::add(const std::string& name, std::vector<i
 }
 
 template <typename T>
+typename ParamSet<T>::Id ParamSet<T>::find(const std::string& name) const {
+  for (size_t i = 0; i < info_.size(); ++i)
+    if (info_[i].name == name) return Id(i);
+  throw InternalError("no parameter named " + name);
+}
+
+template <typename T>
 void ParamSet<T>::finalize(Backend<T>& be) {
   MOE_CHECK(be_ == nullptr, "ParamSet::finalize called twice");
   be_ = &be;

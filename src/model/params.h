@@ -45,6 +45,8 @@ class ParamSet {
   T* param(Id id) const { return params_ + info_[id].offset; }
   T* grad(Id id) const { return grads_ + info_[id].offset; }
   const ParamInfo& info(Id id) const { return info_[id]; }
+  // The tensor called `name`; throws InternalError if there is none.
+  Id find(const std::string& name) const;
   const std::vector<ParamInfo>& all() const { return info_; }
   size_t size() const { return total_; }
   size_t decay_size() const { return n_decay_; }  // [0, decay_size) has weight decay

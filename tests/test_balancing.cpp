@@ -1,0 +1,142 @@
+// Loss-Free bias updates, MaxVio and routing invariants against hand-computed
+// cases.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/transformer.h"
+#include "moe/balancer.h"
+#include "moe/load_stats.h"
+
+namespace moe {
+namespace {
+
+// Two MoE layers, four experts. Layer 0: mean 4, errors e = {-6, 2, 0, 4}.
+// Layer 1: perfectly balanced, e = 0.
+const std::vector<int64_t> kCounts = {10, 2, 4, 0, 5, 5, 5, 5};
+
+BalanceConfig lf(UpdateRule rule, BiasMode mode, double u) {
+  BalanceConfig b;
+  b.method = BalanceMethod::LossFree;
+  b.update_rule = rule;
+  b.bias_mode = mode;
+  b.update_rate = u;
+  return b;
+}
+
+void expect_bias(const Balancer& b, const std::vector<float>& want) {
+  ASSERT_EQ(b.bias().size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_FLOAT_EQ(b.bias()[i], want[i]) << "entry " << i;
+}
+
+TEST(LossFree, SignRuleAdditive) {
+  Balancer b(lf(UpdateRule::Sign, BiasMode::Additive, 0.001), 2, 4);
+  expect_bias(b, {0, 0, 0, 0, 0, 0, 0, 0});
+  b.update(kCounts);
+  // Overloaded expert 0 goes down by u, underloaded 1 and 3 up, exact 2 stays.
+  expect_bias(b, {-0.001f, 0.001f, 0.0f, 0.001f, 0, 0, 0, 0});
+  b.update(kCounts);
+  expect_bias(b, {-0.002f, 0.002f, 0.0f, 0.002f, 0, 0, 0, 0});
+}
+
+TEST(LossFree, ProportionalRule) {
+  Balancer b(lf(UpdateRule::Proportional, BiasMode::Additive, 0.01), 2, 4);
+  b.update(kCounts);
+  // u * e / mean = 0.01 * {-6, 2, 0, 4} / 4
+  expect_bias(b, {-0.015f, 0.005f, 0.0f, 0.01f, 0, 0, 0, 0});
+}
+
+TEST(LossFree, MultiplicativeStartsAtOne) {
+  Balancer b(lf(UpdateRule::Sign, BiasMode::Multiplicative, 0.01), 2, 4);
+  expect_bias(b, {1, 1, 1, 1, 1, 1, 1, 1});
+  b.update(kCounts);
+  expect_bias(b, {0.99f, 1.01f, 1.0f, 1.01f, 1, 1, 1, 1});
+}
+
+TEST(LossFree, MeanCentring) {
+  BalanceConfig c = lf(UpdateRule::Sign, BiasMode::Additive, 0.001);
+  c.center_bias = true;
+  Balancer b(c, 2, 4);
+  b.update(kCounts);
+  // {-1, 1, 0, 1} * u has mean 0.25u; centred: {-1.25, 0.75, -0.25, 0.75} * u
+  expect_bias(b, {-0.00125f, 0.00075f, -0.00025f, 0.00075f, 0, 0, 0, 0});
+}
+
+TEST(LossFree, EmptyLayerLeftAlone) {
+  Balancer b(lf(UpdateRule::Sign, BiasMode::Additive, 0.001), 1, 4);
+  b.update({0, 0, 0, 0});
+  expect_bias(b, {0, 0, 0, 0});
+}
+
+TEST(LossFree, OtherMethodsNeverMoveTheBias) {
+  for (BalanceMethod m : {BalanceMethod::AuxLoss, BalanceMethod::None}) {
+    BalanceConfig c = lf(UpdateRule::Sign, BiasMode::Additive, 0.001);
+    c.method = m;
+    Balancer b(c, 2, 4);
+    b.update(kCounts);
+    expect_bias(b, {0, 0, 0, 0, 0, 0, 0, 0});
+    EXPECT_FALSE(b.updates_bias());
+  }
+}
+
+TEST(MaxVio, HandComputed) {
+  // Layer 0: (10 - 4) / 4 = 1.5; layer 1: 0.
+  const MaxVio mv = max_violation_layers(kCounts, 2, 4);
+  ASSERT_EQ(mv.per_layer.size(), 2u);
+  EXPECT_DOUBLE_EQ(mv.per_layer[0], 1.5);
+  EXPECT_DOUBLE_EQ(mv.per_layer[1], 0.0);
+  EXPECT_DOUBLE_EQ(mv.mean, 0.75);
+  // All tokens on one of 8 experts: (8 - 1) / 1 = 7.
+  const int64_t one[8] = {0, 0, 16, 0, 0, 0, 0, 0};
+  EXPECT_DOUBLE_EQ(max_violation(one, 8), 7.0);
+  const int64_t none[3] = {0, 0, 0};
+  EXPECT_DOUBLE_EQ(max_violation(none, 3), 0.0);
+}
+
+// In a whole model: the bias changes which experts are selected, but the gates
+// stay the unbiased scores of the selected experts; a bias that shifts every
+// expert equally changes nothing at all (loss and gradients bit-identical).
+TEST(Routing, BiasSelectsButNeverGates) {
+  Config c;
+  c.model = {.vocab_size = 13, .hidden = 8, .heads = 2, .layers = 1, .first_dense_layers = 0,
+             .dense_intermediate = 8, .seq_len = 6, .rope_theta = 10000, .norm_eps = 1e-6,
+             .init_std = 0.5};
+  c.moe.n_shared = 1;
+  c.moe.n_routed = 6;
+  c.moe.top_k = 2;
+  c.moe.expert_intermediate = 4;
+  auto be = make_cpu_backend<double>(1);
+  Transformer<double> m(c, *be, 2);
+  m.init_params(7);
+  std::vector<int32_t> tok(12), tgt(12);
+  for (int i = 0; i < 12; ++i) tok[i] = i % 13, tgt[i] = (3 * i + 1) % 13;
+  ForwardOptions opt;
+  opt.ce_grad_scale = 1.0;
+
+  auto run = [&](const std::vector<float>& bias) {
+    m.set_router_bias(bias);
+    m.params().zero_grads();
+    const double loss = m.forward(tok.data(), tgt.data(), 2, opt).loss_sum;
+    const Router<double>& r = m.router(0);
+    std::vector<int32_t> idx(r.expert_idx(), r.expert_idx() + 24);
+    for (int t = 0; t < 12; ++t)
+      for (int k = 0; k < 2; ++k)
+        EXPECT_EQ(r.gates()[t * 2 + k], r.scores()[t * 6 + idx[t * 2 + k]]);
+    m.backward();
+    return std::make_tuple(loss, idx, m.params().grads_to_host());
+  };
+  const auto [loss0, idx0, grad0] = run({0, 0, 0, 0, 0, 0});
+  const auto [loss1, idx1, grad1] = run({0.25f, 0.25f, 0.25f, 0.25f, 0.25f, 0.25f});
+  EXPECT_EQ(loss0, loss1);
+  EXPECT_EQ(idx0, idx1);
+  EXPECT_EQ(grad0, grad1);
+  // A large bias on expert 5 makes every token pick it.
+  const auto [loss2, idx2, grad2] = run({0, 0, 0, 0, 0, 10.0f});
+  for (int t = 0; t < 12; ++t) EXPECT_EQ(idx2[t * 2], 5);
+  EXPECT_NE(idx0, idx2);
+  EXPECT_NE(loss0, loss2);
+}
+
+}  // namespace
+}  // namespace moe

@@ -1,0 +1,132 @@
+// moe-train as a user runs it: bad input gives one line and exit code 2,
+// a short run writes its metrics, and an earlier run's files are kept.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code = -1;
+  std::string out;  // stdout + stderr
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = std::string(MOE_BINARY_DIR) + "/moe-train " + args + " 2>&1";
+  Result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+const std::string kTiny = std::string(MOE_SOURCE_DIR) + "/configs/tiny.yaml";
+
+fs::path temp_dir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("moe_cli_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+void expect_one_line_error(const Result& r, const std::string& needle) {
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find(needle), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+}
+
+TEST(Cli, UnknownConfigKey) {
+  expect_one_line_error(run("--config " + kTiny + " --set model.hiden=3"), "model.hiden");
+}
+
+TEST(Cli, InconsistentConfig) {
+  expect_one_line_error(run("--config " + kTiny + " --set moe.top_k=9"), "moe.top_k");
+}
+
+TEST(Cli, MissingConfigFile) {
+  expect_one_line_error(run("--config /nonexistent/x.yaml"), "/nonexistent/x.yaml");
+}
+
+TEST(Cli, BadArguments) {
+  expect_one_line_error(run("--config " + kTiny + " --bogus"), "--bogus");
+  expect_one_line_error(run(""), "--config");
+  expect_one_line_error(run("--config"), "--config");
+}
+
+TEST(Cli, MissingAndCorruptTokenFiles) {
+  const fs::path d = temp_dir("data");
+  expect_one_line_error(run("--config " + kTiny + " --set data.source=tokens --set data.path=" +
+                            (d / "none.bin").string()),
+                        (d / "none.bin").string());
+  // 3 bytes cannot be uint16 tokens.
+  std::ofstream(d / "odd.bin") << "abc";
+  expect_one_line_error(run("--config " + kTiny + " --set data.source=tokens --set data.path=" +
+                            (d / "odd.bin").string()),
+                        "odd.bin");
+  // Tokens outside the vocabulary.
+  {
+    std::ofstream f(d / "big.bin", std::ios::binary);
+    for (int i = 0; i < 1000; ++i) {
+      const uint16_t t = uint16_t(i % 600);  // vocab is 512
+      f.write(reinterpret_cast<const char*>(&t), 2);
+    }
+  }
+  expect_one_line_error(run("--config " + kTiny + " --set data.source=tokens --set data.path=" +
+                            (d / "big.bin").string()),
+                        "vocab_size");
+  fs::remove_all(d);
+}
+
+TEST(Cli, ShortRunWritesMetricsAndKeepsEarlierRuns) {
+  const fs::path d = temp_dir("run");
+  const std::string args = "--config " + kTiny + " --set train.steps=4 --set log.interval=2" +
+                           " --set log.expert_load_interval=2 --set log.out_dir=" + d.string();
+  const Result r = run(args);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("step 4/4"), std::string::npos) << r.out;
+  std::ifstream f(d / "metrics.jsonl");
+  std::string line;
+  int n = 0;
+  while (std::getline(f, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["step"].get<int>(), ++n);
+    for (const char* key : {"loss", "lr", "grad_norm", "aux_loss", "maxvio_batch", "tokens_per_s"})
+      EXPECT_TRUE(j.contains(key)) << key;
+    EXPECT_EQ(j["maxvio_batch_layers"].size(), 2u);
+  }
+  EXPECT_EQ(n, 4);
+  std::ifstream loads(d / "expert_loads.jsonl");
+  int m = 0;
+  while (std::getline(loads, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["loads"].size(), 2u);  // MoE layers
+    EXPECT_EQ(j["loads"][0].size(), 8u);  // experts
+    int64_t total = 0;
+    for (auto& c : j["loads"][0]) total += c.get<int64_t>();
+    EXPECT_EQ(total, 16 * 64 * 2);  // global batch tokens x top_k
+    ++m;
+  }
+  EXPECT_EQ(m, 2);  // steps 2 and 4
+  EXPECT_TRUE(fs::exists(d / "config.yaml"));
+
+  // A second run into the same directory keeps the first run's metrics aside.
+  ASSERT_EQ(run(args).code, 0);
+  EXPECT_TRUE(fs::exists(d / "metrics.1.jsonl"));
+  EXPECT_TRUE(fs::exists(d / "metrics.jsonl"));
+  fs::remove_all(d);
+}
+
+}  // namespace
