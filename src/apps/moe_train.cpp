@@ -38,6 +38,9 @@ void train(const moe::Config& cfg, const std::string& config_yaml) {
   spdlog::info("batch: {} sequences x {} tokens per step, micro-batch {} ({} per step), {} steps",
                cfg.train.global_batch, cfg.model.seq_len, cfg.train.micro_batch,
                cfg.train.global_batch / cfg.train.micro_batch, cfg.train.steps);
+  if (!cfg.checkpoint.dir.empty())
+    spdlog::warn("checkpoint.dir is set, but checkpointing is not built yet: no checkpoint will be "
+                 "written");
   moe::MetricsLog log(cfg, config_yaml);
   trainer.run(0, &log);
   spdlog::info("done: metrics in {}/metrics.jsonl", cfg.log.out_dir);

@@ -73,7 +73,7 @@ class Backend {
   // offsets_host has groups+1 entries; groups with no rows are skipped.
   virtual void grouped_linear_forward(T* y, const T* x, const T* W, const int64_t* offsets_host,
                                       int groups, int I, int O) = 0;
-  // dx = dy W_g (overwritten); dW_g += dy^T x.
+  // dx = dy W_g (overwritten; null skips it); dW_g += dy^T x.
   virtual void grouped_linear_backward(T* dx, T* dW, const T* dy, const T* x, const T* W,
                                        const int64_t* offsets_host, int groups, int I, int O) = 0;
 
@@ -113,7 +113,7 @@ class Backend {
   // Selects, per token, the K experts with the largest s+b (or s*b); ties go
   // to the lower index; experts listed in selection order. gates = unbiased s
   // of the selected experts (optionally normalised and scaled). bias is fp32
-  // backend memory of E entries.
+  // backend memory of E entries; null selects on s alone.
   virtual void topk_route(int32_t* expert_idx, T* gates, const T* scores, const float* bias,
                           int N, const RouteSpec& spec) = 0;
   // dscores += d(gates)/d(scores)^T dgates.
@@ -123,7 +123,8 @@ class Backend {
   // `group_len` tokens: sum_g alpha * sum_i f_gi P_gi with
   // f_gi = E/(K*group_len) * #(tokens of g picking i), P_gi = mean_t s_ti.
   // Returns that sum (host); dscores += grad_scale * d(sum)/d(scores)
-  // (f is a constant of the selection and carries no gradient).
+  // (f is a constant of the selection and carries no gradient). Null dscores:
+  // the loss only.
   virtual double aux_loss_forward_backward(T* dscores, const T* scores, const int32_t* expert_idx,
                                            int groups, int group_len, int E, int K, double alpha,
                                            double grad_scale) = 0;
