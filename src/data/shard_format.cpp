@@ -102,6 +102,7 @@ ShardWriter::~ShardWriter() {
 }
 
 void ShardWriter::append(const uint32_t* tokens, size_t n) {
+  if (n == 0) return;
   if (header_.token_bytes == 2) {
     std::vector<uint16_t> narrow(n);
     for (size_t i = 0; i < n; ++i) {

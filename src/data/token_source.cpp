@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/philox.h"
+#include "data/shard_dataset.h"
 
 namespace moe {
 
@@ -124,6 +125,7 @@ std::unique_ptr<TokenSource> make_train_source(const Config& cfg) {
     return std::make_unique<SyntheticSource>(cfg.train.seed, cfg.model.vocab_size,
                                              cfg.data.synthetic_branching, cfg.model.seq_len,
                                              cfg.train.global_batch);
+  if (cfg.data.source == DataSource::Shards) return make_shard_source(cfg);
   return std::make_unique<TokenFileSource>(cfg.data.path, cfg.data.dtype, cfg.model.vocab_size,
                                            cfg.train.seed, cfg.model.seq_len,
                                            cfg.train.global_batch);

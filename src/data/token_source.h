@@ -58,6 +58,8 @@ class TokenFileSource final : public TokenSource {
   int64_t n_tokens_ = 0;
 };
 
+// The training source data.source names: synthetic, a raw token file, or
+// token shards (ShardTokenSource, shard_dataset.h). Throws DataError.
 std::unique_ptr<TokenSource> make_train_source(const Config& cfg);
 
 // Splits each step's global batch over ranks and micro-batches: rank r owns
