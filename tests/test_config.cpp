@@ -90,9 +90,14 @@ Config all_changed() {
   c.train.backend = BackendKind::Cpu;
   c.train.precision = Precision::Float64;
   c.train.threads = 2;
+  c.train.nonfinite = NonFinitePolicy::Stop;
+  c.train.max_consecutive_skips = 9;
+  c.train.eval_interval = 250;
+  c.train.eval_max_tokens = 0;
   c.data.source = DataSource::Tokens;
   c.data.path = "data/my file: \"x\".bin";  // needs quoting
   c.data.dtype = TokenDType::U32;
+  c.data.val_path = "data/val_*.bin";
   c.data.synthetic_branching = 7;
   c.parallel.ep_size = 2;
   c.parallel.transport = Transport::Mpi;
@@ -168,6 +173,7 @@ TEST(Config, EnumNames) {
   EXPECT_STREQ(to_string(LrSchedule::Constant), "constant");
   EXPECT_STREQ(to_string(DataSource::Synthetic), "synthetic");
   EXPECT_STREQ(to_string(DataSource::Tokens), "tokens");
+  EXPECT_STREQ(to_string(DataSource::Shards), "shards");
   EXPECT_STREQ(to_string(TokenDType::U16), "uint16");
   EXPECT_STREQ(to_string(TokenDType::U32), "uint32");
   EXPECT_STREQ(to_string(BackendKind::Auto), "auto");
@@ -178,6 +184,8 @@ TEST(Config, EnumNames) {
   EXPECT_STREQ(to_string(Transport::Auto), "auto");
   EXPECT_STREQ(to_string(Transport::Mpi), "mpi");
   EXPECT_STREQ(to_string(Transport::Nccl), "nccl");
+  EXPECT_STREQ(to_string(NonFinitePolicy::Skip), "skip");
+  EXPECT_STREQ(to_string(NonFinitePolicy::Stop), "stop");
 }
 
 // ---------------------------------------------------------------- round trip
@@ -247,7 +255,7 @@ TEST(ConfigErrors, BadEnumValues) {
       {"moe", "gate"},          {"balance", "method"},      {"balance", "update_rule"},
       {"balance", "bias_mode"}, {"balance", "aux_scope"},   {"train", "lr_schedule"},
       {"data", "source"},       {"data", "dtype"},          {"train", "backend"},
-      {"train", "precision"},   {"parallel", "transport"}};
+      {"train", "precision"},   {"parallel", "transport"},  {"train", "nonfinite"}};
   for (const auto& [sec, key] : keys)
     expect_error(sec + ":\n  " + key + ": Bogus\n",
                  {"config: " + sec + "." + key + ": expected one of", "got \"Bogus\""});
@@ -453,6 +461,11 @@ TEST(ConfigValidation, DataCheckpointLog) {
   expect_invalid(c, "data.synthetic_branching");
   c.data.synthetic_branching = c.model.vocab_size;  // uniform noise: allowed
   EXPECT_NO_THROW(validate_config(c, 1));
+  c = Config{};
+  c.data.source = DataSource::Shards;
+  expect_invalid(c, "data.path");
+  c.data.path = "data/demo";
+  EXPECT_NO_THROW(validate_config(c, 1));
 
   c = Config{};
   c.checkpoint.keep_last = 0;
@@ -488,6 +501,19 @@ TEST(ConfigOverrides, SetKeysBeforeValidation) {
   // Later overrides win; validation sees the final values only (100 alone is
   // not divisible by 8 heads).
   EXPECT_EQ(parse_config("", {"model.hidden=100", "model.hidden=512"}).model.hidden, 512);
+}
+
+TEST(ConfigOverrides, ShardSourceAndValPath) {
+  const Config c = parse_config("data:\n  source: shards\n  path: data/demo\n",
+                                {"data.val_path=data/other/val_*.bin"});
+  EXPECT_EQ(c.data.source, DataSource::Shards);
+  EXPECT_EQ(c.data.path, "data/demo");
+  EXPECT_EQ(c.data.val_path, "data/other/val_*.bin");
+  EXPECT_EQ(parse_config(config_to_yaml(c)), c);
+  EXPECT_EQ(Config{}.data.val_path, "");
+  expect_error("data:\n  source: shards\n", {"config: data.path:", "shards"});
+  expect_error("data:\n  val_path: [a]\n", {"data.val_path: expected a string, got a list"});
+  expect_error("data:\n  source: shard\n", {"data.source", "shards"});
 }
 
 TEST(ConfigOverrides, ListValues) {
@@ -638,5 +664,5 @@ TEST(ConfigDocs, EveryKeyDocumented) {
     EXPECT_NE(doc.find("`" + key + "`"), std::string::npos) << key << " missing from docs/config.md";
     ++keys;
   }
-  EXPECT_EQ(keys, 55);
+  EXPECT_EQ(keys, 60);
 }

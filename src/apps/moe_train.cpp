@@ -1,33 +1,82 @@
 // moe-train: pretrain a MoE language model from a YAML config.
-//   moe-train --config configs/tiny.yaml [--set key.path=value ...]
+//   moe-train --config configs/tiny.yaml [--set key.path=value ...] [--resume auto|DIR]
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "apps/common.h"
 #include "backend/backend.h"
+#include "data/shard_dataset.h"
 #include "data/token_source.h"
 #include "dist/comm.h"
+#include "train/checkpoint.h"
+#include "train/stop_signal.h"
 #include "train/trainer.h"
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: moe-train --config FILE [--set key.path=value]...\n"
+    "usage: moe-train --config FILE [--set key.path=value]... [--resume auto|DIR]\n"
     "  --config FILE      run configuration (YAML; keys in docs/config.md)\n"
     "  --set k=v          override one config key, e.g. --set train.steps=100\n"
+    "  --resume auto|DIR  continue from the newest checkpoint under checkpoint.dir (auto;\n"
+    "                     starts fresh when there is none) or from checkpoint directory DIR\n"
     "  --help             this text\n"
-    "  --version          print the version\n";
+    "  --version          print the version\n"
+    "SIGINT/SIGTERM: finish the step, write a checkpoint, exit 0; a second signal exits at once.\n";
+
+struct Args {
+  std::string config_path, resume;
+  std::vector<std::string> overrides;
+};
+
+// The checkpoint to resume from ("" for a fresh start); checks that its
+// model matches this config and logs every other setting that changed.
+std::string resolve_resume(const Args& a, const moe::Config& cfg) {
+  if (a.resume.empty()) return "";
+  std::string dir = a.resume;
+  if (a.resume == "auto") {
+    if (cfg.checkpoint.dir.empty())
+      throw moe::InputError("--resume auto needs checkpoint.dir in the config");
+    dir = moe::find_latest_checkpoint(cfg.checkpoint.dir);
+    if (dir.empty()) {
+      spdlog::info("resume auto: no checkpoint under {}: starting fresh", cfg.checkpoint.dir);
+      return "";
+    }
+  }
+  const moe::TrainerState st = moe::read_trainer_state(dir);
+  moe::Config saved;
+  try {
+    saved = moe::parse_config(st.config_yaml);
+  } catch (const moe::ConfigError& e) {
+    throw moe::DataError(dir + ": its saved config is unreadable: " + e.what());
+  }
+  for (const auto& d : moe::config_differences(saved, cfg)) {
+    if (moe::is_architectural_key(d.key))
+      throw moe::InputError(dir + ": checkpoint of another model: " + d.key + " is " + d.before +
+                            " there, " + d.after + " here");
+    spdlog::info("resume: {} changed from {} to {}", d.key, d.before, d.after);
+  }
+  return dir;
+}
 
 template <typename T>
-void train(const moe::Config& cfg, const std::string& config_yaml) {
+int train(const moe::Config& cfg, const std::string& resume_dir) {
   auto be = moe::make_cpu_backend<T>(cfg.train.threads);
   moe::LocalComm comm;
   auto data = moe::make_train_source(cfg);
-  moe::Trainer<T> trainer(cfg, *be, comm, *data);
+  auto val = moe::make_validation_reader(cfg);
+  if (cfg.train.eval_interval > 0 && !val)
+    throw moe::ConfigError(
+        "config: train.eval_interval: set, but there is no validation data (data.val_path, or "
+        "val_*.bin shards in data.path)");
+  moe::Trainer<T> trainer(cfg, *be, comm, *data, val.get());
+  if (!resume_dir.empty()) {
+    trainer.resume_from(resume_dir);
+    spdlog::info("resumed from {} at step {}", resume_dir, trainer.next_step());
+  }
   const auto& ps = trainer.model().params();
   spdlog::info("model: {} parameters ({} tensors), {} layers ({} MoE), {} routed + {} shared "
                "experts, top-{}",
@@ -38,12 +87,13 @@ void train(const moe::Config& cfg, const std::string& config_yaml) {
   spdlog::info("batch: {} sequences x {} tokens per step, micro-batch {} ({} per step), {} steps",
                cfg.train.global_batch, cfg.model.seq_len, cfg.train.micro_batch,
                cfg.train.global_batch / cfg.train.micro_batch, cfg.train.steps);
-  if (!cfg.checkpoint.dir.empty())
-    spdlog::warn("checkpoint.dir is set, but checkpointing is not built yet: no checkpoint will be "
-                 "written");
-  moe::MetricsLog log(cfg, config_yaml);
-  trainer.run(0, &log);
-  spdlog::info("done: metrics in {}/metrics.jsonl", cfg.log.out_dir);
+  if (val) spdlog::info("validation: {}", val->describe());
+  moe::MetricsLog log(cfg, moe::config_to_yaml(cfg), !resume_dir.empty());
+  moe::install_stop_signal_handlers();
+  const moe::RunOutcome outcome = trainer.run(&log);
+  if (outcome == moe::RunOutcome::Completed)
+    spdlog::info("done: {} steps, metrics in {}/metrics.jsonl", cfg.train.steps, cfg.log.out_dir);
+  return 0;
 }
 
 }  // namespace
@@ -51,38 +101,36 @@ void train(const moe::Config& cfg, const std::string& config_yaml) {
 int main(int argc, char** argv) {
   moe::ensure_passive_openmp_wait(argv);
   return moe::run_main("moe-train", [&]() {
-    std::string config_path;
-    std::vector<std::string> overrides;
+    Args a;
     for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
+      const std::string arg = argv[i];
       auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw moe::InputError(a + " needs a value (see --help)");
+        if (i + 1 >= argc) throw moe::InputError(arg + " needs a value (see --help)");
         return argv[++i];
       };
-      if (a == "--help" || a == "-h") {
+      if (arg == "--help" || arg == "-h") {
         std::fputs(kUsage, stdout);
         return 0;
-      } else if (a == "--version") {
+      } else if (arg == "--version") {
         std::printf("moe-train %s\n", MOE_VERSION);
         return 0;
-      } else if (a == "--config") {
-        config_path = value();
-      } else if (a == "--set") {
-        overrides.push_back(value());
+      } else if (arg == "--config") {
+        a.config_path = value();
+      } else if (arg == "--set") {
+        a.overrides.push_back(value());
+      } else if (arg == "--resume") {
+        a.resume = value();
       } else {
-        throw moe::InputError("unknown argument '" + a + "' (see --help)");
+        throw moe::InputError("unknown argument '" + arg + "' (see --help)");
       }
     }
-    if (config_path.empty()) throw moe::InputError("--config is required (see --help)");
+    if (a.config_path.empty()) throw moe::InputError("--config is required (see --help)");
 
-    const moe::Config cfg = moe::load_config(config_path, overrides, 1);
+    const moe::Config cfg = moe::load_config(a.config_path, a.overrides, 1);
     moe::setup_logging(cfg.log.level);
     moe::resolve_backend_or_throw(cfg);
-    const std::string yaml = moe::config_to_yaml(cfg);
-    if (cfg.train.precision == moe::Precision::Float64)
-      train<double>(cfg, yaml);
-    else
-      train<float>(cfg, yaml);
-    return 0;
+    const std::string resume_dir = resolve_resume(a, cfg);
+    return cfg.train.precision == moe::Precision::Float64 ? train<double>(cfg, resume_dir)
+                                                          : train<float>(cfg, resume_dir);
   });
 }

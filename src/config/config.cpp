@@ -39,13 +39,15 @@ MOE_ENUM_NAMES(BiasMode, {BiasMode::Additive, "additive"},
 MOE_ENUM_NAMES(AuxScope, {AuxScope::Sequence, "sequence"}, {AuxScope::Batch, "batch"})
 MOE_ENUM_NAMES(LrSchedule, {LrSchedule::Cosine, "cosine"}, {LrSchedule::Multistep, "multistep"},
                {LrSchedule::Constant, "constant"})
-MOE_ENUM_NAMES(DataSource, {DataSource::Synthetic, "synthetic"}, {DataSource::Tokens, "tokens"})
+MOE_ENUM_NAMES(DataSource, {DataSource::Synthetic, "synthetic"}, {DataSource::Tokens, "tokens"},
+               {DataSource::Shards, "shards"})
 MOE_ENUM_NAMES(TokenDType, {TokenDType::U16, "uint16"}, {TokenDType::U32, "uint32"})
 MOE_ENUM_NAMES(BackendKind, {BackendKind::Auto, "auto"}, {BackendKind::Cpu, "cpu"},
                {BackendKind::Cuda, "cuda"})
 MOE_ENUM_NAMES(Precision, {Precision::Float32, "float32"}, {Precision::Float64, "float64"})
 MOE_ENUM_NAMES(Transport, {Transport::Auto, "auto"}, {Transport::Mpi, "mpi"},
                {Transport::Nccl, "nccl"})
+MOE_ENUM_NAMES(NonFinitePolicy, {NonFinitePolicy::Skip, "skip"}, {NonFinitePolicy::Stop, "stop"})
 #undef MOE_ENUM_NAMES
 
 template <class E>
@@ -116,10 +118,15 @@ void for_each_field(C& c, V&& v) {
   v("train", "backend", c.train.backend);
   v("train", "precision", c.train.precision);
   v("train", "threads", c.train.threads);
+  v("train", "nonfinite", c.train.nonfinite);
+  v("train", "max_consecutive_skips", c.train.max_consecutive_skips);
+  v("train", "eval_interval", c.train.eval_interval);
+  v("train", "eval_max_tokens", c.train.eval_max_tokens);
 
   v("data", "source", c.data.source);
   v("data", "path", c.data.path);
   v("data", "dtype", c.data.dtype);
+  v("data", "val_path", c.data.val_path);
   v("data", "synthetic_branching", c.data.synthetic_branching);
 
   v("parallel", "ep_size", c.parallel.ep_size);
@@ -508,13 +515,16 @@ void validate_config(const Config& c, int world_size) {
   non_negative("train.weight_decay", t.weight_decay);
   non_negative("train.grad_clip", t.grad_clip);
   non_negative("train.threads", t.threads);
+  positive("train.max_consecutive_skips", t.max_consecutive_skips);
+  non_negative("train.eval_interval", t.eval_interval);
+  non_negative("train.eval_max_tokens", t.eval_max_tokens);
   if (t.precision == Precision::Float64 && t.backend != BackendKind::Cpu)
     fail("train.precision", "float64 requires train.backend cpu, got " +
                                 std::string(to_string(t.backend)));
 
   const DataConfig& d = c.data;
-  if (d.source == DataSource::Tokens && d.path.empty())
-    fail("data.path", "must be set with data.source tokens");
+  if (d.source != DataSource::Synthetic && d.path.empty())
+    fail("data.path", std::string("must be set with data.source ") + to_string(d.source));
   if (d.source == DataSource::Synthetic)
     in_range("data.synthetic_branching", d.synthetic_branching, 1, m.vocab_size,
              "1 .. model.vocab_size");
@@ -540,6 +550,21 @@ void validate_config(const Config& c, int world_size) {
   static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
   if (!levels.count(l.level))
     fail("log.level", "expected one of trace|debug|info|warn|error, got " + quote(l.level));
+}
+
+std::vector<ConfigDifference> config_differences(const Config& a, const Config& b) {
+  // Both sides through the canonical emitter, compared key by key.
+  const YAML::Node ya = YAML::Load(config_to_yaml(a)), yb = YAML::Load(config_to_yaml(b));
+  std::vector<ConfigDifference> out;
+  for_each_field(a, [&](const char* s, const char* k, const auto&) {
+    const std::string va = YAML::Dump(ya[s][k]), vb = YAML::Dump(yb[s][k]);
+    if (va != vb) out.push_back({std::string(s) + "." + k, va, vb});
+  });
+  return out;
+}
+
+bool is_architectural_key(const std::string& key) {
+  return key.rfind("model.", 0) == 0 || key.rfind("moe.", 0) == 0 || key == "train.precision";
 }
 
 std::string config_to_yaml(const Config& c) {
@@ -587,5 +612,6 @@ const char* to_string(TokenDType v) { return enum_name(v); }
 const char* to_string(BackendKind v) { return enum_name(v); }
 const char* to_string(Precision v) { return enum_name(v); }
 const char* to_string(Transport v) { return enum_name(v); }
+const char* to_string(NonFinitePolicy v) { return enum_name(v); }
 
 }  // namespace moe

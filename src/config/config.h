@@ -15,11 +15,12 @@ enum class UpdateRule { Sign, Proportional };
 enum class BiasMode { Additive, Multiplicative };
 enum class AuxScope { Sequence, Batch };
 enum class LrSchedule { Cosine, Multistep, Constant };
-enum class DataSource { Synthetic, Tokens };
+enum class DataSource { Synthetic, Tokens, Shards };
 enum class TokenDType { U16, U32 };
 enum class BackendKind { Auto, Cpu, Cuda };
 enum class Precision { Float32, Float64 };
 enum class Transport { Auto, Mpi, Nccl };
+enum class NonFinitePolicy { Skip, Stop };
 
 struct ModelConfig {
   int vocab_size = 32064;
@@ -79,13 +80,24 @@ struct TrainConfig {
   BackendKind backend = BackendKind::Auto;
   Precision precision = Precision::Float32;  // CPU only: float64 for reference runs
   int threads = 0;                           // CPU threads; 0 = all cores
+  // A step whose loss or gradient norm is not finite is skipped (no update,
+  // no bias change) or stops the run; skip aborts after this many in a row.
+  NonFinitePolicy nonfinite = NonFinitePolicy::Skip;
+  int max_consecutive_skips = 5;
+  int64_t eval_interval = 0;          // steps between in-training evals; 0 = off
+  int64_t eval_max_tokens = 1048576;  // tokens per in-training eval; 0 = whole split
   bool operator==(const TrainConfig&) const = default;
 };
 
 struct DataConfig {
   DataSource source = DataSource::Synthetic;
-  std::string path;  // train token file (source: tokens)
-  TokenDType dtype = TokenDType::U16;
+  // tokens: a raw token file. shards: a shard directory (its train_*.bin), a
+  // glob pattern or one shard file.
+  std::string path;
+  TokenDType dtype = TokenDType::U16;  // raw token files only; shards carry their width
+  // Validation shards (directory, glob or file). Empty: the val_*.bin of
+  // data.path when that is a directory.
+  std::string val_path;
   // synthetic: a fixed random first-order Markov chain over the vocab in which
   // every token has `synthetic_branching` equally likely successors, so the
   // achievable loss is ln(branching). branching == vocab gives uniform noise.
@@ -138,6 +150,15 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
                     int world_size = 1);
 // Cross-key consistency checks; throws ConfigError. Called by the loaders.
 void validate_config(const Config& c, int world_size);
+// Keys whose values differ between a and b, as (key, value in a, value in b).
+struct ConfigDifference {
+  std::string key, before, after;
+};
+std::vector<ConfigDifference> config_differences(const Config& a, const Config& b);
+// True for keys that change the model's parameters or their meaning (model.*,
+// moe.*, train.precision): a checkpoint cannot be resumed across them.
+bool is_architectural_key(const std::string& key);
+
 // Canonical YAML dump of every key (written next to metrics for provenance).
 std::string config_to_yaml(const Config& c);
 
@@ -152,5 +173,6 @@ const char* to_string(TokenDType v);
 const char* to_string(BackendKind v);
 const char* to_string(Precision v);
 const char* to_string(Transport v);
+const char* to_string(NonFinitePolicy v);
 
 }  // namespace moe

@@ -95,6 +95,21 @@ std::vector<T> ParamSet<T>::grads_to_host() const {
   return h;
 }
 
+template <typename T>
+void ParamSet<T>::moments_to_host(std::vector<T>& m, std::vector<T>& v) const {
+  m.resize(total_);
+  v.resize(total_);
+  be_->to_host(m.data(), m_, total_ * sizeof(T));
+  be_->to_host(v.data(), v_, total_ * sizeof(T));
+}
+
+template <typename T>
+void ParamSet<T>::moments_from_host(const std::vector<T>& m, const std::vector<T>& v) {
+  MOE_CHECK(m.size() == total_ && v.size() == total_, "moments_from_host: size mismatch");
+  be_->to_device(m_, m.data(), total_ * sizeof(T));
+  be_->to_device(v_, v.data(), total_ * sizeof(T));
+}
+
 template class ParamSet<float>;
 template class ParamSet<double>;
 

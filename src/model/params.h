@@ -60,6 +60,9 @@ class ParamSet {
   std::vector<T> params_to_host() const;
   void params_from_host(const std::vector<T>& host);
   std::vector<T> grads_to_host() const;
+  // AdamW first and second moments (checkpoints).
+  void moments_to_host(std::vector<T>& m, std::vector<T>& v) const;
+  void moments_from_host(const std::vector<T>& m, const std::vector<T>& v);
 
  private:
   Backend<T>* be_ = nullptr;

@@ -25,6 +25,8 @@ class Balancer {
 
   const std::vector<float>& bias() const { return bias_; }  // [moe_layers * n_routed]
   void set_bias(const std::vector<float>& b);
+  int layers() const { return layers_; }
+  int experts() const { return E_; }
   bool updates_bias() const { return cfg_.method == BalanceMethod::LossFree; }
 
  private:

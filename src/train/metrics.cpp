@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "eval/evaluator.h"
 
 namespace moe {
 
@@ -29,24 +30,25 @@ void keep_aside(const fs::path& p) {
   }
 }
 
-std::ofstream open_fresh(const fs::path& p) {
-  keep_aside(p);
-  std::ofstream f(p);
+std::ofstream open_log(const fs::path& p, bool append) {
+  if (!append) keep_aside(p);
+  std::ofstream f(p, append ? std::ios::app : std::ios::trunc);
   if (!f) throw InputError("log.out_dir: cannot write " + p.string());
   return f;
 }
 
 }  // namespace
 
-MetricsLog::MetricsLog(const Config& cfg, const std::string& config_yaml)
+MetricsLog::MetricsLog(const Config& cfg, const std::string& config_yaml, bool append)
     : cfg_(cfg), moe_layers_(cfg.model.moe_layers()), E_(cfg.moe.n_routed) {
   const fs::path dir(cfg.log.out_dir);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw InputError("log.out_dir: cannot create " + dir.string() + ": " + ec.message());
   std::ofstream(dir / "config.yaml") << config_yaml;
-  metrics_ = open_fresh(dir / "metrics.jsonl");
-  if (cfg.log.expert_load_interval > 0) loads_ = open_fresh(dir / "expert_loads.jsonl");
+  metrics_ = open_log(dir / "metrics.jsonl", append);
+  if (cfg.log.expert_load_interval > 0) loads_ = open_log(dir / "expert_loads.jsonl", append);
+  if (cfg.train.eval_interval > 0) eval_ = open_log(dir / "eval.jsonl", append);
 }
 
 void MetricsLog::record(const StepStats& s, double elapsed, int64_t steps_done) {
@@ -62,7 +64,8 @@ void MetricsLog::record(const StepStats& s, double elapsed, int64_t steps_done) 
             {"tokens_per_s", s.tokens_per_second},
             {"step_s", s.step_seconds},
             {"tokens_seen", s.tokens_seen},
-            {"elapsed_s", elapsed}};
+            {"elapsed_s", elapsed},
+            {"skipped", s.skipped}};
   metrics_ << j.dump() << '\n';
   metrics_.flush();
 
@@ -84,6 +87,17 @@ void MetricsLog::record(const StepStats& s, double elapsed, int64_t steps_done) 
         s.step, int(std::to_string(total).size()), total, s.loss, s.lr, s.grad_norm, s.aux_loss,
         s.maxvio_batch, s.tokens_per_second, format_duration(eta));
   }
+}
+
+void MetricsLog::record_eval(int64_t step, const EvalResult& r) {
+  nlohmann::json j = eval_to_json(r);
+  j["step"] = step;
+  if (eval_.is_open()) {
+    eval_ << j.dump() << '\n';
+    eval_.flush();
+  }
+  spdlog::info("eval  step {} | val loss {:.4f} | ppl {:.3f} | MaxVio_global {:.3f} | {} tokens", step,
+               r.loss, r.perplexity, r.maxvio_global.mean, r.tokens);
 }
 
 std::string format_duration(double seconds) {

@@ -25,19 +25,25 @@ struct StepStats {
   double step_seconds = 0.0;
   double tokens_per_second = 0.0;
   int64_t tokens_seen = 0;
+  bool skipped = false;         // non-finite loss or gradient: no update applied
 };
+
+struct EvalResult;
 
 class MetricsLog {
  public:
-  // Creates out_dir; an earlier run's files there are renamed aside, not lost.
-  MetricsLog(const Config& cfg, const std::string& config_yaml);
+  // Creates out_dir. A fresh run renames an earlier run's files aside (never
+  // lost); a resumed run (append) continues them.
+  MetricsLog(const Config& cfg, const std::string& config_yaml, bool append = false);
   // elapsed: seconds since this process began training; steps_done: steps
   // this process has run (for the ETA).
   void record(const StepStats& s, double elapsed, int64_t steps_done);
+  // One in-training evaluation after `step` steps: eval.jsonl and console.
+  void record_eval(int64_t step, const EvalResult& r);
 
  private:
   const Config& cfg_;
-  std::ofstream metrics_, loads_;
+  std::ofstream metrics_, loads_, eval_;
   int moe_layers_, E_;
 };
 

@@ -1,46 +1,75 @@
 // The training loop: gradient accumulation over micro-batches to the global
 // batch, gradient all-reduce, global-norm clipping, AdamW, and the Loss-Free
-// bias update from the all-reduced per-expert counts of the step.
+// bias update from the all-reduced per-expert counts of the step; plus the
+// run around it: checkpoints, resume, graceful stop on SIGINT/SIGTERM,
+// non-finite step handling and periodic evaluation.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "data/shard_dataset.h"
 #include "data/token_source.h"
 #include "dist/comm.h"
 #include "model/transformer.h"
 #include "moe/balancer.h"
+#include "train/checkpoint.h"
 #include "train/metrics.h"
 
 namespace moe {
 
+enum class RunOutcome { Completed, Stopped };
+
 template <typename T>
 class Trainer {
  public:
-  // The trainer borrows the backend, communicator and data source.
-  Trainer(const Config& cfg, Backend<T>& be, Comm& comm, const TokenSource& data);
+  // The trainer borrows the backend, communicator and data source. `val` may
+  // be null (no in-training evaluation).
+  Trainer(const Config& cfg, Backend<T>& be, Comm& comm, const TokenSource& data,
+          const ValidationReader* val = nullptr);
 
   // One optimizer step with 0-based index `step` (the step's data and LR).
+  // A step whose loss or gradient norm is not finite changes nothing and
+  // comes back with st.skipped set.
   StepStats train_step(int64_t step);
-  // Runs steps [first_step, train.steps), logging to `log` when non-null.
-  void run(int64_t first_step, MetricsLog* log);
+  // Runs steps [next_step(), train.steps): checkpoints every
+  // checkpoint.interval steps and at the end, evaluates every
+  // train.eval_interval steps, and on a stop signal checkpoints and returns
+  // Stopped. Throws InternalError when non-finite steps stop the run.
+  RunOutcome run(MetricsLog* log);
 
+  // Checkpoint of the current state under checkpoint.dir; returns its path.
+  std::string save_checkpoint();
+  // Restores a checkpoint directory (parameters, AdamW moments, bias, step).
+  void resume_from(const std::string& ckpt_dir);
+
+  int64_t next_step() const { return state_.step; }
+  const TrainerState& state() const { return state_; }
   Transformer<T>& model() { return *model_; }
   Balancer& balancer() { return balancer_; }
 
+  // Test seam: called after the gradients of a step are summed, before the
+  // norm is taken (tests inject non-finite gradients through it).
+  std::function<void(int64_t step, ParamSet<T>&)> after_backward_hook;
+
  private:
   void allreduce_gradients();
+  void evaluate_and_log(MetricsLog* log);
 
   Config cfg_;
   Backend<T>& be_;
   Comm& comm_;
   BatchSampler sampler_;
+  const ValidationReader* val_;
   std::unique_ptr<Transformer<T>> model_;
   Balancer balancer_;
   std::vector<int32_t> tokens_, targets_;
   std::vector<int64_t> counts_;
   std::vector<T> grad_host_;  // staging for host all-reduce (multi-rank only)
-  int64_t tokens_seen_ = 0;
+  TrainerState state_;
+  int consecutive_skips_ = 0;
 };
 
 }  // namespace moe

@@ -1,0 +1,127 @@
+// moe-eval: held-out perplexity and MaxVio_global of a checkpoint.
+//   moe-eval --checkpoint DIR [--data VAL] [--max-tokens N] [--batch B] [--output FILE]
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "apps/common.h"
+#include "backend/backend.h"
+#include "data/shard_dataset.h"
+#include "dist/comm.h"
+#include "eval/evaluator.h"
+#include "model/transformer.h"
+#include "train/checkpoint.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: moe-eval --checkpoint DIR [--data VAL] [--max-tokens N] [--batch B] [--output FILE]\n"
+    "  --checkpoint DIR  a checkpoint (step_* directory) or a checkpoint.dir (its newest)\n"
+    "  --data VAL        validation shards: a moe-data output directory (its val_*.bin), a glob\n"
+    "                    or a shard file; default: the checkpoint config's validation data\n"
+    "  --max-tokens N    evaluate only the first whole sequences holding N tokens (default: all)\n"
+    "  --batch B         sequences per forward pass (default: train.micro_batch)\n"
+    "  --output FILE     result JSON (default: DIR/eval.json)\n"
+    "  --threads T       CPU threads (default: all cores)\n";
+
+int64_t parse_count(const std::string& flag, const std::string& v) {
+  try {
+    size_t used = 0;
+    const long long n = std::stoll(v, &used);
+    if (used == v.size() && n >= 0) return n;
+  } catch (const std::exception&) {
+  }
+  throw moe::InputError(flag + ": expected a non-negative integer, got '" + v + "'");
+}
+
+template <typename T>
+nlohmann::json evaluate_checkpoint(const moe::Config& cfg, const std::string& ckpt,
+                                   const moe::ValidationReader& val, int batch,
+                                   int64_t max_tokens, int threads) {
+  auto be = moe::make_cpu_backend<T>(threads);
+  moe::LocalComm comm;
+  moe::Transformer<T> model(cfg, *be, batch);
+  moe::Balancer balancer(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed);
+  const moe::TrainerState st =
+      moe::load_checkpoint(ckpt, model.params(), balancer, cfg.model.first_dense_layers, false);
+  model.set_router_bias(balancer.bias());
+  spdlog::info("checkpoint {} (step {}), validation {}", ckpt, st.step, val.describe());
+  const moe::EvalResult r = moe::evaluate(model, val, batch, max_tokens, comm);
+  nlohmann::json j = moe::eval_to_json(r);
+  j["checkpoint"] = ckpt;
+  j["step"] = st.step;
+  j["data"] = val.describe();
+  spdlog::info("val loss {:.4f} | perplexity {:.3f} | MaxVio_global {:.4f} | {} tokens", r.loss,
+               r.perplexity, r.maxvio_global.mean, r.tokens);
+  return j;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::ensure_passive_openmp_wait(argv);
+  return moe::run_main("moe-eval", [&]() {
+    std::string ckpt, data, output;
+    int64_t max_tokens = 0, batch = 0, threads = 0;
+    for (int i = 1; i < argc; ++i) {
+      const std::string arg = argv[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= argc) throw moe::InputError(arg + " needs a value (see --help)");
+        return argv[++i];
+      };
+      if (arg == "--help" || arg == "-h") {
+        std::fputs(kUsage, stdout);
+        return 0;
+      } else if (arg == "--version") {
+        std::printf("moe-eval %s\n", MOE_VERSION);
+        return 0;
+      } else if (arg == "--checkpoint") {
+        ckpt = value();
+      } else if (arg == "--data") {
+        data = value();
+      } else if (arg == "--output") {
+        output = value();
+      } else if (arg == "--max-tokens") {
+        max_tokens = parse_count(arg, value());
+      } else if (arg == "--batch") {
+        batch = parse_count(arg, value());
+      } else if (arg == "--threads") {
+        threads = parse_count(arg, value());
+      } else {
+        throw moe::InputError("unknown argument '" + arg + "' (see --help)");
+      }
+    }
+    if (ckpt.empty()) throw moe::InputError("--checkpoint is required (see --help)");
+    moe::setup_logging("info");
+    namespace fs = std::filesystem;
+    if (!fs::exists(fs::path(ckpt) / "trainer_state.json")) {
+      const std::string latest = moe::find_latest_checkpoint(ckpt);
+      if (latest.empty()) throw moe::DataError(ckpt + ": no checkpoint there");
+      ckpt = latest;
+    }
+    const moe::TrainerState st = moe::read_trainer_state(ckpt);
+    // One rank evaluates: the saved expert-parallel layout does not apply.
+    moe::Config cfg;
+    try {
+      cfg = moe::parse_config(st.config_yaml, {"parallel.ep_size=1"}, 1);
+    } catch (const moe::ConfigError& e) {
+      throw moe::DataError(ckpt + ": its saved config is unreadable: " + e.what());
+    }
+    if (!data.empty()) cfg.data.val_path = data;
+    auto val = moe::make_validation_reader(cfg);
+    if (!val) throw moe::InputError("no validation data: pass --data");
+    if (batch == 0) batch = cfg.train.micro_batch;
+    nlohmann::json j =
+        cfg.train.precision == moe::Precision::Float64
+            ? evaluate_checkpoint<double>(cfg, ckpt, *val, int(batch), max_tokens, int(threads))
+            : evaluate_checkpoint<float>(cfg, ckpt, *val, int(batch), max_tokens, int(threads));
+    if (output.empty()) output = (fs::path(ckpt) / "eval.json").string();
+    std::ofstream f(output);
+    if (!(f << j.dump(2) << '\n')) throw moe::InputError(output + ": cannot write");
+    spdlog::info("wrote {}", output);
+    return 0;
+  });
+}

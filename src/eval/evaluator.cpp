@@ -1,0 +1,67 @@
+#include "eval/evaluator.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace moe {
+
+template <typename T>
+EvalResult evaluate(Transformer<T>& model, const ValidationReader& val, int batch,
+                    int64_t max_tokens, Comm& comm) {
+  const Config& cfg = model.config();
+  const int S = cfg.model.seq_len, E = cfg.moe.n_routed;
+  MOE_CHECK(val.seq_len() == S, "evaluate: reader sequence length differs from the model's");
+  int64_t n_seq = val.num_sequences();
+  if (max_tokens > 0) n_seq = std::min<int64_t>(n_seq, std::max<int64_t>(1, max_tokens / S));
+  if (n_seq <= 0) throw DataError(val.describe() + ": too few tokens for one sequence of " +
+                                  std::to_string(S) + " + 1");
+
+  EvalResult r;
+  r.moe_layers = model.moe_layers();
+  r.n_routed = E;
+  r.loads.assign(size_t(r.moe_layers) * E, 0);
+  std::vector<int32_t> tokens(size_t(batch) * S), targets(tokens.size());
+  ForwardOptions opt;  // ce_grad_scale 0: forward only
+  opt.counts = r.loads.data();
+  double sums[2] = {0.0, 0.0};  // loss, tokens
+  const int64_t n_batches = (n_seq + batch - 1) / batch;
+  for (int64_t b = comm.rank(); b < n_batches; b += comm.size()) {
+    const int64_t first = b * batch;
+    const int B = int(std::min<int64_t>(batch, n_seq - first));
+    val.batch(first, B, tokens.data(), targets.data());
+    const ForwardResult fr = model.forward(tokens.data(), targets.data(), B, opt);
+    sums[0] += fr.loss_sum;
+    sums[1] += double(fr.tokens);
+  }
+  comm.allreduce_sum(sums, 2);
+  comm.allreduce_sum(r.loads.data(), r.loads.size());
+  r.tokens = int64_t(sums[1]);
+  r.sequences = n_seq;
+  r.loss = sums[0] / sums[1];
+  r.perplexity = std::exp(r.loss);
+  r.maxvio_global = max_violation_layers(r.loads, r.moe_layers, E);
+  return r;
+}
+
+nlohmann::json eval_to_json(const EvalResult& r) {
+  nlohmann::json loads = nlohmann::json::array();
+  for (int l = 0; l < r.moe_layers; ++l)
+    loads.push_back(std::vector<int64_t>(r.loads.begin() + size_t(l) * r.n_routed,
+                                         r.loads.begin() + size_t(l + 1) * r.n_routed));
+  return {{"loss", r.loss},
+          {"perplexity", r.perplexity},
+          {"tokens", r.tokens},
+          {"sequences", r.sequences},
+          {"maxvio_global", r.maxvio_global.mean},
+          {"maxvio_global_layers", r.maxvio_global.per_layer},
+          {"expert_loads", loads}};
+}
+
+template EvalResult evaluate<float>(Transformer<float>&, const ValidationReader&, int, int64_t,
+                                    Comm&);
+template EvalResult evaluate<double>(Transformer<double>&, const ValidationReader&, int, int64_t,
+                                     Comm&);
+
+}  // namespace moe

@@ -1,0 +1,233 @@
+#include "train/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "train/safetensors.h"
+
+namespace moe {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string step_dir_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "step_%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+// Step number of a "step_NNNNNNNN" name; -1 for anything else.
+int64_t parse_step_dir(const std::string& name) {
+  if (name.size() <= 5 || name.rfind("step_", 0) != 0) return -1;
+  int64_t v = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return -1;
+    v = v * 10 + (name[i] - '0');
+  }
+  return v;
+}
+
+void fsync_path(const fs::path& p, bool directory) {
+  const int fd = ::open(p.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0) throw DataError(p.string() + ": cannot open for fsync");
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) throw DataError(p.string() + ": fsync failed");
+}
+
+void write_text_durably(const fs::path& p, const std::string& text) {
+  const fs::path tmp = p.string() + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    if (!(f << text)) throw DataError(tmp.string() + ": write failed");
+  }
+  fsync_path(tmp, false);
+  fs::rename(tmp, p);
+}
+
+template <typename T>
+SafeTensor make_native(const T* data, std::vector<int64_t> shape) {
+  if constexpr (sizeof(T) == 8)
+    return make_f64(data, std::move(shape));
+  else
+    return make_f32(data, std::move(shape));
+}
+
+template <typename T>
+void require_finite(const std::vector<T>& v, const char* what) {
+  for (T x : v)
+    if (!std::isfinite(double(x)))
+      throw InternalError(std::string("refusing to write a checkpoint with non-finite ") + what);
+}
+
+// Testing hook: lets the checkpoint tests crash the process between writing
+// a checkpoint and making it visible, as a power loss would.
+void maybe_crash_before_rename() {
+  const char* fault = std::getenv("MOE_TEST_CHECKPOINT_FAULT");
+  if (fault && std::string(fault) == "before_rename") std::_Exit(3);
+}
+
+}  // namespace
+
+std::string router_bias_name(int layer) {
+  return "layers." + std::to_string(layer) + ".moe.router_bias";
+}
+
+template <typename T>
+std::string save_checkpoint(const std::string& root, const ParamSet<T>& params,
+                            const Balancer& balancer, int first_moe_layer,
+                            const TrainerState& state, int keep_last) {
+  const fs::path dir(root);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw InputError("checkpoint.dir: cannot create " + root + ": " + ec.message());
+
+  const std::vector<T> p = params.params_to_host();
+  std::vector<T> m, v;
+  params.moments_to_host(m, v);
+  require_finite(p, "parameters");
+  require_finite(m, "AdamW moments");
+  require_finite(v, "AdamW moments");
+
+  SafeTensorFile model, optim;
+  model.metadata["format"] = "moe-lfb";
+  optim.metadata["format"] = "moe-lfb";
+  for (const ParamInfo& info : params.all()) {
+    model.tensors[info.name] = make_native(p.data() + info.offset, info.shape);
+    optim.tensors["adam_m." + info.name] = make_native(m.data() + info.offset, info.shape);
+    optim.tensors["adam_v." + info.name] = make_native(v.data() + info.offset, info.shape);
+  }
+  const int E = balancer.experts();
+  for (int l = 0; l < balancer.layers(); ++l)
+    model.tensors[router_bias_name(first_moe_layer + l)] =
+        make_f32(balancer.bias().data() + size_t(l) * E, {E});
+
+  const std::string name = step_dir_name(state.step);
+  const fs::path final_dir = dir / name, tmp_dir = dir / ("." + name + ".tmp");
+  fs::remove_all(tmp_dir);
+  fs::create_directories(tmp_dir);
+  write_safetensors((tmp_dir / "model.safetensors").string(), model);
+  write_safetensors((tmp_dir / "optimizer.safetensors").string(), optim);
+  const nlohmann::ordered_json js = {{"step", state.step},
+                                     {"tokens_seen", state.tokens_seen},
+                                     {"skipped_steps", state.skipped_steps},
+                                     {"version", state.version},
+                                     {"config", state.config_yaml}};
+  write_text_durably(tmp_dir / "trainer_state.json", js.dump(2) + "\n");
+  fsync_path(tmp_dir, true);
+  maybe_crash_before_rename();
+  fs::remove_all(final_dir);  // an older copy of the same step (a repeated save)
+  fs::rename(tmp_dir, final_dir);
+  fsync_path(dir, true);
+  write_text_durably(dir / "latest", name + "\n");
+  fsync_path(dir, true);
+
+  // Prune the oldest complete checkpoints beyond keep_last.
+  std::vector<std::pair<int64_t, fs::path>> all;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_directory() && parse_step_dir(e.path().filename().string()) >= 0)
+      all.emplace_back(parse_step_dir(e.path().filename().string()), e.path());
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + size_t(keep_last) < all.size(); ++i) fs::remove_all(all[i].second);
+  return final_dir.string();
+}
+
+TrainerState read_trainer_state(const std::string& ckpt_dir) {
+  const fs::path p = fs::path(ckpt_dir) / "trainer_state.json";
+  std::ifstream f(p);
+  if (!f) throw DataError(p.string() + ": cannot open (not a checkpoint directory?)");
+  TrainerState st;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(f);
+    st.step = j.at("step").get<int64_t>();
+    st.tokens_seen = j.at("tokens_seen").get<int64_t>();
+    st.skipped_steps = j.at("skipped_steps").get<int64_t>();
+    st.version = j.at("version").get<std::string>();
+    st.config_yaml = j.at("config").get<std::string>();
+  } catch (const std::exception& e) {
+    throw DataError(p.string() + ": corrupt trainer state: " + e.what());
+  }
+  return st;
+}
+
+template <typename T>
+TrainerState load_checkpoint(const std::string& ckpt_dir, ParamSet<T>& params, Balancer& balancer,
+                             int first_moe_layer, bool with_optimizer) {
+  const TrainerState st = read_trainer_state(ckpt_dir);
+  const std::string model_path = (fs::path(ckpt_dir) / "model.safetensors").string();
+  const SafeTensorFile model = read_safetensors(model_path);
+  auto find = [](const SafeTensorFile& f, const std::string& file, const std::string& name,
+                 const std::vector<int64_t>& shape) -> const SafeTensor& {
+    auto it = f.tensors.find(name);
+    if (it == f.tensors.end())
+      throw DataError(file + ": missing tensor " + name + " (a checkpoint of another model?)");
+    if (it->second.shape != shape)
+      throw DataError(file + ": tensor " + name + " has another shape than this model's");
+    return it->second;
+  };
+
+  std::vector<T> p(params.size());
+  for (const ParamInfo& info : params.all())
+    copy_float_tensor(find(model, model_path, info.name, info.shape), p.data() + info.offset,
+                      info.numel, model_path + ": " + info.name);
+  std::vector<float> bias(balancer.bias().size());
+  const int E = balancer.experts();
+  for (int l = 0; l < balancer.layers(); ++l) {
+    const std::string name = router_bias_name(first_moe_layer + l);
+    copy_float_tensor(find(model, model_path, name, {E}), bias.data() + size_t(l) * E, size_t(E),
+                      model_path + ": " + name);
+  }
+  params.params_from_host(p);
+  balancer.set_bias(bias);
+
+  if (with_optimizer) {
+    const std::string optim_path = (fs::path(ckpt_dir) / "optimizer.safetensors").string();
+    const SafeTensorFile optim = read_safetensors(optim_path);
+    std::vector<T> m(params.size()), v(params.size());
+    for (const ParamInfo& info : params.all()) {
+      copy_float_tensor(find(optim, optim_path, "adam_m." + info.name, info.shape),
+                        m.data() + info.offset, info.numel, optim_path + ": adam_m." + info.name);
+      copy_float_tensor(find(optim, optim_path, "adam_v." + info.name, info.shape),
+                        v.data() + info.offset, info.numel, optim_path + ": adam_v." + info.name);
+    }
+    params.moments_from_host(m, v);
+  }
+  return st;
+}
+
+std::string find_latest_checkpoint(const std::string& root) {
+  const fs::path dir(root);
+  if (!fs::is_directory(dir)) return "";
+  std::ifstream latest(dir / "latest");
+  std::string name;
+  if (latest >> name && parse_step_dir(name) >= 0 && fs::is_directory(dir / name))
+    return (dir / name).string();
+  // No usable pointer: the newest complete step directory.
+  int64_t best = -1;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const int64_t s = parse_step_dir(e.path().filename().string());
+    if (e.is_directory() && s > best) best = s;
+  }
+  return best < 0 ? "" : (dir / step_dir_name(best)).string();
+}
+
+template std::string save_checkpoint<float>(const std::string&, const ParamSet<float>&,
+                                            const Balancer&, int, const TrainerState&, int);
+template std::string save_checkpoint<double>(const std::string&, const ParamSet<double>&,
+                                             const Balancer&, int, const TrainerState&, int);
+template TrainerState load_checkpoint<float>(const std::string&, ParamSet<float>&, Balancer&, int,
+                                             bool);
+template TrainerState load_checkpoint<double>(const std::string&, ParamSet<double>&, Balancer&,
+                                              int, bool);
+
+}  // namespace moe

@@ -1,0 +1,55 @@
+// Checkpoints (DESIGN.md section 5). One directory per step under
+// checkpoint.dir:
+//   step_00001000/model.safetensors      parameters (one tensor per expert) and
+//                                        the router selection biases
+//   step_00001000/optimizer.safetensors  AdamW moments (adam_m.<name>, adam_v.<name>)
+//   step_00001000/trainer_state.json     step, tokens seen, config, code version
+//   latest                               name of the newest complete checkpoint
+// A checkpoint is written under a temporary name, every file fsynced, then
+// renamed: a directory named step_* is always complete. Tensors are stored
+// in the training precision (F32, or F64 for float64 runs) so resuming is
+// bit-exact.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/params.h"
+#include "moe/balancer.h"
+
+namespace moe {
+
+struct TrainerState {
+  int64_t step = 0;            // optimizer steps done
+  int64_t tokens_seen = 0;
+  int64_t skipped_steps = 0;   // steps skipped for a non-finite loss or gradient
+  std::string config_yaml;     // the run's resolved config
+  std::string version;         // code version that wrote it
+};
+
+// Writes a checkpoint of `step` under root; prunes to keep_last; updates
+// `latest`. Returns the checkpoint's directory. Refuses (InternalError) to
+// write non-finite parameters or moments.
+template <typename T>
+std::string save_checkpoint(const std::string& root, const ParamSet<T>& params,
+                            const Balancer& balancer, int first_moe_layer,
+                            const TrainerState& state, int keep_last);
+
+// Reads trainer_state.json of a checkpoint directory (for its config).
+TrainerState read_trainer_state(const std::string& ckpt_dir);
+
+// Loads parameters, AdamW moments and biases into params/balancer, checking
+// every tensor's presence and shape. Returns the trainer state.
+template <typename T>
+TrainerState load_checkpoint(const std::string& ckpt_dir, ParamSet<T>& params, Balancer& balancer,
+                             int first_moe_layer, bool with_optimizer = true);
+
+// The newest complete checkpoint under root (via `latest`, else by scanning
+// step_* directories); "" when there is none.
+std::string find_latest_checkpoint(const std::string& root);
+
+// Name of the bias tensor of the MoE layer at transformer layer `layer`.
+std::string router_bias_name(int layer);
+
+}  // namespace moe

@@ -1,0 +1,371 @@
+// Checkpoints, exact resume, non-finite steps and evaluation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "core/error.h"
+#include "data/shard_format.h"
+#include "eval/evaluator.h"
+#include "train/checkpoint.h"
+#include "train/safetensors.h"
+#include "train/trainer.h"
+
+namespace moe {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path temp_dir(const std::string& name) {
+  const fs::path d = fs::temp_directory_path() / ("moe_ckpt_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+Config small_config(BalanceMethod method, const fs::path& ckpt_dir) {
+  Config c;
+  c.model = {.vocab_size = 48, .hidden = 16, .heads = 2, .layers = 2, .first_dense_layers = 1,
+             .dense_intermediate = 32, .seq_len = 16, .rope_theta = 10000, .norm_eps = 1e-6,
+             .init_std = 0.02};
+  c.moe.n_shared = 1;
+  c.moe.n_routed = 4;
+  c.moe.top_k = 2;
+  c.moe.expert_intermediate = 8;
+  c.balance.method = method;
+  c.balance.update_rate = 0.01;
+  c.balance.aux_alpha = 0.01;
+  c.train.steps = 8;
+  c.train.global_batch = 4;
+  c.train.micro_batch = 2;
+  c.train.lr = 3e-3;
+  c.train.warmup_steps = 2;
+  c.train.min_lr = 3e-4;
+  c.train.threads = 1;
+  c.checkpoint.dir = ckpt_dir.string();
+  c.checkpoint.keep_last = 2;
+  return c;
+}
+
+template <typename T>
+struct TrainRun {
+  std::unique_ptr<Backend<T>> be = make_cpu_backend<T>(1);
+  LocalComm comm;
+  std::unique_ptr<TokenSource> data;
+  std::unique_ptr<Trainer<T>> trainer;
+  explicit TrainRun(const Config& c) : data(make_train_source(c)) {
+    trainer = std::make_unique<Trainer<T>>(c, *be, comm, *data);
+  }
+  std::vector<double> steps(int64_t n) {
+    std::vector<double> losses;
+    for (int64_t i = 0; i < n; ++i) losses.push_back(trainer->train_step(trainer->next_step()).loss);
+    return losses;
+  }
+  std::vector<T> params() { return trainer->model().params().params_to_host(); }
+};
+
+TEST(SafeTensors, RoundTripAndCorruption) {
+  const fs::path d = temp_dir("st");
+  SafeTensorFile f;
+  const float a[6] = {1, 2, 3, 4, 5, 6.5f};
+  const double b[2] = {1.0 / 3.0, -2e300};
+  const int64_t c[3] = {7, -8, 1LL << 40};
+  f.tensors["a"] = make_f32(a, {2, 3});
+  f.tensors["b"] = make_f64(b, {2});
+  f.tensors["c"] = make_i64(c, {3});
+  f.metadata["format"] = "moe-lfb";
+  const std::string path = (d / "x.safetensors").string();
+  write_safetensors(path, f);
+  const SafeTensorFile g = read_safetensors(path);
+  EXPECT_EQ(g.metadata.at("format"), "moe-lfb");
+  for (const char* n : {"a", "b", "c"}) {
+    EXPECT_EQ(g.tensors.at(n).dtype, f.tensors.at(n).dtype);
+    EXPECT_EQ(g.tensors.at(n).shape, f.tensors.at(n).shape);
+    EXPECT_EQ(g.tensors.at(n).data, f.tensors.at(n).data);
+  }
+  double back[2];
+  copy_float_tensor(g.tensors.at("b"), back, 2, "b");
+  EXPECT_EQ(back[1], -2e300);
+
+  // Truncated data and a corrupt header: errors that name the file.
+  const auto size = fs::file_size(path);
+  fs::resize_file(path, size - 4);
+  try {
+    read_safetensors(path);
+    FAIL() << "truncated file accepted";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos);
+  }
+  {
+    std::fstream s(path, std::ios::in | std::ios::out | std::ios::binary);
+    s.seekp(8);
+    s.write("#####", 5);
+  }
+  EXPECT_THROW(read_safetensors(path), DataError);
+  std::ofstream(d / "short.safetensors") << "abc";
+  EXPECT_THROW(read_safetensors((d / "short.safetensors").string()), DataError);
+  fs::remove_all(d);
+}
+
+// Train 2N steps straight, or N, checkpoint, a new process-like trainer
+// resumes, N more: every loss and every weight must be bit-identical.
+template <typename T>
+void expect_bit_exact_resume(BalanceMethod method) {
+  const fs::path d = temp_dir("resume");
+  Config c = small_config(method, d / "ckpt");
+  TrainRun<T> straight(c);
+  const std::vector<double> all = straight.steps(8);
+
+  std::vector<double> resumed;
+  {
+    TrainRun<T> first(c);
+    resumed = first.steps(4);
+    first.trainer->save_checkpoint();
+  }
+  TrainRun<T> second(c);
+  second.trainer->resume_from(find_latest_checkpoint(c.checkpoint.dir));
+  EXPECT_EQ(second.trainer->next_step(), 4);
+  const auto rest = second.steps(4);
+  resumed.insert(resumed.end(), rest.begin(), rest.end());
+  EXPECT_EQ(resumed, all);
+  EXPECT_EQ(second.params(), straight.params());
+  EXPECT_EQ(second.trainer->balancer().bias(), straight.trainer->balancer().bias());
+  EXPECT_EQ(second.trainer->state().tokens_seen, straight.trainer->state().tokens_seen);
+  fs::remove_all(d);
+}
+
+TEST(Resume, BitExactLossFree) { expect_bit_exact_resume<float>(BalanceMethod::LossFree); }
+TEST(Resume, BitExactAuxLoss) { expect_bit_exact_resume<float>(BalanceMethod::AuxLoss); }
+TEST(Resume, BitExactFloat64) { expect_bit_exact_resume<double>(BalanceMethod::LossFree); }
+
+TEST(Checkpoint, EveryTensorRoundTripsAndBiasSurvives) {
+  const fs::path d = temp_dir("rt");
+  Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+  TrainRun<float> a(c);
+  a.steps(3);
+  // The loss-free bias has moved away from 0 after 3 steps.
+  const auto bias = a.trainer->balancer().bias();
+  EXPECT_NE(std::accumulate(bias.begin(), bias.end(), 0.0, [](double s, float x) { return s + std::abs(x); }), 0.0);
+  const std::string path = a.trainer->save_checkpoint();
+  EXPECT_EQ(fs::path(path).filename(), "step_00000003");
+
+  TrainRun<float> b(c);
+  b.trainer->resume_from(path);
+  EXPECT_EQ(b.params(), a.params());
+  std::vector<float> am, av, bm, bv;
+  a.trainer->model().params().moments_to_host(am, av);
+  b.trainer->model().params().moments_to_host(bm, bv);
+  EXPECT_EQ(am, bm);
+  EXPECT_EQ(av, bv);
+  EXPECT_EQ(b.trainer->balancer().bias(), bias);
+
+  // One named tensor per expert and one bias per MoE layer in the file.
+  const SafeTensorFile f = read_safetensors(path + "/model.safetensors");
+  EXPECT_TRUE(f.tensors.count("layers.1.moe.experts.3.w13"));
+  EXPECT_TRUE(f.tensors.count("layers.1.moe.experts.0.w2"));
+  EXPECT_TRUE(f.tensors.count(router_bias_name(1)));
+  fs::remove_all(d);
+}
+
+TEST(Checkpoint, KeepLastPrunesAndLatestPoints) {
+  const fs::path d = temp_dir("prune");
+  Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+  TrainRun<float> a(c);
+  for (int i = 0; i < 4; ++i) {
+    a.steps(1);
+    a.trainer->save_checkpoint();
+  }
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(d / "ckpt"))
+    if (e.is_directory()) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"step_00000003", "step_00000004"}));
+  EXPECT_EQ(find_latest_checkpoint((d / "ckpt").string()), (d / "ckpt" / "step_00000004").string());
+  // Without a readable `latest`, the newest step directory; a leftover
+  // temporary directory of a crashed save is never picked.
+  fs::remove(d / "ckpt" / "latest");
+  fs::create_directories(d / "ckpt" / ".step_00000009.tmp");
+  EXPECT_EQ(find_latest_checkpoint((d / "ckpt").string()), (d / "ckpt" / "step_00000004").string());
+  EXPECT_EQ(find_latest_checkpoint((d / "nothing").string()), "");
+  fs::remove_all(d);
+}
+
+TEST(Checkpoint, CorruptFilesGiveErrorsNamingThem) {
+  const fs::path d = temp_dir("corrupt");
+  Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+  TrainRun<float> a(c);
+  a.steps(1);
+  const std::string path = a.trainer->save_checkpoint();
+  TrainRun<float> b(c);
+  auto expect_error_naming = [&](const std::string& file) {
+    try {
+      b.trainer->resume_from(path);
+      FAIL() << "corrupt checkpoint accepted";
+    } catch (const DataError& e) {
+      EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << e.what();
+    }
+  };
+  const std::string model = path + "/model.safetensors";
+  fs::resize_file(model, fs::file_size(model) / 2);
+  expect_error_naming(model);
+  std::ofstream(path + "/trainer_state.json") << "{ not json";
+  expect_error_naming(path + "/trainer_state.json");
+
+  // A checkpoint of another model (a different expert count) is refused.
+  TrainRun<float> ok(c);
+  ok.steps(1);
+  const std::string good = ok.trainer->save_checkpoint();
+  Config other = c;
+  other.moe.n_routed = 6;
+  TrainRun<float> wrong(other);
+  EXPECT_THROW(wrong.trainer->resume_from(good), DataError);
+  fs::remove_all(d);
+}
+
+TEST(Checkpoint, RefusesNonFiniteValues) {
+  const fs::path d = temp_dir("nan");
+  Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+  TrainRun<float> a(c);
+  auto p = a.params();
+  p[5] = std::numeric_limits<float>::quiet_NaN();
+  a.trainer->model().params().params_from_host(p);
+  EXPECT_THROW(a.trainer->save_checkpoint(), InternalError);
+  EXPECT_EQ(find_latest_checkpoint(c.checkpoint.dir), "");
+  fs::remove_all(d);
+}
+
+TEST(NonFinite, SkippedStepChangesNothingThenTrainingGoesOn) {
+  const fs::path d = temp_dir("skip");
+  Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+  TrainRun<float> a(c);
+  // CPU backend: gradients are host memory, poisoned in place.
+  a.trainer->after_backward_hook = [](int64_t step, ParamSet<float>& ps) {
+    if (step == 2) ps.grads()[3] = std::numeric_limits<float>::infinity();
+  };
+  a.steps(2);
+  const auto before = a.params();
+  const auto bias_before = a.trainer->balancer().bias();
+  const StepStats st = a.trainer->train_step(2);
+  EXPECT_TRUE(st.skipped);
+  EXPECT_FALSE(std::isfinite(st.grad_norm));
+  EXPECT_EQ(a.params(), before);
+  EXPECT_EQ(a.trainer->balancer().bias(), bias_before);
+  EXPECT_EQ(a.trainer->state().skipped_steps, 1);
+  const StepStats next = a.trainer->train_step(3);
+  EXPECT_FALSE(next.skipped);
+  EXPECT_NE(a.params(), before);
+  fs::remove_all(d);
+}
+
+TEST(NonFinite, RunStopsAfterTooManySkipsOrAtOnceWithStop) {
+  const fs::path d = temp_dir("stop");
+  for (NonFinitePolicy policy : {NonFinitePolicy::Skip, NonFinitePolicy::Stop}) {
+    Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+    c.train.nonfinite = policy;
+    c.train.max_consecutive_skips = 3;
+    TrainRun<float> a(c);
+    int poisoned = 0;
+    a.trainer->after_backward_hook = [&](int64_t step, ParamSet<float>& ps) {
+      if (step >= 1) {
+        ps.grads()[0] = std::numeric_limits<float>::quiet_NaN();
+        ++poisoned;
+      }
+    };
+    EXPECT_THROW(a.trainer->run(nullptr), InternalError);
+    EXPECT_EQ(poisoned, policy == NonFinitePolicy::Skip ? 3 : 1);
+    // The last good state was saved, and it is finite.
+    const std::string latest = find_latest_checkpoint(c.checkpoint.dir);
+    ASSERT_NE(latest, "");
+    EXPECT_EQ(read_trainer_state(latest).step, policy == NonFinitePolicy::Skip ? 4 : 2);
+    fs::remove_all(d / "ckpt");
+  }
+  fs::remove_all(d);
+}
+
+// Writes validation shards of `n` tokens (ids i % vocab).
+std::string write_val_shards(const fs::path& dir, int n, int vocab) {
+  fs::create_directories(dir);
+  ShardHeader h;
+  h.vocab_size = uint32_t(vocab);
+  h.token_bytes = 2;
+  h.eos_id = 0;
+  ShardWriter w((dir / "val_00000.bin").string(), h);
+  std::vector<uint32_t> t(n);
+  for (int i = 0; i < n; ++i) t[i] = uint32_t((i * 7 + 1) % vocab);
+  w.append(t.data(), t.size());
+  w.end_document();
+  w.finish();
+  return dir.string();
+}
+
+TEST(Eval, HandComputedPerplexityAndMaxVio) {
+  // All weights zero (norm weights one): every logit is 0, so each token's
+  // loss is ln V and the perplexity is exactly V. The router scores are all
+  // sigmoid(0) = 0.5: ties go to the lowest indices, so experts 0 and 1 take
+  // every token: loads {n, n, 0, 0}, MaxVio = (n - n/2) / (n/2) = 1.
+  const fs::path d = temp_dir("eval");
+  Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+  c.data.val_path = write_val_shards(d / "val", 16 * 10 + 1, c.model.vocab_size);
+  TrainRun<double> a(c);
+  auto& ps = a.trainer->model().params();
+  std::vector<double> p(ps.size(), 0.0);
+  for (const ParamInfo& info : ps.all())
+    if (info.init == ParamInit::Ones)
+      std::fill(p.begin() + info.offset, p.begin() + info.offset + info.numel, 1.0);
+  ps.params_from_host(p);
+  auto val = make_validation_reader(c);
+  ASSERT_TRUE(val);
+  LocalComm comm;
+  const EvalResult r = evaluate(a.trainer->model(), *val, 2, 0, comm);
+  EXPECT_EQ(r.sequences, 10);
+  EXPECT_EQ(r.tokens, 160);
+  EXPECT_NEAR(r.loss, std::log(48.0), 1e-12);
+  EXPECT_NEAR(r.perplexity, 48.0, 1e-9);
+  EXPECT_EQ(r.loads, (std::vector<int64_t>{160, 160, 0, 0}));
+  EXPECT_DOUBLE_EQ(r.maxvio_global.mean, 1.0);
+  // With a selection bias on expert 3 (as a checkpoint of a Loss-Free run
+  // would carry) every token picks experts 3 and 0.
+  a.trainer->model().set_router_bias({0.0f, 0.0f, 0.0f, 0.1f});
+  const EvalResult rb = evaluate(a.trainer->model(), *val, 2, 0, comm);
+  EXPECT_EQ(rb.loads, (std::vector<int64_t>{160, 0, 0, 160}));
+  // max_tokens keeps whole sequences.
+  EXPECT_EQ(evaluate(a.trainer->model(), *val, 2, 50, comm).tokens, 48);
+  fs::remove_all(d);
+}
+
+TEST(Eval, InTrainingEvalDoesNotChangeTraining) {
+  const fs::path d = temp_dir("evaltrain");
+  Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+  c.checkpoint.dir = "";
+  const std::string val_dir = write_val_shards(d / "val", 400, c.model.vocab_size);
+  c.train.steps = 6;
+  TrainRun<float> plain(c);
+  plain.steps(6);
+
+  c.train.eval_interval = 2;
+  c.data.val_path = val_dir;
+  c.log.out_dir = (d / "run").string();
+  auto val = make_validation_reader(c);
+  ASSERT_TRUE(val);
+  auto be = make_cpu_backend<float>(1);
+  LocalComm comm;
+  auto data = make_train_source(c);
+  Trainer<float> t(c, *be, comm, *data, val.get());
+  MetricsLog log(c, "");
+  EXPECT_EQ(t.run(&log), RunOutcome::Completed);
+  EXPECT_EQ(t.model().params().params_to_host(), plain.params());
+  EXPECT_EQ(t.balancer().bias(), plain.trainer->balancer().bias());
+  std::ifstream f(d / "run" / "eval.jsonl");
+  std::string line;
+  int n = 0;
+  while (std::getline(f, line)) ++n;
+  EXPECT_EQ(n, 3);  // after steps 2, 4, 6
+  fs::remove_all(d);
+}
+
+}  // namespace
+}  // namespace moe

@@ -1,0 +1,199 @@
+// moe-train and moe-eval as a scheduler and a user drive them: SIGTERM leaves
+// a resumable checkpoint, a crash in the middle of a save leaves the previous
+// one loadable, resume refuses another model, moe-eval writes its JSON.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "data/shard_format.h"
+#include "train/checkpoint.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kTiny = std::string(MOE_SOURCE_DIR) + "/configs/tiny.yaml";
+
+fs::path temp_dir(const std::string& name) {
+  const fs::path d = fs::temp_directory_path() / ("moe_clickpt_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// Starts a program with arguments (and optional extra environment), output
+// to `log`; returns its pid.
+pid_t spawn(const std::string& program, const std::vector<std::string>& args, const fs::path& log,
+            const std::string& env = "") {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    FILE* f = fopen(log.c_str(), "w");
+    dup2(fileno(f), 1);
+    dup2(fileno(f), 2);
+    if (!env.empty()) putenv(const_cast<char*>(env.c_str()));
+    std::vector<char*> argv{const_cast<char*>(program.c_str())};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(program.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int run(const std::string& program, const std::vector<std::string>& args, const fs::path& log,
+        const std::string& env = "") {
+  return wait_exit(spawn(program, args, log, env));
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+int count_lines(const fs::path& p) {
+  std::ifstream f(p);
+  std::string line;
+  int n = 0;
+  while (std::getline(f, line)) ++n;
+  return n;
+}
+
+const std::string kTrain = std::string(MOE_BINARY_DIR) + "/moe-train";
+const std::string kEval = std::string(MOE_BINARY_DIR) + "/moe-eval";
+
+std::vector<std::string> train_args(const fs::path& d, int64_t steps, int64_t interval) {
+  return {"--config", kTiny, "--set", "train.steps=" + std::to_string(steps), "--set",
+          "checkpoint.dir=" + (d / "ckpt").string(), "--set",
+          "checkpoint.interval=" + std::to_string(interval), "--set",
+          "log.out_dir=" + (d / "run").string(), "--set", "log.interval=1", "--set",
+          "train.threads=1"};
+}
+
+TEST(CliCheckpoint, SigtermLeavesAResumableCheckpoint) {
+  const fs::path d = temp_dir("term");
+  const pid_t pid = spawn(kTrain, train_args(d, 100000, 0), d / "log1");
+  // Wait for a few steps, then ask it to stop as a scheduler would.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (count_lines(d / "run" / "metrics.jsonl") < 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  kill(pid, SIGTERM);
+  ASSERT_EQ(wait_exit(pid), 0) << slurp(d / "log1");
+  EXPECT_NE(slurp(d / "log1").find("stop signal"), std::string::npos);
+  const std::string latest = moe::find_latest_checkpoint((d / "ckpt").string());
+  ASSERT_NE(latest, "") << slurp(d / "log1");
+  const int64_t step = moe::read_trainer_state(latest).step;
+  EXPECT_GE(step, 3);
+  EXPECT_EQ(count_lines(d / "run" / "metrics.jsonl"), step);
+
+  // Resume and finish two more steps; metrics continue in the same file.
+  auto args = train_args(d, step + 2, 0);
+  args.insert(args.end(), {"--resume", "auto"});
+  ASSERT_EQ(run(kTrain, args, d / "log2"), 0) << slurp(d / "log2");
+  EXPECT_NE(slurp(d / "log2").find("resumed from"), std::string::npos);
+  EXPECT_EQ(moe::read_trainer_state(moe::find_latest_checkpoint((d / "ckpt").string())).step,
+            step + 2);
+  EXPECT_EQ(count_lines(d / "run" / "metrics.jsonl"), step + 2);
+  fs::remove_all(d);
+}
+
+TEST(CliCheckpoint, CrashDuringSaveKeepsThePreviousCheckpoint) {
+  const fs::path d = temp_dir("crash");
+  ASSERT_EQ(run(kTrain, train_args(d, 2, 2), d / "log1"), 0) << slurp(d / "log1");
+  auto args = train_args(d, 4, 2);
+  args.insert(args.end(), {"--resume", "auto"});
+  // The process dies between writing step 4 and renaming it into place.
+  EXPECT_EQ(run(kTrain, args, d / "log2", "MOE_TEST_CHECKPOINT_FAULT=before_rename"), 3);
+  EXPECT_TRUE(fs::exists(d / "ckpt" / ".step_00000004.tmp"));
+  const std::string latest = moe::find_latest_checkpoint((d / "ckpt").string());
+  EXPECT_EQ(fs::path(latest).filename(), "step_00000002");
+  ASSERT_EQ(run(kTrain, args, d / "log3"), 0) << slurp(d / "log3");
+  EXPECT_EQ(fs::path(moe::find_latest_checkpoint((d / "ckpt").string())).filename(),
+            "step_00000004");
+  fs::remove_all(d);
+}
+
+TEST(CliCheckpoint, ResumeRefusesAnotherModelAndBadCheckpoints) {
+  const fs::path d = temp_dir("refuse");
+  ASSERT_EQ(run(kTrain, train_args(d, 2, 0), d / "log1"), 0) << slurp(d / "log1");
+  auto args = train_args(d, 4, 0);
+  args.insert(args.end(), {"--resume", "auto", "--set", "model.hidden=32"});
+  EXPECT_EQ(run(kTrain, args, d / "log2"), 2);
+  EXPECT_NE(slurp(d / "log2").find("model.hidden"), std::string::npos) << slurp(d / "log2");
+
+  auto bad = train_args(d, 4, 0);
+  bad.insert(bad.end(), {"--resume", (d / "nowhere").string()});
+  EXPECT_EQ(run(kTrain, bad, d / "log3"), 2);
+  EXPECT_NE(slurp(d / "log3").find("nowhere"), std::string::npos);
+
+  const std::string latest = moe::find_latest_checkpoint((d / "ckpt").string());
+  fs::resize_file(latest + "/optimizer.safetensors", 100);
+  auto trunc = train_args(d, 4, 0);
+  trunc.insert(trunc.end(), {"--resume", "auto"});
+  EXPECT_EQ(run(kTrain, trunc, d / "log4"), 2);
+  EXPECT_NE(slurp(d / "log4").find("optimizer.safetensors"), std::string::npos)
+      << slurp(d / "log4");
+  fs::remove_all(d);
+}
+
+TEST(CliCheckpoint, MoeEvalWritesPerplexityAndMaxVio) {
+  const fs::path d = temp_dir("eval");
+  // Validation shards: 20 sequences' worth of tokens of the tiny vocab.
+  fs::create_directories(d / "val");
+  moe::ShardHeader h;
+  h.vocab_size = 512;
+  h.eos_id = 0;
+  moe::ShardWriter w((d / "val" / "val_00000.bin").string(), h);
+  std::vector<uint32_t> t(64 * 20 + 1);
+  for (size_t i = 0; i < t.size(); ++i) t[i] = uint32_t((i * 37 + 5) % 512);
+  w.append(t.data(), t.size());
+  w.end_document();
+  w.finish();
+
+  auto args = train_args(d, 4, 0);
+  args.insert(args.end(), {"--set", "data.val_path=" + (d / "val").string(), "--set",
+                           "train.eval_interval=2"});
+  ASSERT_EQ(run(kTrain, args, d / "log1"), 0) << slurp(d / "log1");
+  EXPECT_EQ(count_lines(d / "run" / "eval.jsonl"), 2);
+
+  const std::string out = (d / "eval.json").string();
+  ASSERT_EQ(run(kEval, {"--checkpoint", (d / "ckpt").string(), "--data", (d / "val").string(),
+                        "--output", out},
+                d / "log2"),
+            0)
+      << slurp(d / "log2");
+  const auto j = nlohmann::json::parse(slurp(out));
+  EXPECT_EQ(j["tokens"].get<int64_t>(), 64 * 20);
+  EXPECT_EQ(j["step"].get<int64_t>(), 4);
+  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(j["loss"].get<double>()), 1e-9);
+  EXPECT_EQ(j["maxvio_global_layers"].size(), 2u);
+  EXPECT_EQ(j["expert_loads"].size(), 2u);
+  int64_t total = 0;
+  for (auto& c : j["expert_loads"][0]) total += c.get<int64_t>();
+  EXPECT_EQ(total, 64 * 20 * 2);  // tokens x top_k
+  // The eval at step 4 in training saw the first 1M tokens = the whole split too.
+  std::ifstream evals(d / "run" / "eval.jsonl");
+  std::string line, last;
+  while (std::getline(evals, line)) last = line;
+  EXPECT_NEAR(nlohmann::json::parse(last)["loss"].get<double>(), j["loss"].get<double>(), 1e-6);
+
+  EXPECT_EQ(run(kEval, {"--checkpoint", (d / "none").string()}, d / "log3"), 2);
+  EXPECT_EQ(run(kEval, {"--checkpoint", (d / "ckpt").string(), "--max-tokens", "x"}, d / "log4"), 2);
+  fs::remove_all(d);
+}
+
+}  // namespace
