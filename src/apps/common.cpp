@@ -10,15 +10,33 @@
 
 namespace moe {
 
+namespace {
+std::function<void(int)> g_job_abort;
+int g_rank = -1;
+
+int fail(const char* program, const char* kind, const char* what, int code) {
+  if (g_rank >= 0)
+    std::fprintf(stderr, "%s: rank %d: %s%s\n", program, g_rank, kind, what);
+  else
+    std::fprintf(stderr, "%s: %s%s\n", program, kind, what);
+  std::fflush(stderr);
+  if (g_job_abort) g_job_abort(code);
+  return code;
+}
+}  // namespace
+
+void set_job_abort(std::function<void(int code)> abort, int rank) {
+  g_job_abort = std::move(abort);
+  g_rank = rank;
+}
+
 int run_main(const char* program, const std::function<int()>& body) {
   try {
     return body();
   } catch (const InputError& e) {
-    std::fprintf(stderr, "%s: error: %s\n", program, e.what());
-    return 2;
+    return fail(program, "error: ", e.what(), 2);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: internal error: %s\n", program, e.what());
-    return 1;
+    return fail(program, "internal error: ", e.what(), 1);
   }
 }
 

@@ -13,6 +13,11 @@ namespace moe {
 // stderr and exit code 2, any other failure into one line and exit code 1.
 int run_main(const char* program, const std::function<int()>& body);
 
+// In a multi-rank job a failing rank must end the whole job (the others would
+// wait in their next collective forever): run_main calls this hook, if set,
+// with the exit code after printing the error. `rank` prefixes messages.
+void set_job_abort(std::function<void(int code)> abort, int rank);
+
 // OpenMP threads that spin-wait between parallel regions starve OpenBLAS's
 // own thread pool (several times slower on few cores). libgomp reads
 // OMP_WAIT_POLICY once at load, so when it is unset we set it to PASSIVE

@@ -2,7 +2,10 @@
 //   moe-train --config configs/tiny.yaml [--set key.path=value ...] [--resume auto|DIR]
 #include <spdlog/spdlog.h>
 
+#include <omp.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -11,6 +14,8 @@
 #include "data/shard_dataset.h"
 #include "data/token_source.h"
 #include "dist/comm.h"
+#include "dist/mpi_env.h"
+#include "dist/topology.h"
 #include "train/checkpoint.h"
 #include "train/stop_signal.h"
 #include "train/trainer.h"
@@ -63,34 +68,43 @@ std::string resolve_resume(const Args& a, const moe::Config& cfg) {
 }
 
 template <typename T>
-int train(const moe::Config& cfg, const std::string& resume_dir) {
+int train(const moe::Config& cfg, const std::string& resume_dir, moe::Comm& world,
+          const moe::Communicators& comms) {
   auto be = moe::make_cpu_backend<T>(cfg.train.threads);
-  moe::LocalComm comm;
   auto data = moe::make_train_source(cfg);
   auto val = moe::make_validation_reader(cfg);
   if (cfg.train.eval_interval > 0 && !val)
     throw moe::ConfigError(
         "config: train.eval_interval: set, but there is no validation data (data.val_path, or "
         "val_*.bin shards in data.path)");
-  moe::Trainer<T> trainer(cfg, *be, comm, *data, val.get());
+  moe::Trainer<T> trainer(cfg, *be, world, *data, val.get(), comms.ep.get(), comms.replica.get());
   if (!resume_dir.empty()) {
     trainer.resume_from(resume_dir);
     spdlog::info("resumed from {} at step {}", resume_dir, trainer.next_step());
   }
+  // Testing hook (tests/test_cli_mpi.cpp): this rank fails in its second step.
+  if (const char* r = std::getenv("MOE_TEST_FAIL_RANK"); r && std::atoi(r) == world.rank())
+    trainer.after_backward_hook = [](int64_t step, moe::ParamSet<T>&) {
+      if (step >= 1) throw moe::InternalError("injected failure (MOE_TEST_FAIL_RANK)");
+    };
   const auto& ps = trainer.model().params();
-  spdlog::info("model: {} parameters ({} tensors), {} layers ({} MoE), {} routed + {} shared "
-               "experts, top-{}",
+  spdlog::info("model: {} parameters on this rank ({} tensors), {} layers ({} MoE), {} routed + "
+               "{} shared experts, top-{}",
                ps.size(), ps.all().size(), cfg.model.layers, cfg.model.moe_layers(),
                cfg.moe.n_routed, cfg.moe.n_shared, cfg.moe.top_k);
-  spdlog::info("balance: {} | backend: {} ({}) | data: {}", moe::describe_balance(cfg.balance),
-               be->name(), moe::to_string(cfg.train.precision), data->describe());
-  spdlog::info("batch: {} sequences x {} tokens per step, micro-batch {} ({} per step), {} steps",
+  spdlog::info("balance: {} | backend: {} ({}, {} threads per rank) | data: {}",
+               moe::describe_balance(cfg.balance), be->name(), moe::to_string(cfg.train.precision),
+               cfg.train.threads, data->describe());
+  spdlog::info("batch: {} sequences x {} tokens per step, micro-batch {} ({} per rank per step), "
+               "{} steps",
                cfg.train.global_batch, cfg.model.seq_len, cfg.train.micro_batch,
-               cfg.train.global_batch / cfg.train.micro_batch, cfg.train.steps);
+               cfg.train.global_batch / cfg.train.micro_batch / world.size(), cfg.train.steps);
   if (val) spdlog::info("validation: {}", val->describe());
-  moe::MetricsLog log(cfg, moe::config_to_yaml(cfg), !resume_dir.empty());
+  std::unique_ptr<moe::MetricsLog> log;
+  if (world.rank() == 0)
+    log = std::make_unique<moe::MetricsLog>(cfg, moe::config_to_yaml(cfg), !resume_dir.empty());
   moe::install_stop_signal_handlers();
-  const moe::RunOutcome outcome = trainer.run(&log);
+  const moe::RunOutcome outcome = trainer.run(log.get());
   if (outcome == moe::RunOutcome::Completed)
     spdlog::info("done: {} steps, metrics in {}/metrics.jsonl", cfg.train.steps, cfg.log.out_dir);
   return 0;
@@ -100,6 +114,13 @@ int train(const moe::Config& cfg, const std::string& resume_dir) {
 
 int main(int argc, char** argv) {
   moe::ensure_passive_openmp_wait(argv);
+  // MPI only when launched by mpirun/srun: a single process stays MPI-free.
+  moe::MpiEnvironment mpi(/*only_if_launched=*/true);
+  std::unique_ptr<moe::Comm> world = mpi.world();
+  if (world->size() > 1) {
+    moe::Comm* w = world.get();
+    moe::set_job_abort([w](int code) { w->abort(code); }, w->rank());
+  }
   return moe::run_main("moe-train", [&]() {
     Args a;
     for (int i = 1; i < argc; ++i) {
@@ -126,11 +147,20 @@ int main(int argc, char** argv) {
     }
     if (a.config_path.empty()) throw moe::InputError("--config is required (see --help)");
 
-    const moe::Config cfg = moe::load_config(a.config_path, a.overrides, 1);
-    moe::setup_logging(cfg.log.level);
+    moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
+    // Rank 0 alone talks; the others report errors only.
+    moe::setup_logging(world->rank() == 0 ? cfg.log.level : "error");
     moe::resolve_backend_or_throw(cfg);
+    if (cfg.train.threads == 0 && mpi.local_size() > 1)  // share the node's cores
+      cfg.train.threads = std::max(1, omp_get_num_procs() / mpi.local_size());
+    if (cfg.train.threads == 0) cfg.train.threads = omp_get_num_procs();
+    const moe::Topology topo(world->rank(), world->size(), cfg.parallel.ep_size,
+                             cfg.moe.n_routed);
+    const moe::Communicators comms = moe::make_communicators(*world, topo);
+    if (world->size() > 1) spdlog::info("{}", topo.describe());
     const std::string resume_dir = resolve_resume(a, cfg);
-    return cfg.train.precision == moe::Precision::Float64 ? train<double>(cfg, resume_dir)
-                                                          : train<float>(cfg, resume_dir);
+    return cfg.train.precision == moe::Precision::Float64
+               ? train<double>(cfg, resume_dir, *world, comms)
+               : train<float>(cfg, resume_dir, *world, comms);
   });
 }

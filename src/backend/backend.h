@@ -148,6 +148,9 @@ class Backend {
   virtual void combine_backward(T* dyp, T* dgates, const T* dy, const T* yp, const T* gates,
                                 const int32_t* row_of_slot, int N, int K, int D) = 0;
 
+  // dst[i] = src[index[i]] for i < rows (row reordering for expert parallelism).
+  virtual void gather_rows(T* dst, const T* src, const int32_t* index, int64_t rows, int D) = 0;
+
   // ---- loss ----
   // losses[t] = -log softmax(logits[t])[target[t]]. If dlogits is non-null it
   // receives grad_scale * (softmax - onehot); it may alias logits.

@@ -26,12 +26,21 @@ EvalResult evaluate(Transformer<T>& model, const ValidationReader& val, int batc
   ForwardOptions opt;  // ce_grad_scale 0: forward only
   opt.counts = r.loads.data();
   double sums[2] = {0.0, 0.0};  // loss, tokens
+  // Ranks take batches round-robin. Every rank runs the same number of
+  // forwards (expert parallelism exchanges rows in each), repeating batch 0
+  // uncounted where it has run out.
   const int64_t n_batches = (n_seq + batch - 1) / batch;
-  for (int64_t b = comm.rank(); b < n_batches; b += comm.size()) {
-    const int64_t first = b * batch;
+  const int64_t rounds = (n_batches + comm.size() - 1) / comm.size();
+  ForwardOptions uncounted;
+  for (int64_t round = 0; round < rounds; ++round) {
+    const int64_t b = round * comm.size() + comm.rank();
+    const bool real = b < n_batches;
+    const int64_t first = real ? b * batch : 0;
     const int B = int(std::min<int64_t>(batch, n_seq - first));
     val.batch(first, B, tokens.data(), targets.data());
-    const ForwardResult fr = model.forward(tokens.data(), targets.data(), B, opt);
+    const ForwardResult fr =
+        model.forward(tokens.data(), targets.data(), B, real ? opt : uncounted);
+    if (!real) continue;
     sums[0] += fr.loss_sum;
     sums[1] += double(fr.tokens);
   }

@@ -5,45 +5,50 @@
 namespace moe {
 
 template <typename T>
-MoeLayer<T>::MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& cfg)
+MoeLayer<T>::MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& cfg, Comm* ep)
     : D_(cfg.model.hidden),
       E_(cfg.moe.n_routed),
       K_(cfg.moe.top_k),
       Fe_(cfg.moe.expert_intermediate),
       with_aux_(cfg.balance.method == BalanceMethod::AuxLoss),
       router_(ps, prefix, cfg.model.hidden, cfg.moe, cfg.balance.bias_mode),
-      dispatcher_(cfg.moe.n_routed, cfg.moe.top_k) {
+      dispatcher_(cfg.moe.n_routed, cfg.moe.top_k, ep) {
   if (cfg.moe.n_shared > 0)
     shared_ = std::make_unique<SwiGluMlp<T>>(ps, prefix + ".shared", D_,
                                              cfg.moe.n_shared * Fe_);
-  // One named tensor per expert (checkpoints load under any expert layout);
-  // registered back to back so each projection is one [E, out, in] block.
-  for (int e = 0; e < E_; ++e) {
+  // One named tensor per expert, named by its global index (checkpoints load
+  // under any expert layout); the local ones registered back to back so each
+  // projection is one [E/P, out, in] block.
+  const int first = dispatcher_.first_expert(), last = first + dispatcher_.local_experts();
+  for (int e = first; e < last; ++e) {
     auto id = ps.add(prefix + ".experts." + std::to_string(e) + ".w13", {2 * Fe_, D_},
-                     ParamInit::Normal, true);
-    if (e == 0) w13_first_ = id;
+                     ParamInit::Normal, true, true);
+    if (e == first) w13_first_ = id;
   }
-  for (int e = 0; e < E_; ++e) {
+  for (int e = first; e < last; ++e) {
     auto id = ps.add(prefix + ".experts." + std::to_string(e) + ".w2", {D_, Fe_},
-                     ParamInit::Normal, true);
-    if (e == 0) w2_first_ = id;
+                     ParamInit::Normal, true, true);
+    if (e == first) w2_first_ = id;
   }
 }
 
 template <typename T>
 void MoeLayer<T>::allocate(Arena<T>& arena, int max_tokens) {
   const size_t rows = size_t(max_tokens) * K_;
+  // Expert-major rows: with P ranks per EP group, up to P times this rank's own.
+  const size_t erows = rows * size_t(E_ / dispatcher_.local_experts());
   if (shared_) shared_->allocate(arena, max_tokens);
   router_.allocate(arena, max_tokens, with_aux_);
-  dispatcher_.allocate(arena, max_tokens);
-  xp_ = arena.alloc(rows * D_);
-  a13p_ = arena.alloc(rows * 2 * Fe_);
-  hp_ = arena.alloc(rows * Fe_);
-  yp_ = arena.alloc(rows * D_);
-  dyp_ = arena.alloc(rows * D_);
-  dhp_ = arena.alloc(rows * Fe_);
-  da13p_ = arena.alloc(rows * 2 * Fe_);
-  dxp_ = arena.alloc(rows * D_);
+  dispatcher_.allocate(arena, max_tokens, D_);
+  xe_ = arena.alloc(erows * D_);
+  a13e_ = arena.alloc(erows * 2 * Fe_);
+  he_ = arena.alloc(erows * Fe_);
+  ye_ = arena.alloc(erows * D_);
+  dy_local_ = arena.alloc(rows * D_);
+  dye_ = arena.alloc(erows * D_);
+  dhe_ = arena.alloc(erows * Fe_);
+  da13e_ = arena.alloc(erows * 2 * Fe_);
+  dxe_ = arena.alloc(erows * D_);
   dgates_ = arena.alloc(size_t(max_tokens) * K_);
 }
 
@@ -60,12 +65,14 @@ double MoeLayer<T>::forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T
   if (counts)
     for (int e = 0; e < E_; ++e) counts[e] += dispatcher_.counts()[e];
 
-  const int64_t* off = dispatcher_.offsets().data();
-  dispatcher_.dispatch(be, xp_, x, N, D_);
-  be.grouped_linear_forward(a13p_, xp_, ps.param(w13_first_), off, E_, D_, 2 * Fe_);
-  be.swiglu_forward(hp_, a13p_, int(dispatcher_.rows()), Fe_);
-  be.grouped_linear_forward(yp_, hp_, ps.param(w2_first_), off, E_, Fe_, D_);
-  dispatcher_.combine(be, y, yp_, router_.gates(), N, D_);
+  const int El = dispatcher_.local_experts();
+  const int64_t* off = dispatcher_.expert_offsets().data();
+  dispatcher_.dispatch(be, xe_, x, N, D_);
+  be.grouped_linear_forward(a13e_, xe_, ps.param(w13_first_), off, El, D_, 2 * Fe_);
+  be.swiglu_forward(he_, a13e_, int(dispatcher_.expert_rows()), Fe_);
+  be.grouped_linear_forward(ye_, he_, ps.param(w2_first_), off, El, Fe_, D_);
+  y_local_ = dispatcher_.gather_outputs(be, ye_, D_);
+  dispatcher_.combine(be, y, y_local_, router_.gates(), N, D_);
   return aux_loss;
 }
 
@@ -77,14 +84,16 @@ void MoeLayer<T>::backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dy, 
   else
     be.zero(dx, size_t(N) * D_ * sizeof(T));
 
-  const int64_t* off = dispatcher_.offsets().data();
-  dispatcher_.combine_backward(be, dyp_, dgates_, dy, yp_, router_.gates(), N, D_);
-  be.grouped_linear_backward(dhp_, ps.grad(w2_first_), dyp_, hp_, ps.param(w2_first_), off, E_,
+  const int El = dispatcher_.local_experts();
+  const int64_t* off = dispatcher_.expert_offsets().data();
+  dispatcher_.combine_backward(be, dy_local_, dgates_, dy, y_local_, router_.gates(), N, D_);
+  const T* dye = dispatcher_.scatter_gradients(be, dy_local_, dye_, D_);
+  be.grouped_linear_backward(dhe_, ps.grad(w2_first_), dye, he_, ps.param(w2_first_), off, El,
                              Fe_, D_);
-  be.swiglu_backward(da13p_, dhp_, a13p_, int(dispatcher_.rows()), Fe_);
-  be.grouped_linear_backward(dxp_, ps.grad(w13_first_), da13p_, xp_, ps.param(w13_first_), off,
-                             E_, D_, 2 * Fe_);
-  dispatcher_.dispatch_backward(be, dx, dxp_, N, D_);
+  be.swiglu_backward(da13e_, dhe_, a13e_, int(dispatcher_.expert_rows()), Fe_);
+  be.grouped_linear_backward(dxe_, ps.grad(w13_first_), da13e_, xe_, ps.param(w13_first_), off,
+                             El, D_, 2 * Fe_);
+  dispatcher_.dispatch_backward(be, dx, dxe_, N, D_);
   router_.backward(be, ps, dx, dgates_, x, N);
 }
 

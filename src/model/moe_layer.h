@@ -2,7 +2,9 @@
 // The n_shared shared experts are fused into one SwiGLU of width
 // n_shared * expert_intermediate; the routed experts are SwiGLUs of width
 // expert_intermediate, run as one grouped GEMM per projection over the tokens
-// the dispatcher groups by expert. Dropless.
+// the dispatcher groups by expert. Dropless. With expert parallelism (ep: the
+// EP group) this rank holds only experts [first, first + E/P) and exchanges
+// token rows with the other ranks of its group.
 #pragma once
 
 #include <memory>
@@ -18,7 +20,7 @@ namespace moe {
 template <typename T>
 class MoeLayer {
  public:
-  MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& cfg);
+  MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& cfg, Comm* ep = nullptr);
   void allocate(Arena<T>& arena, int max_tokens);
 
   // y[N,D] overwritten. bias: fp32 [E] selection bias. counts: if non-null,
@@ -37,9 +39,14 @@ class MoeLayer {
   std::unique_ptr<SwiGluMlp<T>> shared_;  // null when n_shared == 0
   Router<T> router_;
   Dispatcher<T> dispatcher_;
-  typename ParamSet<T>::Id w13_first_, w2_first_;  // experts 0..E-1 follow contiguously
-  T *xp_ = nullptr, *a13p_ = nullptr, *hp_ = nullptr, *yp_ = nullptr;  // activations
-  T *dyp_ = nullptr, *dhp_ = nullptr, *da13p_ = nullptr, *dxp_ = nullptr, *dgates_ = nullptr;
+  typename ParamSet<T>::Id w13_first_, w2_first_;  // local experts follow contiguously
+  // Activations: expert-major rows of the local experts (e), and the expert
+  // outputs back in this rank's token order (y_local_).
+  T *xe_ = nullptr, *a13e_ = nullptr, *he_ = nullptr, *ye_ = nullptr;
+  const T* y_local_ = nullptr;
+  // Gradient scratch.
+  T *dy_local_ = nullptr, *dye_ = nullptr, *dhe_ = nullptr, *da13e_ = nullptr, *dxe_ = nullptr;
+  T* dgates_ = nullptr;
 };
 
 }  // namespace moe

@@ -7,7 +7,8 @@ namespace moe {
 
 template <typename T>
 typename ParamSet<T>::Id ParamSet<T>::add(const std::string& name, std::vector<int64_t> shape,
-                                          ParamInit init, bool decay) {
+                                          ParamInit init, bool decay, bool expert) {
+  MOE_CHECK(!expert || decay, "expert weights are matrices: they take weight decay");
   MOE_CHECK(be_ == nullptr, "ParamSet::add after finalize");
   ParamInfo p;
   p.name = name;
@@ -16,6 +17,7 @@ typename ParamSet<T>::Id ParamSet<T>::add(const std::string& name, std::vector<i
   p.shape = std::move(shape);
   p.init = init;
   p.decay = decay;
+  p.expert = expert;
   info_.push_back(std::move(p));
   return Id(info_.size() - 1);
 }
@@ -32,14 +34,18 @@ void ParamSet<T>::finalize(Backend<T>& be) {
   MOE_CHECK(be_ == nullptr, "ParamSet::finalize called twice");
   be_ = &be;
   size_t off = 0;
-  for (bool decay : {true, false}) {
+  auto place = [&](auto&& belongs) {
     for (auto& p : info_)
-      if (p.decay == decay) {
+      if (belongs(p)) {
         p.offset = off;
         off += p.numel;
       }
-    if (decay) n_decay_ = off;
-  }
+  };
+  place([](const ParamInfo& p) { return p.expert; });
+  n_expert_ = off;
+  place([](const ParamInfo& p) { return p.decay && !p.expert; });
+  n_decay_ = off;
+  place([](const ParamInfo& p) { return !p.decay; });
   total_ = off;
   params_ = alloc_array<T>(be, total_);
   grads_ = alloc_array<T>(be, total_);

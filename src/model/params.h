@@ -2,10 +2,13 @@
 // backend buffer (with gradients and AdamW moments alongside), so that the
 // optimizer, gradient norm and all-reduce each see one contiguous array.
 //
-// Tensors with weight decay (matrices) come first, then those without (norm
-// weights): AdamW runs as two calls. Within each region, tensors keep their
-// registration order, so the experts of a layer (registered one after
-// another) form one contiguous [E, out, in] block for the grouped GEMM.
+// Layout: [routed-expert matrices | other matrices | norm weights]. The first
+// two regions have weight decay (AdamW runs as two calls); the first holds
+// what expert parallelism shards over ranks (its gradients are summed over
+// the expert's replicas, the rest over all ranks). Within each region
+// tensors keep their registration order, so the experts of a layer
+// (registered one after another) form one contiguous [E, out, in] block for
+// the grouped GEMM.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +27,7 @@ struct ParamInfo {
   size_t numel = 0;
   size_t offset = 0;           // into the flat buffers (set by finalize)
   bool decay = true;
+  bool expert = false;         // a routed expert's weight (sharded by expert parallelism)
   ParamInit init = ParamInit::Normal;
 };
 
@@ -33,7 +37,8 @@ class ParamSet {
   using Id = int;
 
   // Registration (before finalize).
-  Id add(const std::string& name, std::vector<int64_t> shape, ParamInit init, bool decay);
+  Id add(const std::string& name, std::vector<int64_t> shape, ParamInit init, bool decay,
+         bool expert = false);
   // Assigns offsets and allocates params, grads, m, v (all zero).
   void finalize(Backend<T>& be);
   ~ParamSet();
@@ -49,7 +54,8 @@ class ParamSet {
   Id find(const std::string& name) const;
   const std::vector<ParamInfo>& all() const { return info_; }
   size_t size() const { return total_; }
-  size_t decay_size() const { return n_decay_; }  // [0, decay_size) has weight decay
+  size_t decay_size() const { return n_decay_; }    // [0, decay_size) has weight decay
+  size_t expert_size() const { return n_expert_; }  // [0, expert_size) are routed experts
 
   T* params() const { return params_; }
   T* grads() const { return grads_; }
@@ -67,7 +73,7 @@ class ParamSet {
  private:
   Backend<T>* be_ = nullptr;
   std::vector<ParamInfo> info_;
-  size_t total_ = 0, n_decay_ = 0;
+  size_t total_ = 0, n_decay_ = 0, n_expert_ = 0;
   T *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
 };
 

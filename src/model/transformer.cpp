@@ -5,7 +5,7 @@
 namespace moe {
 
 template <typename T>
-Transformer<T>::Transformer(const Config& cfg, Backend<T>& be, int max_seqs)
+Transformer<T>::Transformer(const Config& cfg, Backend<T>& be, int max_seqs, Comm* ep)
     : cfg_(cfg), be_(be), max_seqs_(max_seqs), arena_(be) {
   const ModelConfig& mc = cfg.model;
   const int D = mc.hidden;
@@ -20,7 +20,7 @@ Transformer<T>::Transformer(const Config& cfg, Backend<T>& be, int max_seqs)
     if (l < mc.first_dense_layers) {
       L.dense = std::make_unique<SwiGluMlp<T>>(params_, p + ".mlp", D, mc.dense_intermediate);
     } else {
-      L.moe = std::make_unique<MoeLayer<T>>(params_, p + ".moe", cfg);
+      L.moe = std::make_unique<MoeLayer<T>>(params_, p + ".moe", cfg, ep);
       moe_index_.push_back(l);
     }
   }

@@ -36,7 +36,8 @@ struct ForwardResult {
 template <typename T>
 class Transformer {
  public:
-  Transformer(const Config& cfg, Backend<T>& be, int max_seqs);
+  // ep: the expert-parallel group of this rank (null: every expert is local).
+  Transformer(const Config& cfg, Backend<T>& be, int max_seqs, Comm* ep = nullptr);
   ~Transformer();
 
   ParamSet<T>& params() { return params_; }

@@ -1,10 +1,37 @@
 #include "moe/dispatcher.h"
 
+#include "core/error.h"
+
 namespace moe {
 
 template <typename T>
-void Dispatcher<T>::allocate(Arena<T>& arena, int max_tokens) {
-  row_of_slot_ = arena.template alloc<int32_t>(size_t(max_tokens) * K_);
+Dispatcher<T>::Dispatcher(int E, int K, Comm* ep)
+    : E_(E),
+      K_(K),
+      ep_(ep),
+      P_(ep ? ep->size() : 1),
+      rank_(ep ? ep->rank() : 0),
+      counts_(E),
+      offsets_(E + 1),
+      expert_offsets_(E / P_ + 1, 0),
+      send_rows_(P_),
+      recv_rows_(P_) {
+  MOE_CHECK(E % P_ == 0, "Dispatcher: experts not divisible by the expert-parallel size");
+}
+
+template <typename T>
+void Dispatcher<T>::allocate(Arena<T>& arena, int max_tokens, int D) {
+  const size_t rows = size_t(max_tokens) * K_;
+  row_of_slot_ = arena.template alloc<int32_t>(rows);
+  if (!parallel()) return;
+  // Dropless: in the worst case every peer sends all its rows to this rank.
+  const size_t max_recv = rows * P_;
+  order_host_.resize(max_recv);
+  order_ = arena.template alloc<int32_t>(max_recv);
+  inverse_ = arena.template alloc<int32_t>(max_recv);
+  local_ = arena.alloc(rows * D);
+  out_local_ = arena.alloc(rows * D);
+  recv_ = arena.alloc(max_recv * D);
 }
 
 template <typename T>
@@ -12,28 +39,102 @@ void Dispatcher<T>::plan(Backend<T>& be, const int32_t* expert_idx, int N) {
   be.dispatch_plan(row_of_slot_, counts_.data(), expert_idx, N, E_, K_);
   offsets_[0] = 0;
   for (int e = 0; e < E_; ++e) offsets_[e + 1] = offsets_[e] + counts_[e];
+  const int El = local_experts();
+  if (!parallel()) {
+    expert_offsets_ = offsets_;
+    return;
+  }
+  // Each peer learns how many rows of each of its experts come from here.
+  std::vector<int64_t> per_peer(P_, El), recv_counts(E_);
+  ep_->alltoallv(counts_.data(), per_peer.data(), recv_counts.data(), per_peer.data());
+  for (int p = 0; p < P_; ++p) {
+    send_rows_[p] = offsets_[(p + 1) * El] - offsets_[p * El];
+    recv_rows_[p] = 0;
+    for (int e = 0; e < El; ++e) recv_rows_[p] += recv_counts[size_t(p) * El + e];
+  }
+  // Received rows come source-major, each source's rows by local expert;
+  // the grouped GEMMs want them expert-major.
+  std::vector<int64_t> src_base(P_ + 1, 0);
+  for (int p = 0; p < P_; ++p) src_base[p + 1] = src_base[p] + recv_rows_[p];
+  const int64_t total = src_base[P_];
+  std::vector<int32_t> inverse(static_cast<size_t>(total));
+  int64_t i = 0;
+  std::vector<int64_t> src_pos(src_base.begin(), src_base.end() - 1);
+  for (int e = 0; e < El; ++e) {
+    expert_offsets_[e] = i;
+    for (int p = 0; p < P_; ++p)
+      for (int64_t r = 0; r < recv_counts[size_t(p) * El + e]; ++r, ++i) {
+        order_host_[i] = int32_t(src_pos[p]);
+        inverse[size_t(src_pos[p]++)] = int32_t(i);
+      }
+  }
+  expert_offsets_[El] = total;
+  if (total > 0) {
+    be.to_device(order_, order_host_.data(), size_t(total) * sizeof(int32_t));
+    be.to_device(inverse_, inverse.data(), size_t(total) * sizeof(int32_t));
+  }
 }
 
 template <typename T>
-void Dispatcher<T>::dispatch(Backend<T>& be, T* xp, const T* x, int N, int D) const {
-  be.permute_rows(xp, x, row_of_slot_, N, K_, D);
+void Dispatcher<T>::to_experts(Backend<T>& be, T* out, const T* rows_local, int D) {
+  std::vector<int64_t> sc(P_), rc(P_);
+  for (int p = 0; p < P_; ++p) sc[p] = send_rows_[p] * D, rc[p] = recv_rows_[p] * D;
+  ep_->alltoallv(rows_local, sc.data(), recv_, rc.data());
+  be.gather_rows(out, recv_, order_, expert_rows(), D);
 }
 
 template <typename T>
-void Dispatcher<T>::dispatch_backward(Backend<T>& be, T* dx, const T* dxp, int N, int D) const {
-  be.permute_rows_backward(dx, dxp, row_of_slot_, N, K_, D);
+void Dispatcher<T>::from_experts(Backend<T>& be, T* out_local, const T* rows_expert, int D) {
+  be.gather_rows(recv_, rows_expert, inverse_, expert_rows(), D);
+  std::vector<int64_t> sc(P_), rc(P_);
+  for (int p = 0; p < P_; ++p) sc[p] = recv_rows_[p] * D, rc[p] = send_rows_[p] * D;
+  ep_->alltoallv(recv_, sc.data(), out_local, rc.data());
 }
 
 template <typename T>
-void Dispatcher<T>::combine(Backend<T>& be, T* y, const T* yp, const T* gates, int N,
+void Dispatcher<T>::dispatch(Backend<T>& be, T* xe, const T* x, int N, int D) {
+  if (!parallel()) {
+    be.permute_rows(xe, x, row_of_slot_, N, K_, D);
+    return;
+  }
+  be.permute_rows(local_, x, row_of_slot_, N, K_, D);
+  to_experts(be, xe, local_, D);
+}
+
+template <typename T>
+void Dispatcher<T>::dispatch_backward(Backend<T>& be, T* dx, const T* dxe, int N, int D) {
+  if (!parallel()) {
+    be.permute_rows_backward(dx, dxe, row_of_slot_, N, K_, D);
+    return;
+  }
+  from_experts(be, local_, dxe, D);
+  be.permute_rows_backward(dx, local_, row_of_slot_, N, K_, D);
+}
+
+template <typename T>
+const T* Dispatcher<T>::gather_outputs(Backend<T>& be, const T* ye, int D) {
+  if (!parallel()) return ye;
+  from_experts(be, out_local_, ye, D);
+  return out_local_;
+}
+
+template <typename T>
+const T* Dispatcher<T>::scatter_gradients(Backend<T>& be, const T* dy_local, T* dye, int D) {
+  if (!parallel()) return dy_local;
+  to_experts(be, dye, dy_local, D);
+  return dye;
+}
+
+template <typename T>
+void Dispatcher<T>::combine(Backend<T>& be, T* y, const T* y_local, const T* gates, int N,
                             int D) const {
-  be.combine_forward(y, yp, gates, row_of_slot_, N, K_, D);
+  be.combine_forward(y, y_local, gates, row_of_slot_, N, K_, D);
 }
 
 template <typename T>
-void Dispatcher<T>::combine_backward(Backend<T>& be, T* dyp, T* dgates, const T* dy, const T* yp,
-                                     const T* gates, int N, int D) const {
-  be.combine_backward(dyp, dgates, dy, yp, gates, row_of_slot_, N, K_, D);
+void Dispatcher<T>::combine_backward(Backend<T>& be, T* dy_local, T* dgates, const T* dy,
+                                     const T* y_local, const T* gates, int N, int D) const {
+  be.combine_backward(dy_local, dgates, dy, y_local, gates, row_of_slot_, N, K_, D);
 }
 
 template class Dispatcher<float>;

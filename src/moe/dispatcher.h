@@ -1,12 +1,16 @@
 // Token dispatch for a dropless MoE layer: every (token, slot) pair is sent
-// to its expert. Rows are grouped by expert with a stable counting sort, so
-// the order (and every result computed from it) is deterministic.
-// Multi-rank expert parallelism (all-to-all of these rows) extends this class.
+// to its expert. Rows are first grouped by expert with a stable counting sort
+// (deterministic order, so deterministic results). With expert parallelism
+// (an EP group of P ranks, each holding E/P consecutive experts) the rows of
+// each expert are then exchanged with an all-to-all to the rank that holds
+// it, and reordered there expert-major ([local expert][source rank]) for the
+// grouped GEMMs; outputs and gradients travel the same way back.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "dist/comm.h"
 #include "model/arena.h"
 
 namespace moe {
@@ -14,29 +18,56 @@ namespace moe {
 template <typename T>
 class Dispatcher {
  public:
-  Dispatcher(int E, int K) : E_(E), K_(K), counts_(E), offsets_(E + 1) {}
-  void allocate(Arena<T>& arena, int max_tokens);
+  // ep: the expert-parallel group (null or one rank: all experts are local).
+  Dispatcher(int E, int K, Comm* ep);
+  void allocate(Arena<T>& arena, int max_tokens, int D);
 
-  // Plans the rows of this micro-batch's routing (expert_idx [N,K]).
+  int local_experts() const { return E_ / P_; }
+  int first_expert() const { return rank_ * local_experts(); }
+
+  // Plans this micro-batch's routing (expert_idx [N,K]).
   void plan(Backend<T>& be, const int32_t* expert_idx, int N);
-  const std::vector<int64_t>& counts() const { return counts_; }   // per expert
-  const std::vector<int64_t>& offsets() const { return offsets_; } // E+1 row offsets
-  int64_t rows() const { return offsets_[E_]; }
+  // Tokens of this rank per (global) expert: what balancing counts.
+  const std::vector<int64_t>& counts() const { return counts_; }
+  // Row offsets of the local experts in the expert-major rows (local_experts()+1).
+  const std::vector<int64_t>& expert_offsets() const { return expert_offsets_; }
+  int64_t expert_rows() const { return expert_offsets_.back(); }
 
-  // xp[rows, D] = x's rows in expert order.
-  void dispatch(Backend<T>& be, T* xp, const T* x, int N, int D) const;
-  // dx[N, D] += gradient of dispatch.
-  void dispatch_backward(Backend<T>& be, T* dx, const T* dxp, int N, int D) const;
-  // y[N, D] += sum_k gate * expert output row.
-  void combine(Backend<T>& be, T* y, const T* yp, const T* gates, int N, int D) const;
-  // dyp overwritten, dgates [N, K] overwritten.
-  void combine_backward(Backend<T>& be, T* dyp, T* dgates, const T* dy, const T* yp,
+  // x [N,D] -> xe: the rows of this rank's experts, expert-major.
+  void dispatch(Backend<T>& be, T* xe, const T* x, int N, int D);
+  // dx [N,D] += the gradient of dispatch, from dxe (expert-major).
+  void dispatch_backward(Backend<T>& be, T* dx, const T* dxe, int N, int D);
+  // Expert outputs ye (expert-major) back to this rank's tokens, in local
+  // sorted order; returns ye itself when all experts are local.
+  const T* gather_outputs(Backend<T>& be, const T* ye, int D);
+  // Gradient rows in local sorted order -> expert-major on the owners; returns
+  // the input itself when all experts are local.
+  const T* scatter_gradients(Backend<T>& be, const T* dy_local, T* dye, int D);
+
+  // y[N, D] += sum_k gate * output row (y_local from gather_outputs).
+  void combine(Backend<T>& be, T* y, const T* y_local, const T* gates, int N, int D) const;
+  // dy_local overwritten, dgates [N, K] overwritten.
+  void combine_backward(Backend<T>& be, T* dy_local, T* dgates, const T* dy, const T* y_local,
                         const T* gates, int N, int D) const;
 
  private:
+  bool parallel() const { return P_ > 1; }
+  // Local sorted rows -> expert-major rows on the owners (all-to-all + reorder).
+  void to_experts(Backend<T>& be, T* out, const T* rows_local, int D);
+  // Expert-major rows -> local sorted rows on their source ranks.
+  void from_experts(Backend<T>& be, T* out_local, const T* rows_expert, int D);
+
   int E_, K_;
-  std::vector<int64_t> counts_, offsets_;
-  int32_t* row_of_slot_ = nullptr;  // backend [N*K]
+  Comm* ep_;
+  int P_, rank_;
+  std::vector<int64_t> counts_, offsets_;   // per global expert; local sorted row offsets
+  std::vector<int64_t> expert_offsets_;     // local experts, expert-major rows
+  std::vector<int64_t> send_rows_, recv_rows_;  // rows to / from each peer
+  int32_t* row_of_slot_ = nullptr;          // backend [N*K]
+  // Expert parallelism only:
+  std::vector<int32_t> order_host_;         // expert-major row i = received row order[i]
+  int32_t *order_ = nullptr, *inverse_ = nullptr;  // backend copies
+  T *local_ = nullptr, *recv_ = nullptr, *out_local_ = nullptr;
 };
 
 }  // namespace moe

@@ -84,7 +84,22 @@ std::string router_bias_name(int layer) {
 }
 
 template <typename T>
-std::string save_checkpoint(const std::string& root, const ParamSet<T>& params,
+std::vector<TensorState<T>> tensor_states(const ParamSet<T>& params) {
+  const std::vector<T> p = params.params_to_host();
+  std::vector<T> m, v;
+  params.moments_to_host(m, v);
+  std::vector<TensorState<T>> out;
+  for (const ParamInfo& info : params.all()) {
+    auto slice = [&](const std::vector<T>& x) {
+      return std::vector<T>(x.begin() + info.offset, x.begin() + info.offset + info.numel);
+    };
+    out.push_back({info.name, info.shape, slice(p), slice(m), slice(v)});
+  }
+  return out;
+}
+
+template <typename T>
+std::string save_checkpoint(const std::string& root, const std::vector<TensorState<T>>& tensors,
                             const Balancer& balancer, int first_moe_layer,
                             const TrainerState& state, int keep_last) {
   const fs::path dir(root);
@@ -92,20 +107,16 @@ std::string save_checkpoint(const std::string& root, const ParamSet<T>& params,
   fs::create_directories(dir, ec);
   if (ec) throw InputError("checkpoint.dir: cannot create " + root + ": " + ec.message());
 
-  const std::vector<T> p = params.params_to_host();
-  std::vector<T> m, v;
-  params.moments_to_host(m, v);
-  require_finite(p, "parameters");
-  require_finite(m, "AdamW moments");
-  require_finite(v, "AdamW moments");
-
   SafeTensorFile model, optim;
   model.metadata["format"] = "moe-lfb";
   optim.metadata["format"] = "moe-lfb";
-  for (const ParamInfo& info : params.all()) {
-    model.tensors[info.name] = make_native(p.data() + info.offset, info.shape);
-    optim.tensors["adam_m." + info.name] = make_native(m.data() + info.offset, info.shape);
-    optim.tensors["adam_v." + info.name] = make_native(v.data() + info.offset, info.shape);
+  for (const TensorState<T>& t : tensors) {
+    require_finite(t.param, "parameters");
+    require_finite(t.m, "AdamW moments");
+    require_finite(t.v, "AdamW moments");
+    model.tensors[t.name] = make_native(t.param.data(), t.shape);
+    optim.tensors["adam_m." + t.name] = make_native(t.m.data(), t.shape);
+    optim.tensors["adam_v." + t.name] = make_native(t.v.data(), t.shape);
   }
   const int E = balancer.experts();
   for (int l = 0; l < balancer.layers(); ++l)
@@ -221,9 +232,13 @@ std::string find_latest_checkpoint(const std::string& root) {
   return best < 0 ? "" : (dir / step_dir_name(best)).string();
 }
 
-template std::string save_checkpoint<float>(const std::string&, const ParamSet<float>&,
+template std::vector<TensorState<float>> tensor_states(const ParamSet<float>&);
+template std::vector<TensorState<double>> tensor_states(const ParamSet<double>&);
+template std::string save_checkpoint<float>(const std::string&,
+                                            const std::vector<TensorState<float>>&,
                                             const Balancer&, int, const TrainerState&, int);
-template std::string save_checkpoint<double>(const std::string&, const ParamSet<double>&,
+template std::string save_checkpoint<double>(const std::string&,
+                                             const std::vector<TensorState<double>>&,
                                              const Balancer&, int, const TrainerState&, int);
 template TrainerState load_checkpoint<float>(const std::string&, ParamSet<float>&, Balancer&, int,
                                              bool);

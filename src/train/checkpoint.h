@@ -28,11 +28,22 @@ struct TrainerState {
   std::string version;         // code version that wrote it
 };
 
-// Writes a checkpoint of `step` under root; prunes to keep_last; updates
-// `latest`. Returns the checkpoint's directory. Refuses (InternalError) to
-// write non-finite parameters or moments.
+// One named tensor's values, host copies: parameter and AdamW moments.
 template <typename T>
-std::string save_checkpoint(const std::string& root, const ParamSet<T>& params,
+struct TensorState {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<T> param, m, v;
+};
+// Every tensor of a parameter set (host copies).
+template <typename T>
+std::vector<TensorState<T>> tensor_states(const ParamSet<T>& params);
+
+// Writes a checkpoint of `state.step` under root; prunes to keep_last;
+// updates `latest`. Returns the checkpoint's directory. Refuses
+// (InternalError) to write non-finite parameters or moments.
+template <typename T>
+std::string save_checkpoint(const std::string& root, const std::vector<TensorState<T>>& tensors,
                             const Balancer& balancer, int first_moe_layer,
                             const TrainerState& state, int keep_last);
 

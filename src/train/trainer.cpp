@@ -15,14 +15,16 @@ namespace moe {
 
 template <typename T>
 Trainer<T>::Trainer(const Config& cfg, Backend<T>& be, Comm& comm, const TokenSource& data,
-                    const ValidationReader* val)
+                    const ValidationReader* val, Comm* ep, Comm* replica)
     : cfg_(cfg),
       be_(be),
       comm_(comm),
+      ep_(ep && ep->size() > 1 ? ep : nullptr),
+      replica_(ep_ ? replica : &comm),
       sampler_(data, cfg.model.seq_len, cfg.train.global_batch, cfg.train.micro_batch, comm.rank(),
                comm.size()),
       val_(val),
-      model_(std::make_unique<Transformer<T>>(cfg, be, cfg.train.micro_batch)),
+      model_(std::make_unique<Transformer<T>>(cfg, be, cfg.train.micro_batch, ep_)),
       balancer_(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed),
       tokens_(size_t(cfg.train.micro_batch) * cfg.model.seq_len),
       targets_(tokens_.size()),
@@ -33,14 +35,30 @@ Trainer<T>::Trainer(const Config& cfg, Backend<T>& be, Comm& comm, const TokenSo
   state_.version = MOE_VERSION;
 }
 
+// Dense gradients are summed over all ranks; an expert's over the ranks that
+// hold a replica of it (DESIGN.md section 4). Host staging: the CPU backend's
+// transport is MPI on host memory.
 template <typename T>
 void Trainer<T>::allreduce_gradients() {
   if (comm_.size() == 1) return;
   ParamSet<T>& ps = model_->params();
   grad_host_.resize(ps.size());
   be_.to_host(grad_host_.data(), ps.grads(), ps.size() * sizeof(T));
-  comm_.allreduce_sum(grad_host_.data(), grad_host_.size());
+  const size_t ne = ps.expert_size();
+  if (replica_ && replica_->size() > 1) replica_->allreduce_sum(grad_host_.data(), ne);
+  comm_.allreduce_sum(grad_host_.data() + ne, ps.size() - ne);
   be_.to_device(ps.grads(), grad_host_.data(), ps.size() * sizeof(T));
+}
+
+// Norm over every parameter of the model: the dense part is the same on all
+// ranks, the expert part is spread over the EP group.
+template <typename T>
+double Trainer<T>::global_grad_norm() {
+  ParamSet<T>& ps = model_->params();
+  const size_t ne = ps.expert_size();
+  double expert_sq = be_.sum_squares(ps.grads(), ne);
+  if (ep_) ep_->allreduce_sum(&expert_sq, 1);
+  return std::sqrt(expert_sq + be_.sum_squares(ps.grads() + ne, ps.size() - ne));
 }
 
 template <typename T>
@@ -81,7 +99,7 @@ StepStats Trainer<T>::train_step(int64_t step) {
   st.lr = learning_rate(tc, step);
   st.loss = sums[0] / global_tokens;
   st.aux_loss = sums[1] * opt.aux_grad_scale;
-  st.grad_norm = std::sqrt(be_.sum_squares(ps.grads(), ps.size()));
+  st.grad_norm = global_grad_norm();
   st.skipped = !std::isfinite(st.loss) || !std::isfinite(st.aux_loss) ||
                !std::isfinite(st.grad_norm);
   if (!st.skipped) {
@@ -125,11 +143,66 @@ StepStats Trainer<T>::train_step(int64_t step) {
 }
 
 template <typename T>
+std::vector<TensorState<T>> Trainer<T>::checkpoint_tensors() {
+  const ParamSet<T>& ps = model_->params();
+  if (!ep_) return comm_.rank() == 0 ? tensor_states(ps) : std::vector<TensorState<T>>{};
+  // Expert parallelism: the first EP group holds every expert between its
+  // ranks; they send their expert block (parameters and both moments) to
+  // rank 0, which names the tensors by the layout every rank shares.
+  const bool first_group = comm_.rank() < ep_->size();
+  if (!first_group) return {};
+  const size_t ne = ps.expert_size();
+  const int P = ep_->size();
+  std::vector<T> mine(3 * ne), all;
+  {
+    std::vector<T> p = ps.params_to_host(), m, v;
+    ps.moments_to_host(m, v);
+    std::copy(p.begin(), p.begin() + ne, mine.begin());
+    std::copy(m.begin(), m.begin() + ne, mine.begin() + ne);
+    std::copy(v.begin(), v.begin() + ne, mine.begin() + 2 * ne);
+  }
+  std::vector<int64_t> send(P, 0), recv(P, 0);
+  send[0] = int64_t(mine.size());
+  if (ep_->rank() == 0)
+    for (int q = 0; q < P; ++q) recv[q] = int64_t(mine.size());
+  all.resize(ep_->rank() == 0 ? mine.size() * P : 0);
+  ep_->alltoallv(mine.data(), send.data(), all.data(), recv.data());
+  if (comm_.rank() != 0) return {};
+
+  std::vector<TensorState<T>> out;
+  for (auto& t : tensor_states(ps))
+    if (!ps.info(ps.find(t.name)).expert) out.push_back(std::move(t));
+  const Config& c = cfg_;
+  const int El = c.moe.n_routed / P, D = c.model.hidden, Fe = c.moe.expert_intermediate;
+  for (int q = 0; q < P; ++q) {
+    const T* base = all.data() + size_t(q) * 3 * ne;
+    size_t off = 0;
+    // Registration order of the expert region: per MoE layer, the w13 of
+    // the local experts, then their w2.
+    for (int l = c.model.first_dense_layers; l < c.model.layers; ++l)
+      for (const char* proj : {"w13", "w2"})
+        for (int e = q * El; e < (q + 1) * El; ++e) {
+          TensorState<T> t;
+          t.name = "layers." + std::to_string(l) + ".moe.experts." + std::to_string(e) + "." + proj;
+          t.shape = proj[1] == '1' ? std::vector<int64_t>{2 * Fe, D} : std::vector<int64_t>{D, Fe};
+          const size_t n = size_t(t.shape[0] * t.shape[1]);
+          t.param.assign(base + off, base + off + n);
+          t.m.assign(base + ne + off, base + ne + off + n);
+          t.v.assign(base + 2 * ne + off, base + 2 * ne + off + n);
+          off += n;
+          out.push_back(std::move(t));
+        }
+  }
+  return out;
+}
+
+template <typename T>
 std::string Trainer<T>::save_checkpoint() {
   if (cfg_.checkpoint.dir.empty()) return "";
+  const std::vector<TensorState<T>> tensors = checkpoint_tensors();
   std::string path;
   if (comm_.rank() == 0)
-    path = moe::save_checkpoint(cfg_.checkpoint.dir, model_->params(), balancer_,
+    path = moe::save_checkpoint(cfg_.checkpoint.dir, tensors, balancer_,
                                 cfg_.model.first_dense_layers, state_, cfg_.checkpoint.keep_last);
   comm_.barrier();
   return path;
@@ -182,7 +255,11 @@ RunOutcome Trainer<T>::run(MetricsLog* log) {
       save_checkpoint();
       last_saved = st.step;
     }
-    if (stop_requested()) {
+    // Every rank must stop at the same step (the checkpoint is collective),
+    // so the ranks agree on whether any of them got the signal.
+    int64_t stop = stop_requested() ? 1 : 0;
+    comm_.allreduce_sum(&stop, 1);
+    if (stop > 0) {
       std::string path = last_saved == st.step ? "" : save_checkpoint();
       spdlog::info("stop signal {} received: stopped after step {}{}", stop_signal(), st.step,
                    path.empty() ? (ck.dir.empty() ? " (no checkpoint.dir: nothing saved)" : "")

@@ -25,10 +25,12 @@ enum class RunOutcome { Completed, Stopped };
 template <typename T>
 class Trainer {
  public:
-  // The trainer borrows the backend, communicator and data source. `val` may
-  // be null (no in-training evaluation).
-  Trainer(const Config& cfg, Backend<T>& be, Comm& comm, const TokenSource& data,
-          const ValidationReader* val = nullptr);
+  // The trainer borrows the backend, communicators and data source. `val` may
+  // be null (no in-training evaluation). world: every rank; ep: this rank's
+  // expert-parallel group and replica: the ranks holding the same experts
+  // (both null without expert parallelism: every rank holds every expert).
+  Trainer(const Config& cfg, Backend<T>& be, Comm& world, const TokenSource& data,
+          const ValidationReader* val = nullptr, Comm* ep = nullptr, Comm* replica = nullptr);
 
   // One optimizer step with 0-based index `step` (the step's data and LR).
   // A step whose loss or gradient norm is not finite changes nothing and
@@ -56,11 +58,17 @@ class Trainer {
 
  private:
   void allreduce_gradients();
+  double global_grad_norm();
+  // Every tensor of the model, experts of the whole EP group included, for
+  // the checkpoint written by rank 0 (empty on other ranks).
+  std::vector<TensorState<T>> checkpoint_tensors();
   void evaluate_and_log(MetricsLog* log);
 
   Config cfg_;
   Backend<T>& be_;
   Comm& comm_;
+  Comm* ep_;       // null: all experts local
+  Comm* replica_;  // ranks holding the same experts (null: all ranks)
   BatchSampler sampler_;
   const ValidationReader* val_;
   std::unique_ptr<Transformer<T>> model_;

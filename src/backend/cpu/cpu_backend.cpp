@@ -118,6 +118,9 @@ class CpuBackend final : public Backend<T> {
                      int E, int K) override {
     cpu::dispatch_plan(row_of_slot, counts_host, expert_idx, N, E, K);
   }
+  void gather_rows(T* dst, const T* src, const int32_t* index, int64_t rows, int D) override {
+    cpu::gather_rows(nt_, dst, src, index, rows, D);
+  }
   void permute_rows(T* xp, const T* x, const int32_t* row_of_slot, int N, int K, int D) override {
     cpu::permute_rows(nt_, xp, x, row_of_slot, N, K, D);
   }

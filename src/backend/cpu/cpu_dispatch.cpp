@@ -1,5 +1,6 @@
 // Dropless token dispatch: a stable counting sort of the (token, slot) pairs
 // by expert, and the row gathers/scatters that use it.
+#include <cstring>
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
@@ -24,6 +25,14 @@ void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* ex
     off += counts_host[e];
   }
   for (size_t p = 0; p < pairs; p++) row_of_slot[p] = static_cast<int32_t>(next[expert_idx[p]]++);
+}
+
+template <typename T>
+void gather_rows(int nt, T* dst, const T* src, const int32_t* index, int64_t rows, int D) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < rows; i++)
+    std::memcpy(dst + static_cast<size_t>(i) * D, src + static_cast<size_t>(index[i]) * D,
+                sizeof(T) * static_cast<size_t>(D));
 }
 
 template <typename T>
@@ -87,6 +96,7 @@ void combine_backward(int nt, T* dyp, T* dgates, const T* dy, const T* yp, const
 }
 
 #define INSTANTIATE(T)                                                                          \
+  template void gather_rows<T>(int, T*, const T*, const int32_t*, int64_t, int);               \
   template void permute_rows<T>(int, T*, const T*, const int32_t*, int, int, int);              \
   template void permute_rows_backward<T>(int, T*, const T*, const int32_t*, int, int, int);     \
   template void combine_forward<T>(int, T*, const T*, const T*, const int32_t*, int, int, int); \

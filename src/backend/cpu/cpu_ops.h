@@ -97,6 +97,8 @@ double aux_loss_forward_backward(int nt, T* dscores, const T* scores, const int3
 void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* expert_idx, int N,
                    int E, int K);
 template <typename T>
+void gather_rows(int nt, T* dst, const T* src, const int32_t* index, int64_t rows, int D);
+template <typename T>
 void permute_rows(int nt, T* xp, const T* x, const int32_t* row_of_slot, int N, int K, int D);
 template <typename T>
 void permute_rows_backward(int nt, T* dx, const T* dxp, const int32_t* row_of_slot, int N, int K,

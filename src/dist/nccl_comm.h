@@ -1,0 +1,75 @@
+// Comm over NCCL, for DEVICE buffers (counts arrays stay on the host). Built
+// only with the CUDA backend. Each collective runs on the communicator's own
+// stream after the compute stream's prior work, and returns once it is done;
+// a failing or hung peer makes it abort the communicator and throw
+// moe::InternalError naming the collective, never hang.
+#pragma once
+
+#ifdef MOE_WITH_CUDA
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include "dist/comm.h"
+
+namespace moe {
+
+class NcclComm final : public Comm {
+ public:
+  // Collective over `bootstrap` (a host communicator, MpiComm or LocalComm):
+  // its rank 0 makes the NCCL unique id and broadcasts it. Uses `device`
+  // (cudaSetDevice; usually MpiEnvironment::local_rank()).
+  NcclComm(Comm& bootstrap, int device, double timeout_seconds = 600.0);
+  ~NcclComm() override;
+  NcclComm(const NcclComm&) = delete;
+  NcclComm& operator=(const NcclComm&) = delete;
+
+  // Work queued on `stream` before a collective is waited for (by event)
+  // before the collective reads its buffers. Default: the legacy default stream.
+  void set_compute_stream(cudaStream_t stream) { compute_ = stream; }
+  cudaStream_t stream() const { return stream_; }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  void allreduce_sum(int64_t* data, size_t n) override;
+  void allreduce_sum(float* data, size_t n) override;
+  void allreduce_sum(double* data, size_t n) override;
+
+  void alltoallv(const int64_t* send, const int64_t* send_counts, int64_t* recv,
+                 const int64_t* recv_counts) override;
+  void alltoallv(const float* send, const int64_t* send_counts, float* recv,
+                 const int64_t* recv_counts) override;
+  void alltoallv(const double* send, const int64_t* send_counts, double* recv,
+                 const int64_t* recv_counts) override;
+
+  void broadcast(void* data, size_t bytes, int root) override;
+  void barrier() override;
+  std::unique_ptr<Comm> split(int color, int key) override;
+  [[noreturn]] void abort(int code) override;
+  std::string describe() const override;
+
+ private:
+  NcclComm(ncclComm_t comm, int device, double timeout_seconds);  // for split
+  void setup_stream();
+  void begin(const char* what);  // order after compute work
+  void check(ncclResult_t rc, const char* what);
+  void wait_ready(const char* what);  // communicator init/split finished
+  void wait(const char* what);        // stream finished, or abort + throw
+  [[noreturn]] void fail(const char* what, const std::string& why);
+  void allreduce(void* data, size_t n, ncclDataType_t type, const char* what);
+  void alltoallv(const void* send, const int64_t* send_counts, void* recv,
+                 const int64_t* recv_counts, size_t elem, ncclDataType_t type);
+
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  cudaStream_t compute_ = cudaStreamLegacy;
+  cudaEvent_t ready_ = nullptr;
+  float* scratch_ = nullptr;  // barrier's one-element all-reduce
+  int device_ = 0, rank_ = 0, size_ = 1;
+  double timeout_s_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_WITH_CUDA

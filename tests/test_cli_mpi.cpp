@@ -1,0 +1,95 @@
+// `mpirun -np 2 moe-train` as users launch it: the same losses as one rank,
+// a failing rank ends the whole job within seconds, inconsistent sizes are
+// one clear line.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <sys/wait.h>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code = -1;
+  std::string out;
+  double seconds = 0;
+};
+
+Result run(const std::string& cmd) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Result r;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+const std::string kTrain = std::string(MOE_BINARY_DIR) + "/moe-train --config " +
+                           std::string(MOE_SOURCE_DIR) + "/configs/tiny.yaml";
+const std::string kMpirun =
+    "OMP_NUM_THREADS=1 timeout 120 mpirun --oversubscribe --allow-run-as-root -np 2 ";
+
+std::vector<double> losses(const fs::path& metrics) {
+  std::ifstream f(metrics);
+  std::string line;
+  std::vector<double> out;
+  while (std::getline(f, line)) out.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  return out;
+}
+
+fs::path temp_dir(const std::string& name) {
+  const fs::path d = fs::temp_directory_path() / ("moe_climpi_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+TEST(CliMpi, TwoRanksExpertParallelMatchOneRank) {
+  const fs::path d = temp_dir("eq");
+  const std::string common = " --set train.steps=5 --set train.threads=1";
+  const Result one = run(kTrain + common + " --set log.out_dir=" + (d / "one").string());
+  ASSERT_EQ(one.code, 0) << one.out;
+  const Result two = run(kMpirun + kTrain + common + " --set parallel.ep_size=2" +
+                         " --set log.out_dir=" + (d / "two").string());
+  ASSERT_EQ(two.code, 0) << two.out;
+  EXPECT_NE(two.out.find("EP group 0"), std::string::npos) << two.out;  // rank 0's layout
+  const auto a = losses(d / "one" / "metrics.jsonl"), b = losses(d / "two" / "metrics.jsonl");
+  ASSERT_EQ(a.size(), 5u);
+  ASSERT_EQ(b.size(), 5u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-5 * a[i]) << "step " << i + 1;
+  fs::remove_all(d);
+}
+
+TEST(CliMpi, AFailingRankEndsTheJobWithinSeconds) {
+  const fs::path d = temp_dir("fail");
+  const Result r = run("MOE_TEST_FAIL_RANK=1 " + kMpirun + kTrain +
+                       " --set train.steps=1000 --set log.out_dir=" + d.string());
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.code, 124) << "the job hung until the timeout";
+  EXPECT_LT(r.seconds, 60);
+  EXPECT_NE(r.out.find("rank 1: internal error: injected failure"), std::string::npos) << r.out;
+  fs::remove_all(d);
+}
+
+TEST(CliMpi, InconsistentSizesAreOneLine) {
+  const Result r = run(kMpirun + kTrain + " --set parallel.ep_size=3");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("parallel.ep_size"), std::string::npos) << r.out;
+}
+
+}  // namespace
