@@ -101,6 +101,7 @@ Config all_changed() {
   c.data.synthetic_branching = 7;
   c.parallel.ep_size = 2;
   c.parallel.transport = Transport::Mpi;
+  c.parallel.timeout_seconds = 90.5;
   c.checkpoint.dir = "null";  // a string, not YAML null
   c.checkpoint.interval = 500;
   c.checkpoint.keep_last = 1;
@@ -664,5 +665,5 @@ TEST(ConfigDocs, EveryKeyDocumented) {
     EXPECT_NE(doc.find("`" + key + "`"), std::string::npos) << key << " missing from docs/config.md";
     ++keys;
   }
-  EXPECT_EQ(keys, 60);
+  EXPECT_EQ(keys, 61);
 }

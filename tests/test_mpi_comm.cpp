@@ -408,6 +408,27 @@ TEST(MpiJob, FailingRankEndsTheJobWithinSeconds) {
   }
 }
 
+TEST(MpiJob, LaunchScript) {
+  if (world().size() != 1) GTEST_SKIP() << "runs nested jobs from the np 1 run only";
+  const std::string script = std::string(MOE_SOURCE_DIR) + "/scripts/launch.sh";
+  auto launch = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"env", std::string("MPIRUN=") + MOE_MPIEXEC, "bash", script});
+    return run_clean(args, 60);
+  };
+  JobResult dry = launch({"-n", "3", "--dry-run", "--", MOE_FAIL_PROBE, "ok"});
+  EXPECT_EQ(dry.status, 0) << dry.output;
+  for (const char* part : {"-np 3", "--bind-to none", "-x OMP_WAIT_POLICY", MOE_FAIL_PROBE})
+    EXPECT_NE(dry.output.find(part), std::string::npos) << part << "\n" << dry.output;
+  EXPECT_EQ(dry.output.find("probe:"), std::string::npos) << dry.output;  // nothing ran
+  JobResult ok = launch({"-n", "2", "--", MOE_FAIL_PROBE, "ok"});
+  EXPECT_EQ(ok.status, 0) << ok.output;
+  EXPECT_NE(ok.output.find("probe: rank 1 passed"), std::string::npos) << ok.output;
+  JobResult abort = launch({"-n", "2", "--", MOE_FAIL_PROBE, "abort"});
+  EXPECT_EQ(abort.status, 3) << abort.output;
+  JobResult bad = launch({"-n", "0", "--", MOE_FAIL_PROBE});
+  EXPECT_EQ(bad.status, 2) << bad.output;
+}
+
 TEST(MpiJob, RunsWithoutMpirun) {
   if (world().size() != 1) GTEST_SKIP() << "runs plain processes from the np 1 run only";
   JobResult single = run_clean({MOE_FAIL_PROBE, "single"}, 60);

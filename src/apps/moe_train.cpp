@@ -16,6 +16,7 @@
 #include "dist/comm.h"
 #include "dist/mpi_env.h"
 #include "dist/topology.h"
+#include "dist/watchdog.h"
 #include "train/checkpoint.h"
 #include "train/stop_signal.h"
 #include "train/trainer.h"
@@ -104,6 +105,18 @@ int train(const moe::Config& cfg, const std::string& resume_dir, moe::Comm& worl
   if (world.rank() == 0)
     log = std::make_unique<moe::MetricsLog>(cfg, moe::config_to_yaml(cfg), !resume_dir.empty());
   moe::install_stop_signal_handlers();
+  std::unique_ptr<moe::Watchdog> watchdog;
+  if (world.size() > 1 && cfg.parallel.timeout_seconds > 0) {
+    watchdog = std::make_unique<moe::Watchdog>(cfg.parallel.timeout_seconds, [&world](double idle) {
+      std::fprintf(stderr,
+                   "moe-train: rank %d: no training step completed for %.0f s "
+                   "(parallel.timeout_seconds): a peer hung or died; ending the job\n",
+                   world.rank(), idle);
+      std::fflush(stderr);
+      world.abort(1);
+    });
+    trainer.on_progress = [w = watchdog.get()] { w->beat(); };
+  }
   const moe::RunOutcome outcome = trainer.run(log.get());
   if (outcome == moe::RunOutcome::Completed)
     spdlog::info("done: {} steps, metrics in {}/metrics.jsonl", cfg.train.steps, cfg.log.out_dir);

@@ -131,6 +131,7 @@ void for_each_field(C& c, V&& v) {
 
   v("parallel", "ep_size", c.parallel.ep_size);
   v("parallel", "transport", c.parallel.transport);
+  v("parallel", "timeout_seconds", c.parallel.timeout_seconds);
 
   v("checkpoint", "dir", c.checkpoint.dir);
   v("checkpoint", "interval", c.checkpoint.interval);
@@ -537,6 +538,7 @@ void validate_config(const Config& c, int world_size) {
   if (e.n_routed % p.ep_size != 0)
     fail("parallel.ep_size", num(p.ep_size) + " does not divide moe.n_routed = " +
                                  num(e.n_routed));
+  non_negative("parallel.timeout_seconds", p.timeout_seconds);
   if (p.transport == Transport::Nccl && t.backend == BackendKind::Cpu)
     fail("parallel.transport", "nccl needs train.backend cuda or auto, got cpu");
 

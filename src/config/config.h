@@ -108,6 +108,9 @@ struct DataConfig {
 struct ParallelConfig {
   int ep_size = 1;
   Transport transport = Transport::Auto;
+  // A multi-rank job in which no step completes for this long is ended (a
+  // hung peer must not hang the job forever); 0 disables.
+  double timeout_seconds = 1800;
   bool operator==(const ParallelConfig&) const = default;
 };
 

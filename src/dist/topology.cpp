@@ -57,19 +57,22 @@ std::string join(const std::vector<int>& v) {
 std::string Topology::describe() const {
   std::string s = "world " + std::to_string(world_size) + " ranks, ep_size " +
                   std::to_string(ep_size) + ", " + std::to_string(dp_size) +
-                  " replica(s) of each expert, " + std::to_string(experts_per_rank) +
-                  " of " + std::to_string(n_routed) + " routed experts per rank\n";
+                  (dp_size == 1 ? " copy" : " replicas") + " of each expert, " +
+                  std::to_string(experts_per_rank) + " of " + std::to_string(n_routed) +
+                  " routed experts per rank\n";
   for (int e = 0; e < ep_size; ++e) {
     Topology t(e, world_size, ep_size, n_routed);
     int last = t.first_expert + experts_per_rank - 1;
-    s += "  experts ";
+    s += last > t.first_expert ? "  experts " : "  expert ";
     s += std::to_string(t.first_expert);
     if (last > t.first_expert) s.append("-").append(std::to_string(last));
-    s.append(" on ranks ").append(join(t.replica_ranks())).append("\n");
+    s.append(dp_size > 1 ? " on ranks " : " on rank ");
+    s.append(join(t.replica_ranks())).append("\n");
   }
   for (int g = 0; g < dp_size; ++g)
-    s += "  EP group " + std::to_string(g) + ": ranks " +
+    s += "  EP group " + std::to_string(g) + (ep_size > 1 ? ": ranks " : ": rank ") +
          join(Topology(g * ep_size, world_size, ep_size, n_routed).ep_group_ranks()) + "\n";
+  s.pop_back();  // no trailing newline: one log record
   return s;
 }
 

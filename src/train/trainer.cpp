@@ -255,6 +255,7 @@ RunOutcome Trainer<T>::run(MetricsLog* log) {
       save_checkpoint();
       last_saved = st.step;
     }
+    if (on_progress) on_progress();
     // Every rank must stop at the same step (the checkpoint is collective),
     // so the ranks agree on whether any of them got the signal.
     int64_t stop = stop_requested() ? 1 : 0;

@@ -55,6 +55,9 @@ class Trainer {
   // Test seam: called after the gradients of a step are summed, before the
   // norm is taken (tests inject non-finite gradients through it).
   std::function<void(int64_t step, ParamSet<T>&)> after_backward_hook;
+  // Called after every completed step (and its eval and checkpoint): the
+  // watchdog's heartbeat.
+  std::function<void()> on_progress;
 
  private:
   void allreduce_gradients();
