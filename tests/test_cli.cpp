@@ -1,6 +1,8 @@
 // moe-train as a user runs it: bad input gives one line and exit code 2,
 // a short run writes its metrics, and an earlier run's files are kept.
 #include <gtest/gtest.h>
+
+#include "command.h"
 #include <sys/wait.h>
 
 #include <array>
@@ -15,22 +17,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code = -1;
-  std::string out;  // stdout + stderr
-};
+using moe::test::CommandResult;
+using moe::test::expect_one_line_error;
 
-Result run(const std::string& args) {
-  const std::string cmd = std::string(MOE_BINARY_DIR) + "/moe-train " + args + " 2>&1";
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+CommandResult run(const std::string& args) {
+  return moe::test::run_command(std::string(MOE_BINARY_DIR) + "/moe-train " + args);
 }
 
 const std::string kTiny = std::string(MOE_SOURCE_DIR) + "/configs/tiny.yaml";
@@ -40,12 +31,6 @@ fs::path temp_dir(const std::string& name) {
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
-}
-
-void expect_one_line_error(const Result& r, const std::string& needle) {
-  EXPECT_EQ(r.code, 2) << r.out;
-  EXPECT_NE(r.out.find(needle), std::string::npos) << r.out;
-  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
 }
 
 TEST(Cli, UnknownConfigKey) {
@@ -94,7 +79,7 @@ TEST(Cli, ShortRunWritesMetricsAndKeepsEarlierRuns) {
   const fs::path d = temp_dir("run");
   const std::string args = "--config " + kTiny + " --set train.steps=4 --set log.interval=2" +
                            " --set log.expert_load_interval=2 --set log.out_dir=" + d.string();
-  const Result r = run(args);
+  const CommandResult r = run(args);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("step 4/4"), std::string::npos) << r.out;
   std::ifstream f(d / "metrics.jsonl");

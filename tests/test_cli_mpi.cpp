@@ -2,6 +2,8 @@
 // a failing rank ends the whole job within seconds, inconsistent sizes are
 // one clear line.
 #include <gtest/gtest.h>
+
+#include "command.h"
 #include <unistd.h>
 
 #include <array>
@@ -19,25 +21,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code = -1;
-  std::string out;
-  double seconds = 0;
-};
+using moe::test::CommandResult;
 
-Result run(const std::string& cmd) {
-  const auto t0 = std::chrono::steady_clock::now();
-  Result r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
-}
+CommandResult run(const std::string& cmd) { return moe::test::run_command(cmd); }
 
 const std::string kTrain = std::string(MOE_BINARY_DIR) + "/moe-train --config " +
                            std::string(MOE_SOURCE_DIR) + "/configs/tiny.yaml";
@@ -62,9 +48,9 @@ fs::path temp_dir(const std::string& name) {
 TEST(CliMpi, TwoRanksExpertParallelMatchOneRank) {
   const fs::path d = temp_dir("eq");
   const std::string common = " --set train.steps=5 --set train.threads=1";
-  const Result one = run(kTrain + common + " --set log.out_dir=" + (d / "one").string());
+  const CommandResult one = run(kTrain + common + " --set log.out_dir=" + (d / "one").string());
   ASSERT_EQ(one.code, 0) << one.out;
-  const Result two = run(kMpirun + kTrain + common + " --set parallel.ep_size=2" +
+  const CommandResult two = run(kMpirun + kTrain + common + " --set parallel.ep_size=2" +
                          " --set log.out_dir=" + (d / "two").string());
   ASSERT_EQ(two.code, 0) << two.out;
   EXPECT_NE(two.out.find("EP group 0"), std::string::npos) << two.out;  // rank 0's layout
@@ -77,7 +63,7 @@ TEST(CliMpi, TwoRanksExpertParallelMatchOneRank) {
 
 TEST(CliMpi, AFailingRankEndsTheJobWithinSeconds) {
   const fs::path d = temp_dir("fail");
-  const Result r = run("MOE_TEST_FAIL_RANK=1 " + kMpirun + kTrain +
+  const CommandResult r = run("MOE_TEST_FAIL_RANK=1 " + kMpirun + kTrain +
                        " --set train.steps=1000 --set log.out_dir=" + d.string());
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_NE(r.code, 124) << "the job hung until the timeout";
@@ -87,7 +73,7 @@ TEST(CliMpi, AFailingRankEndsTheJobWithinSeconds) {
 }
 
 TEST(CliMpi, InconsistentSizesAreOneLine) {
-  const Result r = run(kMpirun + kTrain + " --set parallel.ep_size=3");
+  const CommandResult r = run(kMpirun + kTrain + " --set parallel.ep_size=3");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("parallel.ep_size"), std::string::npos) << r.out;
 }

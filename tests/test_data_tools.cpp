@@ -8,6 +8,8 @@
 // doc for valid UTF-8 without U+2581; the documents below are compared byte
 // for byte.
 #include <gtest/gtest.h>
+
+#include "command.h"
 #include <sentencepiece_processor.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -34,29 +36,10 @@ namespace fs = std::filesystem;
 
 const std::string kBin = std::string(MOE_BINARY_DIR) + "/moe-data";
 
-struct Result {
-  int code = -1;
-  std::string out;  // stdout + stderr
-};
+using Result = moe::test::CommandResult;
+using moe::test::expect_one_line_error;
 
-Result run(const std::string& args) {
-  const std::string cmd = kBin + " " + args + " 2>&1";
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-void expect_one_line_error(const Result& r, const std::string& needle) {
-  EXPECT_EQ(r.code, 2) << r.out;
-  EXPECT_NE(r.out.find(needle), std::string::npos) << "want '" << needle << "' in: " << r.out;
-  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
-}
+Result run(const std::string& args) { return moe::test::run_command(kBin + " " + args); }
 
 std::string slurp(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);

@@ -40,6 +40,26 @@ int run_main(const char* program, const std::function<int()>& body) {
   }
 }
 
+bool parse_flags(int argc, char** argv, const char* program, const char* usage,
+                 const FlagHandlers& flags) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(usage, stdout);
+      return false;
+    }
+    if (arg == "--version") {
+      std::printf("%s %s\n", program, MOE_VERSION);
+      return false;
+    }
+    const auto it = flags.find(arg);
+    if (it == flags.end()) throw InputError("unknown argument '" + arg + "' (see --help)");
+    if (i + 1 >= argc) throw InputError(arg + " needs a value (see --help)");
+    it->second(argv[++i]);
+  }
+  return true;
+}
+
 void ensure_passive_openmp_wait(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
   setenv("OMP_WAIT_POLICY", "PASSIVE", 1);

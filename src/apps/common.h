@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 
 #include "config/config.h"
@@ -17,6 +18,13 @@ int run_main(const char* program, const std::function<int()>& body);
 // wait in their next collective forever): run_main calls this hook, if set,
 // with the exit code after printing the error. `rank` prefixes messages.
 void set_job_abort(std::function<void(int code)> abort, int rank);
+
+// Walks "--flag value" arguments, calling flags[flag](value). --help/-h prints
+// usage and --version the version; both return false (the program exits 0).
+// An unknown argument or a flag without its value is an InputError.
+using FlagHandlers = std::map<std::string, std::function<void(const std::string& value)>>;
+bool parse_flags(int argc, char** argv, const char* program, const char* usage,
+                 const FlagHandlers& flags);
 
 // OpenMP threads that spin-wait between parallel regions starve OpenBLAS's
 // own thread pool (several times slower on few cores). libgomp reads

@@ -66,34 +66,15 @@ int main(int argc, char** argv) {
   return moe::run_main("moe-eval", [&]() {
     std::string ckpt, data, output;
     int64_t max_tokens = 0, batch = 0, threads = 0;
-    for (int i = 1; i < argc; ++i) {
-      const std::string arg = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw moe::InputError(arg + " needs a value (see --help)");
-        return argv[++i];
-      };
-      if (arg == "--help" || arg == "-h") {
-        std::fputs(kUsage, stdout);
-        return 0;
-      } else if (arg == "--version") {
-        std::printf("moe-eval %s\n", MOE_VERSION);
-        return 0;
-      } else if (arg == "--checkpoint") {
-        ckpt = value();
-      } else if (arg == "--data") {
-        data = value();
-      } else if (arg == "--output") {
-        output = value();
-      } else if (arg == "--max-tokens") {
-        max_tokens = parse_count(arg, value());
-      } else if (arg == "--batch") {
-        batch = parse_count(arg, value());
-      } else if (arg == "--threads") {
-        threads = parse_count(arg, value());
-      } else {
-        throw moe::InputError("unknown argument '" + arg + "' (see --help)");
-      }
-    }
+    if (!moe::parse_flags(
+            argc, argv, "moe-eval", kUsage,
+            {{"--checkpoint", [&](const std::string& v) { ckpt = v; }},
+             {"--data", [&](const std::string& v) { data = v; }},
+             {"--output", [&](const std::string& v) { output = v; }},
+             {"--max-tokens", [&](const std::string& v) { max_tokens = parse_count("--max-tokens", v); }},
+             {"--batch", [&](const std::string& v) { batch = parse_count("--batch", v); }},
+             {"--threads", [&](const std::string& v) { threads = parse_count("--threads", v); }}}))
+      return 0;
     if (ckpt.empty()) throw moe::InputError("--checkpoint is required (see --help)");
     moe::setup_logging("info");
     namespace fs = std::filesystem;

@@ -136,28 +136,11 @@ int main(int argc, char** argv) {
   }
   return moe::run_main("moe-train", [&]() {
     Args a;
-    for (int i = 1; i < argc; ++i) {
-      const std::string arg = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw moe::InputError(arg + " needs a value (see --help)");
-        return argv[++i];
-      };
-      if (arg == "--help" || arg == "-h") {
-        std::fputs(kUsage, stdout);
-        return 0;
-      } else if (arg == "--version") {
-        std::printf("moe-train %s\n", MOE_VERSION);
-        return 0;
-      } else if (arg == "--config") {
-        a.config_path = value();
-      } else if (arg == "--set") {
-        a.overrides.push_back(value());
-      } else if (arg == "--resume") {
-        a.resume = value();
-      } else {
-        throw moe::InputError("unknown argument '" + arg + "' (see --help)");
-      }
-    }
+    if (!moe::parse_flags(argc, argv, "moe-train", kUsage,
+                          {{"--config", [&](const std::string& v) { a.config_path = v; }},
+                           {"--set", [&](const std::string& v) { a.overrides.push_back(v); }},
+                           {"--resume", [&](const std::string& v) { a.resume = v; }}}))
+      return 0;
     if (a.config_path.empty()) throw moe::InputError("--config is required (see --help)");
 
     moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
