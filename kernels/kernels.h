@@ -52,3 +52,7 @@ void expert_counts(int64_t* counts, const int32_t* expert_idx, int N, int K, int
                    cudaStream_t stream);
 
 }  // namespace moe::kernels
+
+// The other op families, one header each beside their .cu files.
+#include "kernels_attention_dispatch.h"
+#include "kernels_elementwise.h"

@@ -1,0 +1,230 @@
+// Elementwise kernels: add / scale, token embedding forward and backward,
+// SwiGLU forward and backward, RoPE forward and backward (rotate-half).
+//
+// fp32 storage. Every kernel is deterministic: nothing here sums in a
+// scheduling-dependent order and there are no float atomics (see
+// embedding_backward for the one scatter-add).
+#include <algorithm>
+#include <string>
+
+#include "backend/cuda/cuda_device.h"
+#include "core/error.h"
+#include "kernels_elementwise.h"
+
+namespace moe::kernels {
+namespace {
+
+constexpr int kThreads = 256;         // per block, every kernel here
+constexpr size_t kMaxBlocks = 65536;  // grid-stride beyond this (any n fits in size_t)
+
+// Blocks for a grid-stride loop over n elements.
+unsigned grid_for(size_t n) {
+  return static_cast<unsigned>(std::min(kMaxBlocks, (n + kThreads - 1) / kThreads));
+}
+
+__device__ __forceinline__ size_t global_tid() {
+  return static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ size_t grid_stride() {
+  return static_cast<size_t>(gridDim.x) * blockDim.x;
+}
+
+// ------------------------------------------------------------ add / scale --
+
+__global__ void __launch_bounds__(kThreads)
+    add_inplace_kernel(float* __restrict__ y, const float* __restrict__ x, size_t n) {
+  for (size_t i = global_tid(); i < n; i += grid_stride()) y[i] += x[i];
+}
+
+__global__ void __launch_bounds__(kThreads) scale_inplace_kernel(float* x, float s, size_t n) {
+  for (size_t i = global_tid(); i < n; i += grid_stride()) x[i] *= s;
+}
+
+// -------------------------------------------------------------- embedding --
+
+__global__ void __launch_bounds__(kThreads)
+    embedding_forward_kernel(float* __restrict__ y, const float* __restrict__ table,
+                             const int32_t* __restrict__ tokens, size_t total, int D) {
+  for (size_t i = global_tid(); i < total; i += grid_stride()) {
+    const size_t n = i / D, d = i % D;
+    y[i] = table[static_cast<size_t>(tokens[n]) * D + d];
+  }
+}
+
+// Deterministic scatter-add without atomics or a sort. The grid is
+// (column tiles of kThreads columns) x (kTokenClasses token classes). Block
+// (cx, c) owns the entries dtable[v, cx*kThreads .. +kThreads) of every token
+// value v with v % kTokenClasses == c: no other block ever writes them, so
+// there is no race. The block scans all N tokens in order (a tile at a time
+// through shared memory) and thread j adds dy[n, j] for each owned token, so
+// every entry is summed in token order: exactly the CPU backend's order, hence
+// the same bits, on every run and every device. Cost: each block reads the
+// whole token array (N ints, tiny and L2-resident) and its share of dy.
+constexpr int kTokenClasses = 64;
+
+__global__ void __launch_bounds__(kThreads)
+    embedding_backward_kernel(float* __restrict__ dtable, const float* __restrict__ dy,
+                              const int32_t* __restrict__ tokens, int N, int D) {
+  __shared__ int32_t tile[kThreads];
+  const int j = blockIdx.x * kThreads + threadIdx.x;
+  const unsigned cls = blockIdx.y;
+  for (int n0 = 0; n0 < N; n0 += kThreads) {
+    const int len = min(kThreads, N - n0);
+    if (threadIdx.x < len) tile[threadIdx.x] = tokens[n0 + threadIdx.x];
+    __syncthreads();
+    if (j < D) {
+      for (int t = 0; t < len; ++t) {
+        const int32_t tok = tile[t];
+        if (static_cast<unsigned>(tok) % kTokenClasses != cls) continue;
+        dtable[static_cast<size_t>(tok) * D + j] += dy[static_cast<size_t>(n0 + t) * D + j];
+      }
+    }
+    __syncthreads();  // the tile is overwritten next
+  }
+}
+
+// ----------------------------------------------------------------- SwiGLU --
+
+__device__ __forceinline__ float sigmoidf(float a) {
+  return 1.f / (1.f + expf(-a));  // expf overflow gives 1/inf = 0, never NaN
+}
+
+__global__ void __launch_bounds__(kThreads)
+    swiglu_forward_kernel(float* __restrict__ h, const float* __restrict__ a13, size_t total,
+                          int F) {
+  for (size_t i = global_tid(); i < total; i += grid_stride()) {
+    const size_t n = i / F, j = i % F;
+    const float a1 = a13[n * 2 * F + j], a3 = a13[n * 2 * F + F + j];
+    h[i] = a1 * sigmoidf(a1) * a3;
+  }
+}
+
+// d silu(a)/da = sig(a) (1 + a (1 - sig(a))).
+__global__ void __launch_bounds__(kThreads)
+    swiglu_backward_kernel(float* __restrict__ da13, const float* __restrict__ dh,
+                           const float* __restrict__ a13, size_t total, int F) {
+  for (size_t i = global_tid(); i < total; i += grid_stride()) {
+    const size_t n = i / F, j = i % F;
+    const size_t i1 = n * 2 * F + j, i3 = i1 + F;
+    const float a1 = a13[i1], a3 = a13[i3], g = dh[i];
+    const float s = sigmoidf(a1);
+    const float silu = a1 * s;
+    da13[i1] = g * a3 * s * (1.f + a1 * (1.f - s));
+    da13[i3] = g * silu;
+  }
+}
+
+// ------------------------------------------------------------------- RoPE --
+
+// One thread per (row n, pair i < hd/2). Its angle (n % S) * theta^(-2i/hd),
+// cos and sin are computed once in fp64 and applied to the pair in each of the
+// 2H q and k heads of the row; the rotation itself is also done in fp64 and
+// rounded to fp32 once, as on the CPU. fp64 matters: in fp32 an angle of a
+// few thousand radians already carries an absolute error of ~1e-4.
+// Consecutive threads take consecutive i, so each head's loads coalesce.
+__global__ void __launch_bounds__(kThreads)
+    rope_kernel(float* qkv, size_t total, int S, int H, int hd, double theta, double dir) {
+  const int half = hd / 2;
+  const size_t W = static_cast<size_t>(3) * H * hd;
+  for (size_t t = global_tid(); t < total; t += grid_stride()) {
+    const size_t n = t / half;
+    const int i = static_cast<int>(t % half);
+    const double inv_freq = pow(theta, -2.0 * i / hd);
+    const double angle = static_cast<double>(n % S) * inv_freq;
+    double sn, cs;
+    sincos(angle, &sn, &cs);
+    sn *= dir;
+    float* row = qkv + n * W;
+    for (int h = 0; h < 2 * H; ++h) {  // q heads then k heads: the first 2*H*hd columns
+      float* x = row + static_cast<size_t>(h) * hd;
+      const double a = x[i], b = x[i + half];
+      x[i] = static_cast<float>(a * cs - b * sn);
+      x[i + half] = static_cast<float>(b * cs + a * sn);
+    }
+  }
+}
+
+void check_launch() { MOE_CUDA_CHECK(cudaGetLastError()); }
+
+void rope_launch(const char* what, float* qkv, int B, int S, int H, int hd, double theta,
+                 double dir, cudaStream_t stream) {
+  MOE_CHECK(B >= 0 && S > 0 && H > 0 && hd > 0 && hd % 2 == 0,
+            std::string(what) + ": bad shape B=" + std::to_string(B) + " S=" +
+                std::to_string(S) + " H=" + std::to_string(H) + " hd=" + std::to_string(hd) +
+                " (hd must be even)");
+  MOE_CHECK(theta > 0.0, std::string(what) + ": theta must be positive");
+  const size_t total = static_cast<size_t>(B) * S * (hd / 2);
+  if (total == 0) return;
+  MOE_CHECK(qkv, std::string(what) + ": null pointer");
+  rope_kernel<<<grid_for(total), kThreads, 0, stream>>>(qkv, total, S, H, hd, theta, dir);
+  check_launch();
+}
+
+}  // namespace
+
+void add_inplace(float* y, const float* x, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  MOE_CHECK(y && x, "add_inplace: null pointer");
+  add_inplace_kernel<<<grid_for(n), kThreads, 0, stream>>>(y, x, n);
+  check_launch();
+}
+
+void scale_inplace(float* x, double a, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  MOE_CHECK(x, "scale_inplace: null pointer");
+  scale_inplace_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, static_cast<float>(a), n);
+  check_launch();
+}
+
+void embedding_forward(float* y, const float* table, const int32_t* tokens, int N, int D,
+                       cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && D > 0, "embedding_forward: bad shape N=" + std::to_string(N) +
+                                 " D=" + std::to_string(D));
+  if (N == 0) return;
+  MOE_CHECK(y && table && tokens, "embedding_forward: null pointer");
+  const size_t total = static_cast<size_t>(N) * D;
+  embedding_forward_kernel<<<grid_for(total), kThreads, 0, stream>>>(y, table, tokens, total, D);
+  check_launch();
+}
+
+void embedding_backward(float* dtable, const float* dy, const int32_t* tokens, int N, int D,
+                        cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && D > 0, "embedding_backward: bad shape N=" + std::to_string(N) +
+                                 " D=" + std::to_string(D));
+  if (N == 0) return;
+  MOE_CHECK(dtable && dy && tokens, "embedding_backward: null pointer");
+  const dim3 grid((D + kThreads - 1) / kThreads, kTokenClasses);
+  embedding_backward_kernel<<<grid, kThreads, 0, stream>>>(dtable, dy, tokens, N, D);
+  check_launch();
+}
+
+void swiglu_forward(float* h, const float* a13, int N, int F, cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && F > 0, "swiglu_forward: bad shape N=" + std::to_string(N) +
+                                 " F=" + std::to_string(F));
+  if (N == 0) return;
+  MOE_CHECK(h && a13, "swiglu_forward: null pointer");
+  const size_t total = static_cast<size_t>(N) * F;
+  swiglu_forward_kernel<<<grid_for(total), kThreads, 0, stream>>>(h, a13, total, F);
+  check_launch();
+}
+
+void swiglu_backward(float* da13, const float* dh, const float* a13, int N, int F,
+                     cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && F > 0, "swiglu_backward: bad shape N=" + std::to_string(N) +
+                                 " F=" + std::to_string(F));
+  if (N == 0) return;
+  MOE_CHECK(da13 && dh && a13, "swiglu_backward: null pointer");
+  const size_t total = static_cast<size_t>(N) * F;
+  swiglu_backward_kernel<<<grid_for(total), kThreads, 0, stream>>>(da13, dh, a13, total, F);
+  check_launch();
+}
+
+void rope_forward(float* qkv, int B, int S, int H, int hd, double theta, cudaStream_t stream) {
+  rope_launch("rope_forward", qkv, B, S, H, hd, theta, 1.0, stream);
+}
+
+void rope_backward(float* dqkv, int B, int S, int H, int hd, double theta, cudaStream_t stream) {
+  rope_launch("rope_backward", dqkv, B, S, H, hd, theta, -1.0, stream);
+}
+
+}  // namespace moe::kernels

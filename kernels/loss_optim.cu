@@ -1,0 +1,218 @@
+// Reductions (sum, sum of squares), fused cross-entropy and the AdamW update.
+//
+// Deterministic throughout: block reductions are fixed shuffle trees, the
+// grid-level reductions go through per-chunk partials whose chunking depends
+// on n only, and nothing uses floating-point atomics.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "backend/cuda/cuda_device.h"
+#include "core/error.h"
+#include "kernels_elementwise.h"
+
+namespace moe::kernels {
+namespace {
+
+constexpr int kThreads = 256;  // per block (a multiple of 32)
+constexpr int kWarps = kThreads / 32;
+constexpr size_t kMaxBlocks = 65536;
+
+// Reductions: each first-pass block sums a fixed chunk of kReduceChunk inputs.
+constexpr size_t kReduceChunk = 8192;
+
+size_t reduce_partials(size_t n) { return (n + kReduceChunk - 1) / kReduceChunk; }
+
+void check_launch() { MOE_CUDA_CHECK(cudaGetLastError()); }
+
+struct SumOp {
+  template <typename V>
+  __device__ V operator()(V a, V b) const { return a + b; }
+};
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return a > b ? a : b; }
+};
+
+// Reduces v over the block with op and returns the result to every thread. A
+// fixed shuffle tree, so equal inputs give equal bits. `identity` pads the
+// unused warp slots.
+template <typename V, typename Op>
+__device__ V block_reduce(V v, Op op, V identity) {
+  __shared__ V warp_vals[kWarps];
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_vals[warp] = v;
+  __syncthreads();
+  v = lane < kWarps ? warp_vals[lane] : identity;  // every warp reduces the same values
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();  // warp_vals may be reused by a later call
+  return v;
+}
+
+// ------------------------------------------------------------- reductions --
+
+// partial[b] = sum over chunk b (inputs [b*kReduceChunk, ...)) of f(x), in fp64.
+// Thread t takes inputs t, t+kThreads, ... of the chunk, then the block tree.
+template <bool kSquares>
+__global__ void __launch_bounds__(kThreads)
+    reduce_partial_kernel(double* __restrict__ partial, const float* __restrict__ x, size_t n) {
+  const size_t lo = static_cast<size_t>(blockIdx.x) * kReduceChunk;
+  const size_t hi = lo + kReduceChunk < n ? lo + kReduceChunk : n;
+  double acc = 0.0;
+  for (size_t i = lo + threadIdx.x; i < hi; i += kThreads) {
+    const double v = x[i];
+    acc += kSquares ? v * v : v;
+  }
+  acc = block_reduce(acc, SumOp{}, 0.0);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+// *out = sum of partial[0..count) in a fixed order (one block).
+__global__ void __launch_bounds__(kThreads)
+    reduce_final_kernel(double* __restrict__ out, const double* __restrict__ partial,
+                        size_t count) {
+  double acc = 0.0;
+  for (size_t i = threadIdx.x; i < count; i += kThreads) acc += partial[i];
+  acc = block_reduce(acc, SumOp{}, 0.0);
+  if (threadIdx.x == 0) *out = acc;
+}
+
+template <bool kSquares>
+double reduce(const char* what, const float* x, size_t n, void* workspace, size_t workspace_bytes,
+              cudaStream_t stream) {
+  if (n == 0) return 0.0;
+  MOE_CHECK(x, std::string(what) + ": null pointer");
+  const size_t need = reduce_workspace_bytes(n);
+  MOE_CHECK(workspace && workspace_bytes >= need,
+            std::string(what) + ": workspace of " + std::to_string(workspace_bytes) +
+                " bytes, needs " + std::to_string(need));
+  const size_t parts = reduce_partials(n);
+  MOE_CHECK(parts <= static_cast<size_t>(std::numeric_limits<int>::max()),
+            std::string(what) + ": n too large");
+  auto* partial = static_cast<double*>(workspace);
+  double* result = partial + parts;
+  reduce_partial_kernel<kSquares>
+      <<<static_cast<unsigned>(parts), kThreads, 0, stream>>>(partial, x, n);
+  check_launch();
+  reduce_final_kernel<<<1, kThreads, 0, stream>>>(result, partial, parts);
+  check_launch();
+  double host = 0.0;
+  MOE_CUDA_CHECK(cudaMemcpyAsync(&host, result, sizeof(double), cudaMemcpyDeviceToHost, stream));
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return host;
+}
+
+// ---------------------------------------------------------- cross-entropy --
+
+// One block per row. Passes over the row: max (fp32, exact), z = sum exp(x - m)
+// (fp64 exp and fp64 accumulation, the CPU's precision: the loss of a
+// confident prediction is log(1 + tiny) and needs it), then the gradient
+// grad_scale * (exp(x - lse) - onehot) in fp64, rounded once. logits and
+// dlogits may alias, so neither is __restrict__: every thread reads the
+// target logit before the first block reduction (a barrier), and in the last
+// pass each thread reads x[j] before writing d[j] itself.
+__global__ void __launch_bounds__(kThreads)
+    cross_entropy_kernel(float* __restrict__ losses, float* dlogits, const float* logits,
+                         const int32_t* __restrict__ targets, int V, double grad_scale) {
+  const size_t row = static_cast<size_t>(blockIdx.x) * V;
+  const float* x = logits + row;
+  const int tgt = targets[blockIdx.x];
+  const bool valid = tgt >= 0 && tgt < V;
+  const float xt = valid ? x[tgt] : 0.f;
+
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < V; j += kThreads) m = MaxOp{}(m, x[j]);
+  m = block_reduce(m, MaxOp{}, -INFINITY);
+
+  double z = 0.0;
+  for (int j = threadIdx.x; j < V; j += kThreads) z += exp(static_cast<double>(x[j]) - m);
+  z = block_reduce(z, SumOp{}, 0.0);
+  const double lse = static_cast<double>(m) + log(z);
+  const double nan = __longlong_as_double(0x7ff8000000000000ll);
+
+  if (threadIdx.x == 0) losses[blockIdx.x] = static_cast<float>(valid ? lse - xt : nan);
+  if (!dlogits) return;
+  float* d = dlogits + row;
+  for (int j = threadIdx.x; j < V; j += kThreads) {
+    const double p = exp(static_cast<double>(x[j]) - lse);
+    const double g = valid ? grad_scale * (j == tgt ? p - 1.0 : p) : nan;
+    d[j] = static_cast<float>(g);
+  }
+}
+
+// ------------------------------------------------------------------ AdamW --
+
+struct AdamWConsts {
+  double lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay, bc1, bc2, grad_scale;
+};
+
+// Per element, fp64 math, the CPU backend's formula and order of operations.
+__global__ void __launch_bounds__(kThreads)
+    adamw_kernel(float* __restrict__ params, const float* __restrict__ grads,
+                 float* __restrict__ m, float* __restrict__ v, size_t n, AdamWConsts c) {
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    const double g = static_cast<double>(grads[i]) * c.grad_scale;
+    const double mi = c.beta1 * m[i] + c.one_minus_beta1 * g;
+    const double vi = c.beta2 * v[i] + c.one_minus_beta2 * g * g;
+    m[i] = static_cast<float>(mi);
+    v[i] = static_cast<float>(vi);
+    const double upd = (mi / c.bc1) / (sqrt(vi / c.bc2) + c.eps);
+    params[i] = static_cast<float>(params[i] * c.decay - c.lr * upd);
+  }
+}
+
+}  // namespace
+
+size_t reduce_workspace_bytes(size_t n) {
+  if (n == 0) return 0;
+  return (reduce_partials(n) + 1) * sizeof(double);  // partials, then the result
+}
+
+double sum(const float* x, size_t n, void* workspace, size_t workspace_bytes,
+           cudaStream_t stream) {
+  return reduce<false>("sum", x, n, workspace, workspace_bytes, stream);
+}
+
+double sum_squares(const float* x, size_t n, void* workspace, size_t workspace_bytes,
+                   cudaStream_t stream) {
+  return reduce<true>("sum_squares", x, n, workspace, workspace_bytes, stream);
+}
+
+void cross_entropy(float* losses, float* dlogits, const float* logits, const int32_t* targets,
+                   int N, int V, double grad_scale, cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && V > 0, "cross_entropy: bad shape N=" + std::to_string(N) +
+                                 " V=" + std::to_string(V));
+  if (N == 0) return;
+  MOE_CHECK(losses && logits && targets, "cross_entropy: null pointer");
+  cross_entropy_kernel<<<N, kThreads, 0, stream>>>(losses, dlogits, logits, targets, V,
+                                                   grad_scale);
+  check_launch();
+}
+
+void adamw_step(float* params, const float* grads, float* m, float* v, size_t n, double lr,
+                double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                double grad_scale, cudaStream_t stream) {
+  MOE_CHECK(step >= 1, "adamw_step: step must be >= 1 (1-based), got " + std::to_string(step));
+  if (n == 0) return;
+  MOE_CHECK(params && grads && m && v, "adamw_step: null pointer");
+  AdamWConsts c{};
+  c.lr = lr;
+  c.beta1 = beta1;
+  c.one_minus_beta1 = 1.0 - beta1;
+  c.beta2 = beta2;
+  c.one_minus_beta2 = 1.0 - beta2;
+  c.eps = eps;
+  c.decay = 1.0 - lr * weight_decay;
+  c.bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  c.bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+  c.grad_scale = grad_scale;
+  const unsigned blocks =
+      static_cast<unsigned>(std::min(kMaxBlocks, (n + kThreads - 1) / kThreads));
+  adamw_kernel<<<blocks, kThreads, 0, stream>>>(params, grads, m, v, n, c);
+  check_launch();
+}
+
+}  // namespace moe::kernels
