@@ -172,4 +172,9 @@ U* alloc_array(Backend<T>& be, size_t n) {
 template <typename T>
 std::unique_ptr<Backend<T>> make_cpu_backend(int threads = 0);
 
+// Creates the CUDA backend on `device` (defined only in builds with CUDA,
+// MOE_WITH_CUDA). Not yet selectable by moe-train: it is checked against the
+// CPU backend by the gpu tests first.
+std::unique_ptr<Backend<float>> make_cuda_backend(int device);
+
 }  // namespace moe

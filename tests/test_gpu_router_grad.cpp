@@ -1,0 +1,264 @@
+// GPU router gate-score forward/backward, top-K gate backward and auxiliary
+// balance loss kernels (kernels/router_grad.cu) against the CPU backend on
+// random data, plus a determinism check (a second run from the same inputs
+// gives the same bits). Every test skips cleanly when no CUDA device is
+// visible, and the whole file reduces to one skipped test in a CPU-only build.
+#include <gtest/gtest.h>
+
+#ifdef MOE_WITH_CUDA
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_device.h"
+#include "core/error.h"
+#include "kernels_router_grad.h"
+
+namespace {
+
+#define SKIP_WITHOUT_DEVICE() \
+  if (moe::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible"
+
+namespace kn = moe::kernels;
+
+constexpr double kTol = 1e-5;
+
+template <typename T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t n) : n_(n) {
+    if (n_ > 0) MOE_CUDA_CHECK(cudaMalloc(&p_, n_ * sizeof(T)));
+  }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
+  ~DeviceBuffer() { cudaFree(p_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  T* get() const { return p_; }
+  void upload(const std::vector<T>& host) {
+    ASSERT_EQ(host.size(), n_);
+    if (n_ > 0)
+      MOE_CUDA_CHECK(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(n_);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    if (n_ > 0)
+      MOE_CUDA_CHECK(cudaMemcpy(host.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return host;
+  }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+std::unique_ptr<moe::Backend<float>> cpu() { return moe::make_cpu_backend<float>(1); }
+
+std::vector<float> normal(size_t n, std::mt19937_64& rng, double mean = 0.0, double sd = 1.0) {
+  std::normal_distribution<double> d(mean, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(d(rng));
+  return v;
+}
+
+std::vector<float> uniform(size_t n, std::mt19937_64& rng, double lo, double hi) {
+  std::uniform_real_distribution<double> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(d(rng));
+  return v;
+}
+
+// Per token, K distinct experts in [0,E) in random order.
+std::vector<int32_t> random_picks(int N, int E, int K, std::mt19937_64& rng) {
+  std::vector<int32_t> idx(static_cast<size_t>(N) * K), perm(E);
+  for (int n = 0; n < N; ++n) {
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    std::copy(perm.begin(), perm.begin() + K, idx.begin() + static_cast<size_t>(n) * K);
+  }
+  return idx;
+}
+
+// max_i |got_i - ref_i| / max_i |ref_i|.
+double normwise_rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
+  EXPECT_EQ(got.size(), ref.size());
+  double err = 0.0, scale = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    err = std::max(err, std::abs(static_cast<double>(got[i]) - ref[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(ref[i])));
+  }
+  return scale > 0.0 ? err / scale : err;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+struct Shape {
+  int N, E;
+};
+constexpr Shape kShapes[] = {{1, 1}, {7, 8}, {33, 64}, {257, 160}, {1000, 37}};
+
+// --------------------------------------------------------- gate scores --
+
+TEST(GpuRouterGrad, ScoresForwardMatchesCpu) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(11);
+  for (bool softmax : {false, true}) {
+    for (const auto [N, E] : kShapes) {
+      const auto logits = normal(static_cast<size_t>(N) * E, rng, 0.0, 3.0);
+      std::vector<float> ref(logits.size());
+      cpu()->router_scores_forward(ref.data(), logits.data(), N, E,
+                                   softmax ? moe::GateFn::Softmax : moe::GateFn::Sigmoid);
+      DeviceBuffer<float> dl(logits), ds(logits.size());
+      kn::router_scores_forward(ds.get(), dl.get(), N, E, softmax, nullptr);
+      const auto got = ds.download();
+      EXPECT_LT(normwise_rel_err(got, ref), kTol) << "softmax=" << softmax << " N=" << N
+                                                  << " E=" << E;
+      kn::router_scores_forward(ds.get(), dl.get(), N, E, softmax, nullptr);
+      EXPECT_TRUE(same_bits(ds.download(), got)) << "softmax=" << softmax << " N=" << N;
+    }
+  }
+}
+
+TEST(GpuRouterGrad, ScoresBackwardMatchesCpu) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(12);
+  for (bool softmax : {false, true}) {
+    const auto fn = softmax ? moe::GateFn::Softmax : moe::GateFn::Sigmoid;
+    for (const auto [N, E] : kShapes) {
+      const size_t n = static_cast<size_t>(N) * E;
+      const auto logits = normal(n, rng, 0.0, 2.0), dscores = normal(n, rng);
+      std::vector<float> scores(n), ref(n);
+      cpu()->router_scores_forward(scores.data(), logits.data(), N, E, fn);
+      cpu()->router_scores_backward(ref.data(), dscores.data(), scores.data(), N, E, fn);
+      DeviceBuffer<float> dds(dscores), dsc(scores), ddl(n);
+      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, softmax, nullptr);
+      const auto got = ddl.download();
+      EXPECT_LT(normwise_rel_err(got, ref), kTol) << "softmax=" << softmax << " N=" << N
+                                                  << " E=" << E;
+      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, softmax, nullptr);
+      EXPECT_TRUE(same_bits(ddl.download(), got)) << "softmax=" << softmax << " N=" << N;
+    }
+  }
+}
+
+// ---------------------------------------------------- top-K backward --
+
+TEST(GpuRouterGrad, TopkRouteBackwardMatchesCpu) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(13);
+  struct Case {
+    int N, E, K;
+  };
+  for (bool normalize : {false, true}) {
+    for (double scale : {1.0, 2.5}) {
+      for (const Case c : {Case{1, 1, 1}, Case{9, 8, 2}, Case{300, 64, 6}, Case{1000, 160, 8}}) {
+        const size_t ne = static_cast<size_t>(c.N) * c.E, nk = static_cast<size_t>(c.N) * c.K;
+        const auto scores = uniform(ne, rng, 0.05, 1.0);
+        const auto dgates = normal(nk, rng);
+        const auto idx = random_picks(c.N, c.E, c.K, rng);
+        const auto ds0 = normal(ne, rng);
+        moe::RouteSpec spec;
+        spec.E = c.E;
+        spec.K = c.K;
+        spec.normalize = normalize;
+        spec.route_scale = scale;
+        auto ref = ds0;
+        cpu()->topk_route_backward(ref.data(), dgates.data(), scores.data(), idx.data(), c.N,
+                                   spec);
+        DeviceBuffer<float> dds(ds0), ddg(dgates), dsc(scores);
+        DeviceBuffer<int32_t> didx(idx);
+        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, c.E, c.K,
+                                normalize, scale, nullptr);
+        const auto got = dds.download();
+        EXPECT_LT(normwise_rel_err(got, ref), kTol)
+            << "normalize=" << normalize << " N=" << c.N << " E=" << c.E << " K=" << c.K;
+        dds.upload(ds0);
+        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, c.E, c.K,
+                                normalize, scale, nullptr);
+        EXPECT_TRUE(same_bits(dds.download(), got)) << "normalize=" << normalize << " N=" << c.N;
+      }
+    }
+  }
+}
+
+// --------------------------------------------------------- aux loss --
+
+TEST(GpuRouterGrad, AuxLossMatchesCpu) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(14);
+  struct Case {
+    int groups, L, E, K;
+  };
+  for (const Case c : {Case{1, 1, 1, 1}, Case{1, 5, 8, 2}, Case{3, 100, 64, 6},
+                       Case{4, 700, 300, 8}, Case{16, 64, 16, 1}}) {
+    const int N = c.groups * c.L;
+    const size_t ne = static_cast<size_t>(N) * c.E;
+    const auto scores = uniform(ne, rng, 0.0, 1.0);
+    const auto idx = random_picks(N, c.E, c.K, rng);
+    const auto ds0 = normal(ne, rng);
+    const double alpha = 0.01, grad_scale = 0.5;
+    auto ref = ds0;
+    const double ref_loss = cpu()->aux_loss_forward_backward(
+        ref.data(), scores.data(), idx.data(), c.groups, c.L, c.E, c.K, alpha, grad_scale);
+    const double ref_loss_only = cpu()->aux_loss_forward_backward(
+        nullptr, scores.data(), idx.data(), c.groups, c.L, c.E, c.K, alpha, grad_scale);
+
+    DeviceBuffer<float> dds(ds0), dsc(scores);
+    DeviceBuffer<int32_t> didx(idx);
+    const double loss = kn::aux_loss_forward_backward(dds.get(), dsc.get(), didx.get(), c.groups,
+                                                      c.L, c.E, c.K, alpha, grad_scale, nullptr);
+    const auto got = dds.download();
+    EXPECT_LT(std::abs(loss - ref_loss), kTol * std::abs(ref_loss))
+        << "groups=" << c.groups << " L=" << c.L << " E=" << c.E;
+    EXPECT_LT(normwise_rel_err(got, ref), kTol) << "groups=" << c.groups << " L=" << c.L;
+
+    const double loss_only = kn::aux_loss_forward_backward(
+        nullptr, dsc.get(), didx.get(), c.groups, c.L, c.E, c.K, alpha, grad_scale, nullptr);
+    EXPECT_LT(std::abs(loss_only - ref_loss_only), kTol * std::abs(ref_loss_only));
+    EXPECT_EQ(loss_only, loss);  // same bits, with or without the gradient
+
+    dds.upload(ds0);
+    const double loss2 = kn::aux_loss_forward_backward(dds.get(), dsc.get(), didx.get(),
+                                                       c.groups, c.L, c.E, c.K, alpha,
+                                                       grad_scale, nullptr);
+    EXPECT_EQ(loss2, loss);
+    EXPECT_TRUE(same_bits(dds.download(), got)) << "groups=" << c.groups;
+  }
+}
+
+// -------------------------------------------------------- bad arguments --
+
+TEST(GpuRouterGrad, BadSizesThrow) {
+  SKIP_WITHOUT_DEVICE();
+  EXPECT_THROW(kn::router_scores_forward(nullptr, nullptr, 4, 0, false, nullptr),
+               moe::InternalError);
+  EXPECT_THROW(kn::topk_route_backward(nullptr, nullptr, nullptr, nullptr, 4, 4, 5, false, 1.0,
+                                       nullptr),
+               moe::InternalError);
+  EXPECT_THROW(kn::aux_loss_forward_backward(nullptr, nullptr, nullptr, 1, 4, 9000, 2, 0.1, 1.0,
+                                             nullptr),
+               moe::InternalError);
+  // Empty problems are no-ops.
+  kn::router_scores_forward(nullptr, nullptr, 0, 4, true, nullptr);
+  EXPECT_EQ(kn::aux_loss_forward_backward(nullptr, nullptr, nullptr, 0, 4, 8, 2, 0.1, 1.0,
+                                          nullptr),
+            0.0);
+}
+
+}  // namespace
+
+#else  // !MOE_WITH_CUDA
+
+TEST(GpuRouterGrad, SkippedWithoutCuda) { GTEST_SKIP() << "built without CUDA (MOE_WITH_CUDA off)"; }
+
+#endif
