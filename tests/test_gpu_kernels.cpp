@@ -15,58 +15,17 @@
 #include <vector>
 
 #include "backend/cuda/cuda_device.h"
+#include "gpu_test_util.h"
 #include "core/error.h"
 #include "kernels.h"
 
 namespace {
 
-#define SKIP_WITHOUT_DEVICE() \
-  if (moe::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible"
+using moe::test::DeviceBuffer;
+using moe::test::normal;
+using moe::test::uniform;
 
 // Owning device buffer of n elements of T.
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t n) : n_(n) {
-    if (n_ > 0) MOE_CUDA_CHECK(cudaMalloc(&p_, n_ * sizeof(T)));
-  }
-  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  T* get() const { return p_; }
-  void upload(const std::vector<T>& host) {
-    ASSERT_EQ(host.size(), n_);
-    if (n_ > 0)
-      MOE_CUDA_CHECK(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> download() const {
-    std::vector<T> host(n_);
-    if (n_ > 0)
-      MOE_CUDA_CHECK(cudaMemcpy(host.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
-    return host;
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_ = 0;
-};
-
-std::vector<float> normal(size_t n, std::mt19937_64& rng, double mean = 0.0, double sd = 1.0) {
-  std::normal_distribution<double> d(mean, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(d(rng));
-  return v;
-}
-
-std::vector<float> uniform(size_t n, std::mt19937_64& rng, double lo, double hi) {
-  std::uniform_real_distribution<double> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(d(rng));
-  return v;
-}
-
 // max_i |got_i - ref_i| / max_i |ref_i|: the normwise relative error. Used
 // where the result is a difference or a sum of mixed signs (dx, dw), for which
 // element-wise relative error is meaningless near cancellation.
