@@ -42,11 +42,6 @@ SafeTensor make_tensor(const char* dtype, const U* data, std::vector<int64_t> sh
 SafeTensor make_f32(const float* data, std::vector<int64_t> shape) {
   return make_tensor("F32", data, std::move(shape));
 }
-SafeTensor make_f32(const double* data, std::vector<int64_t> shape) {
-  std::vector<float> narrow(numel_of(shape));
-  for (size_t i = 0; i < narrow.size(); ++i) narrow[i] = float(data[i]);
-  return make_tensor("F32", narrow.data(), std::move(shape));
-}
 SafeTensor make_f64(const double* data, std::vector<int64_t> shape) {
   return make_tensor("F64", data, std::move(shape));
 }

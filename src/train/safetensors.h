@@ -31,7 +31,6 @@ SafeTensorFile read_safetensors(const std::string& path);
 
 // Helpers for float tensors.
 SafeTensor make_f32(const float* data, std::vector<int64_t> shape);
-SafeTensor make_f32(const double* data, std::vector<int64_t> shape);  // narrowed
 SafeTensor make_f64(const double* data, std::vector<int64_t> shape);
 SafeTensor make_i64(const int64_t* data, std::vector<int64_t> shape);
 // Copies a tensor's values into out (numel entries), converting F32/F64 to T.

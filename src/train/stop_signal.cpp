@@ -35,6 +35,5 @@ void install_stop_signal_handlers() {
 
 bool stop_requested() { return g_stop_signal != 0; }
 int stop_signal() { return g_stop_signal; }
-void clear_stop_request() { g_stop_signal = 0; }
 
 }  // namespace moe

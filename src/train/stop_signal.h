@@ -9,6 +9,5 @@ namespace moe {
 void install_stop_signal_handlers();
 bool stop_requested();
 int stop_signal();          // the signal that asked to stop, 0 if none
-void clear_stop_request();  // tests
 
 }  // namespace moe

@@ -69,6 +69,18 @@ static double dot(const T* a, const T* b, int n) {
   return acc;
 }
 
+// The (batch, head, position) of a flat index over [B, H, S], the order lse
+// and the per-row loops use.
+namespace {
+struct RowIndex {
+  int b, h, pos;
+  RowIndex(long idx, int S, int H)
+      : b(static_cast<int>(idx / (static_cast<long>(S) * H))),
+        h(static_cast<int>(idx / S % H)),
+        pos(static_cast<int>(idx % S)) {}
+};
+}  // namespace
+
 // One (batch, head, query) per iteration: score row, max-subtracted softmax,
 // weighted sum of v.
 template <typename T>
@@ -81,8 +93,8 @@ void attention_forward(int nt, T* out, T* lse, const T* qkv, int B, int S, int H
     std::vector<double> p(S), acc(hd);
 #pragma omp for schedule(static)
     for (long idx = 0; idx < total; idx++) {
-      const int i = static_cast<int>(idx % S), h = static_cast<int>(idx / S % H);
-      const int b = static_cast<int>(idx / (static_cast<long>(S) * H));
+      const RowIndex r(idx, S, H);
+      const int i = r.pos, h = r.h, b = r.b;
       const T* base = qkv + static_cast<size_t>(b) * S * W;
       const T* q = base + static_cast<size_t>(i) * W + h * hd;
       double m = -INFINITY;
@@ -119,8 +131,8 @@ void attention_backward(int nt, T* dqkv, const T* dout, const T* out, const T* l
   std::vector<double> Dv(total);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (long idx = 0; idx < total; idx++) {
-    const int i = static_cast<int>(idx % S), h = static_cast<int>(idx / S % H);
-    const int b = static_cast<int>(idx / (static_cast<long>(S) * H));
+    const RowIndex r(idx, S, H);
+    const int i = r.pos, h = r.h, b = r.b;
     const size_t o = (static_cast<size_t>(b) * S + i) * OW + h * hd;
     Dv[idx] = dot(dout + o, out + o, hd);
   }
@@ -131,8 +143,8 @@ void attention_backward(int nt, T* dqkv, const T* dout, const T* out, const T* l
     // pass 1: dq of query i
 #pragma omp for schedule(static)
     for (long idx = 0; idx < total; idx++) {
-      const int i = static_cast<int>(idx % S), h = static_cast<int>(idx / S % H);
-      const int b = static_cast<int>(idx / (static_cast<long>(S) * H));
+      const RowIndex r(idx, S, H);
+      const int i = r.pos, h = r.h, b = r.b;
       const T* base = qkv + static_cast<size_t>(b) * S * W;
       const T* q = base + static_cast<size_t>(i) * W + h * hd;
       const T* go = dout + (static_cast<size_t>(b) * S + i) * OW + h * hd;
@@ -151,8 +163,8 @@ void attention_backward(int nt, T* dqkv, const T* dout, const T* out, const T* l
     // pass 2: dk and dv of key j; round-robin since row j sees S - j queries
 #pragma omp for schedule(static, 1)
     for (long idx = 0; idx < total; idx++) {
-      const int j = static_cast<int>(idx % S), h = static_cast<int>(idx / S % H);
-      const int b = static_cast<int>(idx / (static_cast<long>(S) * H));
+      const RowIndex r(idx, S, H);
+      const int j = r.pos, h = r.h, b = r.b;
       const T* base = qkv + static_cast<size_t>(b) * S * W;
       const T* k = base + static_cast<size_t>(j) * W + OW + h * hd;
       const T* v = base + static_cast<size_t>(j) * W + 2 * OW + h * hd;
