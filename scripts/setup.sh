@@ -13,6 +13,7 @@ packages=(
   nlohmann-json3-dev
   libgtest-dev googletest
   zlib1g-dev
+  patchelf                  # scripts/bundle.sh
 )
 
 missing=()
