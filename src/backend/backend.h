@@ -14,10 +14,13 @@
 // - Token layout is [B, T] flattened to N = B*T rows.
 #pragma once
 
+#include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "config/config.h"
 
@@ -42,11 +45,63 @@ struct RouteSpec {
   double route_scale = 1.0;                  // gates *= route_scale
 };
 
+// Where a step spends its time (moe-bench, docs/bench.md). Model code marks
+// the op groups with PhaseScope; whatever is not marked is Other.
+enum class Phase { Attention, ExpertGemm, Dispatch, Router, Optimizer, Other };
+constexpr int kPhaseCount = 6;
+using PhaseSeconds = std::array<double, kPhaseCount>;  // indexed by int(Phase)
+
+inline const char* phase_name(Phase p) {
+  switch (p) {
+    case Phase::Attention: return "attention";
+    case Phase::ExpertGemm: return "expert_gemm";
+    case Phase::Dispatch: return "dispatch";
+    case Phase::Router: return "router";
+    case Phase::Optimizer: return "optimizer";
+    case Phase::Other: return "other";
+  }
+  return "?";
+}
+
 template <typename T>
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+
+  // ---- phase timing (instrumentation, never changes a result) ----
+  // With timing on, the time from one set_phase() to the next is charged to
+  // the earlier phase; with it off set_phase() only stores the phase (no
+  // clock read). The base implementation reads the host clock, exact for a
+  // synchronous backend; an asynchronous one overrides the three
+  // phase_clock_* hooks below to timestamp its own work queue instead.
+  virtual void set_phase_timing(bool on) {
+    if (on && !timing_) phase_clock_start();
+    if (!on && timing_) phase_clock_collect();  // pending time is dropped
+    timing_ = on;
+  }
+  bool phase_timing() const { return timing_; }
+  virtual void set_phase(Phase p) {
+    if (p == phase_) return;
+    if (timing_) phase_clock_mark(phase_);
+    phase_ = p;
+  }
+  virtual Phase current_phase() const { return phase_; }
+  // Seconds per phase since the last take (or since timing was turned on),
+  // the current phase charged up to now; resets. All zero with timing off.
+  virtual PhaseSeconds take_phase_seconds() {
+    if (!timing_) return PhaseSeconds{};
+    phase_clock_mark(phase_);
+    return phase_clock_collect();
+  }
+
+  // ---- memory accounting ----
+  // Bytes currently allocated through alloc_bytes and their high-water mark
+  // since construction (or the last reset). 0 from a backend that does not
+  // count (it calls neither count_alloc nor count_free).
+  virtual size_t current_bytes() const { return mem_current_; }
+  virtual size_t peak_bytes() const { return mem_peak_; }
+  void reset_peak_bytes() { mem_peak_ = mem_current_; }
 
   // ---- memory ----
   virtual void* alloc_bytes(size_t bytes) = 0;  // zero-initialised
@@ -160,6 +215,68 @@ class Backend {
   // ---- optimizer ----
   virtual void adamw_step(T* params, const T* grads, T* m, T* v, size_t n,
                           const AdamWParams& p) = 0;
+
+ protected:
+  // Phase clock. start: timing begins now (the first mark). mark(ended): a
+  // timestamp "now" in the order of this backend's work, closing an interval
+  // of phase `ended` that began at the previous mark. collect: the summed
+  // seconds per phase of the closed intervals (waiting for them if needed);
+  // forgets them, and the last mark stays the start of the next interval.
+  // mark must not throw (it runs in PhaseScope destructors): an asynchronous
+  // backend defers its errors to collect.
+  virtual void phase_clock_start() {
+    clock_last_ = std::chrono::steady_clock::now();
+    clock_sum_ = PhaseSeconds{};
+  }
+  virtual void phase_clock_mark(Phase ended) {
+    const auto now = std::chrono::steady_clock::now();
+    clock_sum_[int(ended)] += std::chrono::duration<double>(now - clock_last_).count();
+    clock_last_ = now;
+  }
+  virtual PhaseSeconds phase_clock_collect() {
+    const PhaseSeconds out = clock_sum_;
+    clock_sum_ = PhaseSeconds{};
+    return out;
+  }
+
+  // Allocation accounting for alloc_bytes/free_bytes overrides: count_alloc
+  // after a successful allocation, count_free before releasing (a pointer it
+  // does not know, e.g. null, counts nothing).
+  void count_alloc(const void* p, size_t bytes) {
+    sizes_[p] = bytes;
+    mem_current_ += bytes;
+    if (mem_current_ > mem_peak_) mem_peak_ = mem_current_;
+  }
+  void count_free(const void* p) {
+    const auto it = sizes_.find(p);
+    if (it == sizes_.end()) return;
+    mem_current_ -= it->second;
+    sizes_.erase(it);
+  }
+
+ private:
+  Phase phase_ = Phase::Other;
+  bool timing_ = false;
+  std::chrono::steady_clock::time_point clock_last_{};
+  PhaseSeconds clock_sum_{};
+  std::unordered_map<const void*, size_t> sizes_;
+  size_t mem_current_ = 0, mem_peak_ = 0;
+};
+
+// Charges the backend's work in this scope to phase p and restores the
+// previous phase on exit, so scopes nest (an inner scope of the same phase
+// costs nothing).
+template <typename T>
+class PhaseScope {
+ public:
+  PhaseScope(Backend<T>& be, Phase p) : be_(be), prev_(be.current_phase()) { be.set_phase(p); }
+  ~PhaseScope() { be_.set_phase(prev_); }
+  PhaseScope(const PhaseScope&) = delete;
+  PhaseScope& operator=(const PhaseScope&) = delete;
+
+ private:
+  Backend<T>& be_;
+  Phase prev_;
 };
 
 // Typed allocation helpers over the byte interface.

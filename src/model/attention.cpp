@@ -21,6 +21,7 @@ void Attention<T>::allocate(Arena<T>& arena, int max_seqs) {
 
 template <typename T>
 void Attention<T>::forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T* x, int B) {
+  PhaseScope phase(be, Phase::Attention);  // projections, RoPE and the attention kernel
   const int N = B * S_;
   be.linear_forward(qkv_, x, ps.param(wqkv_), N, D_, 3 * D_);
   be.rope_forward(qkv_, B, S_, H_, hd_, theta_);
@@ -31,6 +32,7 @@ void Attention<T>::forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T*
 template <typename T>
 void Attention<T>::backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dy, const T* x,
                             int B) {
+  PhaseScope phase(be, Phase::Attention);
   const int N = B * S_;
   be.linear_backward(datt_, ps.grad(wo_), dy, att_, ps.param(wo_), N, D_, D_, false);
   be.attention_backward(dqkv_, datt_, att_, lse_, qkv_, B, S_, H_, hd_);

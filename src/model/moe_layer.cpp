@@ -55,10 +55,15 @@ void MoeLayer<T>::allocate(Arena<T>& arena, int max_tokens) {
 template <typename T>
 double MoeLayer<T>::forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T* x, int N,
                             const float* bias, int64_t* counts, const AuxLossSpec* aux) {
-  if (shared_)
-    shared_->forward(be, ps, y, x, N);
-  else
-    be.zero(y, size_t(N) * D_ * sizeof(T));
+  // Phases: the shared and routed experts' SwiGLUs are ExpertGemm; the
+  // router and the dispatcher scope their own work.
+  {
+    PhaseScope phase(be, Phase::ExpertGemm);
+    if (shared_)
+      shared_->forward(be, ps, y, x, N);
+    else
+      be.zero(y, size_t(N) * D_ * sizeof(T));
+  }
 
   const double aux_loss = router_.forward(be, ps, x, N, bias, aux);
   dispatcher_.plan(be, router_.expert_idx(), N);
@@ -68,9 +73,12 @@ double MoeLayer<T>::forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T
   const int El = dispatcher_.local_experts();
   const int64_t* off = dispatcher_.expert_offsets().data();
   dispatcher_.dispatch(be, xe_, x, N, D_);
-  be.grouped_linear_forward(a13e_, xe_, ps.param(w13_first_), off, El, D_, 2 * Fe_);
-  be.swiglu_forward(he_, a13e_, int(dispatcher_.expert_rows()), Fe_);
-  be.grouped_linear_forward(ye_, he_, ps.param(w2_first_), off, El, Fe_, D_);
+  {
+    PhaseScope phase(be, Phase::ExpertGemm);
+    be.grouped_linear_forward(a13e_, xe_, ps.param(w13_first_), off, El, D_, 2 * Fe_);
+    be.swiglu_forward(he_, a13e_, int(dispatcher_.expert_rows()), Fe_);
+    be.grouped_linear_forward(ye_, he_, ps.param(w2_first_), off, El, Fe_, D_);
+  }
   y_local_ = dispatcher_.gather_outputs(be, ye_, D_);
   dispatcher_.combine(be, y, y_local_, router_.gates(), N, D_);
   return aux_loss;
@@ -79,20 +87,26 @@ double MoeLayer<T>::forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T
 template <typename T>
 void MoeLayer<T>::backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dy, const T* x,
                            int N) {
-  if (shared_)
-    shared_->backward(be, ps, dx, dy, x, N, false);
-  else
-    be.zero(dx, size_t(N) * D_ * sizeof(T));
+  {
+    PhaseScope phase(be, Phase::ExpertGemm);
+    if (shared_)
+      shared_->backward(be, ps, dx, dy, x, N, false);
+    else
+      be.zero(dx, size_t(N) * D_ * sizeof(T));
+  }
 
   const int El = dispatcher_.local_experts();
   const int64_t* off = dispatcher_.expert_offsets().data();
   dispatcher_.combine_backward(be, dy_local_, dgates_, dy, y_local_, router_.gates(), N, D_);
   const T* dye = dispatcher_.scatter_gradients(be, dy_local_, dye_, D_);
-  be.grouped_linear_backward(dhe_, ps.grad(w2_first_), dye, he_, ps.param(w2_first_), off, El,
-                             Fe_, D_);
-  be.swiglu_backward(da13e_, dhe_, a13e_, int(dispatcher_.expert_rows()), Fe_);
-  be.grouped_linear_backward(dxe_, ps.grad(w13_first_), da13e_, xe_, ps.param(w13_first_), off,
-                             El, D_, 2 * Fe_);
+  {
+    PhaseScope phase(be, Phase::ExpertGemm);
+    be.grouped_linear_backward(dhe_, ps.grad(w2_first_), dye, he_, ps.param(w2_first_), off, El,
+                               Fe_, D_);
+    be.swiglu_backward(da13e_, dhe_, a13e_, int(dispatcher_.expert_rows()), Fe_);
+    be.grouped_linear_backward(dxe_, ps.grad(w13_first_), da13e_, xe_, ps.param(w13_first_), off,
+                               El, D_, 2 * Fe_);
+  }
   dispatcher_.dispatch_backward(be, dx, dxe_, N, D_);
   router_.backward(be, ps, dx, dgates_, x, N);
 }

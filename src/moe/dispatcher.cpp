@@ -36,6 +36,8 @@ void Dispatcher<T>::allocate(Arena<T>& arena, int max_tokens, int D) {
 
 template <typename T>
 void Dispatcher<T>::plan(Backend<T>& be, const int32_t* expert_idx, int N) {
+  // Dispatch phase: the plan, the row moves and the EP all-to-alls.
+  PhaseScope phase(be, Phase::Dispatch);
   be.dispatch_plan(row_of_slot_, counts_.data(), expert_idx, N, E_, K_);
   offsets_[0] = 0;
   for (int e = 0; e < E_; ++e) offsets_[e + 1] = offsets_[e] + counts_[e];
@@ -93,6 +95,7 @@ void Dispatcher<T>::from_experts(Backend<T>& be, T* out_local, const T* rows_exp
 
 template <typename T>
 void Dispatcher<T>::dispatch(Backend<T>& be, T* xe, const T* x, int N, int D) {
+  PhaseScope phase(be, Phase::Dispatch);
   if (!parallel()) {
     be.permute_rows(xe, x, row_of_slot_, N, K_, D);
     return;
@@ -103,6 +106,7 @@ void Dispatcher<T>::dispatch(Backend<T>& be, T* xe, const T* x, int N, int D) {
 
 template <typename T>
 void Dispatcher<T>::dispatch_backward(Backend<T>& be, T* dx, const T* dxe, int N, int D) {
+  PhaseScope phase(be, Phase::Dispatch);
   if (!parallel()) {
     be.permute_rows_backward(dx, dxe, row_of_slot_, N, K_, D);
     return;
@@ -114,6 +118,7 @@ void Dispatcher<T>::dispatch_backward(Backend<T>& be, T* dx, const T* dxe, int N
 template <typename T>
 const T* Dispatcher<T>::gather_outputs(Backend<T>& be, const T* ye, int D) {
   if (!parallel()) return ye;
+  PhaseScope phase(be, Phase::Dispatch);
   from_experts(be, out_local_, ye, D);
   return out_local_;
 }
@@ -121,6 +126,7 @@ const T* Dispatcher<T>::gather_outputs(Backend<T>& be, const T* ye, int D) {
 template <typename T>
 const T* Dispatcher<T>::scatter_gradients(Backend<T>& be, const T* dy_local, T* dye, int D) {
   if (!parallel()) return dy_local;
+  PhaseScope phase(be, Phase::Dispatch);
   to_experts(be, dye, dy_local, D);
   return dye;
 }
@@ -128,12 +134,14 @@ const T* Dispatcher<T>::scatter_gradients(Backend<T>& be, const T* dy_local, T* 
 template <typename T>
 void Dispatcher<T>::combine(Backend<T>& be, T* y, const T* y_local, const T* gates, int N,
                             int D) const {
+  PhaseScope phase(be, Phase::Dispatch);
   be.combine_forward(y, y_local, gates, row_of_slot_, N, K_, D);
 }
 
 template <typename T>
 void Dispatcher<T>::combine_backward(Backend<T>& be, T* dy_local, T* dgates, const T* dy,
                                      const T* y_local, const T* gates, int N, int D) const {
+  PhaseScope phase(be, Phase::Dispatch);
   be.combine_backward(dy_local, dgates, dy, y_local, gates, row_of_slot_, N, K_, D);
 }
 

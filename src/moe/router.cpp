@@ -29,6 +29,7 @@ void Router<T>::allocate(Arena<T>& arena, int max_tokens, bool with_aux_loss) {
 template <typename T>
 double Router<T>::forward(Backend<T>& be, const ParamSet<T>& ps, const T* x, int N,
                           const float* bias, const AuxLossSpec* aux) {
+  PhaseScope phase(be, Phase::Router);  // router GEMM, scores, top-K and the aux loss
   be.linear_forward(logits_, x, ps.param(w_), N, D_, spec_.E);
   be.router_scores_forward(scores_, logits_, N, spec_.E, fn_);
   be.topk_route(idx_, gates_, scores_, bias, N, spec_);
@@ -44,6 +45,7 @@ double Router<T>::forward(Backend<T>& be, const ParamSet<T>& ps, const T* x, int
 template <typename T>
 void Router<T>::backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dgates, const T* x,
                          int N) {
+  PhaseScope phase(be, Phase::Router);
   const size_t bytes = size_t(N) * spec_.E * sizeof(T);
   if (aux_active_)
     be.copy(dscores_, dscores_aux_, bytes);

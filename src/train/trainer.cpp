@@ -79,7 +79,10 @@ StepStats Trainer<T>::train_step(int64_t step) {
   opt.counts = counts_.data();
 
   ParamSet<T>& ps = model_->params();
-  ps.zero_grads();
+  {
+    PhaseScope phase(be_, Phase::Optimizer);  // zeroing the gradients belongs to the update
+    ps.zero_grads();
+  }
   std::fill(counts_.begin(), counts_.end(), 0);
   double sums[2] = {0.0, 0.0};  // token loss, aux loss
   for (int m = 0; m < sampler_.micro_batches_per_rank(); ++m) {
@@ -99,10 +102,14 @@ StepStats Trainer<T>::train_step(int64_t step) {
   st.lr = learning_rate(tc, step);
   st.loss = sums[0] / global_tokens;
   st.aux_loss = sums[1] * opt.aux_grad_scale;
-  st.grad_norm = global_grad_norm();
+  {
+    PhaseScope phase(be_, Phase::Optimizer);  // the clipping norm
+    st.grad_norm = global_grad_norm();
+  }
   st.skipped = !std::isfinite(st.loss) || !std::isfinite(st.aux_loss) ||
                !std::isfinite(st.grad_norm);
   if (!st.skipped) {
+    PhaseScope phase(be_, Phase::Optimizer);  // AdamW and the Loss-Free bias update
     AdamWParams ap;
     ap.lr = st.lr;
     ap.beta1 = tc.beta1;

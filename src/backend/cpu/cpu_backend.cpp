@@ -20,8 +20,17 @@ class CpuBackend final : public Backend<T> {
   std::string name() const override { return sizeof(T) == 8 ? "cpu-fp64" : "cpu-fp32"; }
 
   // ---- memory ----
-  void* alloc_bytes(size_t bytes) override { return cpu::alloc_bytes(bytes); }
-  void free_bytes(void* p) override { cpu::free_bytes(p); }
+  // Counted for peak_bytes() (moe-bench); allocations happen at model
+  // construction only, so the bookkeeping costs nothing per step.
+  void* alloc_bytes(size_t bytes) override {
+    void* p = cpu::alloc_bytes(bytes);
+    this->count_alloc(p, bytes);
+    return p;
+  }
+  void free_bytes(void* p) override {
+    this->count_free(p);
+    cpu::free_bytes(p);
+  }
   void to_device(void* dst, const void* src_host, size_t bytes) override {
     cpu::copy_bytes(dst, src_host, bytes);
   }

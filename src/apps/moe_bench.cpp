@@ -1,0 +1,299 @@
+// moe-bench: training throughput of a config on synthetic tokens (issue 6):
+// tokens/s, step time, MFU, peak memory and the time per phase of a step.
+//   moe-bench --config configs/bench/1b.yaml [--steps N] [--warmup N] [--json FILE]
+// Runs the real Trainer::train_step on one rank; no checkpoints, metrics
+// files or evaluation. docs/bench.md explains every number.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/common.h"
+#include "apps/device_info.h"
+#include "backend/backend.h"
+#include "data/token_source.h"
+#include "dist/comm.h"
+#include "model/flops.h"
+#include "train/trainer.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: moe-bench --config FILE [--set key.path=value]... [--steps N] [--warmup N]\n"
+    "                 [--backend cpu|cuda] [--peak-tflops X] [--json FILE]\n"
+    "  --config FILE      model and batch to measure (YAML; data.* is replaced by synthetic\n"
+    "                     tokens)\n"
+    "  --set k=v          override one config key, e.g. --set train.micro_batch=8\n"
+    "  --steps N          timed steps (default 10)\n"
+    "  --warmup N         untimed steps first (default 2)\n"
+    "  --backend B        cpu or cuda (default: train.backend of the config; auto = cuda when\n"
+    "                     this build has CUDA and a device is visible, else cpu)\n"
+    "  --peak-tflops X    the device's dense peak in TFLOP/s for MFU (default: the bf16 table\n"
+    "                     of docs/bench.md on a known GPU; none on the CPU)\n"
+    "  --json FILE        also write the results as JSON\n"
+    "  --help             this text\n"
+    "  --version          print the version\n";
+
+struct Args {
+  std::string config_path, backend, json_path;
+  std::vector<std::string> overrides;
+  int64_t steps = 10, warmup = 2;
+  std::optional<double> peak_tflops;
+};
+
+int64_t parse_count(const std::string& flag, const std::string& v, int64_t min) {
+  size_t used = 0;
+  int64_t n = 0;
+  try {
+    n = std::stoll(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != v.size() || n < min)
+    throw moe::InputError(flag + ": expected an integer >= " + std::to_string(min) + ", got '" +
+                          v + "'");
+  return n;
+}
+
+double parse_positive(const std::string& flag, const std::string& v) {
+  size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != v.size() || !(x > 0) || x > 1e9)
+    throw moe::InputError(flag + ": expected a positive number, got '" + v + "'");
+  return x;
+}
+
+// --backend wins; otherwise the config's train.backend, auto meaning CUDA
+// when there is one.
+moe::BackendKind choose_backend(const Args& a, const moe::Config& cfg) {
+  moe::BackendKind kind = cfg.train.backend;
+  if (a.backend == "cpu") kind = moe::BackendKind::Cpu;
+  if (a.backend == "cuda") kind = moe::BackendKind::Cuda;
+  const bool have_cuda = moe::cuda_available();
+  if (kind == moe::BackendKind::Auto)
+    kind = have_cuda ? moe::BackendKind::Cuda : moe::BackendKind::Cpu;
+  if (kind == moe::BackendKind::Cuda && !have_cuda) {
+#ifdef MOE_WITH_CUDA
+    throw moe::InputError("backend cuda: no CUDA device is visible");
+#else
+    throw moe::InputError("backend cuda: this build has no CUDA (configure with -DMOE_CUDA=ON)");
+#endif
+  }
+  const moe::Precision prec = cfg.train.precision;
+  const bool cpu_precision = prec == moe::Precision::Float32 || prec == moe::Precision::Float64;
+  if (kind == moe::BackendKind::Cuda && prec == moe::Precision::Float64)
+    throw moe::ConfigError("config: train.precision: float64 runs on the CPU backend only");
+  if (kind == moe::BackendKind::Cpu && !cpu_precision)
+    throw moe::ConfigError("config: train.precision: " + std::string(moe::to_string(prec)) +
+                           " needs the CUDA backend and this run is on the CPU; pass --set "
+                           "train.precision=float32");
+  return kind;
+}
+
+struct Measurement {
+  std::vector<double> step_s;
+  moe::PhaseSeconds phase_s{};  // summed over the timed steps
+  int64_t skipped = 0;
+  size_t peak_bytes = 0;
+};
+
+template <typename T>
+Measurement measure(const moe::Config& cfg, moe::Backend<T>& be, const Args& a) {
+  moe::LocalComm world;
+  const std::unique_ptr<moe::TokenSource> data = moe::make_train_source(cfg);
+  moe::Trainer<T> trainer(cfg, be, world, *data);
+  for (int64_t s = 0; s < a.warmup; ++s) trainer.train_step(s);
+  Measurement m;
+  be.set_phase_timing(true);
+  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) {
+    be.take_phase_seconds();  // drop the time between steps
+    const moe::StepStats st = trainer.train_step(s);
+    const moe::PhaseSeconds ph = be.take_phase_seconds();
+    for (int p = 0; p < moe::kPhaseCount; ++p) m.phase_s[p] += ph[p];
+    m.step_s.push_back(st.step_seconds);
+    m.skipped += st.skipped ? 1 : 0;
+  }
+  be.set_phase_timing(false);
+  m.peak_bytes = be.peak_bytes();
+  return m;
+}
+
+std::string mib(size_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+int bench(const Args& a) {
+  // Opened first: a bad path fails before minutes of measuring.
+  std::ofstream json_out;
+  if (!a.json_path.empty()) {
+    json_out.open(a.json_path);
+    if (!json_out) throw moe::InputError("--json: cannot write " + a.json_path);
+  }
+  std::vector<std::string> overrides = a.overrides;
+  overrides.push_back("data.source=synthetic");
+  overrides.push_back("train.steps=" + std::to_string(a.warmup + a.steps));
+  moe::Config cfg = moe::load_config(a.config_path, overrides, 1);
+  moe::setup_logging(cfg.log.level);
+  const moe::BackendKind kind = choose_backend(a, cfg);
+  if (cfg.train.threads == 0) cfg.train.threads = omp_get_num_procs();
+
+  std::optional<moe::GpuInfo> gpu;
+  std::string device;
+  Measurement m;
+  std::string backend_name;
+  if (kind == moe::BackendKind::Cuda) {
+#ifdef MOE_WITH_CUDA
+    gpu = moe::gpu_info(0);
+    device = gpu->name;
+    std::printf("note: the CUDA backend has not yet been validated by the gpu tests on a device; "
+                "treat its numbers as provisional\n");
+    auto be = moe::make_cuda_backend(0);
+    backend_name = be->name();
+    m = measure<float>(cfg, *be, a);
+    gpu->used_bytes = moe::gpu_info(0).used_bytes;  // after the run: the model's memory included
+#else
+    throw moe::InternalError("moe-bench: CUDA chosen in a build without CUDA");
+#endif
+  } else {
+    device = "cpu, " + std::to_string(cfg.train.threads) + " threads";
+    if (cfg.train.precision == moe::Precision::Float64) {
+      auto be = moe::make_cpu_backend<double>(cfg.train.threads);
+      backend_name = be->name();
+      m = measure<double>(cfg, *be, a);
+    } else {
+      auto be = moe::make_cpu_backend<float>(cfg.train.threads);
+      backend_name = be->name();
+      m = measure<float>(cfg, *be, a);
+    }
+  }
+
+  // ---- numbers ----
+  const moe::ModelConfig& mc = cfg.model;
+  const int64_t tokens_per_step = int64_t(cfg.train.global_batch) * mc.seq_len;
+  double total_s = 0, min_s = m.step_s.front();
+  for (double s : m.step_s) total_s += s, min_s = std::min(min_s, s);
+  const double mean_s = total_s / double(m.step_s.size());
+  const double tokens_per_s = double(tokens_per_step) / mean_s;
+  const int64_t flops_per_token = moe::train_flops_per_token(mc, cfg.moe);
+  std::optional<double> peak = a.peak_tflops;
+  if (!peak && gpu && gpu->peak_bf16_tflops > 0) peak = gpu->peak_bf16_tflops;
+  std::optional<double> mfu;
+  if (peak) mfu = double(flops_per_token) * tokens_per_s / (*peak * 1e12);
+
+  // Per step; `other` is what the named phases leave of the step time.
+  moe::PhaseSeconds per_step{};
+  double named = 0;
+  for (int p = 0; p < moe::kPhaseCount; ++p) {
+    if (moe::Phase(p) == moe::Phase::Other) continue;
+    per_step[p] = m.phase_s[p] / double(m.step_s.size());
+    named += per_step[p];
+  }
+  per_step[int(moe::Phase::Other)] = std::max(0.0, mean_s - named);
+
+  // ---- table ----
+  std::printf("moe-bench: %s\n", a.config_path.c_str());
+  std::printf("  backend      %s (%s)\n", backend_name.c_str(), device.c_str());
+  std::printf("  model        %d layers (%d MoE), hidden %d, %d shared + %d routed experts, "
+              "top-%d, seq %d\n",
+              mc.layers, mc.moe_layers(), mc.hidden, cfg.moe.n_shared, cfg.moe.n_routed,
+              cfg.moe.top_k, mc.seq_len);
+  std::printf("  parameters   %.2fM total, %.2fM active per token; %.3g training FLOP/token\n",
+              double(moe::total_parameters(mc, cfg.moe)) / 1e6,
+              double(moe::active_parameters(mc, cfg.moe)) / 1e6, double(flops_per_token));
+  std::printf("  batch        %d x %d = %lld tokens per step (micro-batch %d)\n",
+              cfg.train.global_batch, mc.seq_len, (long long)tokens_per_step,
+              cfg.train.micro_batch);
+  std::printf("  steps        %lld warm-up + %lld timed\n\n", (long long)a.warmup,
+              (long long)a.steps);
+  std::printf("  tokens/s     %.0f\n", tokens_per_s);
+  std::printf("  step time    %.2f ms mean, %.2f ms min\n", mean_s * 1e3, min_s * 1e3);
+  if (mfu)
+    std::printf("  MFU          %.2f%% of %.1f TFLOP/s (%.1f TFLOP/s achieved)\n", *mfu * 100,
+                *peak, double(flops_per_token) * tokens_per_s / 1e12);
+  else
+    std::printf("  MFU          n/a (pass --peak-tflops)\n");
+  if (m.peak_bytes > 0)
+    std::printf("  peak memory  %s (backend allocations)", mib(m.peak_bytes).c_str());
+  else
+    std::printf("  peak memory  not counted by this backend");
+  if (gpu) std::printf("; device in use %s of %s", mib(gpu->used_bytes).c_str(),
+                       mib(gpu->total_bytes).c_str());
+  std::printf("\n\n  phase          ms/step   share\n");
+  for (int p = 0; p < moe::kPhaseCount; ++p)
+    std::printf("  %-12s %9.2f  %5.1f%%\n", moe::phase_name(moe::Phase(p)), per_step[p] * 1e3,
+                100.0 * per_step[p] / mean_s);
+  if (m.skipped > 0)
+    std::printf("warning: %lld of the timed steps had a non-finite loss or gradient (no update)\n",
+                (long long)m.skipped);
+  std::fflush(stdout);
+
+  // ---- JSON ----
+  if (!a.json_path.empty()) {
+    nlohmann::json j;
+    j["config"] = a.config_path;
+    j["backend"] = backend_name;
+    j["device"] = device;
+    j["warmup_steps"] = a.warmup;
+    j["steps"] = a.steps;
+    j["tokens_per_step"] = tokens_per_step;
+    j["tokens_per_s"] = tokens_per_s;
+    j["step_s_mean"] = mean_s;
+    j["step_s_min"] = min_s;
+    j["total_parameters"] = moe::total_parameters(mc, cfg.moe);
+    j["active_parameters"] = moe::active_parameters(mc, cfg.moe);
+    j["flops_per_token"] = flops_per_token;
+    j["peak_tflops"] = peak ? nlohmann::json(*peak) : nlohmann::json(nullptr);
+    j["mfu"] = mfu ? nlohmann::json(*mfu) : nlohmann::json(nullptr);
+    j["peak_bytes"] = m.peak_bytes > 0 ? nlohmann::json(m.peak_bytes) : nlohmann::json(nullptr);
+    j["device_used_bytes"] = gpu ? nlohmann::json(gpu->used_bytes) : nlohmann::json(nullptr);
+    j["skipped_steps"] = m.skipped;
+    for (int p = 0; p < moe::kPhaseCount; ++p)
+      j["phases"][moe::phase_name(moe::Phase(p))] = {{"s_per_step", per_step[p]},
+                                                     {"share", per_step[p] / mean_s}};
+    json_out << j.dump(2) << "\n";
+    json_out.close();
+    if (!json_out) throw moe::InputError("--json: cannot write " + a.json_path);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::ensure_passive_openmp_wait(argv);
+  return moe::run_main("moe-bench", [&]() {
+    Args a;
+    if (!moe::parse_flags(
+            argc, argv, "moe-bench", kUsage,
+            {{"--config", [&](const std::string& v) { a.config_path = v; }},
+             {"--set", [&](const std::string& v) { a.overrides.push_back(v); }},
+             {"--steps", [&](const std::string& v) { a.steps = parse_count("--steps", v, 1); }},
+             {"--warmup", [&](const std::string& v) { a.warmup = parse_count("--warmup", v, 0); }},
+             {"--backend",
+              [&](const std::string& v) {
+                if (v != "cpu" && v != "cuda")
+                  throw moe::InputError("--backend: expected cpu or cuda, got '" + v + "'");
+                a.backend = v;
+              }},
+             {"--peak-tflops",
+              [&](const std::string& v) { a.peak_tflops = parse_positive("--peak-tflops", v); }},
+             {"--json", [&](const std::string& v) { a.json_path = v; }}}))
+      return 0;
+    if (a.config_path.empty()) throw moe::InputError("--config is required (see --help)");
+    return bench(a);
+  });
+}

@@ -1,0 +1,315 @@
+// moe-bench and what it stands on: the active-parameter and FLOP counts
+// against hand counts, the peak table, phase timing and memory accounting on
+// the CPU backend, and the moe-bench program end to end.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "apps/device_info.h"
+#include "backend/backend.h"
+#include "command.h"
+#include "config/config.h"
+#include "data/token_source.h"
+#include "dist/comm.h"
+#include "model/flops.h"
+#include "model/transformer.h"
+#include "train/trainer.h"
+
+namespace {
+
+using namespace moe;
+namespace fs = std::filesystem;
+
+const std::string kBenchTiny = std::string(MOE_SOURCE_DIR) + "/configs/bench/tiny.yaml";
+
+// ------------------------------------------------------------ FLOP counts
+
+// The paper's 1B model, by hand (D 1024, V 32064, 9 layers, first dense of
+// width 4096, 2 shared + 64 routed experts of width 512, top-6, seq 2048):
+//   attention 4 D^2 = 4,194,304; norms 2 D = 2,048 per layer
+//   dense FFN 3 D 4096 = 12,582,912; one expert 3 D 512 = 1,572,864
+//   MoE FFN active: router 64 D 65,536 + shared 2 x 1,572,864 + 6 x 1,572,864 = 12,648,448
+//   dense layer 16,779,264 + 8 MoE layers x 16,844,800 = 151,537,664
+//   + final norm 1,024 + LM head V D 32,833,536 = 184,372,224 active
+//   FLOP/token = 6 x 184,372,224 + 12 x 9 x 1024 x 2048 = 1,106,233,344 + 226,492,416
+// Total: active + embedding V D + 8 layers x 58 idle experts x 1,572,864.
+TEST(Flops, PaperOneBillionByHand) {
+  const Config c = load_config(MOE_SOURCE_DIR "/configs/paper/1b_loss_free.yaml");
+  EXPECT_EQ(active_parameters(c.model, c.moe), 184372224);
+  EXPECT_EQ(train_flops_per_token(c.model, c.moe), 1332725760);
+  EXPECT_EQ(total_parameters(c.model, c.moe),
+            184372224 + 32064LL * 1024 + 8LL * 58 * 1572864);
+  // 214K tokens/s of the PyTorch reference on an H100 is 285 TFLOP/s.
+  EXPECT_NEAR(214e3 * double(train_flops_per_token(c.model, c.moe)) / 1e12, 285.2, 0.1);
+
+  // The bench preset measures exactly that model.
+  const Config b = load_config(MOE_SOURCE_DIR "/configs/bench/1b.yaml");
+  EXPECT_EQ(b.model, c.model);
+  EXPECT_EQ(b.moe, c.moe);
+  EXPECT_EQ(b.train.micro_batch, 16);
+  EXPECT_EQ(b.train.global_batch, 16);
+  EXPECT_EQ(b.data.source, DataSource::Synthetic);
+}
+
+// configs/bench/tiny.yaml by hand (D 64, V 512, 3 layers, first dense of
+// width 192, 1 shared + 8 routed experts of width 32, top-2, seq 64):
+//   attention 16,384 + norms 128; dense FFN 36,864; one expert 6,144
+//   MoE FFN active: router 512 + shared 6,144 + 2 x 6,144 = 18,944
+//   53,376 + 2 x 35,456 + final norm 64 + head 32,768 = 157,120 active
+//   FLOP/token = 6 x 157,120 + 12 x 3 x 64 x 64 = 942,720 + 147,456
+TEST(Flops, TinyByHand) {
+  const Config c = load_config(kBenchTiny);
+  EXPECT_EQ(active_parameters(c.model, c.moe), 157120);
+  EXPECT_EQ(train_flops_per_token(c.model, c.moe), 1090176);
+  EXPECT_EQ(total_parameters(c.model, c.moe), 157120 + 32768 + 2 * 6 * 6144);
+}
+
+// The total is what the model really registers, for layouts with and
+// without shared experts and dense layers.
+TEST(Flops, TotalMatchesTheModel) {
+  for (const char* set : {"moe.n_shared=1", "moe.n_shared=0", "model.first_dense_layers=0",
+                          "model.first_dense_layers=3"}) {
+    SCOPED_TRACE(set);
+    const Config c = load_config(kBenchTiny, {set, "train.micro_batch=1", "train.global_batch=1"});
+    auto be = make_cpu_backend<float>(1);
+    Transformer<float> model(c, *be, 1);
+    EXPECT_EQ(int64_t(model.params().size()), total_parameters(c.model, c.moe));
+  }
+}
+
+TEST(DeviceInfo, PeakTable) {
+  EXPECT_DOUBLE_EQ(peak_bf16_dense_tflops("NVIDIA H100 80GB HBM3"), 989.4);
+  EXPECT_DOUBLE_EQ(peak_bf16_dense_tflops("NVIDIA H100 PCIe"), 756);
+  EXPECT_DOUBLE_EQ(peak_bf16_dense_tflops("NVIDIA H800"), 989.4);
+  EXPECT_DOUBLE_EQ(peak_bf16_dense_tflops("NVIDIA H200"), 989.4);
+  EXPECT_DOUBLE_EQ(peak_bf16_dense_tflops("NVIDIA GH200 480GB"), 989.4);
+  EXPECT_DOUBLE_EQ(peak_bf16_dense_tflops("NVIDIA A100-SXM4-80GB"), 312);
+  EXPECT_DOUBLE_EQ(peak_bf16_dense_tflops("NVIDIA A100 80GB PCIe"), 312);
+  EXPECT_DOUBLE_EQ(peak_bf16_dense_tflops("NVIDIA L40S"), 362);
+  EXPECT_EQ(peak_bf16_dense_tflops("NVIDIA L40"), 0);
+  EXPECT_EQ(peak_bf16_dense_tflops("NVIDIA H100 NVL"), 0);
+  EXPECT_EQ(peak_bf16_dense_tflops("Tesla V100-SXM2-16GB"), 0);
+}
+
+// ------------------------------------------------------------ phase timing
+
+Config small_moe_config() {
+  return load_config(kBenchTiny, {"train.micro_batch=4", "train.global_batch=8"});
+}
+
+double sum_of(const PhaseSeconds& s) {
+  double t = 0;
+  for (double x : s) t += x;
+  return t;
+}
+
+TEST(PhaseTiming, StepPhasesAreChargedWithinTheStep) {
+  const Config c = small_moe_config();
+  auto be = make_cpu_backend<float>(2);
+  LocalComm world;
+  const SyntheticSource data(c.train.seed, c.model.vocab_size, c.data.synthetic_branching,
+                             c.model.seq_len, c.train.global_batch);
+  Trainer<float> trainer(c, *be, world, data);
+  trainer.train_step(0);
+  be->set_phase_timing(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  be->take_phase_seconds();
+  const StepStats st = trainer.train_step(1);
+  const PhaseSeconds ph = be->take_phase_seconds();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  for (Phase p : {Phase::Attention, Phase::ExpertGemm, Phase::Dispatch, Phase::Router,
+                  Phase::Optimizer, Phase::Other})
+    EXPECT_GT(ph[int(p)], 0.0) << phase_name(p);
+  EXPECT_LE(sum_of(ph), wall);
+  EXPECT_LE(sum_of(ph) - ph[int(Phase::Other)], st.step_seconds);
+  EXPECT_EQ(be->current_phase(), Phase::Other);  // every scope closed
+  // A take resets: the next one holds only the time since.
+  const auto t1 = std::chrono::steady_clock::now();
+  be->take_phase_seconds();
+  const PhaseSeconds again = be->take_phase_seconds();
+  EXPECT_LE(sum_of(again),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());
+}
+
+TEST(PhaseTiming, OffMeansAllZero) {
+  const Config c = small_moe_config();
+  auto be = make_cpu_backend<float>(2);
+  LocalComm world;
+  const SyntheticSource data(c.train.seed, c.model.vocab_size, c.data.synthetic_branching,
+                             c.model.seq_len, c.train.global_batch);
+  Trainer<float> trainer(c, *be, world, data);
+  EXPECT_FALSE(be->phase_timing());
+  trainer.train_step(0);
+  for (double s : be->take_phase_seconds()) EXPECT_EQ(s, 0.0);
+  // Turning it on and off again drops what was pending.
+  be->set_phase_timing(true);
+  trainer.train_step(1);
+  be->set_phase_timing(false);
+  for (double s : be->take_phase_seconds()) EXPECT_EQ(s, 0.0);
+}
+
+// Timing is instrumentation only: the same steps give bit-identical losses.
+TEST(PhaseTiming, ChangesNoResult) {
+  const Config c = small_moe_config();
+  LocalComm world;
+  const SyntheticSource data(c.train.seed, c.model.vocab_size, c.data.synthetic_branching,
+                             c.model.seq_len, c.train.global_batch);
+  std::vector<double> losses[2];
+  for (int timed = 0; timed < 2; ++timed) {
+    auto be = make_cpu_backend<float>(2);
+    be->set_phase_timing(timed == 1);
+    Trainer<float> trainer(c, *be, world, data);
+    for (int s = 0; s < 3; ++s) losses[timed].push_back(trainer.train_step(s).loss);
+  }
+  EXPECT_EQ(losses[0], losses[1]);
+}
+
+TEST(PhaseTiming, ScopesNestAndRestore) {
+  auto be = make_cpu_backend<float>(1);
+  be->set_phase_timing(true);
+  EXPECT_EQ(be->current_phase(), Phase::Other);
+  {
+    PhaseScope outer(*be, Phase::Router);
+    EXPECT_EQ(be->current_phase(), Phase::Router);
+    {
+      PhaseScope inner(*be, Phase::Dispatch);
+      EXPECT_EQ(be->current_phase(), Phase::Dispatch);
+      {
+        PhaseScope same(*be, Phase::Dispatch);
+        EXPECT_EQ(be->current_phase(), Phase::Dispatch);
+      }
+      EXPECT_EQ(be->current_phase(), Phase::Dispatch);
+    }
+    EXPECT_EQ(be->current_phase(), Phase::Router);
+  }
+  EXPECT_EQ(be->current_phase(), Phase::Other);
+  const PhaseSeconds ph = be->take_phase_seconds();
+  EXPECT_GT(ph[int(Phase::Other)], 0.0);
+  EXPECT_EQ(ph[int(Phase::Attention)], 0.0);  // never entered
+}
+
+TEST(PhaseTiming, Names) {
+  EXPECT_STREQ(phase_name(Phase::Attention), "attention");
+  EXPECT_STREQ(phase_name(Phase::ExpertGemm), "expert_gemm");
+  EXPECT_STREQ(phase_name(Phase::Dispatch), "dispatch");
+  EXPECT_STREQ(phase_name(Phase::Router), "router");
+  EXPECT_STREQ(phase_name(Phase::Optimizer), "optimizer");
+  EXPECT_STREQ(phase_name(Phase::Other), "other");
+}
+
+// ------------------------------------------------------------ memory
+
+TEST(MemoryAccounting, CpuBackendCountsAllocations) {
+  auto be = make_cpu_backend<float>(1);
+  EXPECT_EQ(be->current_bytes(), 0u);
+  void* a = be->alloc_bytes(1000);
+  void* b = be->alloc_bytes(24);
+  EXPECT_EQ(be->current_bytes(), 1024u);
+  be->free_bytes(a);
+  EXPECT_EQ(be->current_bytes(), 24u);
+  EXPECT_EQ(be->peak_bytes(), 1024u);
+  be->free_bytes(b);
+  be->free_bytes(nullptr);  // unknown pointer: counts nothing
+  EXPECT_EQ(be->current_bytes(), 0u);
+
+  const Config c = small_moe_config();
+  {
+    Transformer<float> model(c, *be, c.train.micro_batch);
+    // At least the parameters, gradients and both AdamW moments.
+    EXPECT_GE(be->current_bytes(), 4 * model.params().size() * sizeof(float));
+    EXPECT_GE(be->peak_bytes(), be->current_bytes());
+  }
+  EXPECT_EQ(be->current_bytes(), 0u);
+  EXPECT_GT(be->peak_bytes(), 1024u);
+  be->reset_peak_bytes();
+  EXPECT_EQ(be->peak_bytes(), 0u);
+}
+
+// ------------------------------------------------------------ moe-bench
+
+using moe::test::CommandResult;
+using moe::test::expect_one_line_error;
+
+CommandResult bench(const std::string& args) {
+  return moe::test::run_command(std::string(MOE_BINARY_DIR) + "/moe-bench " + args);
+}
+
+fs::path temp_path(const std::string& name) {
+  return fs::temp_directory_path() / ("moe_bench_" + name + "_" + std::to_string(getpid()));
+}
+
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream f(p);
+  return nlohmann::json::parse(f);
+}
+
+TEST(BenchCli, TinyRunWritesConsistentJson) {
+  const fs::path out = temp_path("run.json");
+  const CommandResult r =
+      bench("--config " + kBenchTiny + " --backend cpu --steps 2 --warmup 1 --json " + out.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* s : {"tokens/s", "step time", "MFU          n/a", "attention", "expert_gemm"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " in:\n" << r.out;
+  const nlohmann::json j = read_json(out);
+  EXPECT_GT(j["tokens_per_s"].get<double>(), 0);
+  EXPECT_EQ(j["tokens_per_step"].get<int64_t>(), 16 * 64);
+  EXPECT_EQ(j["steps"].get<int>(), 2);
+  EXPECT_EQ(j["flops_per_token"].get<int64_t>(), 1090176);
+  EXPECT_TRUE(j["mfu"].is_null());
+  EXPECT_TRUE(j["peak_tflops"].is_null());
+  EXPECT_GT(j["peak_bytes"].get<double>(), 0);
+  const double step = j["step_s_mean"].get<double>();
+  EXPECT_NEAR(j["tokens_per_s"].get<double>(), 16 * 64 / step, 1e-6 * 16 * 64 / step);
+  EXPECT_LE(j["step_s_min"].get<double>(), step);
+  double named = 0, all = 0;
+  for (auto& [name, ph] : j["phases"].items()) {
+    const double s = ph["s_per_step"].get<double>();
+    EXPECT_GE(s, 0) << name;
+    all += s;
+    if (name != "other") {
+      named += s;
+      EXPECT_GT(s, 0) << name;  // an MoE model touches every phase
+    }
+  }
+  EXPECT_EQ(j["phases"].size(), 6u);
+  EXPECT_LE(named, step);
+  EXPECT_NEAR(all, step, 1e-9 + 1e-6 * step);
+  fs::remove(out);
+}
+
+TEST(BenchCli, MfuFromGivenPeak) {
+  const fs::path out = temp_path("mfu.json");
+  const CommandResult r = bench("--config " + kBenchTiny +
+                                " --backend cpu --steps 1 --warmup 0 --peak-tflops 0.5 --json " +
+                                out.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json j = read_json(out);
+  ASSERT_FALSE(j["mfu"].is_null());
+  EXPECT_DOUBLE_EQ(j["peak_tflops"].get<double>(), 0.5);
+  const double want =
+      j["flops_per_token"].get<double>() * j["tokens_per_s"].get<double>() / 0.5e12;
+  EXPECT_NEAR(j["mfu"].get<double>(), want, 1e-12 + 1e-9 * want);
+  fs::remove(out);
+}
+
+TEST(BenchCli, BadInput) {
+  expect_one_line_error(bench(""), "--config");
+  expect_one_line_error(bench("--config " + kBenchTiny + " --steps 0"), "--steps");
+  expect_one_line_error(bench("--config " + kBenchTiny + " --steps x"), "--steps");
+  expect_one_line_error(bench("--config " + kBenchTiny + " --warmup -1"), "--warmup");
+  expect_one_line_error(bench("--config " + kBenchTiny + " --backend tpu"), "--backend");
+  expect_one_line_error(bench("--config " + kBenchTiny + " --peak-tflops 0"), "--peak-tflops");
+  expect_one_line_error(bench("--config " + kBenchTiny + " --bogus 1"), "--bogus");
+  expect_one_line_error(bench("--config " + kBenchTiny + " --set moe.top_k=9"), "moe.top_k");
+  expect_one_line_error(bench("--config /nonexistent/b.yaml"), "/nonexistent/b.yaml");
+  expect_one_line_error(
+      bench("--config " + kBenchTiny + " --backend cpu --json /nonexistent/dir/x.json"),
+      "/nonexistent/dir/x.json");
+}
+
+}  // namespace
