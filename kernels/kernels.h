@@ -21,6 +21,12 @@ namespace moe::kernels {
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int N, int D,
                      float eps, cudaStream_t stream);
 
+// sum[N,D] = resid + delta, then y and rstd as rmsnorm_forward of sum (the
+// residual add fused with the next norm).
+void residual_rmsnorm_forward(float* sum, float* y, float* rstd, const float* resid,
+                              const float* delta, const float* w, int N, int D, float eps,
+                              cudaStream_t stream);
+
 // Bytes of device workspace rmsnorm_backward needs for these sizes (the
 // per-chunk partial sums of dw; the chunking depends on N and D only, so the
 // result is bit-identical on every device and every run).
@@ -55,4 +61,5 @@ void expert_counts(int64_t* counts, const int32_t* expert_idx, int N, int K, int
 
 // The other op families, one header each beside their .cu files.
 #include "kernels_attention_dispatch.h"
+#include "kernels_convert.h"
 #include "kernels_elementwise.h"

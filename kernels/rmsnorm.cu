@@ -57,6 +57,27 @@ __global__ void __launch_bounds__(kThreads)
   for (int j = threadIdx.x; j < D; j += kThreads) y[row + j] = x[row + j] * r * w[j];
 }
 
+// The residual add fused with the norm: one read of resid and delta, one
+// write of their sum, the statistics and y from the same registers' values.
+// Each thread re-reads only the sum entries it wrote itself (no barrier needed).
+__global__ void __launch_bounds__(kThreads)
+    residual_rmsnorm_forward_kernel(float* __restrict__ sum, float* __restrict__ y,
+                                    float* __restrict__ rstd, const float* __restrict__ resid,
+                                    const float* __restrict__ delta, const float* __restrict__ w,
+                                    int D, float eps) {
+  const size_t row = static_cast<size_t>(blockIdx.x) * D;
+  float ss = 0.f;
+  for (int j = threadIdx.x; j < D; j += kThreads) {
+    const float v = resid[row + j] + delta[row + j];
+    sum[row + j] = v;
+    ss += v * v;
+  }
+  ss = block_sum(ss);
+  const float r = 1.f / sqrtf(ss / D + eps);
+  if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+  for (int j = threadIdx.x; j < D; j += kThreads) y[row + j] = sum[row + j] * r * w[j];
+}
+
 // dx for one row per block: needs the row's mean(g * x), hence the block sum.
 __global__ void __launch_bounds__(kThreads)
     rmsnorm_backward_dx_kernel(float* __restrict__ dx, const float* __restrict__ dy,
@@ -113,6 +134,18 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int 
   if (N == 0) return;
   MOE_CHECK(y && rstd && x && w, "rmsnorm_forward: null pointer");
   rmsnorm_forward_kernel<<<N, kThreads, 0, stream>>>(y, rstd, x, w, D, eps);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+void residual_rmsnorm_forward(float* sum, float* y, float* rstd, const float* resid,
+                              const float* delta, const float* w, int N, int D, float eps,
+                              cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && D > 0, "residual_rmsnorm_forward: bad shape N=" + std::to_string(N) +
+                                 " D=" + std::to_string(D));
+  if (N == 0) return;
+  MOE_CHECK(sum && y && rstd && resid && delta && w, "residual_rmsnorm_forward: null pointer");
+  residual_rmsnorm_forward_kernel<<<N, kThreads, 0, stream>>>(sum, y, rstd, resid, delta, w, D,
+                                                              eps);
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 

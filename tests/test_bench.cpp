@@ -50,8 +50,9 @@ TEST(Flops, PaperOneBillionByHand) {
   const Config b = load_config(MOE_SOURCE_DIR "/configs/bench/1b.yaml");
   EXPECT_EQ(b.model, c.model);
   EXPECT_EQ(b.moe, c.moe);
-  EXPECT_EQ(b.train.micro_batch, 16);
-  EXPECT_EQ(b.train.global_batch, 16);
+  EXPECT_EQ(b.train.global_batch, 16);  // the reference's tokens per step
+  EXPECT_EQ(b.train.micro_batch, 8);    // in two micro-batches: fits an 80 GB H100
+  EXPECT_EQ(b.train.precision, Precision::BFloat16);
   EXPECT_EQ(b.data.source, DataSource::Synthetic);
 }
 

@@ -41,6 +41,14 @@ TEST(Cli, InconsistentConfig) {
   expect_one_line_error(run("--config " + kTiny + " --set moe.top_k=9"), "moe.top_k");
 }
 
+TEST(Cli, CudaTrainingNotYetEnabled) {
+  // Until the gpu tests have passed on a device (docs/cuda.md).
+  expect_one_line_error(run("--config " + kTiny + " --set train.backend=cuda"), "train.backend");
+  expect_one_line_error(
+      run("--config " + kTiny + " --set train.backend=auto --set train.precision=bfloat16"),
+      "train.precision");
+}
+
 TEST(Cli, MissingConfigFile) {
   expect_one_line_error(run("--config /nonexistent/x.yaml"), "/nonexistent/x.yaml");
 }

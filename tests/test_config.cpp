@@ -182,6 +182,7 @@ TEST(Config, EnumNames) {
   EXPECT_STREQ(to_string(BackendKind::Cuda), "cuda");
   EXPECT_STREQ(to_string(Precision::Float32), "float32");
   EXPECT_STREQ(to_string(Precision::Float64), "float64");
+  EXPECT_STREQ(to_string(Precision::BFloat16), "bfloat16");
   EXPECT_STREQ(to_string(Transport::Auto), "auto");
   EXPECT_STREQ(to_string(Transport::Mpi), "mpi");
   EXPECT_STREQ(to_string(Transport::Nccl), "nccl");
@@ -445,6 +446,12 @@ TEST(ConfigValidation, Optimizer) {
   c.train.backend = BackendKind::Cuda;
   expect_invalid(c, "train.precision");
   c.train.backend = BackendKind::Cpu;
+  EXPECT_NO_THROW(validate_config(c, 1));
+  c.train.precision = Precision::BFloat16;  // the CPU computes in fp32 only
+  expect_invalid(c, "train.precision");
+  c.train.backend = BackendKind::Cuda;
+  EXPECT_NO_THROW(validate_config(c, 1));
+  c.train.backend = BackendKind::Auto;
   EXPECT_NO_THROW(validate_config(c, 1));
 }
 

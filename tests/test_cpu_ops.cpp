@@ -228,6 +228,22 @@ TEST_F(CpuOps, RmsNormForwardAndGradients) {
   EXPECT_LT(rel_err(fdw, minus(dw, -1.0)), kTol);
 }
 
+TEST_F(CpuOps, ResidualRmsNormIsAddThenNorm) {
+  const int N = 4, D = 10;
+  const double eps = 1e-6;
+  const Vec resid = randn(N * D, 12), delta = randn(N * D, 13), w = randn(D, 14);
+  Vec sum(N * D), y(N * D), rstd(N), y_ref(N * D), rstd_ref(N);
+  be->residual_rmsnorm_forward(sum.data(), y.data(), rstd.data(), resid.data(), delta.data(),
+                               w.data(), N, D, eps);
+  Vec sum_ref = resid;
+  be->add_inplace(sum_ref.data(), delta.data(), N * D);
+  be->rmsnorm_forward(y_ref.data(), rstd_ref.data(), sum_ref.data(), w.data(), N, D, eps);
+  EXPECT_EQ(sum, sum_ref);  // bit-identical: the model's results did not change with the fusion
+  EXPECT_EQ(y, y_ref);
+  EXPECT_EQ(rstd, rstd_ref);
+  for (int i = 0; i < N * D; i++) EXPECT_NEAR(sum[i], resid[i] + delta[i], 1e-15);
+}
+
 // ------------------------------------------------------------------ rope ----
 
 TEST_F(CpuOps, RopeGradientNormsAndHandValue) {

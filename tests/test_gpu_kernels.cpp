@@ -108,6 +108,30 @@ TEST(GpuRmsNorm, ForwardMatchesFp64Reference) {
   }
 }
 
+TEST(GpuRmsNorm, ResidualFusedForwardMatchesFp64Reference) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(77);
+  for (const Shape sh : kNormShapes) {
+    SCOPED_TRACE("N=" + std::to_string(sh.N) + " D=" + std::to_string(sh.D));
+    const auto resid = scaled_rows(sh.N, sh.D, rng), delta = scaled_rows(sh.N, sh.D, rng);
+    const auto w = normal(sh.D, rng, 1.0, 0.2);
+    std::vector<float> sum(resid.size());
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] = resid[i] + delta[i];  // fp32, like the kernel
+    std::vector<double> y_ref, rstd_ref;
+    rmsnorm_forward_ref(y_ref, rstd_ref, sum, w, sh.N, sh.D);
+
+    DeviceBuffer<float> dr(resid), dd(delta), dw(w), dsum(sum.size()), dy(sum.size()),
+        drstd(sh.N);
+    moe::kernels::residual_rmsnorm_forward(dsum.get(), dy.get(), drstd.get(), dr.get(), dd.get(),
+                                           dw.get(), sh.N, sh.D, static_cast<float>(kEps),
+                                           nullptr);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_EQ(dsum.download(), sum);  // the add is one fp32 rounding on both sides
+    EXPECT_LT(elementwise_rel_err(drstd.download(), rstd_ref), 1e-5);
+    EXPECT_LT(elementwise_rel_err(dy.download(), y_ref), 1e-5);
+  }
+}
+
 TEST(GpuRmsNorm, BackwardMatchesFp64ReferenceAndAccumulates) {
   SKIP_WITHOUT_DEVICE();
   std::mt19937_64 rng(99);

@@ -76,6 +76,10 @@ void resolve_backend_or_throw(const Config& cfg) {
     throw ConfigError(
         "config: train.backend: cuda is not available yet (the CUDA training backend is not "
         "built); use cpu or auto");
+  if (cfg.train.precision == Precision::BFloat16)
+    throw ConfigError(
+        "config: train.precision: bfloat16 needs the CUDA training backend, which is not "
+        "available yet; use float32");
 }
 
 std::string describe_balance(const BalanceConfig& b) {

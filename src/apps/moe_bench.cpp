@@ -161,7 +161,7 @@ int bench(const Args& a) {
     device = gpu->name;
     std::printf("note: the CUDA backend has not yet been validated by the gpu tests on a device; "
                 "treat its numbers as provisional\n");
-    auto be = moe::make_cuda_backend(0);
+    auto be = moe::make_cuda_backend(0, cfg.train.precision);
     backend_name = be->name();
     m = measure<float>(cfg, *be, a);
     gpu->used_bytes = moe::gpu_info(0).used_bytes;  // after the run: the model's memory included

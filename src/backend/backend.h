@@ -124,6 +124,16 @@ class Backend {
   // dx[N,I] (= or += by accumulate_dx) dy W ; dW[O,I] += dy^T x. dx may be null.
   virtual void linear_backward(T* dx, T* dW, const T* dy, const T* x, const T* W, int N, int I,
                                int O, bool accumulate_dx) = 0;
+  // The same two ops, always in full fp32 whatever the backend's matmul
+  // precision: the router's logits (DESIGN.md section 2). A backend whose
+  // matmuls are fp32 anyway keeps these defaults.
+  virtual void linear_forward_fp32(T* y, const T* x, const T* W, int N, int I, int O) {
+    linear_forward(y, x, W, N, I, O);
+  }
+  virtual void linear_backward_fp32(T* dx, T* dW, const T* dy, const T* x, const T* W, int N,
+                                    int I, int O, bool accumulate_dx) {
+    linear_backward(dx, dW, dy, x, W, N, I, O, accumulate_dx);
+  }
   // Grouped (one per expert): rows [offsets[g], offsets[g+1]) use W + g*O*I.
   // offsets_host has groups+1 entries; groups with no rows are skipped.
   virtual void grouped_linear_forward(T* y, const T* x, const T* W, const int64_t* offsets_host,
@@ -143,6 +153,12 @@ class Backend {
   // dx +=, dw +=
   virtual void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd,
                                 int N, int D) = 0;
+  // The residual add fused with the norm after it (one pass over the rows):
+  // sum = resid + delta, then y = RMSNorm(sum) as above. Same values as
+  // copy + add_inplace + rmsnorm_forward. Its backward is rmsnorm_backward on
+  // sum (the add passes the gradient through).
+  virtual void residual_rmsnorm_forward(T* sum, T* y, T* rstd, const T* resid, const T* delta,
+                                        const T* w, int N, int D, double eps) = 0;
 
   // ---- attention over a fused qkv buffer [N, 3*H*hd] (q | k | v) ----
   // RoPE, rotate-half, on the q and k parts in place; position = index in sequence.
@@ -247,6 +263,11 @@ class Backend {
     mem_current_ += bytes;
     if (mem_current_ > mem_peak_) mem_peak_ = mem_current_;
   }
+  // Bytes of the live allocation at p (0 if p is not one).
+  size_t allocation_size(const void* p) const {
+    const auto it = sizes_.find(p);
+    return it == sizes_.end() ? 0 : it->second;
+  }
   void count_free(const void* p) {
     const auto it = sizes_.find(p);
     if (it == sizes_.end()) return;
@@ -290,8 +311,11 @@ template <typename T>
 std::unique_ptr<Backend<T>> make_cpu_backend(int threads = 0);
 
 // Creates the CUDA backend on `device` (defined only in builds with CUDA,
-// MOE_WITH_CUDA). Not yet selectable by moe-train: it is checked against the
-// CPU backend by the gpu tests first.
-std::unique_ptr<Backend<float>> make_cuda_backend(int device);
+// MOE_WITH_CUDA). precision Float32: fp32 cuBLAS GEMMs without TF32 (the
+// exact mirror of the CPU backend); BFloat16: bf16 matmul operands with fp32
+// accumulation and fp32 master weights, activations and statistics
+// (src/backend/cuda/bf16_linear.h). Not yet selectable by moe-train: it is
+// checked against the CPU backend by the gpu tests first.
+std::unique_ptr<Backend<float>> make_cuda_backend(int device, Precision precision);
 
 }  // namespace moe

@@ -44,7 +44,8 @@ MOE_ENUM_NAMES(DataSource, {DataSource::Synthetic, "synthetic"}, {DataSource::To
 MOE_ENUM_NAMES(TokenDType, {TokenDType::U16, "uint16"}, {TokenDType::U32, "uint32"})
 MOE_ENUM_NAMES(BackendKind, {BackendKind::Auto, "auto"}, {BackendKind::Cpu, "cpu"},
                {BackendKind::Cuda, "cuda"})
-MOE_ENUM_NAMES(Precision, {Precision::Float32, "float32"}, {Precision::Float64, "float64"})
+MOE_ENUM_NAMES(Precision, {Precision::Float32, "float32"}, {Precision::Float64, "float64"},
+               {Precision::BFloat16, "bfloat16"})
 MOE_ENUM_NAMES(Transport, {Transport::Auto, "auto"}, {Transport::Mpi, "mpi"},
                {Transport::Nccl, "nccl"})
 MOE_ENUM_NAMES(NonFinitePolicy, {NonFinitePolicy::Skip, "skip"}, {NonFinitePolicy::Stop, "stop"})
@@ -522,6 +523,9 @@ void validate_config(const Config& c, int world_size) {
   if (t.precision == Precision::Float64 && t.backend != BackendKind::Cpu)
     fail("train.precision", "float64 requires train.backend cpu, got " +
                                 std::string(to_string(t.backend)));
+  if (t.precision == Precision::BFloat16 && t.backend == BackendKind::Cpu)
+    fail("train.precision", "bfloat16 needs the CUDA backend (train.backend cuda or auto); the CPU "
+                            "backend computes in float32");
 
   const DataConfig& d = c.data;
   if (d.source != DataSource::Synthetic && d.path.empty())

@@ -18,7 +18,7 @@ enum class LrSchedule { Cosine, Multistep, Constant };
 enum class DataSource { Synthetic, Tokens, Shards };
 enum class TokenDType { U16, U32 };
 enum class BackendKind { Auto, Cpu, Cuda };
-enum class Precision { Float32, Float64 };
+enum class Precision { Float32, Float64, BFloat16 };
 enum class Transport { Auto, Mpi, Nccl };
 enum class NonFinitePolicy { Skip, Stop };
 

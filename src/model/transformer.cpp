@@ -91,18 +91,19 @@ ForwardResult Transformer<T>::forward(const int32_t* tokens, const int32_t* targ
   be_.to_device(targets_, targets, size_t(N) * sizeof(int32_t));
   ForwardResult r;
   r.tokens = N;
-  const size_t act = size_t(N) * D * sizeof(T);
 
   be_.embedding_forward(layers_[0].resid, params_.param(embed_), tokens_, N, D);
+  be_.rmsnorm_forward(layers_[0].ln1_out, layers_[0].rstd1, layers_[0].resid,
+                      params_.param(layers_[0].ln1), N, D, mc.norm_eps);
+  // Each residual add is fused with the norm that reads its result: mid and
+  // ln2_out after attention, then the next layer's resid and ln1_out (or the
+  // final norm) after the FFN.
   int m = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& L = layers_[l];
-    be_.rmsnorm_forward(L.ln1_out, L.rstd1, L.resid, params_.param(L.ln1), N, D, mc.norm_eps);
     L.attn->forward(be_, params_, tmp_, L.ln1_out, B);
-    be_.copy(L.mid, L.resid, act);
-    be_.add_inplace(L.mid, tmp_, size_t(N) * D);
-
-    be_.rmsnorm_forward(L.ln2_out, L.rstd2, L.mid, params_.param(L.ln2), N, D, mc.norm_eps);
+    be_.residual_rmsnorm_forward(L.mid, L.ln2_out, L.rstd2, L.resid, tmp_, params_.param(L.ln2), N,
+                                 D, mc.norm_eps);
     if (L.dense) {
       L.dense->forward(be_, params_, tmp_, L.ln2_out, N);
     } else {
@@ -111,12 +112,16 @@ ForwardResult Transformer<T>::forward(const int32_t* tokens, const int32_t* targ
                                        counts, aux_ptr);
       ++m;
     }
-    T* next = l + 1 < layers_.size() ? layers_[l + 1].resid : resid_final_;
-    be_.copy(next, L.mid, act);
-    be_.add_inplace(next, tmp_, size_t(N) * D);
+    if (l + 1 < layers_.size()) {
+      Layer& next = layers_[l + 1];
+      be_.residual_rmsnorm_forward(next.resid, next.ln1_out, next.rstd1, L.mid, tmp_,
+                                   params_.param(next.ln1), N, D, mc.norm_eps);
+    } else {
+      be_.residual_rmsnorm_forward(resid_final_, lnf_out_, rstdf_, L.mid, tmp_, params_.param(lnf_),
+                                   N, D, mc.norm_eps);
+    }
   }
 
-  be_.rmsnorm_forward(lnf_out_, rstdf_, resid_final_, params_.param(lnf_), N, D, mc.norm_eps);
   be_.linear_forward(logits_, lnf_out_, params_.param(head_), N, D, V);
   // Training: the loss kernel turns logits into dlogits in place (no second copy).
   be_.cross_entropy(losses_, training ? logits_ : nullptr, logits_, targets_, N, V,

@@ -30,7 +30,7 @@ template <typename T>
 double Router<T>::forward(Backend<T>& be, const ParamSet<T>& ps, const T* x, int N,
                           const float* bias, const AuxLossSpec* aux) {
   PhaseScope phase(be, Phase::Router);  // router GEMM, scores, top-K and the aux loss
-  be.linear_forward(logits_, x, ps.param(w_), N, D_, spec_.E);
+  be.linear_forward_fp32(logits_, x, ps.param(w_), N, D_, spec_.E);
   be.router_scores_forward(scores_, logits_, N, spec_.E, fn_);
   be.topk_route(idx_, gates_, scores_, bias, N, spec_);
   aux_active_ = aux != nullptr && dscores_aux_ != nullptr;
@@ -53,7 +53,7 @@ void Router<T>::backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dgates
     be.zero(dscores_, bytes);
   be.topk_route_backward(dscores_, dgates, scores_, idx_, N, spec_);
   be.router_scores_backward(dlogits_, dscores_, scores_, N, spec_.E, fn_);
-  be.linear_backward(dx, ps.grad(w_), dlogits_, x, ps.param(w_), N, D_, spec_.E, true);
+  be.linear_backward_fp32(dx, ps.grad(w_), dlogits_, x, ps.param(w_), N, D_, spec_.E, true);
 }
 
 template class Router<float>;

@@ -77,6 +77,10 @@ class CpuBackend final : public Backend<T> {
                         int D) override {
     cpu::rmsnorm_backward(nt_, dx, dw, dy, x, w, rstd, N, D);
   }
+  void residual_rmsnorm_forward(T* sum, T* y, T* rstd, const T* resid, const T* delta, const T* w,
+                                int N, int D, double eps) override {
+    cpu::residual_rmsnorm_forward(nt_, sum, y, rstd, resid, delta, w, N, D, eps);
+  }
 
   // ---- attention ----
   void rope_forward(T* qkv, int B, int S, int H, int hd, double theta) override {

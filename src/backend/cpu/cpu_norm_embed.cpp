@@ -31,18 +31,33 @@ void embedding_backward(int nt, T* dtable, const T* dy, const int32_t* tokens, i
   }
 }
 
-// y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); mean of squares in double.
+// One row: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); mean of squares in double.
+template <typename T>
+void rmsnorm_row(T* yr, T* rstd, const T* xr, const T* w, int D, double eps) {
+  double ss = 0.0;
+  for (int d = 0; d < D; d++) ss += static_cast<double>(xr[d]) * xr[d];
+  const T r = static_cast<T>(1.0 / std::sqrt(ss / D + eps));
+  *rstd = r;
+  for (int d = 0; d < D; d++) yr[d] = xr[d] * r * w[d];
+}
+
 template <typename T>
 void rmsnorm_forward(int nt, T* y, T* rstd, const T* x, const T* w, int N, int D, double eps) {
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int n = 0; n < N; n++) {
-    const T* xr = x + static_cast<size_t>(n) * D;
-    T* yr = y + static_cast<size_t>(n) * D;
-    double ss = 0.0;
-    for (int d = 0; d < D; d++) ss += static_cast<double>(xr[d]) * xr[d];
-    const T r = static_cast<T>(1.0 / std::sqrt(ss / D + eps));
-    rstd[n] = r;
-    for (int d = 0; d < D; d++) yr[d] = xr[d] * r * w[d];
+    const size_t row = static_cast<size_t>(n) * D;
+    rmsnorm_row(y + row, rstd + n, x + row, w, D, eps);
+  }
+}
+
+template <typename T>
+void residual_rmsnorm_forward(int nt, T* sum, T* y, T* rstd, const T* resid, const T* delta,
+                              const T* w, int N, int D, double eps) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int n = 0; n < N; n++) {
+    const size_t row = static_cast<size_t>(n) * D;
+    for (int d = 0; d < D; d++) sum[row + d] = resid[row + d] + delta[row + d];
+    rmsnorm_row(y + row, rstd + n, sum + row, w, D, eps);
   }
 }
 
@@ -82,6 +97,8 @@ void rmsnorm_backward(int nt, T* dx, T* dw, const T* dy, const T* x, const T* w,
   template void embedding_forward<T>(int, T*, const T*, const int32_t*, int, int);     \
   template void embedding_backward<T>(int, T*, const T*, const int32_t*, int, int);    \
   template void rmsnorm_forward<T>(int, T*, T*, const T*, const T*, int, int, double); \
+  template void residual_rmsnorm_forward<T>(int, T*, T*, T*, const T*, const T*, const T*, int, \
+                                            int, double);                                     \
   template void rmsnorm_backward<T>(int, T*, T*, const T*, const T*, const T*, const T*, int, int);
 INSTANTIATE(float)
 INSTANTIATE(double)

@@ -58,6 +58,9 @@ void embedding_backward(int nt, T* dtable, const T* dy, const int32_t* tokens, i
 template <typename T>
 void rmsnorm_forward(int nt, T* y, T* rstd, const T* x, const T* w, int N, int D, double eps);
 template <typename T>
+void residual_rmsnorm_forward(int nt, T* sum, T* y, T* rstd, const T* resid, const T* delta,
+                              const T* w, int N, int D, double eps);
+template <typename T>
 void rmsnorm_backward(int nt, T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd,
                       int N, int D);
 

@@ -1,16 +1,21 @@
-// The CUDA backend, first version: Backend<float> over the kernels in
-// kernels/ and cuBLAS fp32 GEMMs, all on one stream. It exists so the GPU
-// path can be checked op by op and step by step against the CPU backend
-// (tests/test_gpu_backend.cpp). Still to come (issue 6): bf16 copies of the
-// weights for cuBLASLt matmuls, one grouped GEMM per projection instead of a
-// loop over experts, fused kernels, CUDA-event timing.
+// The CUDA backend: Backend<float> over the kernels in kernels/ and cuBLAS,
+// all on one stream. Two matmul precisions (make_cuda_backend):
+// - Float32: cuBLAS SGEMM without TF32, the exact mirror of the CPU backend,
+//   so the GPU path can be checked op by op and step by step against it
+//   (tests/test_gpu_backend.cpp);
+// - BFloat16: bf16 operands, fp32 accumulation (Bf16Linear: cuBLASLt for
+//   dense layers, one grouped GEMM per expert projection); the router's
+//   matmul stays fp32 either way.
+// Phase timing (moe-bench) uses CUDA events on the stream.
 #include <cublas_v2.h>
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/bf16_linear.h"
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
 #include "kernels.h"
@@ -19,28 +24,39 @@
 namespace moe {
 namespace {
 
-void cublas_check(cublasStatus_t st, const char* what) {
-  if (st != CUBLAS_STATUS_SUCCESS)
-    throw InternalError(std::string("cublas: ") + what + " failed with status " +
-                        std::to_string(int(st)));
-}
+void check(cublasStatus_t st, const char* what) { cublas_check(int(st), what); }
 
 class CudaBackend final : public Backend<float> {
  public:
-  explicit CudaBackend(int device) {
+  CudaBackend(int device, Precision precision) {
+    if (precision == Precision::Float64)
+      throw ConfigError("config: train.precision: float64 runs on the CPU backend only");
     MOE_CUDA_CHECK(cudaSetDevice(device));
     MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    cublas_check(cublasCreate(&blas_), "create");
-    cublas_check(cublasSetStream(blas_, stream_), "set stream");
+    check(cublasCreate(&blas_), "create");
+    check(cublasSetStream(blas_, stream_), "set stream");
     // Full fp32: no TF32 shortcuts, so results match the CPU reference.
-    cublas_check(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH), "math mode");
+    check(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH), "math mode");
+    if (precision == Precision::BFloat16) bf16_ = std::make_unique<Bf16Linear>(stream_);
   }
   ~CudaBackend() override {
+    for (cudaEvent_t e : event_pool_) cudaEventDestroy(e);
+    for (auto& m : marks_) cudaEventDestroy(m.second);
+    if (last_mark_) cudaEventDestroy(last_mark_);
+    bf16_.reset();
     if (workspace_) cudaFree(workspace_);
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
   }
-  std::string name() const override { return "cuda-fp32"; }
+  std::string name() const override { return bf16_ ? "cuda-bf16" : "cuda-fp32"; }
+
+  // ---- memory accounting: the bf16 weight copies and scratch count too ----
+  size_t current_bytes() const override {
+    return Backend<float>::current_bytes() + (bf16_ ? bf16_->bytes_held() : 0);
+  }
+  size_t peak_bytes() const override {  // bf16 buffers only grow, so peak + now held
+    return Backend<float>::peak_bytes() + (bf16_ ? bf16_->bytes_held() : 0);
+  }
 
   // ---- memory ----
   void* alloc_bytes(size_t bytes) override {
@@ -48,10 +64,19 @@ class CudaBackend final : public Backend<float> {
     MOE_CUDA_CHECK(cudaMalloc(&p, bytes == 0 ? 1 : bytes));
     MOE_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes == 0 ? 1 : bytes, stream_));
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    count_alloc(p, bytes);
     return p;
   }
-  void free_bytes(void* p) override { cudaFree(p); }
+  void free_bytes(void* p) override {
+    if (bf16_) bf16_->forget(p, allocation_size(p));
+    count_free(p);
+    cudaFree(p);
+  }
+  // Every op below that can write a weight (a parameter region) tells the
+  // bf16 path, whose weight copies are then stale; the other ops write
+  // activations or gradients only.
   void to_device(void* dst, const void* src, size_t bytes) override {
+    written(dst, bytes);
     MOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // src may be reused at once
   }
@@ -60,18 +85,22 @@ class CudaBackend final : public Backend<float> {
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   void copy(void* dst, const void* src, size_t bytes) override {
+    written(dst, bytes);
     MOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
   void zero(void* p, size_t bytes) override {
+    written(p, bytes);
     MOE_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_));
   }
   void synchronize() override { MOE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
   // ---- elementwise and reductions ----
   void add_inplace(float* y, const float* x, size_t n) override {
+    written(y, n * sizeof(float));
     kernels::add_inplace(y, x, n, stream_);
   }
   void scale_inplace(float* x, double a, size_t n) override {
+    written(x, n * sizeof(float));
     kernels::scale_inplace(x, a, n, stream_);
   }
   double sum(const float* x, size_t n) override {
@@ -86,28 +115,42 @@ class CudaBackend final : public Backend<float> {
   // ---- linear layers (row-major through column-major cuBLAS) ----
   // y[N,O] = x W^T  <=>  y^T (O x N) = W^T' x^T with W read as I x O.
   void linear_forward(float* y, const float* x, const float* W, int N, int I, int O) override {
-    gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, y, O);
+    if (bf16_) return bf16_->forward(y, x, W, N, I, O);
+    linear_forward_fp32(y, x, W, N, I, O);
   }
   void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W,
                        int N, int I, int O, bool accumulate_dx) override {
+    if (bf16_) return bf16_->backward(dx, dW, dy, x, W, N, I, O, accumulate_dx);
+    linear_backward_fp32(dx, dW, dy, x, W, N, I, O, accumulate_dx);
+  }
+  void linear_forward_fp32(float* y, const float* x, const float* W, int N, int I,
+                           int O) override {
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, y, O);
+  }
+  void linear_backward_fp32(float* dx, float* dW, const float* dy, const float* x, const float* W,
+                            int N, int I, int O, bool accumulate_dx) override {
     if (dx) gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);
     gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dy, O, 1.0f, dW, I);
   }
+  // fp32: one SGEMM per expert with tokens (the exact reference); bf16: one
+  // grouped GEMM for all experts.
   void grouped_linear_forward(float* y, const float* x, const float* W,
                               const int64_t* offsets_host, int groups, int I, int O) override {
+    if (bf16_) return bf16_->grouped_forward(y, x, W, offsets_host, groups, I, O);
     for (int g = 0; g < groups; ++g) {
       const int64_t r0 = offsets_host[g], rows = offsets_host[g + 1] - r0;
       if (rows > 0)
-        linear_forward(y + r0 * O, x + r0 * I, W + size_t(g) * O * I, int(rows), I, O);
+        linear_forward_fp32(y + r0 * O, x + r0 * I, W + size_t(g) * O * I, int(rows), I, O);
     }
   }
   void grouped_linear_backward(float* dx, float* dW, const float* dy, const float* x,
                                const float* W, const int64_t* offsets_host, int groups, int I,
                                int O) override {
+    if (bf16_) return bf16_->grouped_backward(dx, dW, dy, x, W, offsets_host, groups, I, O);
     for (int g = 0; g < groups; ++g) {
       const int64_t r0 = offsets_host[g], rows = offsets_host[g + 1] - r0;
       if (rows > 0)
-        linear_backward(dx ? dx + r0 * I : nullptr, dW + size_t(g) * O * I, dy + r0 * O,
+        linear_backward_fp32(dx ? dx + r0 * I : nullptr, dW + size_t(g) * O * I, dy + r0 * O,
                         x + r0 * I, W + size_t(g) * O * I, int(rows), I, O, false);
     }
   }
@@ -124,6 +167,11 @@ class CudaBackend final : public Backend<float> {
   void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int N, int D,
                        double eps) override {
     kernels::rmsnorm_forward(y, rstd, x, w, N, D, float(eps), stream_);
+  }
+  void residual_rmsnorm_forward(float* sum, float* y, float* rstd, const float* resid,
+                                const float* delta, const float* w, int N, int D,
+                                double eps) override {
+    kernels::residual_rmsnorm_forward(sum, y, rstd, resid, delta, w, N, D, float(eps), stream_);
   }
   void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
                         const float* rstd, int N, int D) override {
@@ -226,16 +274,74 @@ class CudaBackend final : public Backend<float> {
   }
   void adamw_step(float* params, const float* grads, float* m, float* v, size_t n,
                   const AdamWParams& p) override {
+    written(params, n * sizeof(float));
     kernels::adamw_step(params, grads, m, v, n, p.lr, p.beta1, p.beta2, p.eps, p.weight_decay,
                         p.step, p.grad_scale, stream_);
   }
 
+ protected:
+  // ---- phase timing with CUDA events on the stream (moe-bench) ----
+  // A mark records an event where the host has queued the work so far; the
+  // time between consecutive events is the GPU time of the phase in between.
+  // mark must not throw: a failure is kept and reported by collect.
+  void phase_clock_start() override {
+    release_marks();
+    if (!last_mark_) last_mark_ = take_event();
+    if (last_mark_) record(last_mark_);
+  }
+  void phase_clock_mark(Phase ended) override {
+    cudaEvent_t e = take_event();
+    if (!e || !record(e)) return;
+    marks_.emplace_back(ended, e);
+  }
+  PhaseSeconds phase_clock_collect() override {
+    PhaseSeconds out{};
+    const cudaError_t err = phase_error_;
+    phase_error_ = cudaSuccess;
+    MOE_CUDA_CHECK(err);
+    for (auto& [phase, e] : marks_) {
+      MOE_CUDA_CHECK(cudaEventSynchronize(e));
+      float ms = 0;
+      MOE_CUDA_CHECK(cudaEventElapsedTime(&ms, last_mark_, e));
+      out[int(phase)] += ms * 1e-3;
+      event_pool_.push_back(last_mark_);
+      last_mark_ = e;  // the next interval starts here
+    }
+    marks_.clear();
+    return out;
+  }
+
  private:
+  cudaEvent_t take_event() noexcept {
+    if (!event_pool_.empty()) {
+      cudaEvent_t e = event_pool_.back();
+      event_pool_.pop_back();
+      return e;
+    }
+    cudaEvent_t e = nullptr;
+    if (const cudaError_t err = cudaEventCreate(&e); err != cudaSuccess) {
+      if (phase_error_ == cudaSuccess) phase_error_ = err;
+      return nullptr;
+    }
+    return e;
+  }
+  bool record(cudaEvent_t e) noexcept {
+    const cudaError_t err = cudaEventRecord(e, stream_);
+    if (err != cudaSuccess && phase_error_ == cudaSuccess) phase_error_ = err;
+    return err == cudaSuccess;
+  }
+  void release_marks() {
+    for (auto& m : marks_) event_pool_.push_back(m.second);
+    marks_.clear();
+  }
+
   void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* A,
             int lda, const float* B, int ldb, float beta, float* C, int ldc) {
     const float alpha = 1.0f;
-    cublas_check(cublasSgemm(blas_, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc),
-                 "sgemm");
+    check(cublasSgemm(blas_, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc), "sgemm");
+  }
+  void written(const void* p, size_t bytes) {
+    if (bf16_) bf16_->invalidate(p, bytes);
   }
   // One scratch buffer, grown on demand (before the step loop settles, so
   // the steady state does not allocate).
@@ -253,12 +359,18 @@ class CudaBackend final : public Backend<float> {
   cublasHandle_t blas_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  std::unique_ptr<Bf16Linear> bf16_;  // null: fp32 matmuls
+  // Phase timing: the interval start and the marks not yet collected.
+  cudaEvent_t last_mark_ = nullptr;
+  std::vector<std::pair<Phase, cudaEvent_t>> marks_;
+  std::vector<cudaEvent_t> event_pool_;
+  cudaError_t phase_error_ = cudaSuccess;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend<float>> make_cuda_backend(int device) {
-  return std::make_unique<CudaBackend>(device);
+std::unique_ptr<Backend<float>> make_cuda_backend(int device, Precision precision) {
+  return std::make_unique<CudaBackend>(device, precision);
 }
 
 }  // namespace moe

@@ -24,4 +24,10 @@ void cuda_check(cudaError_t err, const char* expr, const char* file, int line) {
                       cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
 }
 
+void cublas_check(int status, const char* what) {
+  if (status == 0) return;
+  throw InternalError(std::string("cublas: ") + what + " failed with status " +
+                      std::to_string(status));
+}
+
 }  // namespace moe

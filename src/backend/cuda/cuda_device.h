@@ -17,6 +17,11 @@ int cuda_device_count() noexcept;
 // when err != cudaSuccess. Use through MOE_CUDA_CHECK.
 void cuda_check(cudaError_t err, const char* expr, const char* file, int line);
 
+// Throws moe::InternalError("cublas: <what> failed with status N") unless
+// status is CUBLAS_STATUS_SUCCESS (0). Takes the status as int so this header
+// needs no cuBLAS include.
+void cublas_check(int status, const char* what);
+
 }  // namespace moe
 
 // Checks a CUDA runtime call (or the result of cudaGetLastError() after a

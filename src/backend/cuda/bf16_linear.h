@@ -1,0 +1,88 @@
+// The bf16 matmul path of the CUDA backend (train.precision: bfloat16).
+//
+// Master weights, gradients and activations stay fp32 in backend memory; each
+// matmul reads bf16 operands and accumulates in fp32 on tensor cores:
+// - weights: a bf16 copy per weight tensor, made on first use and remade only
+//   after something writes to the fp32 master (the backend reports every such
+//   write through invalidate(); in training that is the optimizer step), so a
+//   step converts each weight once, not once per micro-batch;
+// - activations and output gradients: converted into scratch buffers just
+//   before their matmul;
+// - dense layers: cuBLASLt with fp32 output, so dW accumulates in fp32;
+// - routed experts: one cublasGemmGroupedBatchedEx per projection and pass
+//   (experts with no tokens are left out of the call). That API writes bf16
+//   only, so expert outputs and per-micro-batch expert weight gradients are
+//   rounded to bf16 once before they are added to their fp32 destination.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "backend/cuda/lt_matmul.h"
+
+namespace moe {
+
+class Bf16Linear {
+ public:
+  explicit Bf16Linear(cudaStream_t stream);
+  ~Bf16Linear();
+  Bf16Linear(const Bf16Linear&) = delete;
+  Bf16Linear& operator=(const Bf16Linear&) = delete;
+
+  // The Backend ops of the same names (see backend.h for the contracts).
+  void forward(float* y, const float* x, const float* W, int N, int I, int O);
+  void backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int N,
+                int I, int O, bool accumulate_dx);
+  void grouped_forward(float* y, const float* x, const float* W, const int64_t* offsets_host,
+                       int groups, int I, int O);
+  void grouped_backward(float* dx, float* dW, const float* dy, const float* x, const float* W,
+                        const int64_t* offsets_host, int groups, int I, int O);
+
+  // [p, p + bytes) of backend memory was (or is about to be) written: bf16
+  // copies of weights overlapping it are stale.
+  void invalidate(const void* p, size_t bytes);
+  // [p, p + bytes) is being freed: forget copies of weights inside it.
+  void forget(const void* p, size_t bytes);
+  // Device bytes held by bf16 weight copies and scratch buffers.
+  size_t bytes_held() const;
+
+ private:
+  struct WeightCopy {
+    size_t n = 0;
+    __nv_bfloat16* bf16 = nullptr;
+    bool fresh = false;
+  };
+  struct Scratch {
+    void* p = nullptr;
+    size_t bytes = 0;
+  };
+  // One GEMM of a grouped call; pointers are device memory.
+  struct Problem {
+    int m, n, k;
+    const __nv_bfloat16* A;
+    const __nv_bfloat16* B;
+    __nv_bfloat16* C;
+  };
+
+  const __nv_bfloat16* weight(const float* W, size_t n);
+  __nv_bfloat16* scratch(int slot, size_t n);
+  __nv_bfloat16* converted(int slot, const float* x, size_t n);
+  // Every problem shares ta, tb, lda, ldb and ldc; alpha 1, beta 0.
+  void grouped_gemm(cublasOperation_t ta, cublasOperation_t tb, int lda, int ldb, int ldc,
+                    const std::vector<Problem>& problems);
+
+  cudaStream_t stream_;
+  LtMatmul lt_;
+  cublasHandle_t blas_ = nullptr;  // default math: tensor cores for the grouped GEMMs
+  std::map<const void*, WeightCopy> weights_;
+  Scratch scratch_[4];
+  void** device_ptrs_ = nullptr;  // A, B, C pointer arrays of a grouped call
+  size_t device_ptrs_capacity_ = 0;
+};
+
+}  // namespace moe

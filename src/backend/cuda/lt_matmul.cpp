@@ -1,0 +1,102 @@
+#include "backend/cuda/lt_matmul.h"
+
+#include <string>
+
+#include "backend/cuda/cuda_device.h"
+#include "core/error.h"
+
+namespace moe {
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // split-K scratch; cuBLAS's own advice for Hopper
+
+// Largest power of two (<= 256) dividing the address: what the heuristic may assume.
+int alignment_of(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  int align = 256;
+  while (align > 1 && a % align != 0) align /= 2;
+  return align;
+}
+
+void check(cublasStatus_t st, const char* what) { cublas_check(int(st), what); }
+
+}  // namespace
+
+LtMatmul::LtMatmul(cudaStream_t stream) : stream_(stream) {
+  check(cublasLtCreate(&handle_), "cublasLtCreate");
+  MOE_CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
+}
+
+LtMatmul::~LtMatmul() {
+  for (auto& [key, p] : plans_) {
+    cublasLtMatrixLayoutDestroy(p.a);
+    cublasLtMatrixLayoutDestroy(p.b);
+    cublasLtMatrixLayoutDestroy(p.c);
+    cublasLtMatmulDescDestroy(p.desc);
+  }
+  cudaFree(workspace_);
+  cublasLtDestroy(handle_);
+}
+
+const LtMatmul::Plan& LtMatmul::plan(const Key& key) {
+  if (auto it = plans_.find(key); it != plans_.end()) return it->second;
+  const auto [ta, tb, m, n, k, lda, ldb, ldc, c_align] = key;
+  Plan p;
+  check(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
+  const int32_t opa = ta, opb = tb;
+  check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)),
+        "transa");
+  check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)),
+        "transb");
+  // Layouts describe the stored matrices (before op).
+  const bool na = ta == CUBLAS_OP_N, nb = tb == CUBLAS_OP_N;
+  check(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, na ? m : k, na ? k : m, lda), "layout A");
+  check(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, nb ? k : n, nb ? n : k, ldb), "layout B");
+  check(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, m, n, ldc), "layout C");
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  check(cublasLtMatmulPreferenceCreate(&pref), "preference");
+  const uint64_t ws = kWorkspaceBytes;
+  const uint32_t ab_align = 16, out_align = uint32_t(c_align);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                       sizeof(ws));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                       &ab_align, sizeof(ab_align));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                       &ab_align, sizeof(ab_align));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                       &out_align, sizeof(out_align));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                       &out_align, sizeof(out_align));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c,
+                                                           pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+    throw InternalError("cublasLt: no bf16 matmul algorithm for m=" + std::to_string(m) +
+                        " n=" + std::to_string(n) + " k=" + std::to_string(k) + " (status " +
+                        std::to_string(int(st)) + ")");
+  p.algo = result.algo;
+  return plans_.emplace(key, p).first->second;
+}
+
+void LtMatmul::run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                   const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta,
+                   float* C, int ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // empty sum: C = beta * C
+    if (beta == 0.0f) {
+      MOE_CUDA_CHECK(cudaMemset2DAsync(C, size_t(ldc) * sizeof(float), 0, size_t(m) * sizeof(float),
+                                       size_t(n), stream_));
+    }
+    return;  // beta is 0 or 1 in this code base
+  }
+  const Plan& p = plan({int(ta), int(tb), m, n, k, lda, ldb, ldc, alignment_of(C)});
+  const float alpha = 1.0f;
+  check(cublasLtMatmul(handle_, p.desc, &alpha, A, p.a, B, p.b, &beta, C, p.c, C, p.c, &p.algo,
+                       workspace_, kWorkspaceBytes, stream_),
+        "cublasLtMatmul (bf16)");
+}
+
+}  // namespace moe

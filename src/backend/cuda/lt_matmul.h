@@ -1,0 +1,48 @@
+// bf16 x bf16 -> fp32 matmuls through cuBLASLt: tensor cores, fp32
+// accumulation, fp32 output (so gradients accumulate in fp32 with beta = 1).
+//
+// Column-major like BLAS (the backend maps its row-major ops onto it). One
+// plan (descriptors + the heuristic's algorithm) per shape and output
+// alignment, made on first use and reused: the same shape always runs the
+// same algorithm, so results are bit-identical from run to run.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <map>
+#include <tuple>
+
+namespace moe {
+
+class LtMatmul {
+ public:
+  explicit LtMatmul(cudaStream_t stream);
+  ~LtMatmul();
+  LtMatmul(const LtMatmul&) = delete;
+  LtMatmul& operator=(const LtMatmul&) = delete;
+
+  // C[m,n] = op(A) op(B) + beta * C; op(A) is m x k, op(B) k x n. A and B must
+  // be 16-byte aligned (the backend's own bf16 buffers are 256-aligned).
+  void run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+           const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta,
+           float* C, int ldc);
+
+ private:
+  struct Plan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  // (ta, tb, m, n, k, lda, ldb, ldc, alignment of C in bytes)
+  using Key = std::tuple<int, int, int, int, int, int, int, int, int>;
+  const Plan& plan(const Key& key);
+
+  cudaStream_t stream_;
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<Key, Plan> plans_;
+};
+
+}  // namespace moe
