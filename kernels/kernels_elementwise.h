@@ -76,10 +76,11 @@ void cross_entropy(float* losses, float* dlogits, const float* logits, const int
 
 // ---- AdamW (kernels/loss_optim.cu), one launch over a flat array ----
 // g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-// p = p * (1 - lr*wd) - lr * (m/bc1) / (sqrt(v/bc2) + eps), bc_k = 1 - b_k^step.
+// p = p * (1 - lr*wd) - lr * (m/bc1) / (sqrt(v/bc2) + eps), bc_k = 1 - b_k^step,
+// with the decay factor (1 - lr*wd) on elements [0, decay_count) only.
 // Math in fp64 per element (as on the CPU); p, m, v stored in fp32.
 void adamw_step(float* params, const float* grads, float* m, float* v, size_t n, double lr,
-                double beta1, double beta2, double eps, double weight_decay, int64_t step,
-                double grad_scale, cudaStream_t stream);
+                double beta1, double beta2, double eps, double weight_decay, size_t decay_count,
+                int64_t step, double grad_scale, cudaStream_t stream);
 
 }  // namespace moe::kernels

@@ -150,7 +150,8 @@ struct AdamWConsts {
 // Per element, fp64 math, the CPU backend's formula and order of operations.
 __global__ void __launch_bounds__(kThreads)
     adamw_kernel(float* __restrict__ params, const float* __restrict__ grads,
-                 float* __restrict__ m, float* __restrict__ v, size_t n, AdamWConsts c) {
+                 float* __restrict__ m, float* __restrict__ v, size_t n, size_t decay_count,
+                 AdamWConsts c) {
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
   for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
@@ -160,7 +161,7 @@ __global__ void __launch_bounds__(kThreads)
     m[i] = static_cast<float>(mi);
     v[i] = static_cast<float>(vi);
     const double upd = (mi / c.bc1) / (sqrt(vi / c.bc2) + c.eps);
-    params[i] = static_cast<float>(params[i] * c.decay - c.lr * upd);
+    params[i] = static_cast<float>(params[i] * (i < decay_count ? c.decay : 1.0) - c.lr * upd);
   }
 }
 
@@ -193,8 +194,8 @@ void cross_entropy(float* losses, float* dlogits, const float* logits, const int
 }
 
 void adamw_step(float* params, const float* grads, float* m, float* v, size_t n, double lr,
-                double beta1, double beta2, double eps, double weight_decay, int64_t step,
-                double grad_scale, cudaStream_t stream) {
+                double beta1, double beta2, double eps, double weight_decay, size_t decay_count,
+                int64_t step, double grad_scale, cudaStream_t stream) {
   MOE_CHECK(step >= 1, "adamw_step: step must be >= 1 (1-based), got " + std::to_string(step));
   if (n == 0) return;
   MOE_CHECK(params && grads && m && v, "adamw_step: null pointer");
@@ -211,7 +212,7 @@ void adamw_step(float* params, const float* grads, float* m, float* v, size_t n,
   c.grad_scale = grad_scale;
   const unsigned blocks =
       static_cast<unsigned>(std::min(kMaxBlocks, (n + kThreads - 1) / kThreads));
-  adamw_kernel<<<blocks, kThreads, 0, stream>>>(params, grads, m, v, n, c);
+  adamw_kernel<<<blocks, kThreads, 0, stream>>>(params, grads, m, v, n, decay_count, c);
   check_launch();
 }
 

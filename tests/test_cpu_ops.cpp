@@ -671,6 +671,28 @@ TEST_F(CpuOps, AdamWOneAndTwoSteps) {
   EXPECT_NEAR(p[0], p0 * 0.999 - 0.01 * mhat / (std::sqrt(vhat) + 1e-8), 1e-15);
 }
 
+TEST_F(CpuOps, AdamWDecaysOnlyTheLeadingElements) {
+  AdamWParams hp;
+  hp.lr = 0.01;
+  hp.weight_decay = 0.1;
+  hp.decay_count = 2;
+  const Vec p0 = {1.0, -2.0, 0.5, 3.0}, g = {0.1, -0.3, 0.2, -0.4};
+  Vec p = p0, m(4), v(4);
+  be->adamw_step(p.data(), g.data(), m.data(), v.data(), 4, hp);
+  // Two calls, decayed head then undecayed tail, are the same update.
+  Vec q = p0, mq(4), vq(4);
+  hp.decay_count = SIZE_MAX;
+  be->adamw_step(q.data(), g.data(), mq.data(), vq.data(), 2, hp);
+  hp.weight_decay = 0.0;
+  be->adamw_step(q.data() + 2, g.data() + 2, mq.data() + 2, vq.data() + 2, 2, hp);
+  EXPECT_EQ(p, q);
+  EXPECT_EQ(m, mq);
+  EXPECT_EQ(v, vq);
+  // Step 1 with |g| >> eps: p - lr * sign(g), times 0.999 on the head only.
+  EXPECT_NEAR(p[0], 1.0 * 0.999 - 0.01, 1e-8);
+  EXPECT_NEAR(p[3], 3.0 + 0.01, 1e-8);
+}
+
 // ------------------------------------------- precision and determinism ----
 
 TEST(CpuOpsPrecision, FloatMatchesDouble) {

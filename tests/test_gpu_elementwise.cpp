@@ -301,6 +301,7 @@ TEST(GpuElementwise, AdamWMatchesCpu) {
   hp.beta2 = 0.95;
   hp.eps = 1e-8;
   hp.weight_decay = 0.1;
+  hp.decay_count = n / 3;  // decay on the first third only (the trainer's decayed matrices)
   for (int64_t step = 1; step <= 5; ++step) {
     const auto g = normal(n, rng, 0.0, 1e-2 * static_cast<double>(step));
     d_g.upload(g);
@@ -310,7 +311,7 @@ TEST(GpuElementwise, AdamWMatchesCpu) {
     const auto p0 = d_p.download(), m0 = d_m.download(), v0 = d_v.download();
     be->adamw_step(p_ref.data(), g.data(), m_ref.data(), v_ref.data(), n, hp);
     kn::adamw_step(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, hp.lr, hp.beta1, hp.beta2,
-                   hp.eps, hp.weight_decay, hp.step, hp.grad_scale, nullptr);
+                   hp.eps, hp.weight_decay, hp.decay_count, hp.step, hp.grad_scale, nullptr);
     const auto p1 = d_p.download(), m1 = d_m.download(), v1 = d_v.download();
     EXPECT_LT(normwise_rel_err(p1, p_ref), kTol) << "step " << step;
     EXPECT_LT(normwise_rel_err(m1, m_ref), kTol) << "step " << step;
@@ -320,7 +321,7 @@ TEST(GpuElementwise, AdamWMatchesCpu) {
     d_m.upload(m0);
     d_v.upload(v0);
     kn::adamw_step(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, hp.lr, hp.beta1, hp.beta2,
-                   hp.eps, hp.weight_decay, hp.step, hp.grad_scale, nullptr);
+                   hp.eps, hp.weight_decay, hp.decay_count, hp.step, hp.grad_scale, nullptr);
     EXPECT_TRUE(same_bits(d_p.download(), p1)) << "determinism step " << step;
     EXPECT_TRUE(same_bits(d_m.download(), m1)) << "determinism step " << step;
     EXPECT_TRUE(same_bits(d_v.download(), v1)) << "determinism step " << step;
@@ -338,7 +339,7 @@ TEST(GpuElementwise, LaunchersRejectBadArguments) {
   EXPECT_THROW(kn::cross_entropy(nullptr, nullptr, nullptr, nullptr, 2, 0, 1.0, nullptr),
                moe::InternalError);
   EXPECT_THROW(kn::adamw_step(nullptr, nullptr, nullptr, nullptr, 4, 1e-3, 0.9, 0.95, 1e-8, 0.0,
-                              0, 1.0, nullptr),
+                              4, 0, 1.0, nullptr),
                moe::InternalError);
   float dummy = 0.f;
   EXPECT_THROW(kn::sum(&dummy, 100, nullptr, 0, nullptr), moe::InternalError);

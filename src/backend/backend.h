@@ -32,6 +32,9 @@ struct AdamWParams {
   double beta2 = 0.95;
   double eps = 1e-8;
   double weight_decay = 0.0;
+  // Weight decay applies to elements [0, decay_count) only, so one call (one
+  // launch) updates the decayed matrices and the undecayed rest together.
+  size_t decay_count = SIZE_MAX;
   int64_t step = 1;          // 1-based, for bias correction
   double grad_scale = 1.0;   // multiplies the gradient first (global-norm clipping)
 };

@@ -120,11 +120,8 @@ StepStats Trainer<T>::train_step(int64_t step) {
                         ? tc.grad_clip / (st.grad_norm + 1e-6)
                         : 1.0;
     ap.weight_decay = tc.weight_decay;
-    be_.adamw_step(ps.params(), ps.grads(), ps.adam_m(), ps.adam_v(), ps.decay_size(), ap);
-    ap.weight_decay = 0.0;
-    const size_t nd = ps.decay_size();
-    be_.adamw_step(ps.params() + nd, ps.grads() + nd, ps.adam_m() + nd, ps.adam_v() + nd,
-                   ps.size() - nd, ap);
+    ap.decay_count = ps.decay_size();  // the decayed matrices lead the parameter array
+    be_.adamw_step(ps.params(), ps.grads(), ps.adam_m(), ps.adam_v(), ps.size(), ap);
 
     // Loss-Free Balancing: the bias for the next step comes from this step's
     // global counts (never the current batch's future).

@@ -34,8 +34,9 @@ void cross_entropy(int nt, T* losses, T* dlogits, const T* logits, const int32_t
   }
 }
 
-// PyTorch AdamW: p *= 1 - lr*wd (decoupled, on the pre-update parameter),
-// then the bias-corrected Adam step. Math in double.
+// PyTorch AdamW: p *= 1 - lr*wd (decoupled, on the pre-update parameter;
+// elements [0, decay_count) only), then the bias-corrected Adam step. Math in
+// double.
 template <typename T>
 void adamw_step(int nt, T* params, const T* grads, T* m, T* v, size_t n, const AdamWParams& p) {
   const double decay = 1.0 - p.lr * p.weight_decay;
@@ -49,7 +50,7 @@ void adamw_step(int nt, T* params, const T* grads, T* m, T* v, size_t n, const A
     m[i] = static_cast<T>(mi);
     v[i] = static_cast<T>(vi);
     const double upd = (mi / bc1) / (std::sqrt(vi / bc2) + p.eps);
-    params[i] = static_cast<T>(params[i] * decay - p.lr * upd);
+    params[i] = static_cast<T>(params[i] * (i < p.decay_count ? decay : 1.0) - p.lr * upd);
   }
 }
 

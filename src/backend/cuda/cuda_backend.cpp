@@ -276,7 +276,7 @@ class CudaBackend final : public Backend<float> {
                   const AdamWParams& p) override {
     written(params, n * sizeof(float));
     kernels::adamw_step(params, grads, m, v, n, p.lr, p.beta1, p.beta2, p.eps, p.weight_decay,
-                        p.step, p.grad_scale, stream_);
+                        p.decay_count, p.step, p.grad_scale, stream_);
   }
 
  protected:
