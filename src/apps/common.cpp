@@ -71,17 +71,6 @@ void setup_logging(const std::string& level) {
   spdlog::set_level(spdlog::level::from_str(level));
 }
 
-void resolve_backend_or_throw(const Config& cfg) {
-  if (cfg.train.backend == BackendKind::Cuda)
-    throw ConfigError(
-        "config: train.backend: cuda is not available yet (the CUDA training backend is not "
-        "built); use cpu or auto");
-  if (cfg.train.precision == Precision::BFloat16)
-    throw ConfigError(
-        "config: train.precision: bfloat16 needs the CUDA training backend, which is not "
-        "available yet; use float32");
-}
-
 std::string describe_balance(const BalanceConfig& b) {
   switch (b.method) {
     case BalanceMethod::LossFree:

@@ -35,9 +35,6 @@ void ensure_passive_openmp_wait(char** argv);
 // spdlog level from log.level; console pattern with a timestamp.
 void setup_logging(const std::string& level);
 
-// The backend the config asks for must exist in this build.
-void resolve_backend_or_throw(const Config& cfg);
-
 // "loss_free (sign, additive, u=0.001)" and the like.
 std::string describe_balance(const BalanceConfig& b);
 

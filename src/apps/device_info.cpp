@@ -4,6 +4,8 @@
 
 #ifdef MOE_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "backend/cuda/cuda_device.h"
 #endif
 
 namespace moe {
@@ -29,14 +31,7 @@ void check(cudaError_t err, const char* what) {
 }
 }  // namespace
 
-bool cuda_available() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    (void)cudaGetLastError();  // no driver or no device: clear the sticky error
-    return false;
-  }
-  return n > 0;
-}
+bool cuda_available() { return cuda_device_count() > 0; }
 
 GpuInfo gpu_info(int device) {
   cudaDeviceProp prop{};

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "apps/backend_choice.h"
 #include "apps/common.h"
 #include "apps/device_info.h"
 #include "backend/backend.h"
@@ -75,31 +76,12 @@ double parse_positive(const std::string& flag, const std::string& v) {
   return x;
 }
 
-// --backend wins; otherwise the config's train.backend, auto meaning CUDA
-// when there is one.
-moe::BackendKind choose_backend(const Args& a, const moe::Config& cfg) {
-  moe::BackendKind kind = cfg.train.backend;
-  if (a.backend == "cpu") kind = moe::BackendKind::Cpu;
-  if (a.backend == "cuda") kind = moe::BackendKind::Cuda;
-  const bool have_cuda = moe::cuda_available();
-  if (kind == moe::BackendKind::Auto)
-    kind = have_cuda ? moe::BackendKind::Cuda : moe::BackendKind::Cpu;
-  if (kind == moe::BackendKind::Cuda && !have_cuda) {
-#ifdef MOE_WITH_CUDA
-    throw moe::InputError("backend cuda: no CUDA device is visible");
-#else
-    throw moe::InputError("backend cuda: this build has no CUDA (configure with -DMOE_CUDA=ON)");
-#endif
-  }
-  const moe::Precision prec = cfg.train.precision;
-  const bool cpu_precision = prec == moe::Precision::Float32 || prec == moe::Precision::Float64;
-  if (kind == moe::BackendKind::Cuda && prec == moe::Precision::Float64)
-    throw moe::ConfigError("config: train.precision: float64 runs on the CPU backend only");
-  if (kind == moe::BackendKind::Cpu && !cpu_precision)
-    throw moe::ConfigError("config: train.precision: " + std::string(moe::to_string(prec)) +
-                           " needs the CUDA backend and this run is on the CPU; pass --set "
-                           "train.precision=float32");
-  return kind;
+// --backend wins over the config's train.backend; then the rules every
+// program shares (apps/backend_choice.h).
+moe::BackendKind choose_backend(const Args& a, moe::Config& cfg) {
+  if (a.backend == "cpu") cfg.train.backend = moe::BackendKind::Cpu;
+  if (a.backend == "cuda") cfg.train.backend = moe::BackendKind::Cuda;
+  return moe::resolve_backend(cfg);
 }
 
 struct Measurement {
@@ -156,30 +138,22 @@ int bench(const Args& a) {
   Measurement m;
   std::string backend_name;
   if (kind == moe::BackendKind::Cuda) {
-#ifdef MOE_WITH_CUDA
     gpu = moe::gpu_info(0);
     device = gpu->name;
-    std::printf("note: the CUDA backend has not yet been validated by the gpu tests on a device; "
-                "treat its numbers as provisional\n");
-    auto be = moe::make_cuda_backend(0, cfg.train.precision);
-    backend_name = be->name();
-    m = measure<float>(cfg, *be, a);
-    gpu->used_bytes = moe::gpu_info(0).used_bytes;  // after the run: the model's memory included
-#else
-    throw moe::InternalError("moe-bench: CUDA chosen in a build without CUDA");
-#endif
+    std::printf("note: %s\n", moe::backend_caveat(kind).c_str());
   } else {
     device = "cpu, " + std::to_string(cfg.train.threads) + " threads";
-    if (cfg.train.precision == moe::Precision::Float64) {
-      auto be = moe::make_cpu_backend<double>(cfg.train.threads);
-      backend_name = be->name();
-      m = measure<double>(cfg, *be, a);
-    } else {
-      auto be = moe::make_cpu_backend<float>(cfg.train.threads);
-      backend_name = be->name();
-      m = measure<float>(cfg, *be, a);
-    }
   }
+  if (cfg.train.precision == moe::Precision::Float64) {
+    auto be = moe::make_backend<double>(cfg, kind, 0);
+    backend_name = be->name();
+    m = measure<double>(cfg, *be, a);
+  } else {
+    auto be = moe::make_backend<float>(cfg, kind, 0);
+    backend_name = be->name();
+    m = measure<float>(cfg, *be, a);
+  }
+  if (gpu) gpu->used_bytes = moe::gpu_info(0).used_bytes;  // after the run: the model's memory included
 
   // ---- numbers ----
   const moe::ModelConfig& mc = cfg.model;

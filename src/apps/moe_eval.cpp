@@ -5,9 +5,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 
+#include "apps/backend_choice.h"
 #include "apps/common.h"
+#include "apps/device_info.h"
 #include "backend/backend.h"
 #include "data/shard_dataset.h"
 #include "dist/comm.h"
@@ -25,7 +28,9 @@ constexpr const char* kUsage =
     "  --max-tokens N    evaluate only the first whole sequences holding N tokens (default: all)\n"
     "  --batch B         sequences per forward pass (default: train.micro_batch)\n"
     "  --output FILE     result JSON (default: DIR/eval.json)\n"
-    "  --threads T       CPU threads (default: all cores)\n";
+    "  --threads T       CPU threads (default: all cores)\n"
+    "  --backend B       cpu, cuda or auto (default: auto = CUDA when a device is visible; a\n"
+    "                    bfloat16 checkpoint evaluates in float32 on the CPU)\n";
 
 int64_t parse_count(const std::string& flag, const std::string& v) {
   try {
@@ -38,10 +43,12 @@ int64_t parse_count(const std::string& flag, const std::string& v) {
 }
 
 template <typename T>
-nlohmann::json evaluate_checkpoint(const moe::Config& cfg, const std::string& ckpt,
-                                   const moe::ValidationReader& val, int batch,
-                                   int64_t max_tokens, int threads) {
-  auto be = moe::make_cpu_backend<T>(threads);
+nlohmann::json evaluate_checkpoint(const moe::Config& cfg, moe::BackendKind kind,
+                                   const std::string& ckpt, const moe::ValidationReader& val,
+                                   int batch, int64_t max_tokens) {
+  auto be = moe::make_backend<T>(cfg, kind, 0);
+  if (const std::string caveat = moe::backend_caveat(kind); !caveat.empty())
+    spdlog::warn("{}", caveat);
   moe::LocalComm comm;
   moe::Transformer<T> model(cfg, *be, batch);
   moe::Balancer balancer(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed);
@@ -65,6 +72,7 @@ int main(int argc, char** argv) {
   moe::ensure_passive_openmp_wait(argv);
   return moe::run_main("moe-eval", [&]() {
     std::string ckpt, data, output;
+    std::optional<moe::BackendKind> backend;
     int64_t max_tokens = 0, batch = 0, threads = 0;
     if (!moe::parse_flags(
             argc, argv, "moe-eval", kUsage,
@@ -73,7 +81,13 @@ int main(int argc, char** argv) {
              {"--output", [&](const std::string& v) { output = v; }},
              {"--max-tokens", [&](const std::string& v) { max_tokens = parse_count("--max-tokens", v); }},
              {"--batch", [&](const std::string& v) { batch = parse_count("--batch", v); }},
-             {"--threads", [&](const std::string& v) { threads = parse_count("--threads", v); }}}))
+             {"--threads", [&](const std::string& v) { threads = parse_count("--threads", v); }},
+             {"--backend", [&](const std::string& v) {
+                if (v == "cpu") backend = moe::BackendKind::Cpu;
+                else if (v == "cuda") backend = moe::BackendKind::Cuda;
+                else if (v == "auto") backend = moe::BackendKind::Auto;
+                else throw moe::InputError("--backend: expected cpu, cuda or auto, got '" + v + "'");
+              }}}))
       return 0;
     if (ckpt.empty()) throw moe::InputError("--checkpoint is required (see --help)");
     moe::setup_logging("info");
@@ -87,18 +101,31 @@ int main(int argc, char** argv) {
     // One rank evaluates: the saved expert-parallel layout does not apply.
     moe::Config cfg;
     try {
-      cfg = moe::parse_config(st.config_yaml, {"parallel.ep_size=1"}, 1);
+      cfg = moe::parse_config(st.config_yaml, {"parallel.ep_size=1", "parallel.transport=auto"}, 1);
     } catch (const moe::ConfigError& e) {
       throw moe::DataError(ckpt + ": its saved config is unreadable: " + e.what());
     }
+    // Where the checkpoint was trained does not matter: --backend, else auto
+    // (float64 reference runs stay on the CPU).
+    if (backend) cfg.train.backend = *backend;
+    else if (cfg.train.precision != moe::Precision::Float64) cfg.train.backend = moe::BackendKind::Auto;
+    // The checkpoint holds fp32 master weights: a bfloat16 run evaluates in
+    // float32 where there is no CUDA (the same weights, exact matmuls).
+    if (cfg.train.precision == moe::Precision::BFloat16 &&
+        (cfg.train.backend == moe::BackendKind::Cpu || !moe::cuda_available())) {
+      cfg.train.precision = moe::Precision::Float32;
+      spdlog::info("bfloat16 checkpoint evaluated in float32 on the CPU");
+    }
+    const moe::BackendKind kind = moe::resolve_backend(cfg);
+    cfg.train.threads = int(threads);  // 0: all cores
     if (!data.empty()) cfg.data.val_path = data;
     auto val = moe::make_validation_reader(cfg);
     if (!val) throw moe::InputError("no validation data: pass --data");
     if (batch == 0) batch = cfg.train.micro_batch;
     nlohmann::json j =
         cfg.train.precision == moe::Precision::Float64
-            ? evaluate_checkpoint<double>(cfg, ckpt, *val, int(batch), max_tokens, int(threads))
-            : evaluate_checkpoint<float>(cfg, ckpt, *val, int(batch), max_tokens, int(threads));
+            ? evaluate_checkpoint<double>(cfg, kind, ckpt, *val, int(batch), max_tokens)
+            : evaluate_checkpoint<float>(cfg, kind, ckpt, *val, int(batch), max_tokens);
     if (output.empty()) output = (fs::path(ckpt) / "eval.json").string();
     std::ofstream f(output);
     if (!(f << j.dump(2) << '\n')) throw moe::InputError(output + ": cannot write");

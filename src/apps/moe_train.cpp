@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/backend_choice.h"
 #include "apps/common.h"
 #include "backend/backend.h"
 #include "data/shard_dataset.h"
@@ -69,9 +70,11 @@ std::string resolve_resume(const Args& a, const moe::Config& cfg) {
 }
 
 template <typename T>
-int train(const moe::Config& cfg, const std::string& resume_dir, moe::Comm& world,
-          const moe::Communicators& comms) {
-  auto be = moe::make_cpu_backend<T>(cfg.train.threads);
+int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
+          const std::string& resume_dir, moe::Comm& world, const moe::Communicators& comms) {
+  auto be = moe::make_backend<T>(cfg, kind, local_rank);
+  if (const std::string caveat = moe::backend_caveat(kind); !caveat.empty())
+    spdlog::warn("{}", caveat);
   auto data = moe::make_train_source(cfg);
   auto val = moe::make_validation_reader(cfg);
   if (cfg.train.eval_interval > 0 && !val)
@@ -146,7 +149,7 @@ int main(int argc, char** argv) {
     moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
     // Rank 0 alone talks; the others report errors only.
     moe::setup_logging(world->rank() == 0 ? cfg.log.level : "error");
-    moe::resolve_backend_or_throw(cfg);
+    const moe::BackendKind kind = moe::resolve_backend(cfg);
     if (cfg.train.threads == 0 && mpi.local_size() > 1)  // share the node's cores
       cfg.train.threads = std::max(1, omp_get_num_procs() / mpi.local_size());
     if (cfg.train.threads == 0) cfg.train.threads = omp_get_num_procs();
@@ -156,7 +159,7 @@ int main(int argc, char** argv) {
     if (world->size() > 1) spdlog::info("{}", topo.describe());
     const std::string resume_dir = resolve_resume(a, cfg);
     return cfg.train.precision == moe::Precision::Float64
-               ? train<double>(cfg, resume_dir, *world, comms)
-               : train<float>(cfg, resume_dir, *world, comms);
+               ? train<double>(cfg, kind, mpi.local_rank(), resume_dir, *world, comms)
+               : train<float>(cfg, kind, mpi.local_rank(), resume_dir, *world, comms);
   });
 }

@@ -1,0 +1,68 @@
+#include "apps/backend_choice.h"
+
+#include <string>
+
+#include "apps/device_info.h"
+#include "core/error.h"
+
+#ifdef MOE_WITH_CUDA
+#include "backend/cuda/cuda_device.h"
+#endif
+
+namespace moe {
+
+namespace {
+[[noreturn]] void refuse(const std::string& key, const std::string& why) {
+  throw ConfigError("config: " + key + ": " + why);
+}
+}  // namespace
+
+BackendKind resolve_backend(const Config& cfg) {
+  const TrainConfig& t = cfg.train;
+  BackendKind kind = t.backend;
+  if (kind == BackendKind::Auto) kind = cuda_available() ? BackendKind::Cuda : BackendKind::Cpu;
+  if (kind == BackendKind::Cuda) {
+#ifndef MOE_WITH_CUDA
+    refuse("train.backend", "cuda, but this build has no CUDA (configure with -DMOE_CUDA=ON)");
+#endif
+    if (!cuda_available()) refuse("train.backend", "cuda, but no CUDA device is visible");
+    if (t.precision == Precision::Float64)
+      refuse("train.precision", "float64 runs on the CPU backend only");
+    if (cfg.parallel.ep_size > 1)
+      refuse("parallel.ep_size",
+             std::to_string(cfg.parallel.ep_size) +
+                 ": expert parallelism on CUDA needs device-side all-to-all (NCCL), which is not "
+                 "wired into the trainer yet; use ep_size 1 (data parallelism) on GPUs");
+    if (cfg.parallel.transport == Transport::Nccl)
+      refuse("parallel.transport",
+             "nccl is not wired into the trainer yet; use mpi or auto (gradients are summed "
+             "through host memory over MPI)");
+  } else if (t.precision == Precision::BFloat16) {
+    refuse("train.precision",
+           std::string("bfloat16 needs the CUDA backend, and this run is on the CPU") +
+               (t.backend == BackendKind::Auto ? " (train.backend auto: no CUDA device)" : "") +
+               "; use float32");
+  }
+  return kind;
+}
+
+std::string backend_caveat(BackendKind kind) {
+  if (kind != BackendKind::Cuda) return "";
+  return "the CUDA backend has not yet been validated on a GPU by this project's tests: run "
+         "`ctest -L gpu` on this machine before trusting its numbers (docs/cuda.md)";
+}
+
+std::unique_ptr<Backend<float>> make_float_backend(const Config& cfg, BackendKind kind,
+                                                   int local_rank) {
+  if (kind == BackendKind::Cpu) return make_cpu_backend<float>(cfg.train.threads);
+#ifdef MOE_WITH_CUDA
+  const int devices = cuda_device_count();
+  if (devices == 0) refuse("train.backend", "cuda, but no CUDA device is visible");
+  return make_cuda_backend(local_rank % devices, cfg.train.precision);
+#else
+  (void)local_rank;
+  throw InternalError("make_float_backend: CUDA chosen in a build without CUDA");
+#endif
+}
+
+}  // namespace moe

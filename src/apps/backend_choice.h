@@ -1,0 +1,40 @@
+// Which backend a program runs on: train.backend resolved against this build
+// and the devices this process can see, then created. Shared by moe-train,
+// moe-eval and moe-bench so the three agree on every rule.
+#pragma once
+
+#include <memory>
+#include <type_traits>
+
+#include "backend/backend.h"
+#include "config/config.h"
+
+namespace moe {
+
+// cpu or cuda for this process (auto: cuda when this build has CUDA and a
+// device is visible). Throws ConfigError naming the key when the config
+// cannot run here: cuda without a CUDA build or a visible device; bfloat16 on
+// the CPU; float64 on CUDA; and, on CUDA, what is not wired yet: expert
+// parallelism (parallel.ep_size > 1) and parallel.transport nccl (multi-rank
+// CUDA runs all-reduce through MPI over host memory).
+BackendKind resolve_backend(const Config& cfg);
+
+// One line for the log when the run is on CUDA: the backend's validation
+// status (empty on the CPU).
+std::string backend_caveat(BackendKind kind);
+
+// The backend of `kind` with fp32 storage; CUDA on device
+// local_rank % (visible devices), so each rank of a node gets its own GPU.
+std::unique_ptr<Backend<float>> make_float_backend(const Config& cfg, BackendKind kind,
+                                                   int local_rank);
+
+// T = float: make_float_backend; T = double (float64 reference runs): the CPU.
+template <typename T>
+std::unique_ptr<Backend<T>> make_backend(const Config& cfg, BackendKind kind, int local_rank) {
+  if constexpr (std::is_same_v<T, float>)
+    return make_float_backend(cfg, kind, local_rank);
+  else
+    return make_cpu_backend<T>(cfg.train.threads);
+}
+
+}  // namespace moe

@@ -1,0 +1,128 @@
+// The programs on a GPU as a user runs them: moe-train with train.backend
+// cuda (fp32 and bf16) follows the CPU run's loss curve, moe-eval evaluates
+// its checkpoint on the GPU as on the CPU, and moe-bench reports CUDA-event
+// phase times that add up. Skips without a device.
+#include <gtest/gtest.h>
+
+#ifdef MOE_WITH_CUDA
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_device.h"
+#include "command.h"
+#include "data/shard_format.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using moe::test::CommandResult;
+using moe::test::run_command;
+
+#define SKIP_WITHOUT_GPU() \
+  if (moe::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible"
+
+const std::string kBin = MOE_BINARY_DIR;
+const std::string kTiny = std::string(MOE_SOURCE_DIR) + "/configs/tiny.yaml";
+
+fs::path temp_dir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("moe_gpu_cli_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// 30 steps of the tiny model into d/<name>; returns the per-step losses.
+std::vector<double> train(const fs::path& d, const std::string& name, const std::string& sets) {
+  const fs::path out = d / name;
+  const CommandResult r =
+      run_command(kBin + "/moe-train --config " + kTiny + " --set train.steps=30" +
+                  " --set log.out_dir=" + out.string() + " --set checkpoint.dir=" +
+                  (out / "ckpt").string() + " --set checkpoint.interval=30 " + sets);
+  EXPECT_EQ(r.code, 0) << r.out;
+  std::vector<double> losses;
+  std::ifstream f(out / "metrics.jsonl");
+  std::string line;
+  while (std::getline(f, line)) losses.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  EXPECT_EQ(losses.size(), 30u) << r.out;
+  return losses;
+}
+
+TEST(GpuCli, TrainOnCudaFollowsTheCpuCurve) {
+  SKIP_WITHOUT_GPU();
+  const fs::path d = temp_dir("train");
+  const auto cpu = train(d, "cpu", "--set train.backend=cpu");
+  const auto fp32 = train(d, "fp32", "--set train.backend=cuda");
+  const auto bf16 = train(d, "bf16", "--set train.backend=cuda --set train.precision=bfloat16");
+  ASSERT_EQ(fp32.size(), cpu.size());
+  ASSERT_EQ(bf16.size(), cpu.size());
+  for (size_t s = 0; s < cpu.size(); ++s) {
+    EXPECT_NEAR(fp32[s], cpu[s], 1e-3 * cpu[s]) << "fp32 step " << s + 1;
+    EXPECT_NEAR(bf16[s], cpu[s], 2e-2 * cpu[s]) << "bf16 step " << s + 1;
+  }
+  // Same config and seed on the same GPU: the same bits.
+  EXPECT_EQ(train(d, "fp32_again", "--set train.backend=cuda"), fp32);
+
+  // moe-eval of the fp32 run's checkpoint on both backends.
+  fs::create_directories(d / "val");
+  moe::ShardHeader h;
+  h.vocab_size = 512;
+  h.eos_id = 0;
+  moe::ShardWriter w((d / "val" / "val_00000.bin").string(), h);
+  std::vector<uint32_t> t(64 * 16 + 1);
+  for (size_t i = 0; i < t.size(); ++i) t[i] = uint32_t((i * 37 + 5) % 512);
+  w.append(t.data(), t.size());
+  w.end_document();
+  w.finish();
+  auto eval = [&](const std::string& backend) {
+    const std::string out = (d / ("eval_" + backend + ".json")).string();
+    const CommandResult r = run_command(kBin + "/moe-eval --checkpoint " +
+                                        (d / "fp32" / "ckpt").string() + " --data " +
+                                        (d / "val").string() + " --backend " + backend +
+                                        " --output " + out);
+    EXPECT_EQ(r.code, 0) << r.out;
+    std::ifstream f(out);
+    return nlohmann::json::parse(f);
+  };
+  const auto ec = eval("cpu"), eg = eval("cuda");
+  EXPECT_NEAR(eg["loss"].get<double>(), ec["loss"].get<double>(), 1e-4 * ec["loss"].get<double>());
+  EXPECT_EQ(eg["tokens"], ec["tokens"]);
+  fs::remove_all(d);
+}
+
+TEST(GpuCli, BenchOnCudaTimesEveryPhase) {
+  SKIP_WITHOUT_GPU();
+  const fs::path d = temp_dir("bench");
+  const std::string out = (d / "bench.json").string();
+  const CommandResult r =
+      run_command(kBin + "/moe-bench --config " + MOE_SOURCE_DIR + "/configs/bench/tiny.yaml" +
+                  " --backend cuda --set train.precision=bfloat16 --steps 3 --json " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream f(out);
+  const auto j = nlohmann::json::parse(f);
+  EXPECT_EQ(j["backend"].get<std::string>(), "cuda-bf16");
+  EXPECT_GT(j["tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j["peak_bytes"].get<double>(), 0);
+  const double step = j["step_s_mean"].get<double>();
+  double named = 0;
+  for (auto& [name, ph] : j["phases"].items())
+    if (name != "other") {
+      EXPECT_GT(ph["s_per_step"].get<double>(), 0) << name;  // events recorded for every phase
+      named += ph["s_per_step"].get<double>();
+    }
+  EXPECT_LE(named, step * 1.01);  // GPU time of the phases fits in the step's wall time
+  fs::remove_all(d);
+}
+
+}  // namespace
+
+#else
+
+TEST(GpuCli, Skipped) { GTEST_SKIP() << "built without CUDA"; }
+
+#endif
