@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "core/error.h"
 #include "data/token_source.h"
 #include "dist/topology.h"
 #include "mpi_test_main.h"
@@ -107,6 +108,29 @@ TEST(Equivalence, LossFreeExpertParallel2) { check(BalanceMethod::LossFree, 2); 
 TEST(Equivalence, LossFreeExpertParallelAll) { check(BalanceMethod::LossFree, test::world().size()); }
 TEST(Equivalence, AuxLossDataParallel) { check(BalanceMethod::AuxLoss, 1); }
 TEST(Equivalence, AuxLossExpertParallelAll) { check(BalanceMethod::AuxLoss, test::world().size()); }
+
+// The in-place gradient sum moe-train uses with NCCL on GPUs
+// (Trainer::use_device_gradient_comm), driven here by the MPI communicator:
+// on the CPU backend memory is host memory, so MPI can sum it in place. Same
+// run as one rank; refused together with expert parallelism.
+TEST(Equivalence, DeviceGradientComm) {
+  Comm& world = test::world();
+  const Config c = small_config(BalanceMethod::LossFree);
+  const Trace want = single_rank(c);
+  auto be = make_cpu_backend<float>(1);
+  auto data = make_train_source(c);
+  Trainer<float> t(c, *be, world, *data);
+  t.use_device_gradient_comm(&world);
+  expect_same_run(record(t, c.train.steps), want, 1e-5);
+
+  if (world.size() % 2 != 0) return;
+  Config ep = c;
+  ep.parallel.ep_size = 2;
+  const Topology topo(world.rank(), world.size(), 2, ep.moe.n_routed);
+  Communicators comms = make_communicators(world, topo);
+  Trainer<float> te(ep, *be, world, *data, nullptr, comms.ep.get(), comms.replica.get());
+  EXPECT_THROW(te.use_device_gradient_comm(&world), InternalError);
+}
 
 // Adversarial routing: a selection bias that sends every token to experts 6
 // and 7 (one rank of the EP group gets all rows, the others none).

@@ -7,6 +7,7 @@
 
 #ifdef MOE_WITH_CUDA
 #include "backend/cuda/cuda_device.h"
+#include "dist/nccl_comm.h"
 #endif
 
 namespace moe {
@@ -31,12 +32,8 @@ BackendKind resolve_backend(const Config& cfg) {
     if (cfg.parallel.ep_size > 1)
       refuse("parallel.ep_size",
              std::to_string(cfg.parallel.ep_size) +
-                 ": expert parallelism on CUDA needs device-side all-to-all (NCCL), which is not "
-                 "wired into the trainer yet; use ep_size 1 (data parallelism) on GPUs");
-    if (cfg.parallel.transport == Transport::Nccl)
-      refuse("parallel.transport",
-             "nccl is not wired into the trainer yet; use mpi or auto (gradients are summed "
-             "through host memory over MPI)");
+                 ": expert parallelism on CUDA needs device-side all-to-all, which is not wired "
+                 "into the trainer yet; use ep_size 1 (data parallelism) on GPUs");
   } else if (t.precision == Precision::BFloat16) {
     refuse("train.precision",
            std::string("bfloat16 needs the CUDA backend, and this run is on the CPU") +
@@ -50,6 +47,20 @@ std::string backend_caveat(BackendKind kind) {
   if (kind != BackendKind::Cuda) return "";
   return "the CUDA backend has not yet been validated on a GPU by this project's tests: run "
          "`ctest -L gpu` on this machine before trusting its numbers (docs/cuda.md)";
+}
+
+std::unique_ptr<Comm> make_device_gradient_comm(const Config& cfg, BackendKind kind, Comm& world,
+                                                int local_rank) {
+  if (kind != BackendKind::Cuda || world.size() == 1 ||
+      cfg.parallel.transport == Transport::Mpi)
+    return nullptr;
+#ifdef MOE_WITH_CUDA
+  const double timeout = cfg.parallel.timeout_seconds > 0 ? cfg.parallel.timeout_seconds : 600.0;
+  return std::make_unique<NcclComm>(world, local_rank % cuda_device_count(), timeout);
+#else
+  (void)local_rank;
+  throw InternalError("make_device_gradient_comm: CUDA chosen in a build without CUDA");
+#endif
 }
 
 std::unique_ptr<Backend<float>> make_float_backend(const Config& cfg, BackendKind kind,

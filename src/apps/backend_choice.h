@@ -8,15 +8,15 @@
 
 #include "backend/backend.h"
 #include "config/config.h"
+#include "dist/comm.h"
 
 namespace moe {
 
 // cpu or cuda for this process (auto: cuda when this build has CUDA and a
 // device is visible). Throws ConfigError naming the key when the config
 // cannot run here: cuda without a CUDA build or a visible device; bfloat16 on
-// the CPU; float64 on CUDA; and, on CUDA, what is not wired yet: expert
-// parallelism (parallel.ep_size > 1) and parallel.transport nccl (multi-rank
-// CUDA runs all-reduce through MPI over host memory).
+// the CPU; float64 on CUDA; and expert parallelism (parallel.ep_size > 1) on
+// CUDA, which is not wired yet.
 BackendKind resolve_backend(const Config& cfg);
 
 // One line for the log when the run is on CUDA: the backend's validation
@@ -27,6 +27,13 @@ std::string backend_caveat(BackendKind kind);
 // local_rank % (visible devices), so each rank of a node gets its own GPU.
 std::unique_ptr<Backend<float>> make_float_backend(const Config& cfg, BackendKind kind,
                                                    int local_rank);
+
+// The communicator that sums gradients in GPU memory for a multi-rank CUDA
+// run (NcclComm over the world's ranks, on this rank's device) when
+// parallel.transport is nccl or auto; null otherwise (one rank, the CPU, or
+// transport mpi: gradients then go through host memory over MPI).
+std::unique_ptr<Comm> make_device_gradient_comm(const Config& cfg, BackendKind kind, Comm& world,
+                                                int local_rank);
 
 // T = float: make_float_backend; T = double (float64 reference runs): the CPU.
 template <typename T>

@@ -82,6 +82,10 @@ int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
         "config: train.eval_interval: set, but there is no validation data (data.val_path, or "
         "val_*.bin shards in data.path)");
   moe::Trainer<T> trainer(cfg, *be, world, *data, val.get(), comms.ep.get(), comms.replica.get());
+  const std::unique_ptr<moe::Comm> device_grads =
+      moe::make_device_gradient_comm(cfg, kind, world, local_rank);
+  trainer.use_device_gradient_comm(device_grads.get());
+  if (device_grads) spdlog::info("gradients: summed on the GPUs over {}", device_grads->describe());
   if (!resume_dir.empty()) {
     trainer.resume_from(resume_dir);
     spdlog::info("resumed from {} at step {}", resume_dir, trainer.next_step());

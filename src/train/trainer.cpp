@@ -35,13 +35,30 @@ Trainer<T>::Trainer(const Config& cfg, Backend<T>& be, Comm& comm, const TokenSo
   state_.version = MOE_VERSION;
 }
 
+template <typename T>
+void Trainer<T>::use_device_gradient_comm(Comm* c) {
+  if (c && ep_)
+    throw InternalError("trainer: a device gradient communicator needs data parallelism only");
+  if (c && c->size() != comm_.size())
+    throw InternalError("trainer: the device gradient communicator spans " +
+                        std::to_string(c->size()) + " ranks, the world " +
+                        std::to_string(comm_.size()));
+  device_grads_ = c;
+}
+
 // Dense gradients are summed over all ranks; an expert's over the ranks that
-// hold a replica of it (DESIGN.md section 4). Host staging: the CPU backend's
-// transport is MPI on host memory.
+// hold a replica of it (DESIGN.md section 4). Either in place in backend
+// memory (a device communicator, data parallelism) or staged through host
+// memory (MPI).
 template <typename T>
 void Trainer<T>::allreduce_gradients() {
   if (comm_.size() == 1) return;
   ParamSet<T>& ps = model_->params();
+  if (device_grads_) {
+    be_.synchronize();  // the communicator's stream must see the finished backward
+    device_grads_->allreduce_sum(ps.grads(), ps.size());
+    return;
+  }
   grad_host_.resize(ps.size());
   be_.to_host(grad_host_.data(), ps.grads(), ps.size() * sizeof(T));
   const size_t ne = ps.expert_size();

@@ -47,6 +47,11 @@ class Trainer {
   // Restores a checkpoint directory (parameters, AdamW moments, bias, step).
   void resume_from(const std::string& ckpt_dir);
 
+  // Sums the gradients with `c` directly in backend memory (NcclComm on the
+  // GPUs: the same ranks as the world communicator) instead of through host
+  // memory over `comm`. Data parallelism only: throws with expert parallelism.
+  void use_device_gradient_comm(Comm* c);
+
   int64_t next_step() const { return state_.step; }
   const TrainerState& state() const { return state_; }
   Transformer<T>& model() { return *model_; }
@@ -72,6 +77,7 @@ class Trainer {
   Comm& comm_;
   Comm* ep_;       // null: all experts local
   Comm* replica_;  // ranks holding the same experts (null: all ranks)
+  Comm* device_grads_ = nullptr;  // see use_device_gradient_comm
   BatchSampler sampler_;
   const ValidationReader* val_;
   std::unique_ptr<Transformer<T>> model_;
