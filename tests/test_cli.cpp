@@ -53,6 +53,9 @@ TEST(Cli, CudaWithoutADeviceIsAOneLineError) {
   expect_one_line_error(
       run("--config " + kTiny + " --set train.backend=auto --set train.precision=bfloat16"),
       "train.precision");
+  expect_one_line_error(
+      run("--config " + kTiny + " --set train.backend=auto --set parallel.transport=nccl"),
+      "parallel.transport");
 }
 
 TEST(Cli, MissingConfigFile) {

@@ -34,11 +34,12 @@ BackendKind resolve_backend(const Config& cfg) {
              std::to_string(cfg.parallel.ep_size) +
                  ": expert parallelism on CUDA needs device-side all-to-all, which is not wired "
                  "into the trainer yet; use ep_size 1 (data parallelism) on GPUs");
-  } else if (t.precision == Precision::BFloat16) {
-    refuse("train.precision",
-           std::string("bfloat16 needs the CUDA backend, and this run is on the CPU") +
-               (t.backend == BackendKind::Auto ? " (train.backend auto: no CUDA device)" : "") +
-               "; use float32");
+  } else {
+    const std::string why = std::string(" needs the CUDA backend, and this run is on the CPU") +
+                            (t.backend == BackendKind::Auto ? " (train.backend auto: no CUDA device)" : "");
+    if (t.precision == Precision::BFloat16) refuse("train.precision", "bfloat16" + why + "; use float32");
+    if (cfg.parallel.transport == Transport::Nccl)
+      refuse("parallel.transport", "nccl" + why + "; use mpi or auto");
   }
   return kind;
 }

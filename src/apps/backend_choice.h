@@ -14,9 +14,9 @@ namespace moe {
 
 // cpu or cuda for this process (auto: cuda when this build has CUDA and a
 // device is visible). Throws ConfigError naming the key when the config
-// cannot run here: cuda without a CUDA build or a visible device; bfloat16 on
-// the CPU; float64 on CUDA; and expert parallelism (parallel.ep_size > 1) on
-// CUDA, which is not wired yet.
+// cannot run here: cuda without a CUDA build or a visible device; bfloat16 or
+// transport nccl on the CPU; float64 on CUDA; and expert parallelism
+// (parallel.ep_size > 1) on CUDA, which is not wired yet.
 BackendKind resolve_backend(const Config& cfg);
 
 // One line for the log when the run is on CUDA: the backend's validation
