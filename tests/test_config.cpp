@@ -592,6 +592,7 @@ TEST(ConfigPresets, PaperPresetsMatchThePaper) {
   EXPECT_EQ(b1.train.lr_schedule, LrSchedule::Cosine);
   EXPECT_EQ(b1.balance.method, BalanceMethod::LossFree);
   EXPECT_DOUBLE_EQ(b1.balance.update_rate, 1e-3);
+  EXPECT_EQ(b1.train.precision, Precision::BFloat16);  // GPU presets: bf16 matmuls
 
   const Config b3 = load("3b_aux_loss");
   EXPECT_EQ(b3.model.hidden, 1280);
