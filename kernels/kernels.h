@@ -45,7 +45,8 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
 // (multiplicative), computed in fp32; ties go to the lower expert index;
 // expert_idx[t*K+k] lists them in selection order. gates[t*K+k] = s of that
 // expert (the bias only selects), divided by the sum of the selected s when
-// normalize, times route_scale. scores [N,E], bias [E]. Requires 1 <= K <= min(E, 32).
+// normalize, times route_scale. scores [N,E], bias [E] or null (select on s
+// alone, whatever multiplicative_bias says). Requires 1 <= K <= min(E, 32).
 // Scores and keys are assumed finite.
 void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
                 int E, int K, bool multiplicative_bias, bool normalize, float route_scale,

@@ -45,8 +45,9 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
     float best_key = -INFINITY;
     int best_idx = INT_MAX;  // sentinel: loses to any real expert
     for (int e = lane; e < E; e += 32) {
-      // Recomputed each round (cheap, cached); fp32 as the contract says.
-      const float key = multiplicative ? s[e] * bias[e] : s[e] + bias[e];
+      // Recomputed each round (cheap, cached); fp32 as the contract says. No
+      // bias: plain top-K of s (the Backend contract, as on the CPU).
+      const float key = !bias ? s[e] : multiplicative ? s[e] * bias[e] : s[e] + bias[e];
       if (before(prev_key, prev_idx, key, e) && before(key, e, best_key, best_idx)) {
         best_key = key;
         best_idx = e;
@@ -105,7 +106,7 @@ void topk_route(int32_t* expert_idx, float* gates, const float* scores, const fl
             "topk_route: bad sizes N=" + std::to_string(N) + " E=" + std::to_string(E) +
                 " K=" + std::to_string(K) + " (need 1 <= K <= min(E, 32))");
   if (N == 0) return;
-  MOE_CHECK(expert_idx && gates && scores && bias, "topk_route: null pointer");
+  MOE_CHECK(expert_idx && gates && scores, "topk_route: null pointer");  // bias may be null
   const int blocks = (N + kTopkWarps - 1) / kTopkWarps;
   topk_route_kernel<<<blocks, kTopkWarps * 32, 0, stream>>>(
       expert_idx, gates, scores, bias, N, E, K, multiplicative_bias, normalize, route_scale);

@@ -353,6 +353,33 @@ TEST(GpuRouter, HandWrittenCases) {
   EXPECT_FLOAT_EQ(n.gates[1], 0.5f / 1.25f * 2.0f);
 }
 
+// A null bias selects on the scores alone, whatever the bias mode says (the
+// Backend contract; the CPU backend does the same). The launcher used to
+// reject it as a null pointer.
+TEST(GpuRouter, NullBiasSelectsOnScoresAlone) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(13);
+  const int N = 777;
+  for (const RouteCase c :
+       {RouteCase{64, 6, false, false, 1.0}, RouteCase{40, 8, true, true, 2.0}}) {
+    SCOPED_TRACE(describe(c));
+    const auto s = sigmoid_scores(static_cast<size_t>(N) * c.E, rng);
+    // Reference: an additive zero bias (s + 0 == s exactly).
+    RouteCase plain = c;
+    plain.multiplicative = false;
+    std::vector<int32_t> idx_ref;
+    const auto gates_ref = topk_ref(idx_ref, s, std::vector<float>(c.E, 0.f), N, plain);
+    DeviceBuffer<float> d_s(s), d_g(static_cast<size_t>(N) * c.K);
+    DeviceBuffer<int32_t> d_i(static_cast<size_t>(N) * c.K);
+    moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), nullptr, N, c.E, c.K,
+                             c.multiplicative, c.normalize, static_cast<float>(c.route_scale),
+                             nullptr);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_EQ(d_i.download(), idx_ref);
+    EXPECT_LT(elementwise_rel_err(d_g.download(), gates_ref), 1e-6);
+  }
+}
+
 TEST(GpuRouter, BadSizesThrow) {
   SKIP_WITHOUT_DEVICE();
   DeviceBuffer<float> f(64);

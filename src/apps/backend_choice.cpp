@@ -29,11 +29,11 @@ BackendKind resolve_backend(const Config& cfg) {
     if (!cuda_available()) refuse("train.backend", "cuda, but no CUDA device is visible");
     if (t.precision == Precision::Float64)
       refuse("train.precision", "float64 runs on the CPU backend only");
-    if (cfg.parallel.ep_size > 1)
-      refuse("parallel.ep_size",
-             std::to_string(cfg.parallel.ep_size) +
-                 ": expert parallelism on CUDA needs device-side all-to-all, which is not wired "
-                 "into the trainer yet; use ep_size 1 (data parallelism) on GPUs");
+    if (cfg.parallel.ep_size > 1 && cfg.parallel.transport == Transport::Nccl)
+      refuse("parallel.transport",
+             "nccl with parallel.ep_size " + std::to_string(cfg.parallel.ep_size) +
+                 ": expert-parallel runs exchange rows and sum gradients over MPI for now; use "
+                 "mpi or auto");
   } else {
     const std::string why = std::string(" needs the CUDA backend, and this run is on the CPU") +
                             (t.backend == BackendKind::Auto ? " (train.backend auto: no CUDA device)" : "");
@@ -53,7 +53,7 @@ std::string backend_caveat(BackendKind kind) {
 std::unique_ptr<Comm> make_device_gradient_comm(const Config& cfg, BackendKind kind, Comm& world,
                                                 int local_rank) {
   if (kind != BackendKind::Cuda || world.size() == 1 ||
-      cfg.parallel.transport == Transport::Mpi)
+      cfg.parallel.transport == Transport::Mpi || cfg.parallel.ep_size > 1)
     return nullptr;
 #ifdef MOE_WITH_CUDA
   const double timeout = cfg.parallel.timeout_seconds > 0 ? cfg.parallel.timeout_seconds : 600.0;

@@ -78,10 +78,22 @@ void Dispatcher<T>::plan(Backend<T>& be, const int32_t* expert_idx, int N) {
 }
 
 template <typename T>
+void Dispatcher<T>::exchange(Backend<T>& be, T* recv, const std::vector<int64_t>& recv_counts,
+                             const T* send, const std::vector<int64_t>& send_counts) {
+  int64_t send_n = 0, recv_n = 0;
+  for (int p = 0; p < P_; ++p) send_n += send_counts[p], recv_n += recv_counts[p];
+  if (send_host_.size() < size_t(send_n)) send_host_.resize(size_t(send_n));
+  if (recv_host_.size() < size_t(recv_n)) recv_host_.resize(size_t(recv_n));
+  be.to_host(send_host_.data(), send, size_t(send_n) * sizeof(T));
+  ep_->alltoallv(send_host_.data(), send_counts.data(), recv_host_.data(), recv_counts.data());
+  be.to_device(recv, recv_host_.data(), size_t(recv_n) * sizeof(T));
+}
+
+template <typename T>
 void Dispatcher<T>::to_experts(Backend<T>& be, T* out, const T* rows_local, int D) {
   std::vector<int64_t> sc(P_), rc(P_);
   for (int p = 0; p < P_; ++p) sc[p] = send_rows_[p] * D, rc[p] = recv_rows_[p] * D;
-  ep_->alltoallv(rows_local, sc.data(), recv_, rc.data());
+  exchange(be, recv_, rc, rows_local, sc);
   be.gather_rows(out, recv_, order_, expert_rows(), D);
 }
 
@@ -90,7 +102,7 @@ void Dispatcher<T>::from_experts(Backend<T>& be, T* out_local, const T* rows_exp
   be.gather_rows(recv_, rows_expert, inverse_, expert_rows(), D);
   std::vector<int64_t> sc(P_), rc(P_);
   for (int p = 0; p < P_; ++p) sc[p] = recv_rows_[p] * D, rc[p] = send_rows_[p] * D;
-  ep_->alltoallv(recv_, sc.data(), out_local, rc.data());
+  exchange(be, out_local, rc, recv_, sc);
 }
 
 template <typename T>

@@ -56,6 +56,11 @@ class Dispatcher {
   void to_experts(Backend<T>& be, T* out, const T* rows_local, int D);
   // Expert-major rows -> local sorted rows on their source ranks.
   void from_experts(Backend<T>& be, T* out_local, const T* rows_expert, int D);
+  // The all-to-all of rows, through host buffers: the EP communicator is MPI
+  // (host memory) and the rows are backend memory, on the CPU and the GPU
+  // alike, so both run this same path.
+  void exchange(Backend<T>& be, T* recv, const std::vector<int64_t>& recv_counts, const T* send,
+                const std::vector<int64_t>& send_counts);
 
   int E_, K_;
   Comm* ep_;
@@ -68,6 +73,7 @@ class Dispatcher {
   std::vector<int32_t> order_host_;         // expert-major row i = received row order[i]
   int32_t *order_ = nullptr, *inverse_ = nullptr;  // backend copies
   T *local_ = nullptr, *recv_ = nullptr, *out_local_ = nullptr;
+  std::vector<T> send_host_, recv_host_;    // staging of exchange(); grow once, then reused
 };
 
 }  // namespace moe

@@ -117,6 +117,24 @@ void Bf16Linear::grouped_gemm(cublasOperation_t ta, cublasOperation_t tb, int ld
                               int ldc, const std::vector<Problem>& problems) {
   const int count = int(problems.size());
   if (count == 0) return;
+  // The grouped call cannot see the pointers in its device arrays, and the
+  // cuBLAS docs require bf16 matrices there to be aligned (16 bytes when
+  // k % 8 == 0), else a misaligned-address fault. Experts start at arbitrary
+  // token rows, so that holds only when I and O are multiples of 8; other
+  // shapes run one cublasGemmEx per expert, which sees its pointers.
+  bool aligned = true;
+  for (const Problem& p : problems)
+    for (const void* q : {(const void*)p.A, (const void*)p.B, (const void*)p.C})
+      aligned = aligned && reinterpret_cast<uintptr_t>(q) % 16 == 0;
+  if (!aligned) {
+    const float one = 1.0f, zero = 0.0f;
+    for (const Problem& p : problems)
+      check(cublasGemmEx(blas_, ta, tb, p.m, p.n, p.k, &one, p.A, CUDA_R_16BF, lda, p.B,
+                         CUDA_R_16BF, ldb, &zero, p.C, CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT),
+            "cublasGemmEx (bf16, unaligned experts)");
+    return;
+  }
   std::vector<cublasOperation_t> tas(count, ta), tbs(count, tb);
   std::vector<int> ms(count), ns(count), ks(count), ldas(count, lda), ldbs(count, ldb),
       ldcs(count, ldc), sizes(count, 1);
