@@ -1,7 +1,8 @@
 // The programs on a GPU as a user runs them: moe-train with train.backend
-// cuda (fp32 and bf16) follows the CPU run's loss curve, moe-eval evaluates
-// its checkpoint on the GPU as on the CPU, and moe-bench reports CUDA-event
-// phase times that add up. Skips without a device.
+// cuda (fp32 and bf16, one rank, and two expert-parallel ranks under mpirun)
+// follows the CPU run's loss curve, moe-eval evaluates its checkpoint on the
+// GPU as on the CPU, and moe-bench reports CUDA-event phase times that add
+// up. Skips without a device.
 #include <gtest/gtest.h>
 
 #ifdef MOE_WITH_CUDA
@@ -38,10 +39,12 @@ fs::path temp_dir(const std::string& name) {
 }
 
 // 30 steps of the tiny model into d/<name>; returns the per-step losses.
-std::vector<double> train(const fs::path& d, const std::string& name, const std::string& sets) {
+// `launcher` prefixes the command (mpirun for multi-rank runs).
+std::vector<double> train(const fs::path& d, const std::string& name, const std::string& sets,
+                          const std::string& launcher = "") {
   const fs::path out = d / name;
   const CommandResult r =
-      run_command(kBin + "/moe-train --config " + kTiny + " --set train.steps=30" +
+      run_command(launcher + kBin + "/moe-train --config " + kTiny + " --set train.steps=30" +
                   " --set log.out_dir=" + out.string() + " --set checkpoint.dir=" +
                   (out / "ckpt").string() + " --set checkpoint.interval=30 " + sets);
   EXPECT_EQ(r.code, 0) << r.out;
@@ -67,6 +70,13 @@ TEST(GpuCli, TrainOnCudaFollowsTheCpuCurve) {
   }
   // Same config and seed on the same GPU: the same bits.
   EXPECT_EQ(train(d, "fp32_again", "--set train.backend=cuda"), fp32);
+  // Two ranks sharing this GPU, expert-parallel over MPI (host staging): the
+  // one-rank curve up to summation order.
+  const auto ep2 = train(d, "ep2", "--set train.backend=cuda --set parallel.ep_size=2",
+                         "OMP_NUM_THREADS=1 timeout 300 mpirun --oversubscribe --allow-run-as-root "
+                         "-np 2 ");
+  ASSERT_EQ(ep2.size(), cpu.size());
+  for (size_t s = 0; s < cpu.size(); ++s) EXPECT_NEAR(ep2[s], fp32[s], 1e-3 * fp32[s]) << "ep2 step " << s + 1;
 
   // moe-eval of the fp32 run's checkpoint on both backends.
   fs::create_directories(d / "val");
