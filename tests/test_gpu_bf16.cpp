@@ -2,7 +2,8 @@
 // against the fp32 CPU backend, op by op: dense and grouped linear layers
 // (norm-wise relative error < 2e-2, experts without tokens included), the
 // bf16 weight copies following every write to the fp32 master, and the
-// router's matmul staying fp32. Whole-model bf16 training: test_gpu_backend.
+// router's matmul staying fp32, and the fp32 <-> bf16 conversions bit for
+// bit. Whole-model bf16 training: test_gpu_backend.
 // Skips without a device.
 #include <gtest/gtest.h>
 
@@ -11,12 +12,14 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
 #include "gpu_test_util.h"
+#include "kernels.h"
 
 namespace moe {
 namespace {
@@ -61,6 +64,48 @@ LinearResult run_linear(Backend<float>& be, const std::vector<float>& x, const s
                  download(be, dWd, size_t(O) * I)};
   for (void* p : {(void*)xd, (void*)Wd, (void*)dyd, (void*)dWd, (void*)yd, (void*)dxd}) be.free_bytes(p);
   return r;
+}
+
+// fp32 -> bf16 bits, round to nearest even (finite inputs).
+uint16_t bf16_bits_rne(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+TEST(GpuBf16, ConversionsRoundToNearestEvenAndAccumulate) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(1);
+  std::vector<float> x = normal(4099, rng, 0.0, 10.0);  // not a multiple of 4
+  // Exact ties (halfway between two bf16 values, both parities), signs, tiny values.
+  const float ties[] = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -(1.0f + 1.0f / 256), 1e-30f, -0.0f};
+  std::copy(std::begin(ties), std::end(ties), x.begin());
+  test::DeviceBuffer<float> xd(x);
+  test::DeviceBuffer<__nv_bfloat16> bd(x.size());
+  for (size_t offset : {size_t{0}, size_t{1}}) {  // aligned (vector path) and not
+    const size_t n = x.size() - offset;
+    kernels::float_to_bf16(bd.get() + offset, xd.get() + offset, n, nullptr);
+    const auto b = bd.download();
+    for (size_t i = offset; i < x.size(); ++i) {
+      uint16_t got;
+      std::memcpy(&got, &b[i], 2);
+      ASSERT_EQ(got, bf16_bits_rne(x[i])) << "x=" << x[i] << " offset " << offset;
+    }
+  }
+  // Back to fp32: exact (overwrite), then added onto y (accumulate).
+  test::DeviceBuffer<float> yd(std::vector<float>(x.size(), 0.5f));
+  kernels::bf16_to_float(yd.get(), bd.get(), x.size(), true, nullptr);
+  const auto y = yd.download();
+  kernels::bf16_to_float(yd.get(), bd.get(), x.size(), false, nullptr);
+  const auto z = yd.download();
+  for (size_t i = 0; i < x.size(); ++i) {
+    const uint32_t u = uint32_t(bf16_bits_rne(x[i])) << 16;
+    float want;
+    std::memcpy(&want, &u, 4);
+    ASSERT_EQ(z[i], want);
+    ASSERT_EQ(y[i], 0.5f + want);
+  }
 }
 
 TEST(GpuBf16, LinearMatchesCpu) {
