@@ -92,12 +92,22 @@ __nv_bfloat16* Bf16Linear::converted(int slot, const float* x, size_t n) {
   return out;
 }
 
+void Bf16Linear::gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                      const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta,
+                      float* C, int ldc) {
+  if (lt_.run(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc)) return;
+  const float alpha = 1.0f;
+  check(cublasGemmEx(blas_, ta, tb, m, n, k, &alpha, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb,
+                     &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "cublasGemmEx (bf16, fallback)");
+}
+
 // ---- dense: row-major y = x W^T mapped onto column-major cuBLASLt ----
 
 void Bf16Linear::forward(float* y, const float* x, const float* W, int N, int I, int O) {
   const __nv_bfloat16* w = weight(W, size_t(O) * I);
   const __nv_bfloat16* xb = converted(0, x, size_t(N) * I);
-  lt_.run(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, xb, I, 0.0f, y, O);
+  gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, xb, I, 0.0f, y, O);
 }
 
 void Bf16Linear::backward(float* dx, float* dW, const float* dy, const float* x, const float* W,
@@ -105,10 +115,10 @@ void Bf16Linear::backward(float* dx, float* dW, const float* dy, const float* x,
   const __nv_bfloat16* dyb = converted(0, dy, size_t(N) * O);
   if (dx) {
     const __nv_bfloat16* w = weight(W, size_t(O) * I);
-    lt_.run(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dyb, O, accumulate_dx ? 1.0f : 0.0f, dx, I);
+    gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dyb, O, accumulate_dx ? 1.0f : 0.0f, dx, I);
   }
   const __nv_bfloat16* xb = converted(1, x, size_t(N) * I);
-  lt_.run(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, xb, I, dyb, O, 1.0f, dW, I);
+  gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, xb, I, dyb, O, 1.0f, dW, I);
 }
 
 // ---- routed experts: one grouped GEMM per projection and pass ----

@@ -72,6 +72,11 @@ class Bf16Linear {
   const __nv_bfloat16* weight(const float* W, size_t n);
   __nv_bfloat16* scratch(int slot, size_t n);
   __nv_bfloat16* converted(int slot, const float* x, size_t n);
+  // One dense bf16 x bf16 -> fp32 GEMM: cuBLASLt, or cublasGemmEx for a shape
+  // cuBLASLt has no algorithm for.
+  void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+            const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta,
+            float* C, int ldc);
   // Every problem shares ta, tb, lda, ldb and ldc; alpha 1, beta 0.
   void grouped_gemm(cublasOperation_t ta, cublasOperation_t tb, int lda, int ldb, int ldc,
                     const std::vector<Problem>& problems);

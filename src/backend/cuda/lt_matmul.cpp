@@ -73,30 +73,29 @@ const LtMatmul::Plan& LtMatmul::plan(const Key& key) {
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c,
                                                            pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
-    throw InternalError("cublasLt: no bf16 matmul algorithm for m=" + std::to_string(m) +
-                        " n=" + std::to_string(n) + " k=" + std::to_string(k) + " (status " +
-                        std::to_string(int(st)) + ")");
-  p.algo = result.algo;
+  p.found = st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+  if (p.found) p.algo = result.algo;
   return plans_.emplace(key, p).first->second;
 }
 
-void LtMatmul::run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+bool LtMatmul::run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                    const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta,
                    float* C, int ldc) {
-  if (m == 0 || n == 0) return;
+  if (m == 0 || n == 0) return true;
   if (k == 0) {  // empty sum: C = beta * C
     if (beta == 0.0f) {
       MOE_CUDA_CHECK(cudaMemset2DAsync(C, size_t(ldc) * sizeof(float), 0, size_t(m) * sizeof(float),
                                        size_t(n), stream_));
     }
-    return;  // beta is 0 or 1 in this code base
+    return true;  // beta is 0 or 1 in this code base
   }
   const Plan& p = plan({int(ta), int(tb), m, n, k, lda, ldb, ldc, alignment_of(C)});
+  if (!p.found) return false;
   const float alpha = 1.0f;
   check(cublasLtMatmul(handle_, p.desc, &alpha, A, p.a, B, p.b, &beta, C, p.c, C, p.c, &p.algo,
                        workspace_, kWorkspaceBytes, stream_),
         "cublasLtMatmul (bf16)");
+  return true;
 }
 
 }  // namespace moe

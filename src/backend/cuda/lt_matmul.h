@@ -25,7 +25,9 @@ class LtMatmul {
 
   // C[m,n] = op(A) op(B) + beta * C; op(A) is m x k, op(B) k x n. A and B must
   // be 16-byte aligned (the backend's own bf16 buffers are 256-aligned).
-  void run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+  // Returns false, having done nothing, when cuBLASLt has no algorithm for
+  // this shape (odd leading dimensions can have none); the caller falls back.
+  bool run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
            const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta,
            float* C, int ldc);
 
@@ -34,6 +36,7 @@ class LtMatmul {
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
+    bool found = false;  // the heuristic returned an algorithm
   };
   // (ta, tb, m, n, k, lda, ldb, ldc, alignment of C in bytes)
   using Key = std::tuple<int, int, int, int, int, int, int, int, int>;
