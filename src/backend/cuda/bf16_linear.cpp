@@ -60,6 +60,7 @@ const __nv_bfloat16* Bf16Linear::weight(const float* W, size_t n) {
     if (c.bf16) {
       MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
       MOE_CUDA_CHECK(cudaFree(c.bf16));
+      c = WeightCopy{};  // no dangling copy if the allocation below fails
     }
     MOE_CUDA_CHECK(cudaMalloc(&c.bf16, n * sizeof(__nv_bfloat16)));
     c.n = n;
