@@ -82,6 +82,34 @@ TEST(Flops, TotalMatchesTheModel) {
   }
 }
 
+// metrics.jsonl's mfu: null without a peak, else FLOPs/token x tokens/s / peak.
+TEST(Flops, MetricsLogMfu) {
+  const fs::path dir = fs::temp_directory_path() / ("moe_mfu_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  Config c = load_config(kBenchTiny);
+  c.log.out_dir = dir.string();
+  c.log.expert_load_interval = 0;
+  StepStats s;
+  s.step = 1;
+  s.tokens_per_second = 2500;
+  s.counts.assign(size_t(c.model.moe_layers()) * c.moe.n_routed, 0);
+  s.maxvio_batch_layers.assign(size_t(c.model.moe_layers()), 0.0);
+  {
+    MetricsLog log(c, "");
+    log.record(s, 1.0, 1);
+    log.set_peak_flops(4e12);
+    s.step = 2;
+    log.record(s, 2.0, 2);
+  }
+  std::ifstream f(dir / "metrics.jsonl");
+  std::string line;
+  std::getline(f, line);
+  EXPECT_TRUE(nlohmann::json::parse(line)["mfu"].is_null());
+  std::getline(f, line);
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(line)["mfu"].get<double>(), 1090176.0 * 2500 / 4e12);
+  fs::remove_all(dir);
+}
+
 TEST(DeviceInfo, PeakTable) {
   EXPECT_DOUBLE_EQ(peak_bf16_dense_tflops("NVIDIA H100 80GB HBM3"), 989.4);
   EXPECT_DOUBLE_EQ(peak_bf16_dense_tflops("NVIDIA H100 PCIe"), 756);

@@ -50,6 +50,17 @@ std::string backend_caveat(BackendKind kind) {
          "`ctest -L gpu` on this machine before trusting its numbers (docs/cuda.md)";
 }
 
+int cuda_device_for_rank(int local_rank) {
+#ifdef MOE_WITH_CUDA
+  const int devices = cuda_device_count();
+  if (devices == 0) refuse("train.backend", "cuda, but no CUDA device is visible");
+  return local_rank % devices;
+#else
+  (void)local_rank;
+  throw InternalError("cuda_device_for_rank: this build has no CUDA");
+#endif
+}
+
 std::unique_ptr<Comm> make_device_gradient_comm(const Config& cfg, BackendKind kind, Comm& world,
                                                 int local_rank) {
   if (kind != BackendKind::Cuda || world.size() == 1 ||
@@ -57,7 +68,7 @@ std::unique_ptr<Comm> make_device_gradient_comm(const Config& cfg, BackendKind k
     return nullptr;
 #ifdef MOE_WITH_CUDA
   const double timeout = cfg.parallel.timeout_seconds > 0 ? cfg.parallel.timeout_seconds : 600.0;
-  return std::make_unique<NcclComm>(world, local_rank % cuda_device_count(), timeout);
+  return std::make_unique<NcclComm>(world, cuda_device_for_rank(local_rank), timeout);
 #else
   (void)local_rank;
   throw InternalError("make_device_gradient_comm: CUDA chosen in a build without CUDA");
@@ -68,9 +79,7 @@ std::unique_ptr<Backend<float>> make_float_backend(const Config& cfg, BackendKin
                                                    int local_rank) {
   if (kind == BackendKind::Cpu) return make_cpu_backend<float>(cfg.train.threads);
 #ifdef MOE_WITH_CUDA
-  const int devices = cuda_device_count();
-  if (devices == 0) refuse("train.backend", "cuda, but no CUDA device is visible");
-  return make_cuda_backend(local_rank % devices, cfg.train.precision);
+  return make_cuda_backend(cuda_device_for_rank(local_rank), cfg.train.precision);
 #else
   (void)local_rank;
   throw InternalError("make_float_backend: CUDA chosen in a build without CUDA");

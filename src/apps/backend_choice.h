@@ -36,6 +36,9 @@ std::unique_ptr<Backend<float>> make_float_backend(const Config& cfg, BackendKin
 std::unique_ptr<Comm> make_device_gradient_comm(const Config& cfg, BackendKind kind, Comm& world,
                                                 int local_rank);
 
+// The GPU this rank uses: local_rank % (visible devices). CUDA builds only.
+int cuda_device_for_rank(int local_rank);
+
 // T = float: make_float_backend; T = double (float64 reference runs): the CPU.
 template <typename T>
 std::unique_ptr<Backend<T>> make_backend(const Config& cfg, BackendKind kind, int local_rank) {

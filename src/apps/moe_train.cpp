@@ -11,6 +11,7 @@
 
 #include "apps/backend_choice.h"
 #include "apps/common.h"
+#include "apps/device_info.h"
 #include "backend/backend.h"
 #include "data/shard_dataset.h"
 #include "data/token_source.h"
@@ -109,8 +110,13 @@ int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
                cfg.train.global_batch / cfg.train.micro_batch / world.size(), cfg.train.steps);
   if (val) spdlog::info("validation: {}", val->describe());
   std::unique_ptr<moe::MetricsLog> log;
-  if (world.rank() == 0)
+  if (world.rank() == 0) {
     log = std::make_unique<moe::MetricsLog>(cfg, moe::config_to_yaml(cfg), !resume_dir.empty());
+    if (kind == moe::BackendKind::Cuda) {  // MFU against the GPUs' bf16 peak, when known
+      const double peak = moe::gpu_info(moe::cuda_device_for_rank(local_rank)).peak_bf16_tflops;
+      if (peak > 0) log->set_peak_flops(peak * 1e12 * world.size());
+    }
+  }
   moe::install_stop_signal_handlers();
   std::unique_ptr<moe::Watchdog> watchdog;
   if (world.size() > 1 && cfg.parallel.timeout_seconds > 0) {

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "eval/evaluator.h"
+#include "model/flops.h"
 
 namespace moe {
 
@@ -40,7 +41,10 @@ std::ofstream open_log(const fs::path& p, bool append) {
 }  // namespace
 
 MetricsLog::MetricsLog(const Config& cfg, const std::string& config_yaml, bool append)
-    : cfg_(cfg), moe_layers_(cfg.model.moe_layers()), E_(cfg.moe.n_routed) {
+    : cfg_(cfg),
+      moe_layers_(cfg.model.moe_layers()),
+      E_(cfg.moe.n_routed),
+      flops_per_token_(double(train_flops_per_token(cfg.model, cfg.moe))) {
   const fs::path dir(cfg.log.out_dir);
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -62,6 +66,8 @@ void MetricsLog::record(const StepStats& s, double elapsed, int64_t steps_done) 
             {"maxvio_batch", s.maxvio_batch},
             {"maxvio_batch_layers", s.maxvio_batch_layers},
             {"tokens_per_s", s.tokens_per_second},
+            {"mfu", peak_flops_ > 0 ? json(flops_per_token_ * s.tokens_per_second / peak_flops_)
+                                    : json(nullptr)},
             {"step_s", s.step_seconds},
             {"tokens_seen", s.tokens_seen},
             {"elapsed_s", elapsed},
@@ -81,11 +87,15 @@ void MetricsLog::record(const StepStats& s, double elapsed, int64_t steps_done) 
 
   if (s.step % cfg_.log.interval == 0 || s.step == total || s.step == 1) {
     const double eta = elapsed / double(std::max<int64_t>(1, steps_done)) * double(total - s.step);
+    const std::string mfu =
+        peak_flops_ > 0
+            ? fmt::format(" | mfu {:.1f}%", 100 * flops_per_token_ * s.tokens_per_second / peak_flops_)
+            : "";
     spdlog::info(
         "step {:>{}}/{} | loss {:.4f} | lr {:.2e} | gnorm {:.3f} | aux {:.2e} | maxvio {:.3f} | "
-        "{:.0f} tok/s | ETA {}",
+        "{:.0f} tok/s{} | ETA {}",
         s.step, int(std::to_string(total).size()), total, s.loss, s.lr, s.grad_norm, s.aux_loss,
-        s.maxvio_batch, s.tokens_per_second, format_duration(eta));
+        s.maxvio_batch, s.tokens_per_second, mfu, format_duration(eta));
   }
 }
 

@@ -40,11 +40,17 @@ class MetricsLog {
   void record(const StepStats& s, double elapsed, int64_t steps_done);
   // One in-training evaluation after `step` steps: eval.jsonl and console.
   void record_eval(int64_t step, const EvalResult& r);
+  // The job's dense bf16 peak (FLOP/s, all ranks together): with it each step
+  // reports MFU = training FLOPs per token x tokens/s / peak (docs/bench.md);
+  // without it (the CPU, an unknown GPU) mfu is null.
+  void set_peak_flops(double flops_per_second) { peak_flops_ = flops_per_second; }
 
  private:
   const Config& cfg_;
   std::ofstream metrics_, loads_, eval_;
   int moe_layers_, E_;
+  double flops_per_token_;
+  double peak_flops_ = 0;
 };
 
 // "1h02m", "3m20s", "12s".
