@@ -4,7 +4,7 @@
 # kernel family and on one whole training step of a small model in fp32 and
 # bf16; racecheck and synccheck (shared-memory races, bad barriers) on the
 # kernel tests. Exits 77 (ctest: skipped) without a device or the tool.
-#   tests/gpu_sanitizer_test.sh BUILD_DIR
+#   tests/gpu_sanitizer_test.sh BUILD_DIR|BUNDLE_DIR
 set -euo pipefail
 build=${1:?usage: gpu_sanitizer_test.sh BUILD_DIR}
 tool=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
@@ -13,13 +13,18 @@ if [ ! -e /dev/nvidia0 ] && ! nvidia-smi -L >/dev/null 2>&1; then
   echo "skipped: no CUDA device visible"; exit 77
 fi
 
+# A build tree keeps the tests in tests/, an unpacked bundle (scripts/bundle.sh
+# --with-tests) in bin/.
+tests_dir=$build/tests
+[ -d "$tests_dir" ] || tests_dir=$build/bin
+
 run() {  # run TOOL TEST [gtest filter]
   local check=$1 test=$2 filter=${3:-*}
   echo "== compute-sanitizer --tool $check $test --gtest_filter=$filter"
   local extra=()
   if [ "$check" = memcheck ]; then extra=(--leak-check full); fi
   "$tool" --tool "$check" --error-exitcode 1 --print-limit 20 "${extra[@]}" \
-    "$build/tests/$test" --gtest_filter="$filter" --gtest_brief=1
+    "$tests_dir/$test" --gtest_filter="$filter" --gtest_brief=1
 }
 for t in test_gpu_kernels test_gpu_attention_dispatch test_gpu_elementwise test_gpu_router_grad; do
   run memcheck "$t"

@@ -28,8 +28,19 @@ using moe::test::run_command;
 #define SKIP_WITHOUT_GPU() \
   if (moe::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible"
 
-const std::string kBin = MOE_BINARY_DIR;
-const std::string kTiny = std::string(MOE_SOURCE_DIR) + "/configs/tiny.yaml";
+// The programs and configs: the build tree, or an unpacked bundle
+// (scripts/bundle.sh --with-tests: this test in bin/ beside the programs,
+// configs/ beside bin/), so a GPU machine without our build tree runs it too.
+std::string bin_dir() {
+  if (fs::exists(fs::path(MOE_BINARY_DIR) / "moe-train")) return MOE_BINARY_DIR;
+  return fs::read_symlink("/proc/self/exe").parent_path().string();
+}
+std::string configs_dir() {
+  if (fs::exists(fs::path(MOE_SOURCE_DIR) / "configs")) return std::string(MOE_SOURCE_DIR) + "/configs";
+  return (fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "configs").string();
+}
+const std::string kBin = bin_dir();
+const std::string kTiny = configs_dir() + "/tiny.yaml";
 
 fs::path temp_dir(const std::string& name) {
   fs::path d = fs::temp_directory_path() / ("moe_gpu_cli_" + name + "_" + std::to_string(getpid()));
@@ -110,7 +121,7 @@ TEST(GpuCli, BenchOnCudaTimesEveryPhase) {
   const fs::path d = temp_dir("bench");
   const std::string out = (d / "bench.json").string();
   const CommandResult r =
-      run_command(kBin + "/moe-bench --config " + MOE_SOURCE_DIR + "/configs/bench/tiny.yaml" +
+      run_command(kBin + "/moe-bench --config " + configs_dir() + "/bench/tiny.yaml" +
                   " --backend cuda --set train.precision=bfloat16 --steps 3 --json " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   std::ifstream f(out);
