@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <vector>
 
 #include "core/error.h"
@@ -109,27 +110,30 @@ TEST(Equivalence, LossFreeExpertParallelAll) { check(BalanceMethod::LossFree, te
 TEST(Equivalence, AuxLossDataParallel) { check(BalanceMethod::AuxLoss, 1); }
 TEST(Equivalence, AuxLossExpertParallelAll) { check(BalanceMethod::AuxLoss, test::world().size()); }
 
-// The in-place gradient sum moe-train uses with NCCL on GPUs
-// (Trainer::use_device_gradient_comm), driven here by the MPI communicator:
-// on the CPU backend memory is host memory, so MPI can sum it in place. Same
-// run as one rank; refused together with expert parallelism.
-TEST(Equivalence, DeviceGradientComm) {
+// The in-place paths moe-train uses with NCCL on GPUs
+// (Trainer::use_device_comms: gradients summed and MoE rows exchanged in
+// backend memory, no host staging), driven here by the MPI communicators: on
+// the CPU, backend memory is host memory, so MPI can stand in for NCCL. Same
+// run as one rank, data- and expert-parallel.
+TEST(Equivalence, DeviceComms) {
   Comm& world = test::world();
-  const Config c = small_config(BalanceMethod::LossFree);
-  const Trace want = single_rank(c);
-  auto be = make_cpu_backend<float>(1);
-  auto data = make_train_source(c);
-  Trainer<float> t(c, *be, world, *data);
-  t.use_device_gradient_comm(&world);
-  expect_same_run(record(t, c.train.steps), want, 1e-5);
-
-  if (world.size() % 2 != 0) return;
-  Config ep = c;
-  ep.parallel.ep_size = 2;
-  const Topology topo(world.rank(), world.size(), 2, ep.moe.n_routed);
-  Communicators comms = make_communicators(world, topo);
-  Trainer<float> te(ep, *be, world, *data, nullptr, comms.ep.get(), comms.replica.get());
-  EXPECT_THROW(te.use_device_gradient_comm(&world), InternalError);
+  for (int ep_size : std::set<int>{1, 2, world.size()}) {
+    if (world.size() % ep_size != 0) continue;
+    SCOPED_TRACE("ep_size " + std::to_string(ep_size));
+    Config c = small_config(BalanceMethod::LossFree);
+    c.parallel.ep_size = ep_size;
+    const Trace want = single_rank(c);
+    const Topology topo(world.rank(), world.size(), ep_size, c.moe.n_routed);
+    Communicators comms = make_communicators(world, topo);
+    auto be = make_cpu_backend<float>(1);
+    auto data = make_train_source(c);
+    Trainer<float> t(c, *be, world, *data, nullptr, comms.ep.get(), comms.replica.get());
+    t.use_device_comms(&world, comms.ep.get(), comms.replica.get());
+    expect_same_run(record(t, c.train.steps), want, 1e-5);
+    if (ep_size > 1) {  // expert parallelism needs all three
+      EXPECT_THROW(t.use_device_comms(&world), InternalError);
+    }
+  }
 }
 
 // Adversarial routing: a selection bias that sends every token to experts 6

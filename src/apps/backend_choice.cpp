@@ -29,11 +29,6 @@ BackendKind resolve_backend(const Config& cfg) {
     if (!cuda_available()) refuse("train.backend", "cuda, but no CUDA device is visible");
     if (t.precision == Precision::Float64)
       refuse("train.precision", "float64 runs on the CPU backend only");
-    if (cfg.parallel.ep_size > 1 && cfg.parallel.transport == Transport::Nccl)
-      refuse("parallel.transport",
-             "nccl with parallel.ep_size " + std::to_string(cfg.parallel.ep_size) +
-                 ": expert-parallel runs exchange rows and sum gradients over MPI for now; use "
-                 "mpi or auto");
   } else {
     const std::string why = std::string(" needs the CUDA backend, and this run is on the CPU") +
                             (t.backend == BackendKind::Auto ? " (train.backend auto: no CUDA device)" : "");
@@ -61,17 +56,16 @@ int cuda_device_for_rank(int local_rank) {
 #endif
 }
 
-std::unique_ptr<Comm> make_device_gradient_comm(const Config& cfg, BackendKind kind, Comm& world,
-                                                int local_rank) {
-  if (kind != BackendKind::Cuda || world.size() == 1 ||
-      cfg.parallel.transport == Transport::Mpi || cfg.parallel.ep_size > 1)
+std::unique_ptr<Comm> make_device_world_comm(const Config& cfg, BackendKind kind, Comm& world,
+                                             int local_rank) {
+  if (kind != BackendKind::Cuda || world.size() == 1 || cfg.parallel.transport == Transport::Mpi)
     return nullptr;
 #ifdef MOE_WITH_CUDA
   const double timeout = cfg.parallel.timeout_seconds > 0 ? cfg.parallel.timeout_seconds : 600.0;
   return std::make_unique<NcclComm>(world, cuda_device_for_rank(local_rank), timeout);
 #else
   (void)local_rank;
-  throw InternalError("make_device_gradient_comm: CUDA chosen in a build without CUDA");
+  throw InternalError("make_device_world_comm: CUDA chosen in a build without CUDA");
 #endif
 }
 

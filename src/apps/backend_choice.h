@@ -15,8 +15,7 @@ namespace moe {
 // cpu or cuda for this process (auto: cuda when this build has CUDA and a
 // device is visible). Throws ConfigError naming the key when the config
 // cannot run here: cuda without a CUDA build or a visible device; bfloat16 or
-// transport nccl on the CPU; float64 on CUDA; transport nccl with expert
-// parallelism (its rows and gradients go over MPI for now).
+// transport nccl on the CPU; float64 on CUDA.
 BackendKind resolve_backend(const Config& cfg);
 
 // One line for the log when the run is on CUDA: the backend's validation
@@ -28,13 +27,13 @@ std::string backend_caveat(BackendKind kind);
 std::unique_ptr<Backend<float>> make_float_backend(const Config& cfg, BackendKind kind,
                                                    int local_rank);
 
-// The communicator that sums gradients in GPU memory for a multi-rank CUDA
-// run (NcclComm over the world's ranks, on this rank's device) when
-// parallel.transport is nccl or auto and there is no expert parallelism;
-// null otherwise (one rank, the CPU, transport mpi, or ep_size > 1: the
-// gradients then go through host memory over MPI).
-std::unique_ptr<Comm> make_device_gradient_comm(const Config& cfg, BackendKind kind, Comm& world,
-                                                int local_rank);
+// The world communicator on GPU memory for a multi-rank CUDA run (NcclComm
+// over the world's ranks, on this rank's device; split it like the host
+// world for EP and replica groups) when parallel.transport is nccl or auto;
+// null otherwise (one rank, the CPU, or transport mpi: gradients and MoE
+// rows then go through host memory over MPI).
+std::unique_ptr<Comm> make_device_world_comm(const Config& cfg, BackendKind kind, Comm& world,
+                                             int local_rank);
 
 // The GPU this rank uses: local_rank % (visible devices). CUDA builds only.
 int cuda_device_for_rank(int local_rank);

@@ -83,10 +83,18 @@ int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
         "config: train.eval_interval: set, but there is no validation data (data.val_path, or "
         "val_*.bin shards in data.path)");
   moe::Trainer<T> trainer(cfg, *be, world, *data, val.get(), comms.ep.get(), comms.replica.get());
-  const std::unique_ptr<moe::Comm> device_grads =
-      moe::make_device_gradient_comm(cfg, kind, world, local_rank);
-  trainer.use_device_gradient_comm(device_grads.get());
-  if (device_grads) spdlog::info("gradients: summed on the GPUs over {}", device_grads->describe());
+  // GPUs: gradients and MoE rows move in GPU memory over NCCL.
+  const std::unique_ptr<moe::Comm> device_world =
+      moe::make_device_world_comm(cfg, kind, world, local_rank);
+  moe::Communicators device_comms;
+  if (device_world) {
+    if (cfg.parallel.ep_size > 1)
+      device_comms = moe::make_communicators(
+          *device_world,
+          moe::Topology(world.rank(), world.size(), cfg.parallel.ep_size, cfg.moe.n_routed));
+    trainer.use_device_comms(device_world.get(), device_comms.ep.get(), device_comms.replica.get());
+    spdlog::info("gradients and expert all-to-all: in GPU memory over {}", device_world->describe());
+  }
   if (!resume_dir.empty()) {
     trainer.resume_from(resume_dir);
     spdlog::info("resumed from {} at step {}", resume_dir, trainer.next_step());

@@ -32,6 +32,8 @@ class MoeLayer {
   void backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dy, const T* x, int N);
 
   const Router<T>& router() const { return router_; }
+  // See Dispatcher::set_device_comm.
+  void set_device_ep_comm(Comm* ep_device) { dispatcher_.set_device_comm(ep_device); }
 
  private:
   int D_, E_, K_, Fe_;

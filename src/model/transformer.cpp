@@ -161,6 +161,12 @@ void Transformer<T>::backward() {
   be_.embedding_backward(params_.grad(embed_), dres_, tokens_, N, D);
 }
 
+template <typename T>
+void Transformer<T>::set_device_ep_comm(Comm* ep_device) {
+  for (Layer& L : layers_)
+    if (L.moe) L.moe->set_device_ep_comm(ep_device);
+}
+
 template class Transformer<float>;
 template class Transformer<double>;
 

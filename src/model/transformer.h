@@ -56,6 +56,10 @@ class Transformer {
   // Accumulates parameter gradients of the last forward's objective.
   void backward();
 
+  // Every MoE layer exchanges its rows over `ep_device` (an EP communicator
+  // on backend memory, e.g. NcclComm) instead of through host memory.
+  void set_device_ep_comm(Comm* ep_device);
+
   // Router state of MoE layer m after the last forward (tests, diagnostics).
   const Router<T>& router(int m) const;
 

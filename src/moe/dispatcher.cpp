@@ -78,8 +78,20 @@ void Dispatcher<T>::plan(Backend<T>& be, const int32_t* expert_idx, int N) {
 }
 
 template <typename T>
+void Dispatcher<T>::set_device_comm(Comm* ep_device) {
+  if (ep_device && (!ep_ || ep_device->size() != P_ || ep_device->rank() != rank_))
+    throw InternalError("dispatcher: the device EP communicator is not this rank's EP group");
+  ep_device_ = ep_device;
+}
+
+template <typename T>
 void Dispatcher<T>::exchange(Backend<T>& be, T* recv, const std::vector<int64_t>& recv_counts,
                              const T* send, const std::vector<int64_t>& send_counts) {
+  if (ep_device_) {
+    be.synchronize();  // the communicator's own stream must see the rows written
+    ep_device_->alltoallv(send, send_counts.data(), recv, recv_counts.data());
+    return;
+  }
   int64_t send_n = 0, recv_n = 0;
   for (int p = 0; p < P_; ++p) send_n += send_counts[p], recv_n += recv_counts[p];
   if (send_host_.size() < size_t(send_n)) send_host_.resize(size_t(send_n));

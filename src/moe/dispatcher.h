@@ -25,6 +25,10 @@ class Dispatcher {
   int local_experts() const { return E_ / P_; }
   int first_expert() const { return rank_ * local_experts(); }
 
+  // An EP communicator over the same ranks that moves backend memory itself
+  // (NcclComm on GPUs): the rows' all-to-all then skips the host staging.
+  void set_device_comm(Comm* ep_device);
+
   // Plans this micro-batch's routing (expert_idx [N,K]).
   void plan(Backend<T>& be, const int32_t* expert_idx, int N);
   // Tokens of this rank per (global) expert: what balancing counts.
@@ -56,14 +60,15 @@ class Dispatcher {
   void to_experts(Backend<T>& be, T* out, const T* rows_local, int D);
   // Expert-major rows -> local sorted rows on their source ranks.
   void from_experts(Backend<T>& be, T* out_local, const T* rows_expert, int D);
-  // The all-to-all of rows, through host buffers: the EP communicator is MPI
-  // (host memory) and the rows are backend memory, on the CPU and the GPU
-  // alike, so both run this same path.
+  // The all-to-all of rows: directly in backend memory over the device
+  // communicator when there is one; otherwise through host buffers over the
+  // EP communicator (MPI, host memory), on the CPU and the GPU alike.
   void exchange(Backend<T>& be, T* recv, const std::vector<int64_t>& recv_counts, const T* send,
                 const std::vector<int64_t>& send_counts);
 
   int E_, K_;
   Comm* ep_;
+  Comm* ep_device_ = nullptr;  // see set_device_comm
   int P_, rank_;
   std::vector<int64_t> counts_, offsets_;   // per global expert; local sorted row offsets
   std::vector<int64_t> expert_offsets_;     // local experts, expert-major rows

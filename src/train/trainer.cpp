@@ -36,14 +36,15 @@ Trainer<T>::Trainer(const Config& cfg, Backend<T>& be, Comm& comm, const TokenSo
 }
 
 template <typename T>
-void Trainer<T>::use_device_gradient_comm(Comm* c) {
-  if (c && ep_)
-    throw InternalError("trainer: a device gradient communicator needs data parallelism only");
-  if (c && c->size() != comm_.size())
-    throw InternalError("trainer: the device gradient communicator spans " +
-                        std::to_string(c->size()) + " ranks, the world " +
-                        std::to_string(comm_.size()));
-  device_grads_ = c;
+void Trainer<T>::use_device_comms(Comm* world, Comm* ep, Comm* replica) {
+  if (world && world->size() != comm_.size())
+    throw InternalError("trainer: the device communicator spans " + std::to_string(world->size()) +
+                        " ranks, the world " + std::to_string(comm_.size()));
+  if (world && ep_ && (!ep || !replica))
+    throw InternalError("trainer: expert parallelism needs device EP and replica communicators");
+  device_world_ = world;
+  device_replica_ = world && ep_ ? replica : nullptr;
+  model_->set_device_ep_comm(world && ep_ ? ep : nullptr);
 }
 
 // Dense gradients are summed over all ranks; an expert's over the ranks that
@@ -54,9 +55,15 @@ template <typename T>
 void Trainer<T>::allreduce_gradients() {
   if (comm_.size() == 1) return;
   ParamSet<T>& ps = model_->params();
-  if (device_grads_) {
+  if (device_world_) {
     be_.synchronize();  // the communicator's stream must see the finished backward
-    device_grads_->allreduce_sum(ps.grads(), ps.size());
+    if (!ep_) {
+      device_world_->allreduce_sum(ps.grads(), ps.size());
+      return;
+    }
+    const size_t ne = ps.expert_size();
+    if (device_replica_->size() > 1) device_replica_->allreduce_sum(ps.grads(), ne);
+    device_world_->allreduce_sum(ps.grads() + ne, ps.size() - ne);
     return;
   }
   grad_host_.resize(ps.size());

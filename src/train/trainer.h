@@ -47,10 +47,12 @@ class Trainer {
   // Restores a checkpoint directory (parameters, AdamW moments, bias, step).
   void resume_from(const std::string& ckpt_dir);
 
-  // Sums the gradients with `c` directly in backend memory (NcclComm on the
-  // GPUs: the same ranks as the world communicator) instead of through host
-  // memory over `comm`. Data parallelism only: throws with expert parallelism.
-  void use_device_gradient_comm(Comm* c);
+  // Communicators that move backend memory themselves (NcclComm on GPUs),
+  // over the same ranks as the world, EP and replica communicators: gradients
+  // are then summed and the MoE rows exchanged in place instead of through
+  // host memory. ep and replica are needed with expert parallelism only.
+  // Null world: back to the host path.
+  void use_device_comms(Comm* world, Comm* ep = nullptr, Comm* replica = nullptr);
 
   int64_t next_step() const { return state_.step; }
   const TrainerState& state() const { return state_; }
@@ -77,7 +79,8 @@ class Trainer {
   Comm& comm_;
   Comm* ep_;       // null: all experts local
   Comm* replica_;  // ranks holding the same experts (null: all ranks)
-  Comm* device_grads_ = nullptr;  // see use_device_gradient_comm
+  Comm* device_world_ = nullptr;    // see use_device_comms
+  Comm* device_replica_ = nullptr;
   BatchSampler sampler_;
   const ValidationReader* val_;
   std::unique_ptr<Transformer<T>> model_;
