@@ -81,9 +81,11 @@ TEST(GpuCli, TrainOnCudaFollowsTheCpuCurve) {
   }
   // Same config and seed on the same GPU: the same bits.
   EXPECT_EQ(train(d, "fp32_again", "--set train.backend=cuda"), fp32);
-  // Two ranks sharing this GPU, expert-parallel over MPI (host staging): the
-  // one-rank curve up to summation order.
-  const auto ep2 = train(d, "ep2", "--set train.backend=cuda --set parallel.ep_size=2",
+  // Two ranks sharing this GPU, expert-parallel over MPI (host staging; NCCL
+  // refuses two ranks on one device): the one-rank curve up to summation order.
+  const auto ep2 = train(d, "ep2",
+                         "--set train.backend=cuda --set parallel.ep_size=2 "
+                         "--set parallel.transport=mpi",
                          "OMP_NUM_THREADS=1 timeout 300 mpirun --oversubscribe --allow-run-as-root "
                          "-np 2 ");
   ASSERT_EQ(ep2.size(), cpu.size());
