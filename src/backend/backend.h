@@ -317,8 +317,8 @@ std::unique_ptr<Backend<T>> make_cpu_backend(int threads = 0);
 // MOE_WITH_CUDA). precision Float32: fp32 cuBLAS GEMMs without TF32 (the
 // exact mirror of the CPU backend); BFloat16: bf16 matmul operands with fp32
 // accumulation and fp32 master weights, activations and statistics
-// (src/backend/cuda/bf16_linear.h). Not yet selectable by moe-train: it is
-// checked against the CPU backend by the gpu tests first.
+// (src/backend/cuda/bf16_linear.h). Programs choose it through
+// src/apps/backend_choice.h (train.backend).
 std::unique_ptr<Backend<float>> make_cuda_backend(int device, Precision precision);
 
 }  // namespace moe
