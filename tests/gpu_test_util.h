@@ -1,14 +1,20 @@
 // Shared helpers of the gpu tests (tests/test_gpu_*.cpp): device buffers,
-// random inputs, and the skip when no device is visible.
+// random inputs, error measures against a reference, the CPU reference
+// backend, and the skip when no device is visible.
 #pragma once
 
 #ifdef MOE_WITH_CUDA
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/cuda/cuda_device.h"
 
 #define SKIP_WITHOUT_DEVICE() \
@@ -61,6 +67,42 @@ inline std::vector<float> uniform(size_t n, std::mt19937_64& rng, double lo, dou
   std::vector<float> v(n);
   for (auto& x : v) x = static_cast<float>(d(rng));
   return v;
+}
+
+// The reference the GPU results are compared with: the CPU backend, 1 thread.
+inline std::unique_ptr<Backend<float>> cpu() { return make_cpu_backend<float>(1); }
+
+// max_i |got_i - ref_i| / max_i |ref_i|: the normwise relative error, for
+// results that are differences or sums of mixed signs (element-wise relative
+// error is meaningless near cancellation). Ref is float (CPU backend) or
+// double (fp64 host reference).
+template <typename Ref>
+double normwise_rel_err(const std::vector<float>& got, const std::vector<Ref>& ref) {
+  EXPECT_EQ(got.size(), ref.size());
+  double err = 0.0, scale = 0.0;
+  for (size_t i = 0; i < ref.size() && i < got.size(); ++i) {
+    err = std::max(err, std::abs(static_cast<double>(got[i]) - static_cast<double>(ref[i])));
+    scale = std::max(scale, std::abs(static_cast<double>(ref[i])));
+  }
+  return scale > 0.0 ? err / scale : err;
+}
+
+// max_i |got_i - ref_i| / |ref_i|: for products with no cancellation.
+template <typename Ref>
+double elementwise_rel_err(const std::vector<float>& got, const std::vector<Ref>& ref) {
+  EXPECT_EQ(got.size(), ref.size());
+  double err = 0.0;
+  for (size_t i = 0; i < ref.size() && i < got.size(); ++i) {
+    const double r = static_cast<double>(ref[i]);
+    const double d = std::abs(static_cast<double>(got[i]) - r);
+    err = std::max(err, r != 0.0 ? d / std::abs(r) : d);
+  }
+  return err;
+}
+
+// The same bits (determinism checks).
+inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 }  // namespace moe::test

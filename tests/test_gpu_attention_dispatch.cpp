@@ -27,24 +27,9 @@ namespace {
 using moe::test::DeviceBuffer;
 using moe::test::normal;
 using moe::test::uniform;
-
-// Owning device buffer of n elements of T.
-// max_i |got_i - ref_i| / max_i |ref_i|.
-double normwise_rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
-  EXPECT_EQ(got.size(), ref.size());
-  double err = 0.0, scale = 0.0;
-  for (size_t i = 0; i < ref.size() && i < got.size(); ++i) {
-    err = std::max(err, std::abs(static_cast<double>(got[i]) - ref[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(ref[i])));
-  }
-  return scale > 0.0 ? err / scale : err;
-}
-
-bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-std::unique_ptr<moe::Backend<float>> cpu() { return moe::make_cpu_backend<float>(1); }
+using moe::test::cpu;
+using moe::test::normwise_rel_err;
+using moe::test::same_bits;
 
 // -------------------------------------------------------------- attention --
 
@@ -84,8 +69,8 @@ TEST(GpuAttention, ForwardMatchesCpuBackend) {
     moe::kernels::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), a.B, a.S, a.H, a.hd,
                                     nullptr);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_TRUE(bit_identical(d_out.download(), out));
-    EXPECT_TRUE(bit_identical(d_lse.download(), lse));
+    EXPECT_TRUE(same_bits(d_out.download(), out));
+    EXPECT_TRUE(same_bits(d_lse.download(), lse));
   }
 }
 
@@ -132,7 +117,7 @@ TEST(GpuAttention, BackwardMatchesCpuBackend) {
                                      d_qkv.get(), a.B, a.S, a.H, a.hd, ws.get(), ws_bytes,
                                      nullptr);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_TRUE(bit_identical(d_dqkv.download(), dqkv));
+    EXPECT_TRUE(same_bits(d_dqkv.download(), dqkv));
   }
 }
 
@@ -251,7 +236,7 @@ TEST(GpuDispatch, RowOpsMatchCpu) {
       DeviceBuffer<float> d_xp(pD);
       moe::kernels::permute_rows(d_xp.get(), d_x.get(), d_row.get(), c.N, c.K, D, nullptr);
       MOE_CUDA_CHECK(cudaDeviceSynchronize());
-      EXPECT_TRUE(bit_identical(d_xp.download(), xp_ref));
+      EXPECT_TRUE(same_bits(d_xp.download(), xp_ref));
 
       // permute_rows_backward: dx += sum_k dxp[row].
       const auto dx0 = normal(nD, rng);
@@ -287,7 +272,7 @@ TEST(GpuDispatch, RowOpsMatchCpu) {
       };
       run_combine_backward();
       const auto dyp = d_dyp.download(), dg = d_dg.download();
-      EXPECT_TRUE(bit_identical(dyp, dyp_ref));
+      EXPECT_TRUE(same_bits(dyp, dyp_ref));
       EXPECT_LT(normwise_rel_err(dg, dg_ref), 1e-5);
 
       // gather_rows with the plan as the index (a permutation), exact.
@@ -297,7 +282,7 @@ TEST(GpuDispatch, RowOpsMatchCpu) {
       moe::kernels::gather_rows(d_g.get(), d_xp_in.get(), d_row.get(),
                                 static_cast<int64_t>(pairs), D, nullptr);
       MOE_CUDA_CHECK(cudaDeviceSynchronize());
-      EXPECT_TRUE(bit_identical(d_g.download(), g_ref));
+      EXPECT_TRUE(same_bits(d_g.download(), g_ref));
 
       // Second runs: same bits.
       d_dx.upload(dx0);
@@ -307,10 +292,10 @@ TEST(GpuDispatch, RowOpsMatchCpu) {
       moe::kernels::combine_forward(d_y.get(), d_xp_in.get(), d_gates.get(), d_row.get(), c.N,
                                     c.K, D, nullptr);
       run_combine_backward();
-      EXPECT_TRUE(bit_identical(d_dx.download(), dx));
-      EXPECT_TRUE(bit_identical(d_y.download(), y));
-      EXPECT_TRUE(bit_identical(d_dyp.download(), dyp));
-      EXPECT_TRUE(bit_identical(d_dg.download(), dg));
+      EXPECT_TRUE(same_bits(d_dx.download(), dx));
+      EXPECT_TRUE(same_bits(d_y.download(), y));
+      EXPECT_TRUE(same_bits(d_dyp.download(), dyp));
+      EXPECT_TRUE(same_bits(d_dg.download(), dg));
     }
   }
 }

@@ -28,45 +28,20 @@ namespace {
 using moe::test::DeviceBuffer;
 using moe::test::normal;
 using moe::test::uniform;
+using moe::test::cpu;
+using moe::test::normwise_rel_err;
+using moe::test::elementwise_rel_err;
+using moe::test::same_bits;
 
 namespace kn = moe::kernels;
 
 constexpr double kTol = 1e-5;
-
-// Owning device buffer of n elements of T.
-std::unique_ptr<moe::Backend<float>> cpu() { return moe::make_cpu_backend<float>(1); }
 
 std::vector<int32_t> random_ints(size_t n, int lo, int hi, std::mt19937_64& rng) {
   std::uniform_int_distribution<int> d(lo, hi);
   std::vector<int32_t> v(n);
   for (auto& x : v) x = d(rng);
   return v;
-}
-
-// max_i |got_i - ref_i| / max_i |ref_i|.
-double normwise_rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
-  EXPECT_EQ(got.size(), ref.size());
-  double err = 0.0, scale = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    err = std::max(err, std::abs(static_cast<double>(got[i]) - ref[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(ref[i])));
-  }
-  return scale > 0.0 ? err / scale : err;
-}
-
-// max_i |got_i - ref_i| / |ref_i| (for outputs without cancellation).
-double elementwise_rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
-  EXPECT_EQ(got.size(), ref.size());
-  double err = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = std::abs(static_cast<double>(got[i]) - ref[i]);
-    err = std::max(err, ref[i] != 0.f ? d / std::abs(static_cast<double>(ref[i])) : d);
-  }
-  return err;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 // ------------------------------------------------------------ add / scale --

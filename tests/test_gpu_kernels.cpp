@@ -24,29 +24,8 @@ namespace {
 using moe::test::DeviceBuffer;
 using moe::test::normal;
 using moe::test::uniform;
-
-// Owning device buffer of n elements of T.
-// max_i |got_i - ref_i| / max_i |ref_i|: the normwise relative error. Used
-// where the result is a difference or a sum of mixed signs (dx, dw), for which
-// element-wise relative error is meaningless near cancellation.
-double normwise_rel_err(const std::vector<float>& got, const std::vector<double>& ref) {
-  double err = 0.0, scale = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    err = std::max(err, std::abs(static_cast<double>(got[i]) - ref[i]));
-    scale = std::max(scale, std::abs(ref[i]));
-  }
-  return scale > 0.0 ? err / scale : err;
-}
-
-// max_i |got_i - ref_i| / |ref_i|: for products with no cancellation (y, rstd).
-double elementwise_rel_err(const std::vector<float>& got, const std::vector<double>& ref) {
-  double err = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = std::abs(static_cast<double>(got[i]) - ref[i]);
-    err = std::max(err, ref[i] != 0.0 ? d / std::abs(ref[i]) : d);
-  }
-  return err;
-}
+using moe::test::normwise_rel_err;
+using moe::test::elementwise_rel_err;
 
 // ---------------------------------------------------------------- RMSNorm --
 

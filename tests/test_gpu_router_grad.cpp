@@ -27,12 +27,13 @@ namespace {
 using moe::test::DeviceBuffer;
 using moe::test::normal;
 using moe::test::uniform;
+using moe::test::cpu;
+using moe::test::normwise_rel_err;
+using moe::test::same_bits;
 
 namespace kn = moe::kernels;
 
 constexpr double kTol = 1e-5;
-
-std::unique_ptr<moe::Backend<float>> cpu() { return moe::make_cpu_backend<float>(1); }
 
 // Per token, K distinct experts in [0,E) in random order.
 std::vector<int32_t> random_picks(int N, int E, int K, std::mt19937_64& rng) {
@@ -43,21 +44,6 @@ std::vector<int32_t> random_picks(int N, int E, int K, std::mt19937_64& rng) {
     std::copy(perm.begin(), perm.begin() + K, idx.begin() + static_cast<size_t>(n) * K);
   }
   return idx;
-}
-
-// max_i |got_i - ref_i| / max_i |ref_i|.
-double normwise_rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
-  EXPECT_EQ(got.size(), ref.size());
-  double err = 0.0, scale = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    err = std::max(err, std::abs(static_cast<double>(got[i]) - ref[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(ref[i])));
-  }
-  return scale > 0.0 ? err / scale : err;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 struct Shape {
