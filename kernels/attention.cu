@@ -69,6 +69,20 @@ __device__ __forceinline__ void load_tile(float* __restrict__ dst, const float* 
   }
 }
 
+// The (batch, head) a block works on (blockIdx.y = b*H + h) and where the
+// head's row 0 is in the fused qkv-shaped buffers (row stride W = 3*H*hd) and
+// in the [N, H*hd] ones (row stride OW); row i of the head is at + i*stride.
+struct HeadView {
+  int bh;
+  size_t W, OW, qkv_head, out_head;
+  __device__ HeadView(int S, int H, int hd)
+      : bh(blockIdx.y),
+        W(static_cast<size_t>(3) * H * hd),
+        OW(static_cast<size_t>(H) * hd),
+        qkv_head(static_cast<size_t>(bh / H) * S * W + static_cast<size_t>(bh % H) * hd),
+        out_head(static_cast<size_t>(bh / H) * S * OW + static_cast<size_t>(bh % H) * hd) {}
+};
+
 template <int HDMAX>
 struct Smem {
   static constexpr int P = HDMAX + 1;  // padded row stride: conflict-free when lanes vary the row
@@ -92,9 +106,10 @@ __global__ void __launch_bounds__(kThreads)
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int q0 = blockIdx.x * kTile;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H;
-  const size_t W = static_cast<size_t>(3) * H * hd, OW = static_cast<size_t>(H) * hd;
-  const float* base = qkv + static_cast<size_t>(b) * S * W + static_cast<size_t>(h) * hd;
+  const HeadView hv(S, H, hd);
+  const int bh = hv.bh;
+  const size_t W = hv.W, OW = hv.OW;
+  const float* base = qkv + hv.qkv_head;
 
   load_tile<P>(Qs, base, W, q0, S, hd);
 
@@ -151,7 +166,7 @@ __global__ void __launch_bounds__(kThreads)
     const int i = q0 + warp * kRowsPerWarp + r;
     if (i >= S) continue;
     const float inv_l = 1.f / l[r];
-    float* o = out + (static_cast<size_t>(b) * S + i) * OW + static_cast<size_t>(h) * hd;
+    float* o = out + hv.out_head + static_cast<size_t>(i) * OW;
 #pragma unroll
     for (int c = 0; c < C; ++c) {
       const int d = lane + 32 * c;
@@ -194,13 +209,13 @@ __global__ void __launch_bounds__(kThreads)
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int q0 = blockIdx.x * kTile;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H;
-  const size_t W = static_cast<size_t>(3) * H * hd, OW = static_cast<size_t>(H) * hd;
-  const float* base = qkv + static_cast<size_t>(b) * S * W + static_cast<size_t>(h) * hd;
+  const HeadView hv(S, H, hd);
+  const int bh = hv.bh;
+  const size_t W = hv.W, OW = hv.OW;
+  const float* base = qkv + hv.qkv_head;
 
   load_tile<P>(Qs, base, W, q0, S, hd);
-  load_tile<P>(dOs, dout + static_cast<size_t>(b) * S * OW + static_cast<size_t>(h) * hd, OW, q0,
-               S, hd);
+  load_tile<P>(dOs, dout + hv.out_head, OW, q0, S, hd);
 
   float lse_r[kRowsPerWarp], D_r[kRowsPerWarp], acc[kRowsPerWarp][C];
 #pragma unroll
@@ -253,7 +268,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int r = 0; r < kRowsPerWarp; ++r) {
     const int i = q0 + warp * kRowsPerWarp + r;
     if (i >= S) continue;
-    float* dq = dqkv + (static_cast<size_t>(b) * S + i) * W + static_cast<size_t>(h) * hd;
+    float* dq = dqkv + hv.qkv_head + static_cast<size_t>(i) * W;
 #pragma unroll
     for (int c = 0; c < C; ++c) {
       const int d = lane + 32 * c;
@@ -281,10 +296,11 @@ __global__ void __launch_bounds__(kThreads)
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int k0 = blockIdx.x * kTile;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H;
-  const size_t W = static_cast<size_t>(3) * H * hd, OW = static_cast<size_t>(H) * hd;
-  const float* base = qkv + static_cast<size_t>(b) * S * W + static_cast<size_t>(h) * hd;
-  const float* dbase = dout + static_cast<size_t>(b) * S * OW + static_cast<size_t>(h) * hd;
+  const HeadView hv(S, H, hd);
+  const int bh = hv.bh;
+  const size_t W = hv.W, OW = hv.OW;
+  const float* base = qkv + hv.qkv_head;
+  const float* dbase = dout + hv.out_head;
 
   load_tile<P>(Ks, base + OW, W, k0, S, hd);
   load_tile<P>(Vs, base + 2 * OW, W, k0, S, hd);
@@ -347,7 +363,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int r = 0; r < kRowsPerWarp; ++r) {
     const int j = k0 + warp * kRowsPerWarp + r;
     if (j >= S) continue;
-    float* dkp = dqkv + (static_cast<size_t>(b) * S + j) * W + OW + static_cast<size_t>(h) * hd;
+    float* dkp = dqkv + hv.qkv_head + static_cast<size_t>(j) * W + OW;
     float* dvp = dkp + OW;
 #pragma unroll
     for (int c = 0; c < C; ++c) {
