@@ -110,7 +110,7 @@ TEST(GpuBf16, ConversionsRoundToNearestEvenAndAccumulate) {
 
 TEST(GpuBf16, LinearMatchesCpu) {
   SKIP_WITHOUT_DEVICE();
-  auto cpu = make_cpu_backend<float>(1);
+  auto cpu = test::cpu();
   auto gpu = make_cuda_backend(0, Precision::BFloat16);
   EXPECT_EQ(gpu->name(), "cuda-bf16");
   std::mt19937_64 rng(3);
@@ -129,7 +129,7 @@ TEST(GpuBf16, LinearMatchesCpu) {
 
 TEST(GpuBf16, GroupedLinearMatchesCpuWithEmptyExperts) {
   SKIP_WITHOUT_DEVICE();
-  auto cpu = make_cpu_backend<float>(1);
+  auto cpu = test::cpu();
   auto gpu = make_cuda_backend(0, Precision::BFloat16);
   std::mt19937_64 rng(5);
   struct Case {
@@ -174,7 +174,7 @@ TEST(GpuBf16, GroupedLinearMatchesCpuWithEmptyExperts) {
 TEST(GpuBf16, WeightCopiesFollowWritesToTheMaster) {
   SKIP_WITHOUT_DEVICE();
   auto gpu = make_cuda_backend(0, Precision::BFloat16);
-  auto cpu = make_cpu_backend<float>(1);
+  auto cpu = test::cpu();
   std::mt19937_64 rng(7);
   const int N = 16, I = 32, O = 24;
   const auto x = normal(size_t(N) * I, rng), W1 = normal(size_t(O) * I, rng),
@@ -216,7 +216,7 @@ TEST(GpuBf16, WeightCopiesFollowWritesToTheMaster) {
 TEST(GpuBf16, RouterLinearStaysFp32) {
   SKIP_WITHOUT_DEVICE();
   auto gpu = make_cuda_backend(0, Precision::BFloat16);
-  auto cpu = make_cpu_backend<float>(1);
+  auto cpu = test::cpu();
   std::mt19937_64 rng(9);
   const int N = 33, I = 64, E = 16;
   const auto x = normal(size_t(N) * I, rng), W = normal(size_t(E) * I, rng);

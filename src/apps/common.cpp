@@ -71,6 +71,20 @@ void setup_logging(const std::string& level) {
   spdlog::set_level(spdlog::level::from_str(level));
 }
 
+int64_t parse_count(const std::string& flag, const std::string& value, int64_t min) {
+  size_t used = 0;
+  int64_t n = 0;
+  try {
+    n = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != value.size() || n < min)
+    throw InputError(flag + ": expected an integer >= " + std::to_string(min) + ", got '" + value +
+                     "'");
+  return n;
+}
+
 std::string describe_balance(const BalanceConfig& b) {
   switch (b.method) {
     case BalanceMethod::LossFree:

@@ -1,6 +1,7 @@
 // Shared plumbing of the mains: error-to-exit-code mapping, logging setup.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -25,6 +26,9 @@ void set_job_abort(std::function<void(int code)> abort, int rank);
 using FlagHandlers = std::map<std::string, std::function<void(const std::string& value)>>;
 bool parse_flags(int argc, char** argv, const char* program, const char* usage,
                  const FlagHandlers& flags);
+
+// A flag's whole value as an integer >= min, else an InputError naming the flag.
+int64_t parse_count(const std::string& flag, const std::string& value, int64_t min = 0);
 
 // OpenMP threads that spin-wait between parallel regions starve OpenBLAS's
 // own thread pool (several times slower on few cores). libgomp reads

@@ -49,20 +49,6 @@ struct Args {
   std::optional<double> peak_tflops;
 };
 
-int64_t parse_count(const std::string& flag, const std::string& v, int64_t min) {
-  size_t used = 0;
-  int64_t n = 0;
-  try {
-    n = std::stoll(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != v.size() || n < min)
-    throw moe::InputError(flag + ": expected an integer >= " + std::to_string(min) + ", got '" +
-                          v + "'");
-  return n;
-}
-
 double parse_positive(const std::string& flag, const std::string& v) {
   size_t used = 0;
   double x = 0;
@@ -255,8 +241,8 @@ int main(int argc, char** argv) {
             argc, argv, "moe-bench", kUsage,
             {{"--config", [&](const std::string& v) { a.config_path = v; }},
              {"--set", [&](const std::string& v) { a.overrides.push_back(v); }},
-             {"--steps", [&](const std::string& v) { a.steps = parse_count("--steps", v, 1); }},
-             {"--warmup", [&](const std::string& v) { a.warmup = parse_count("--warmup", v, 0); }},
+             {"--steps", [&](const std::string& v) { a.steps = moe::parse_count("--steps", v, 1); }},
+             {"--warmup", [&](const std::string& v) { a.warmup = moe::parse_count("--warmup", v, 0); }},
              {"--backend",
               [&](const std::string& v) {
                 if (v != "cpu" && v != "cuda")

@@ -32,16 +32,6 @@ constexpr const char* kUsage =
     "  --backend B       cpu, cuda or auto (default: auto = CUDA when a device is visible; a\n"
     "                    bfloat16 checkpoint evaluates in float32 on the CPU)\n";
 
-int64_t parse_count(const std::string& flag, const std::string& v) {
-  try {
-    size_t used = 0;
-    const long long n = std::stoll(v, &used);
-    if (used == v.size() && n >= 0) return n;
-  } catch (const std::exception&) {
-  }
-  throw moe::InputError(flag + ": expected a non-negative integer, got '" + v + "'");
-}
-
 template <typename T>
 nlohmann::json evaluate_checkpoint(const moe::Config& cfg, moe::BackendKind kind,
                                    const std::string& ckpt, const moe::ValidationReader& val,
@@ -79,9 +69,9 @@ int main(int argc, char** argv) {
             {{"--checkpoint", [&](const std::string& v) { ckpt = v; }},
              {"--data", [&](const std::string& v) { data = v; }},
              {"--output", [&](const std::string& v) { output = v; }},
-             {"--max-tokens", [&](const std::string& v) { max_tokens = parse_count("--max-tokens", v); }},
-             {"--batch", [&](const std::string& v) { batch = parse_count("--batch", v); }},
-             {"--threads", [&](const std::string& v) { threads = parse_count("--threads", v); }},
+             {"--max-tokens", [&](const std::string& v) { max_tokens = moe::parse_count("--max-tokens", v); }},
+             {"--batch", [&](const std::string& v) { batch = moe::parse_count("--batch", v); }},
+             {"--threads", [&](const std::string& v) { threads = moe::parse_count("--threads", v); }},
              {"--backend", [&](const std::string& v) {
                 if (v == "cpu") backend = moe::BackendKind::Cpu;
                 else if (v == "cuda") backend = moe::BackendKind::Cuda;
