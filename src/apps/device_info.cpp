@@ -23,22 +23,14 @@ double peak_bf16_dense_tflops(const std::string& name) {
 
 #ifdef MOE_WITH_CUDA
 
-namespace {
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw InternalError(std::string(what) + ": " + cudaGetErrorName(err) + ": " +
-                        cudaGetErrorString(err));
-}
-}  // namespace
-
 bool cuda_available() { return cuda_device_count() > 0; }
 
 GpuInfo gpu_info(int device) {
   cudaDeviceProp prop{};
-  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
-  check(cudaSetDevice(device), "cudaSetDevice");
+  MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  MOE_CUDA_CHECK(cudaSetDevice(device));
   size_t free_bytes = 0, total_bytes = 0;
-  check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+  MOE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   GpuInfo g;
   g.name = prop.name;
   g.total_bytes = total_bytes;

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "backend/cuda/cuda_device.h"
 #include "core/error.h"
 
 namespace moe {
@@ -29,11 +30,6 @@ void pause(int spins) {
     std::this_thread::yield();
   else
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-}
-
-void cuda_check(cudaError_t rc, const char* what) {
-  if (rc != cudaSuccess)
-    throw InternalError(std::string("cuda: ") + what + ": " + cudaGetErrorString(rc));
 }
 
 ncclConfig_t nonblocking_config() {
@@ -60,7 +56,7 @@ ncclResult_t poll_state(ncclComm_t comm, double timeout_s) {
 
 NcclComm::NcclComm(Comm& bootstrap, int device, double timeout_seconds)
     : device_(device), timeout_s_(timeout_seconds) {
-  cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+  MOE_CUDA_CHECK(cudaSetDevice(device_));
   ncclUniqueId id{};
   if (bootstrap.rank() == 0) {
     ncclResult_t rc = ncclGetUniqueId(&id);
@@ -77,7 +73,7 @@ NcclComm::NcclComm(Comm& bootstrap, int device, double timeout_seconds)
 
 NcclComm::NcclComm(ncclComm_t comm, int device, double timeout_seconds)
     : comm_(comm), device_(device), timeout_s_(timeout_seconds) {
-  cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+  MOE_CUDA_CHECK(cudaSetDevice(device_));
   wait_ready("ncclCommSplit");  // a split child may still be initializing
   setup_stream();
 }
@@ -85,10 +81,10 @@ NcclComm::NcclComm(ncclComm_t comm, int device, double timeout_seconds)
 void NcclComm::setup_stream() {
   check(ncclCommCount(comm_, &size_), "ncclCommCount");
   check(ncclCommUserRank(comm_, &rank_), "ncclCommUserRank");
-  cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-  cuda_check(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "cudaEventCreate");
-  cuda_check(cudaMalloc(reinterpret_cast<void**>(&scratch_), sizeof(float)), "cudaMalloc");
-  cuda_check(cudaMemset(scratch_, 0, sizeof(float)), "cudaMemset");
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+  MOE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&scratch_), sizeof(float)));
+  MOE_CUDA_CHECK(cudaMemset(scratch_, 0, sizeof(float)));
 }
 
 NcclComm::~NcclComm() {
@@ -132,8 +128,8 @@ void NcclComm::wait_ready(const char* what) {
 
 void NcclComm::begin(const char* what) {
   if (!comm_) throw InternalError(std::string("nccl: ") + what + ": communicator was aborted");
-  cuda_check(cudaEventRecord(ready_, compute_), "cudaEventRecord");
-  cuda_check(cudaStreamWaitEvent(stream_, ready_, 0), "cudaStreamWaitEvent");
+  MOE_CUDA_CHECK(cudaEventRecord(ready_, compute_));
+  MOE_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
 }
 
 void NcclComm::wait(const char* what) {
