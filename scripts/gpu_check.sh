@@ -12,17 +12,19 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
 
 dir=build out=gpu_check sanitizer=1 big=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    --dir) dir="${2:?--dir needs a directory}"; shift 2 ;;
-    --out) out="${2:?--out needs a directory}"; shift 2 ;;
+    --dir|--out)
+      [ $# -ge 2 ] || { echo "gpu_check.sh: $1 needs a directory" >&2; exit 2; }
+      if [ "$1" = --dir ]; then dir=$2; else out=$2; fi
+      shift 2 ;;
     --skip-sanitizer) sanitizer=0; shift ;;
     --skip-1b) big=0; shift ;;
-    -h|--help) usage 0 ;;
-    *) echo "gpu_check.sh: unknown option '$1'" >&2; usage ;;
+    -h|--help) usage ;;
+    *) echo "gpu_check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 
