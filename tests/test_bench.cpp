@@ -140,9 +140,8 @@ TEST(PhaseTiming, StepPhasesAreChargedWithinTheStep) {
   const Config c = small_moe_config();
   auto be = make_cpu_backend<float>(2);
   LocalComm world;
-  const SyntheticSource data(c.train.seed, c.model.vocab_size, c.data.synthetic_branching,
-                             c.model.seq_len, c.train.global_batch);
-  Trainer<float> trainer(c, *be, world, data);
+  const auto data = make_train_source(c);
+  Trainer<float> trainer(c, *be, world, *data);
   trainer.train_step(0);
   be->set_phase_timing(true);
   const auto t0 = std::chrono::steady_clock::now();
@@ -169,9 +168,8 @@ TEST(PhaseTiming, OffMeansAllZero) {
   const Config c = small_moe_config();
   auto be = make_cpu_backend<float>(2);
   LocalComm world;
-  const SyntheticSource data(c.train.seed, c.model.vocab_size, c.data.synthetic_branching,
-                             c.model.seq_len, c.train.global_batch);
-  Trainer<float> trainer(c, *be, world, data);
+  const auto data = make_train_source(c);
+  Trainer<float> trainer(c, *be, world, *data);
   EXPECT_FALSE(be->phase_timing());
   trainer.train_step(0);
   for (double s : be->take_phase_seconds()) EXPECT_EQ(s, 0.0);
@@ -186,13 +184,12 @@ TEST(PhaseTiming, OffMeansAllZero) {
 TEST(PhaseTiming, ChangesNoResult) {
   const Config c = small_moe_config();
   LocalComm world;
-  const SyntheticSource data(c.train.seed, c.model.vocab_size, c.data.synthetic_branching,
-                             c.model.seq_len, c.train.global_batch);
+  const auto data = make_train_source(c);
   std::vector<double> losses[2];
   for (int timed = 0; timed < 2; ++timed) {
     auto be = make_cpu_backend<float>(2);
     be->set_phase_timing(timed == 1);
-    Trainer<float> trainer(c, *be, world, data);
+    Trainer<float> trainer(c, *be, world, *data);
     for (int s = 0; s < 3; ++s) losses[timed].push_back(trainer.train_step(s).loss);
   }
   EXPECT_EQ(losses[0], losses[1]);

@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "data/shard_format.h"
+#include "val_shard.h"
 #include "train/checkpoint.h"
 
 namespace {
@@ -153,16 +153,7 @@ TEST(CliCheckpoint, ResumeRefusesAnotherModelAndBadCheckpoints) {
 TEST(CliCheckpoint, MoeEvalWritesPerplexityAndMaxVio) {
   const fs::path d = temp_dir("eval");
   // Validation shards: 20 sequences' worth of tokens of the tiny vocab.
-  fs::create_directories(d / "val");
-  moe::ShardHeader h;
-  h.vocab_size = 512;
-  h.eos_id = 0;
-  moe::ShardWriter w((d / "val" / "val_00000.bin").string(), h);
-  std::vector<uint32_t> t(64 * 20 + 1);
-  for (size_t i = 0; i < t.size(); ++i) t[i] = uint32_t((i * 37 + 5) % 512);
-  w.append(t.data(), t.size());
-  w.end_document();
-  w.finish();
+  moe::test::write_val_shard(d / "val", 64 * 20 + 1);
 
   auto args = train_args(d, 4, 0);
   args.insert(args.end(), {"--set", "data.val_path=" + (d / "val").string(), "--set",

@@ -17,7 +17,7 @@
 
 #include "backend/cuda/cuda_device.h"
 #include "command.h"
-#include "data/shard_format.h"
+#include "val_shard.h"
 
 namespace {
 
@@ -92,16 +92,7 @@ TEST(GpuCli, TrainOnCudaFollowsTheCpuCurve) {
   for (size_t s = 0; s < cpu.size(); ++s) EXPECT_NEAR(ep2[s], fp32[s], 1e-3 * fp32[s]) << "ep2 step " << s + 1;
 
   // moe-eval of the fp32 run's checkpoint on both backends.
-  fs::create_directories(d / "val");
-  moe::ShardHeader h;
-  h.vocab_size = 512;
-  h.eos_id = 0;
-  moe::ShardWriter w((d / "val" / "val_00000.bin").string(), h);
-  std::vector<uint32_t> t(64 * 16 + 1);
-  for (size_t i = 0; i < t.size(); ++i) t[i] = uint32_t((i * 37 + 5) % 512);
-  w.append(t.data(), t.size());
-  w.end_document();
-  w.finish();
+  moe::test::write_val_shard(d / "val", 64 * 16 + 1);
   auto eval = [&](const std::string& backend) {
     const std::string out = (d / ("eval_" + backend + ".json")).string();
     const CommandResult r = run_command(kBin + "/moe-eval --checkpoint " +
