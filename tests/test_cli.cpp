@@ -49,10 +49,6 @@ TEST(Cli, CudaWithoutADeviceIsAOneLineError) {
   if (moe::cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is visible (see test_gpu_cli)";
 #endif
   expect_one_line_error(run("--config " + kTiny + " --set train.backend=cuda"), "train.backend");
-  // auto falls back to the CPU, which has no bf16 path.
-  expect_one_line_error(
-      run("--config " + kTiny + " --set train.backend=auto --set train.precision=bfloat16"),
-      "train.precision");
   expect_one_line_error(
       run("--config " + kTiny + " --set train.backend=auto --set parallel.transport=nccl"),
       "parallel.transport");

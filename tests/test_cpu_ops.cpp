@@ -223,7 +223,7 @@ TEST_F(CpuOps, RmsNormForwardAndGradients) {
   Vec fdx = fd_grad(x, L), fdw = fd_grad(w, L);
   L();                                                // rstd of the unperturbed x
   Vec dx = filled(N * D, 0.5), dw = filled(D, -1.0);  // both +=
-  be->rmsnorm_backward(dx.data(), dw.data(), R.data(), x.data(), w.data(), rstd.data(), N, D);
+  be->rmsnorm_backward(dx.data(), nullptr, dw.data(), R.data(), x.data(), w.data(), rstd.data(), N, D);
   EXPECT_LT(rel_err(fdx, minus(dx, 0.5)), kTol);
   EXPECT_LT(rel_err(fdw, minus(dw, -1.0)), kTol);
 }
@@ -743,8 +743,8 @@ void check_thread_independence() {
                        dy = cast(randn(R * D, 36));
   std::vector<T> y(R * D), rstd(R), dx1(R * D), dx2(R * D), dw1(D), dw2(D);
   b1->rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), R, D, 1e-6);
-  b1->rmsnorm_backward(dx1.data(), dw1.data(), dy.data(), x.data(), w.data(), rstd.data(), R, D);
-  b2->rmsnorm_backward(dx2.data(), dw2.data(), dy.data(), x.data(), w.data(), rstd.data(), R, D);
+  b1->rmsnorm_backward(dx1.data(), nullptr, dw1.data(), dy.data(), x.data(), w.data(), rstd.data(), R, D);
+  b2->rmsnorm_backward(dx2.data(), nullptr, dw2.data(), dy.data(), x.data(), w.data(), rstd.data(), R, D);
   EXPECT_EQ(0, std::memcmp(dx1.data(), dx2.data(), dx1.size() * sizeof(T)));
   EXPECT_EQ(0, std::memcmp(dw1.data(), dw2.data(), dw1.size() * sizeof(T)));
 

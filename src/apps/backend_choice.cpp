@@ -32,7 +32,6 @@ BackendKind resolve_backend(const Config& cfg) {
   } else {
     const std::string why = std::string(" needs the CUDA backend, and this run is on the CPU") +
                             (t.backend == BackendKind::Auto ? " (train.backend auto: no CUDA device)" : "");
-    if (t.precision == Precision::BFloat16) refuse("train.precision", "bfloat16" + why + "; use float32");
     if (cfg.parallel.transport == Transport::Nccl)
       refuse("parallel.transport", "nccl" + why + "; use mpi or auto");
   }

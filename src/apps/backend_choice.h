@@ -14,16 +14,18 @@ namespace moe {
 
 // cpu or cuda for this process (auto: cuda when this build has CUDA and a
 // device is visible). Throws ConfigError naming the key when the config
-// cannot run here: cuda without a CUDA build or a visible device; bfloat16 or
-// transport nccl on the CPU; float64 on CUDA.
+// cannot run here: cuda without a CUDA build or a visible device; transport
+// nccl on the CPU; float64 on CUDA.
 BackendKind resolve_backend(const Config& cfg);
 
 // One line for the log when the run is on CUDA: the backend's validation
 // status (empty on the CPU).
 std::string backend_caveat(BackendKind kind);
 
-// The backend of `kind` with fp32 storage; CUDA on device
+// The backend of `kind` with fp32 parameters and activations; CUDA on device
 // local_rank % (visible devices), so each rank of a node gets its own GPU.
+// On CUDA, train.precision bfloat16 gives bf16 matmuls over fp32 activations
+// (the CUDA backend's bf16 activations are not written yet).
 std::unique_ptr<Backend<float>> make_float_backend(const Config& cfg, BackendKind kind,
                                                    int local_rank);
 
@@ -38,13 +40,31 @@ std::unique_ptr<Comm> make_device_world_comm(const Config& cfg, BackendKind kind
 // The GPU this rank uses: local_rank % (visible devices). CUDA builds only.
 int cuda_device_for_rank(int local_rank);
 
-// T = float: make_float_backend; T = double (float64 reference runs): the CPU.
-template <typename T>
-std::unique_ptr<Backend<T>> make_backend(const Config& cfg, BackendKind kind, int local_rank) {
-  if constexpr (std::is_same_v<T, float>)
+// <float>: make_float_backend; <double> (float64 reference runs) and
+// <float, bf16> (bf16 activations): the CPU.
+template <typename T, typename A = T>
+std::unique_ptr<Backend<T, A>> make_backend(const Config& cfg, BackendKind kind, int local_rank) {
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<A, float>)
     return make_float_backend(cfg, kind, local_rank);
   else
-    return make_cpu_backend<T>(cfg.train.threads);
+    return make_cpu_backend<T, A>(cfg.train.threads);
+}
+
+// Runs fn.template operator()<T, A>() with the element types train.precision
+// gives on `kind` (backend.h): float64 -> <double, double>; float32 ->
+// <float, float>; bfloat16 -> <float, bf16> on the CPU, and on CUDA
+// <float, float> with bf16 matmuls (make_float_backend). The programs write
+// their run once as a template and call it through this.
+template <typename Fn>
+decltype(auto) with_element_types(const Config& cfg, BackendKind kind, Fn&& fn) {
+  switch (cfg.train.precision) {
+    case Precision::Float64: return fn.template operator()<double, double>();
+    case Precision::BFloat16:
+      if (kind == BackendKind::Cpu) return fn.template operator()<float, bf16>();
+      return fn.template operator()<float, float>();
+    case Precision::Float32: break;
+  }
+  return fn.template operator()<float, float>();
 }
 
 }  // namespace moe

@@ -77,11 +77,11 @@ struct Measurement {
   size_t peak_bytes = 0;
 };
 
-template <typename T>
-Measurement measure(const moe::Config& cfg, moe::Backend<T>& be, const Args& a) {
+template <typename T, typename A>
+Measurement measure(const moe::Config& cfg, moe::Backend<T, A>& be, const Args& a) {
   moe::LocalComm world;
   const std::unique_ptr<moe::TokenSource> data = moe::make_train_source(cfg);
-  moe::Trainer<T> trainer(cfg, be, world, *data);
+  moe::Trainer<T, A> trainer(cfg, be, world, *data);
   for (int64_t s = 0; s < a.warmup; ++s) trainer.train_step(s);
   Measurement m;
   be.set_phase_timing(true);
@@ -130,15 +130,11 @@ int bench(const Args& a) {
   } else {
     device = "cpu, " + std::to_string(cfg.train.threads) + " threads";
   }
-  if (cfg.train.precision == moe::Precision::Float64) {
-    auto be = moe::make_backend<double>(cfg, kind, 0);
+  moe::with_element_types(cfg, kind, [&]<typename T, typename A>() {
+    auto be = moe::make_backend<T, A>(cfg, kind, 0);
     backend_name = be->name();
-    m = measure<double>(cfg, *be, a);
-  } else {
-    auto be = moe::make_backend<float>(cfg, kind, 0);
-    backend_name = be->name();
-    m = measure<float>(cfg, *be, a);
-  }
+    m = measure<T, A>(cfg, *be, a);
+  });
   if (gpu) gpu->used_bytes = moe::gpu_info(0).used_bytes;  // after the run: the model's memory included
 
   // ---- numbers ----

@@ -32,15 +32,15 @@ constexpr const char* kUsage =
     "  --backend B       cpu, cuda or auto (default: auto = CUDA when a device is visible; a\n"
     "                    bfloat16 checkpoint evaluates in float32 on the CPU)\n";
 
-template <typename T>
+template <typename T, typename A>
 nlohmann::json evaluate_checkpoint(const moe::Config& cfg, moe::BackendKind kind,
                                    const std::string& ckpt, const moe::ValidationReader& val,
                                    int batch, int64_t max_tokens) {
-  auto be = moe::make_backend<T>(cfg, kind, 0);
+  auto be = moe::make_backend<T, A>(cfg, kind, 0);
   if (const std::string caveat = moe::backend_caveat(kind); !caveat.empty())
     spdlog::warn("{}", caveat);
   moe::LocalComm comm;
-  moe::Transformer<T> model(cfg, *be, batch);
+  moe::Transformer<T, A> model(cfg, *be, batch);
   moe::Balancer balancer(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed);
   const moe::TrainerState st =
       moe::load_checkpoint(ckpt, model.params(), balancer, cfg.model.first_dense_layers, false);
@@ -112,10 +112,9 @@ int main(int argc, char** argv) {
     auto val = moe::make_validation_reader(cfg);
     if (!val) throw moe::InputError("no validation data: pass --data");
     if (batch == 0) batch = cfg.train.micro_batch;
-    nlohmann::json j =
-        cfg.train.precision == moe::Precision::Float64
-            ? evaluate_checkpoint<double>(cfg, kind, ckpt, *val, int(batch), max_tokens)
-            : evaluate_checkpoint<float>(cfg, kind, ckpt, *val, int(batch), max_tokens);
+    nlohmann::json j = moe::with_element_types(cfg, kind, [&]<typename T, typename A>() {
+      return evaluate_checkpoint<T, A>(cfg, kind, ckpt, *val, int(batch), max_tokens);
+    });
     if (output.empty()) output = (fs::path(ckpt) / "eval.json").string();
     std::ofstream f(output);
     if (!(f << j.dump(2) << '\n')) throw moe::InputError(output + ": cannot write");

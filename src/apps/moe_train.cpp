@@ -70,10 +70,10 @@ std::string resolve_resume(const Args& a, const moe::Config& cfg) {
   return dir;
 }
 
-template <typename T>
+template <typename T, typename A>
 int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
           const std::string& resume_dir, moe::Comm& world, const moe::Communicators& comms) {
-  auto be = moe::make_backend<T>(cfg, kind, local_rank);
+  auto be = moe::make_backend<T, A>(cfg, kind, local_rank);
   if (const std::string caveat = moe::backend_caveat(kind); !caveat.empty())
     spdlog::warn("{}", caveat);
   auto data = moe::make_train_source(cfg);
@@ -82,7 +82,7 @@ int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
     throw moe::ConfigError(
         "config: train.eval_interval: set, but there is no validation data (data.val_path, or "
         "val_*.bin shards in data.path)");
-  moe::Trainer<T> trainer(cfg, *be, world, *data, val.get(), comms.ep.get(), comms.replica.get());
+  moe::Trainer<T, A> trainer(cfg, *be, world, *data, val.get(), comms.ep.get(), comms.replica.get());
   // GPUs: gradients and MoE rows move in GPU memory over NCCL.
   const std::unique_ptr<moe::Comm> device_world =
       moe::make_device_world_comm(cfg, kind, world, local_rank);
@@ -176,8 +176,8 @@ int main(int argc, char** argv) {
     const moe::Communicators comms = moe::make_communicators(*world, topo);
     if (world->size() > 1) spdlog::info("{}", topo.describe());
     const std::string resume_dir = resolve_resume(a, cfg);
-    return cfg.train.precision == moe::Precision::Float64
-               ? train<double>(cfg, kind, mpi.local_rank(), resume_dir, *world, comms)
-               : train<float>(cfg, kind, mpi.local_rank(), resume_dir, *world, comms);
+    return moe::with_element_types(cfg, kind, [&]<typename T, typename A>() {
+      return train<T, A>(cfg, kind, mpi.local_rank(), resume_dir, *world, comms);
+    });
   });
 }

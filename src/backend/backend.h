@@ -1,9 +1,18 @@
 // The Backend interface: every op the model needs, forward and backward.
 //
 // Model code (src/model, src/moe) is written once against this interface; the
-// CPU (OpenBLAS + OpenMP) and CUDA backends differ only below it. T is the
-// compute/storage type of activations and parameters: float for training,
-// double for the gradient-check tests (CPU only).
+// CPU (OpenBLAS + OpenMP) and CUDA backends differ only below it. Two element
+// types (DESIGN.md section 2, "Precision"):
+// - T, parameters and everything kept in full precision: master weights,
+//   gradients, AdamW moments, the residual stream and its gradient, the
+//   router (logits, scores, gates), norm and softmax statistics, losses;
+// - A, activations between ops: norm outputs, q/k/v, attention output,
+//   SwiGLU inputs and outputs, expert rows and outputs, logits, and the
+//   gradients of all of these.
+// Backend<float> (A = T = float) trains in fp32, Backend<double> is the fp64
+// reference of the gradient-check tests (CPU only), Backend<float, bf16> is
+// bf16 training: bf16 activations, matmuls on bf16 operands (weights rounded
+// to bf16) with fp32 accumulation, everything else computed in fp32.
 //
 // Conventions (all row-major):
 // - A linear layer stores W as [out, in] and computes y = x W^T.
@@ -23,6 +32,7 @@
 #include <unordered_map>
 
 #include "config/config.h"
+#include "core/bf16.h"
 
 namespace moe {
 
@@ -66,10 +76,12 @@ inline const char* phase_name(Phase p) {
   return "?";
 }
 
-template <typename T>
-class Backend {
+// What every backend has whatever its element types: memory, phase timing
+// and allocation accounting. Arenas, parameter sets and phase scopes need
+// only this.
+class BackendBase {
  public:
-  virtual ~Backend() = default;
+  virtual ~BackendBase() = default;
   virtual std::string name() const = 0;
 
   // ---- phase timing (instrumentation, never changes a result) ----
@@ -114,126 +126,6 @@ class Backend {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(void* p, size_t bytes) = 0;
   virtual void synchronize() {}
-
-  // ---- elementwise and reductions ----
-  virtual void add_inplace(T* y, const T* x, size_t n) = 0;  // y += x
-  virtual void scale_inplace(T* x, double a, size_t n) = 0;  // x *= a
-  virtual double sum(const T* x, size_t n) = 0;              // fp64 accumulation
-  virtual double sum_squares(const T* x, size_t n) = 0;      // fp64 accumulation
-
-  // ---- linear layers ----
-  // y[N,O] = x[N,I] W[O,I]^T
-  virtual void linear_forward(T* y, const T* x, const T* W, int N, int I, int O) = 0;
-  // dx[N,I] (= or += by accumulate_dx) dy W ; dW[O,I] += dy^T x. dx may be null.
-  virtual void linear_backward(T* dx, T* dW, const T* dy, const T* x, const T* W, int N, int I,
-                               int O, bool accumulate_dx) = 0;
-  // The same two ops, always in full fp32 whatever the backend's matmul
-  // precision: the router's logits (DESIGN.md section 2). A backend whose
-  // matmuls are fp32 anyway keeps these defaults.
-  virtual void linear_forward_fp32(T* y, const T* x, const T* W, int N, int I, int O) {
-    linear_forward(y, x, W, N, I, O);
-  }
-  virtual void linear_backward_fp32(T* dx, T* dW, const T* dy, const T* x, const T* W, int N,
-                                    int I, int O, bool accumulate_dx) {
-    linear_backward(dx, dW, dy, x, W, N, I, O, accumulate_dx);
-  }
-  // Grouped (one per expert): rows [offsets[g], offsets[g+1]) use W + g*O*I.
-  // offsets_host has groups+1 entries; groups with no rows are skipped.
-  virtual void grouped_linear_forward(T* y, const T* x, const T* W, const int64_t* offsets_host,
-                                      int groups, int I, int O) = 0;
-  // dx = dy W_g (overwritten; null skips it); dW_g += dy^T x.
-  virtual void grouped_linear_backward(T* dx, T* dW, const T* dy, const T* x, const T* W,
-                                       const int64_t* offsets_host, int groups, int I, int O) = 0;
-
-  // ---- embedding ----
-  virtual void embedding_forward(T* y, const T* table, const int32_t* tokens, int N, int D) = 0;
-  virtual void embedding_backward(T* dtable, const T* dy, const int32_t* tokens, int N,
-                                  int D) = 0;  // dtable +=
-
-  // ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w; rstd[N] saved ----
-  virtual void rmsnorm_forward(T* y, T* rstd, const T* x, const T* w, int N, int D,
-                               double eps) = 0;
-  // dx +=, dw +=
-  virtual void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd,
-                                int N, int D) = 0;
-  // The residual add fused with the norm after it (one pass over the rows):
-  // sum = resid + delta, then y = RMSNorm(sum) as above. Same values as
-  // copy + add_inplace + rmsnorm_forward. Its backward is rmsnorm_backward on
-  // sum (the add passes the gradient through).
-  virtual void residual_rmsnorm_forward(T* sum, T* y, T* rstd, const T* resid, const T* delta,
-                                        const T* w, int N, int D, double eps) = 0;
-
-  // ---- attention over a fused qkv buffer [N, 3*H*hd] (q | k | v) ----
-  // RoPE, rotate-half, on the q and k parts in place; position = index in sequence.
-  virtual void rope_forward(T* qkv, int B, int S, int H, int hd, double theta) = 0;
-  // Applies the inverse rotation to the q and k parts of dqkv in place.
-  virtual void rope_backward(T* dqkv, int B, int S, int H, int hd, double theta) = 0;
-  // Causal softmax attention, scale 1/sqrt(hd); out [N, H*hd]; lse [B,H,S]
-  // (log-sum-exp of each query's scores, for the backward recomputation).
-  virtual void attention_forward(T* out, T* lse, const T* qkv, int B, int S, int H, int hd) = 0;
-  // dqkv overwritten.
-  virtual void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse,
-                                  const T* qkv, int B, int S, int H, int hd) = 0;
-
-  // ---- SwiGLU: a13 = [x W1^T | x W3^T] as [N, 2F]; h = silu(a1) * a3 ----
-  virtual void swiglu_forward(T* h, const T* a13, int N, int F) = 0;
-  virtual void swiglu_backward(T* da13, const T* dh, const T* a13, int N, int F) = 0;
-
-  // ---- router ----
-  // scores = sigmoid(logits) or softmax over the E experts of each token.
-  virtual void router_scores_forward(T* scores, const T* logits, int N, int E, GateFn fn) = 0;
-  virtual void router_scores_backward(T* dlogits, const T* dscores, const T* scores, int N, int E,
-                                      GateFn fn) = 0;
-  // Selects, per token, the K experts with the largest s+b (or s*b); ties go
-  // to the lower index; experts listed in selection order. gates = unbiased s
-  // of the selected experts (optionally normalised and scaled). bias is fp32
-  // backend memory of E entries; null selects on s alone.
-  virtual void topk_route(int32_t* expert_idx, T* gates, const T* scores, const float* bias,
-                          int N, const RouteSpec& spec) = 0;
-  // dscores += d(gates)/d(scores)^T dgates.
-  virtual void topk_route_backward(T* dscores, const T* dgates, const T* scores,
-                                   const int32_t* expert_idx, int N, const RouteSpec& spec) = 0;
-  // Auxiliary balance loss (paper Eq. 2) over `groups` consecutive groups of
-  // `group_len` tokens: sum_g alpha * sum_i f_gi P_gi with
-  // f_gi = E/(K*group_len) * #(tokens of g picking i), P_gi = mean_t s_ti.
-  // Returns that sum (host); dscores += grad_scale * d(sum)/d(scores)
-  // (f is a constant of the selection and carries no gradient). Null dscores:
-  // the loss only.
-  virtual double aux_loss_forward_backward(T* dscores, const T* scores, const int32_t* expert_idx,
-                                           int groups, int group_len, int E, int K, double alpha,
-                                           double grad_scale) = 0;
-
-  // ---- token dispatch (dropless) ----
-  // Stable counting sort of the N*K (token, slot) pairs by expert: pairs of
-  // expert e occupy rows [offsets[e], offsets[e+1]) in slot order. Writes
-  // row_of_slot[t*K+k] (backend) and counts_host[E] (host).
-  virtual void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* expert_idx,
-                             int N, int E, int K) = 0;
-  // xp[row_of_slot[t*K+k]] = x[t]
-  virtual void permute_rows(T* xp, const T* x, const int32_t* row_of_slot, int N, int K,
-                            int D) = 0;
-  // dx[t] += sum_k dxp[row_of_slot[t*K+k]]
-  virtual void permute_rows_backward(T* dx, const T* dxp, const int32_t* row_of_slot, int N, int K,
-                                     int D) = 0;
-  // y[t] += sum_k gates[t,k] * yp[row_of_slot[t*K+k]]
-  virtual void combine_forward(T* y, const T* yp, const T* gates, const int32_t* row_of_slot,
-                               int N, int K, int D) = 0;
-  // dyp[row] = gates[t,k] * dy[t];  dgates[t,k] = <dy[t], yp[row]>  (both overwritten)
-  virtual void combine_backward(T* dyp, T* dgates, const T* dy, const T* yp, const T* gates,
-                                const int32_t* row_of_slot, int N, int K, int D) = 0;
-
-  // dst[i] = src[index[i]] for i < rows (row reordering for expert parallelism).
-  virtual void gather_rows(T* dst, const T* src, const int32_t* index, int64_t rows, int D) = 0;
-
-  // ---- loss ----
-  // losses[t] = -log softmax(logits[t])[target[t]]. If dlogits is non-null it
-  // receives grad_scale * (softmax - onehot); it may alias logits.
-  virtual void cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets, int N,
-                             int V, double grad_scale) = 0;
-
-  // ---- optimizer ----
-  virtual void adamw_step(T* params, const T* grads, T* m, T* v, size_t n,
-                          const AdamWParams& p) = 0;
 
  protected:
   // Phase clock. start: timing begins now (the first mark). mark(ended): a
@@ -287,31 +179,161 @@ class Backend {
   size_t mem_current_ = 0, mem_peak_ = 0;
 };
 
+// The ops. T: parameters and full-precision state; A: activations (see the
+// top of this file for which buffer has which type).
+template <typename T, typename A = T>
+class Backend : public BackendBase {
+ public:
+  using Param = T;
+  using Act = A;
+
+  // ---- elementwise and reductions (parameters, gradients, losses) ----
+  virtual void add_inplace(T* y, const T* x, size_t n) = 0;  // y += x
+  virtual void scale_inplace(T* x, double a, size_t n) = 0;  // x *= a
+  virtual double sum(const T* x, size_t n) = 0;              // fp64 accumulation
+  virtual double sum_squares(const T* x, size_t n) = 0;      // fp64 accumulation
+
+  // ---- linear layers ----
+  // y[N,O] = x[N,I] W[O,I]^T. With A = bf16, W is read rounded to bf16 and
+  // the products accumulate in fp32.
+  virtual void linear_forward(A* y, const A* x, const T* W, int N, int I, int O) = 0;
+  // dx[N,I] (= or += by accumulate_dx) dy W ; dW[O,I] += dy^T x (in T). dx may be null.
+  virtual void linear_backward(A* dx, T* dW, const A* dy, const A* x, const T* W, int N, int I,
+                               int O, bool accumulate_dx) = 0;
+  // The router's matmul (DESIGN.md section 2): the same two ops with T
+  // logits and their gradient, computed in full T precision from the
+  // activation x (exact in T) and the unrounded W.
+  virtual void linear_forward_fp32(T* y, const A* x, const T* W, int N, int I, int O) = 0;
+  virtual void linear_backward_fp32(A* dx, T* dW, const T* dy, const A* x, const T* W, int N,
+                                    int I, int O, bool accumulate_dx) = 0;
+  // Grouped (one per expert): rows [offsets[g], offsets[g+1]) use W + g*O*I.
+  // offsets_host has groups+1 entries; groups with no rows are skipped.
+  virtual void grouped_linear_forward(A* y, const A* x, const T* W, const int64_t* offsets_host,
+                                      int groups, int I, int O) = 0;
+  // dx = dy W_g (overwritten; null skips it); dW_g += dy^T x (in T).
+  virtual void grouped_linear_backward(A* dx, T* dW, const A* dy, const A* x, const T* W,
+                                       const int64_t* offsets_host, int groups, int I, int O) = 0;
+
+  // ---- embedding (into the residual stream, T) ----
+  virtual void embedding_forward(T* y, const T* table, const int32_t* tokens, int N, int D) = 0;
+  virtual void embedding_backward(T* dtable, const T* dy, const int32_t* tokens, int N,
+                                  int D) = 0;  // dtable +=
+
+  // ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w; rstd[N] saved ----
+  // x is the residual stream (T), y a norm output (A).
+  virtual void rmsnorm_forward(A* y, T* rstd, const T* x, const T* w, int N, int D,
+                               double eps) = 0;
+  // dx +=, dw +=. dx is the residual stream's gradient; dx_act, if
+  // non-null, receives dx after the add as A: the output gradient of the
+  // sub-block below (whose output was added to the stream).
+  virtual void rmsnorm_backward(T* dx, A* dx_act, T* dw, const A* dy, const T* x, const T* w,
+                                const T* rstd, int N, int D) = 0;
+  // The residual add fused with the norm after it (one pass over the rows):
+  // sum = resid + delta, then y = RMSNorm(sum) as above. Same values as
+  // copy + add + rmsnorm_forward. Its backward is rmsnorm_backward on sum
+  // (the add passes the gradient through).
+  virtual void residual_rmsnorm_forward(T* sum, A* y, T* rstd, const T* resid, const A* delta,
+                                        const T* w, int N, int D, double eps) = 0;
+
+  // ---- attention over a fused qkv buffer [N, 3*H*hd] (q | k | v) ----
+  // RoPE, rotate-half, on the q and k parts in place; position = index in sequence.
+  virtual void rope_forward(A* qkv, int B, int S, int H, int hd, double theta) = 0;
+  // Applies the inverse rotation to the q and k parts of dqkv in place.
+  virtual void rope_backward(A* dqkv, int B, int S, int H, int hd, double theta) = 0;
+  // Causal softmax attention, scale 1/sqrt(hd); out [N, H*hd]; lse [B,H,S]
+  // (log-sum-exp of each query's scores, for the backward recomputation).
+  virtual void attention_forward(A* out, T* lse, const A* qkv, int B, int S, int H, int hd) = 0;
+  // dqkv overwritten.
+  virtual void attention_backward(A* dqkv, const A* dout, const A* out, const T* lse,
+                                  const A* qkv, int B, int S, int H, int hd) = 0;
+
+  // ---- SwiGLU: a13 = [x W1^T | x W3^T] as [N, 2F]; h = silu(a1) * a3 ----
+  virtual void swiglu_forward(A* h, const A* a13, int N, int F) = 0;
+  virtual void swiglu_backward(A* da13, const A* dh, const A* a13, int N, int F) = 0;
+
+  // ---- router (T throughout) ----
+  // scores = sigmoid(logits) or softmax over the E experts of each token.
+  virtual void router_scores_forward(T* scores, const T* logits, int N, int E, GateFn fn) = 0;
+  virtual void router_scores_backward(T* dlogits, const T* dscores, const T* scores, int N, int E,
+                                      GateFn fn) = 0;
+  // Selects, per token, the K experts with the largest s+b (or s*b); ties go
+  // to the lower index; experts listed in selection order. gates = unbiased s
+  // of the selected experts (optionally normalised and scaled). bias is fp32
+  // backend memory of E entries; null selects on s alone.
+  virtual void topk_route(int32_t* expert_idx, T* gates, const T* scores, const float* bias,
+                          int N, const RouteSpec& spec) = 0;
+  // dscores += d(gates)/d(scores)^T dgates.
+  virtual void topk_route_backward(T* dscores, const T* dgates, const T* scores,
+                                   const int32_t* expert_idx, int N, const RouteSpec& spec) = 0;
+  // Auxiliary balance loss (paper Eq. 2) over `groups` consecutive groups of
+  // `group_len` tokens: sum_g alpha * sum_i f_gi P_gi with
+  // f_gi = E/(K*group_len) * #(tokens of g picking i), P_gi = mean_t s_ti.
+  // Returns that sum (host); dscores += grad_scale * d(sum)/d(scores)
+  // (f is a constant of the selection and carries no gradient). Null dscores:
+  // the loss only.
+  virtual double aux_loss_forward_backward(T* dscores, const T* scores, const int32_t* expert_idx,
+                                           int groups, int group_len, int E, int K, double alpha,
+                                           double grad_scale) = 0;
+
+  // ---- token dispatch (dropless; rows are activations) ----
+  // Stable counting sort of the N*K (token, slot) pairs by expert: pairs of
+  // expert e occupy rows [offsets[e], offsets[e+1]) in slot order. Writes
+  // row_of_slot[t*K+k] (backend) and counts_host[E] (host).
+  virtual void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* expert_idx,
+                             int N, int E, int K) = 0;
+  // xp[row_of_slot[t*K+k]] = x[t]
+  virtual void permute_rows(A* xp, const A* x, const int32_t* row_of_slot, int N, int K,
+                            int D) = 0;
+  // dx[t] += sum_k dxp[row_of_slot[t*K+k]]
+  virtual void permute_rows_backward(A* dx, const A* dxp, const int32_t* row_of_slot, int N, int K,
+                                     int D) = 0;
+  // y[t] += sum_k gates[t,k] * yp[row_of_slot[t*K+k]]
+  virtual void combine_forward(A* y, const A* yp, const T* gates, const int32_t* row_of_slot,
+                               int N, int K, int D) = 0;
+  // dyp[row] = gates[t,k] * dy[t];  dgates[t,k] = <dy[t], yp[row]>  (both overwritten)
+  virtual void combine_backward(A* dyp, T* dgates, const A* dy, const A* yp, const T* gates,
+                                const int32_t* row_of_slot, int N, int K, int D) = 0;
+
+  // dst[i] = src[index[i]] for i < rows (row reordering for expert parallelism).
+  virtual void gather_rows(A* dst, const A* src, const int32_t* index, int64_t rows, int D) = 0;
+
+  // ---- loss ----
+  // losses[t] = -log softmax(logits[t])[target[t]], computed in T from the
+  // A logits. If dlogits is non-null it receives grad_scale * (softmax -
+  // onehot); it may alias logits.
+  virtual void cross_entropy(T* losses, A* dlogits, const A* logits, const int32_t* targets, int N,
+                             int V, double grad_scale) = 0;
+
+  // ---- optimizer ----
+  virtual void adamw_step(T* params, const T* grads, T* m, T* v, size_t n,
+                          const AdamWParams& p) = 0;
+};
+
 // Charges the backend's work in this scope to phase p and restores the
 // previous phase on exit, so scopes nest (an inner scope of the same phase
 // costs nothing).
-template <typename T>
 class PhaseScope {
  public:
-  PhaseScope(Backend<T>& be, Phase p) : be_(be), prev_(be.current_phase()) { be.set_phase(p); }
+  PhaseScope(BackendBase& be, Phase p) : be_(be), prev_(be.current_phase()) { be.set_phase(p); }
   ~PhaseScope() { be_.set_phase(prev_); }
   PhaseScope(const PhaseScope&) = delete;
   PhaseScope& operator=(const PhaseScope&) = delete;
 
  private:
-  Backend<T>& be_;
+  BackendBase& be_;
   Phase prev_;
 };
 
-// Typed allocation helpers over the byte interface.
-template <typename U, typename T>
-U* alloc_array(Backend<T>& be, size_t n) {
+// Typed allocation helper over the byte interface.
+template <typename U>
+U* alloc_array(BackendBase& be, size_t n) {
   return static_cast<U*>(be.alloc_bytes(n * sizeof(U)));
 }
 
 // Creates the CPU backend (OpenBLAS + OpenMP). threads <= 0: all cores.
-template <typename T>
-std::unique_ptr<Backend<T>> make_cpu_backend(int threads = 0);
+// Instantiated for <float>, <double> and <float, bf16>.
+template <typename T, typename A = T>
+std::unique_ptr<Backend<T, A>> make_cpu_backend(int threads = 0);
 
 // Creates the CUDA backend on `device` (defined only in builds with CUDA,
 // MOE_WITH_CUDA). precision Float32: fp32 cuBLAS GEMMs without TF32 (the

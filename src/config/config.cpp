@@ -123,6 +123,7 @@ void for_each_field(C& c, V&& v) {
   v("train", "max_consecutive_skips", c.train.max_consecutive_skips);
   v("train", "eval_interval", c.train.eval_interval);
   v("train", "eval_max_tokens", c.train.eval_max_tokens);
+  v("train", "loss_chunk_tokens", c.train.loss_chunk_tokens);
 
   v("data", "source", c.data.source);
   v("data", "path", c.data.path);
@@ -520,12 +521,10 @@ void validate_config(const Config& c, int world_size) {
   positive("train.max_consecutive_skips", t.max_consecutive_skips);
   non_negative("train.eval_interval", t.eval_interval);
   non_negative("train.eval_max_tokens", t.eval_max_tokens);
+  non_negative("train.loss_chunk_tokens", t.loss_chunk_tokens);
   if (t.precision == Precision::Float64 && t.backend != BackendKind::Cpu)
     fail("train.precision", "float64 requires train.backend cpu, got " +
                                 std::string(to_string(t.backend)));
-  if (t.precision == Precision::BFloat16 && t.backend == BackendKind::Cpu)
-    fail("train.precision", "bfloat16 needs the CUDA backend (train.backend cuda or auto); the CPU "
-                            "backend computes in float32");
 
   const DataConfig& d = c.data;
   if (d.source != DataSource::Synthetic && d.path.empty())

@@ -86,6 +86,9 @@ struct TrainConfig {
   int max_consecutive_skips = 5;
   int64_t eval_interval = 0;          // steps between in-training evals; 0 = off
   int64_t eval_max_tokens = 1048576;  // tokens per in-training eval; 0 = whole split
+  // Tokens per chunk of the LM head + cross-entropy (the logits of one chunk
+  // are in memory at a time); 0 = auto, about 256 MiB of logits.
+  int64_t loss_chunk_tokens = 0;
   bool operator==(const TrainConfig&) const = default;
 };
 

@@ -13,6 +13,8 @@
 #include <memory>
 #include <string>
 
+#include "core/bf16.h"
+
 namespace moe {
 
 class Comm {
@@ -34,6 +36,9 @@ class Comm {
   virtual void alltoallv(const float* send, const int64_t* send_counts, float* recv,
                          const int64_t* recv_counts) = 0;
   virtual void alltoallv(const double* send, const int64_t* send_counts, double* recv,
+                         const int64_t* recv_counts) = 0;
+  // bf16 activation rows (expert parallelism in bf16 training).
+  virtual void alltoallv(const bf16* send, const int64_t* send_counts, bf16* recv,
                          const int64_t* recv_counts) = 0;
 
   // Copies `bytes` from rank `root` to every rank.
@@ -63,6 +68,9 @@ class LocalComm final : public Comm {
     copy(s, sc, r);
   }
   void alltoallv(const double* s, const int64_t* sc, double* r, const int64_t*) override {
+    copy(s, sc, r);
+  }
+  void alltoallv(const bf16* s, const int64_t* sc, bf16* r, const int64_t*) override {
     copy(s, sc, r);
   }
   void broadcast(void*, size_t, int) override {}

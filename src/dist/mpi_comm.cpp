@@ -80,6 +80,9 @@ void MpiComm::alltoallv(const float* s, const int64_t* sc, float* r, const int64
 void MpiComm::alltoallv(const double* s, const int64_t* sc, double* r, const int64_t* rc) {
   alltoallv(s, sc, r, rc, MPI_DOUBLE);
 }
+void MpiComm::alltoallv(const bf16* s, const int64_t* sc, bf16* r, const int64_t* rc) {
+  alltoallv(s, sc, r, rc, MPI_UINT16_T);  // moved, never reduced: the bits are enough
+}
 
 void MpiComm::broadcast(void* data, size_t bytes, int root) {
   if (bytes > size_t(INT_MAX))

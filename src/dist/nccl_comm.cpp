@@ -196,6 +196,9 @@ void NcclComm::alltoallv(const float* s, const int64_t* sc, float* r, const int6
 void NcclComm::alltoallv(const double* s, const int64_t* sc, double* r, const int64_t* rc) {
   alltoallv(s, sc, r, rc, sizeof(double), ncclFloat64);
 }
+void NcclComm::alltoallv(const bf16* s, const int64_t* sc, bf16* r, const int64_t* rc) {
+  alltoallv(s, sc, r, rc, sizeof(bf16), ncclBfloat16);
+}
 
 void NcclComm::broadcast(void* data, size_t bytes, int root) {
   begin("broadcast");

@@ -40,6 +40,8 @@ class NcclComm final : public Comm {
                  const int64_t* recv_counts) override;
   void alltoallv(const float* send, const int64_t* send_counts, float* recv,
                  const int64_t* recv_counts) override;
+  void alltoallv(const bf16* send, const int64_t* send_counts, bf16* recv,
+                 const int64_t* recv_counts) override;
   void alltoallv(const double* send, const int64_t* send_counts, double* recv,
                  const int64_t* recv_counts) override;
 

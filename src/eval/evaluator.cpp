@@ -7,8 +7,8 @@
 
 namespace moe {
 
-template <typename T>
-EvalResult evaluate(Transformer<T>& model, const ValidationReader& val, int batch,
+template <typename T, typename A>
+EvalResult evaluate(Transformer<T, A>& model, const ValidationReader& val, int batch,
                     int64_t max_tokens, Comm& comm) {
   const Config& cfg = model.config();
   const int S = cfg.model.seq_len, E = cfg.moe.n_routed;
@@ -68,9 +68,9 @@ nlohmann::json eval_to_json(const EvalResult& r) {
           {"expert_loads", loads}};
 }
 
-template EvalResult evaluate<float>(Transformer<float>&, const ValidationReader&, int, int64_t,
-                                    Comm&);
-template EvalResult evaluate<double>(Transformer<double>&, const ValidationReader&, int, int64_t,
-                                     Comm&);
+template EvalResult evaluate(Transformer<float>&, const ValidationReader&, int, int64_t, Comm&);
+template EvalResult evaluate(Transformer<double>&, const ValidationReader&, int, int64_t, Comm&);
+template EvalResult evaluate(Transformer<float, bf16>&, const ValidationReader&, int, int64_t,
+                             Comm&);
 
 }  // namespace moe

@@ -28,8 +28,8 @@ struct EvalResult {
 // Evaluates the first sequences of `val` (all of them, or as many whole
 // sequences as fit in max_tokens when > 0), `batch` sequences per forward;
 // ranks of `comm` split the batches and sum their results.
-template <typename T>
-EvalResult evaluate(Transformer<T>& model, const ValidationReader& val, int batch,
+template <typename T, typename A>
+EvalResult evaluate(Transformer<T, A>& model, const ValidationReader& val, int batch,
                     int64_t max_tokens, Comm& comm);
 
 nlohmann::json eval_to_json(const EvalResult& r);

@@ -8,16 +8,15 @@
 
 namespace moe {
 
-template <typename T>
 class Arena {
  public:
-  explicit Arena(Backend<T>& be) : be_(&be) {}
+  explicit Arena(BackendBase& be) : be_(&be) {}
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
   ~Arena() {
     for (void* p : blocks_) be_->free_bytes(p);
   }
-  template <typename U = T>
+  template <typename U>
   U* alloc(size_t n) {
     U* p = alloc_array<U>(*be_, n == 0 ? 1 : n);
     blocks_.push_back(p);
@@ -25,7 +24,7 @@ class Arena {
   }
 
  private:
-  Backend<T>* be_;
+  BackendBase* be_;
   std::vector<void*> blocks_;
 };
 

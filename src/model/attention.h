@@ -8,26 +8,30 @@
 #include "config/config.h"
 #include "model/arena.h"
 #include "model/params.h"
+#include "model/scratch.h"
 
 namespace moe {
 
-template <typename T>
+template <typename T, typename A = T>
 class Attention {
  public:
   Attention(ParamSet<T>& ps, const std::string& prefix, const ModelConfig& mc);
-  void allocate(Arena<T>& arena, int max_seqs);
+  // The activations kept for backward (qkv after RoPE, attention output, lse).
+  void allocate(Arena& arena, int max_seqs);
+  size_t backward_scratch_bytes(int max_seqs) const;
 
   // y[B*S, D] overwritten.
-  void forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T* x, int B);
+  void forward(Backend<T, A>& be, const ParamSet<T>& ps, A* y, const A* x, int B);
   // dx[B*S, D] overwritten; weight gradients accumulated.
-  void backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dy, const T* x, int B);
+  void backward(Backend<T, A>& be, ParamSet<T>& ps, Scratch& scratch, A* dx, const A* dy,
+                const A* x, int B);
 
  private:
   int D_, H_, hd_, S_;
   double theta_;
   typename ParamSet<T>::Id wqkv_, wo_;
-  T *qkv_ = nullptr, *att_ = nullptr, *lse_ = nullptr;  // activations (qkv after RoPE)
-  T *dqkv_ = nullptr, *datt_ = nullptr;                 // gradient scratch
+  A *qkv_ = nullptr, *att_ = nullptr;
+  T* lse_ = nullptr;
 };
 
 }  // namespace moe

@@ -4,8 +4,8 @@
 
 namespace moe {
 
-template <typename T>
-MoeLayer<T>::MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& cfg, Comm* ep)
+template <typename T, typename A>
+MoeLayer<T, A>::MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& cfg, Comm* ep)
     : D_(cfg.model.hidden),
       E_(cfg.moe.n_routed),
       K_(cfg.moe.top_k),
@@ -14,7 +14,7 @@ MoeLayer<T>::MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& 
       router_(ps, prefix, cfg.model.hidden, cfg.moe, cfg.balance.bias_mode),
       dispatcher_(cfg.moe.n_routed, cfg.moe.top_k, ep) {
   if (cfg.moe.n_shared > 0)
-    shared_ = std::make_unique<SwiGluMlp<T>>(ps, prefix + ".shared", D_,
+    shared_ = std::make_unique<SwiGluMlp<T, A>>(ps, prefix + ".shared", D_,
                                              cfg.moe.n_shared * Fe_);
   // One named tensor per expert, named by its global index (checkpoints load
   // under any expert layout); the local ones registered back to back so each
@@ -32,29 +32,41 @@ MoeLayer<T>::MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& 
   }
 }
 
-template <typename T>
-void MoeLayer<T>::allocate(Arena<T>& arena, int max_tokens) {
-  const size_t rows = size_t(max_tokens) * K_;
-  // Expert-major rows: with P ranks per EP group, up to P times this rank's own.
-  const size_t erows = rows * size_t(E_ / dispatcher_.local_experts());
+template <typename T, typename A>
+size_t MoeLayer<T, A>::expert_rows_capacity(int max_tokens) const {
+  // With P ranks per EP group, up to P times this rank's own rows.
+  return size_t(max_tokens) * K_ * size_t(E_ / dispatcher_.local_experts());
+}
+
+template <typename T, typename A>
+void MoeLayer<T, A>::allocate(Arena& arena, int max_tokens) {
+  const size_t erows = expert_rows_capacity(max_tokens);
   if (shared_) shared_->allocate(arena, max_tokens);
   router_.allocate(arena, max_tokens, with_aux_);
   dispatcher_.allocate(arena, max_tokens, D_);
-  xe_ = arena.alloc(erows * D_);
-  a13e_ = arena.alloc(erows * 2 * Fe_);
-  he_ = arena.alloc(erows * Fe_);
-  ye_ = arena.alloc(erows * D_);
-  dy_local_ = arena.alloc(rows * D_);
-  dye_ = arena.alloc(erows * D_);
-  dhe_ = arena.alloc(erows * Fe_);
-  da13e_ = arena.alloc(erows * 2 * Fe_);
-  dxe_ = arena.alloc(erows * D_);
-  dgates_ = arena.alloc(size_t(max_tokens) * K_);
+  xe_ = arena.alloc<A>(erows * D_);
+  a13e_ = arena.alloc<A>(erows * 2 * Fe_);
+  he_ = arena.alloc<A>(erows * Fe_);
+  ye_ = arena.alloc<A>(erows * D_);
 }
 
-template <typename T>
-double MoeLayer<T>::forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T* x, int N,
-                            const float* bias, int64_t* counts, const AuxLossSpec* aux) {
+// The takes of backward(), in order.
+template <typename T, typename A>
+size_t MoeLayer<T, A>::backward_scratch_bytes(int max_tokens) const {
+  const size_t rows = size_t(max_tokens) * K_, erows = expert_rows_capacity(max_tokens);
+  size_t b = shared_ ? shared_->backward_scratch_bytes(max_tokens) : 0;
+  b += Scratch::bytes<T>(rows);                                   // dgates
+  b += Scratch::bytes<A>(rows * D_);                              // dy_local
+  if (dispatcher_.parallel()) b += Scratch::bytes<A>(erows * D_);  // dye
+  b += Scratch::bytes<A>(erows * Fe_);                            // dhe
+  b += Scratch::bytes<A>(erows * 2 * Fe_);                        // da13e
+  b += Scratch::bytes<A>(erows * D_);                             // dxe
+  return b + router_.backward_scratch_bytes(max_tokens);
+}
+
+template <typename T, typename A>
+double MoeLayer<T, A>::forward(Backend<T, A>& be, const ParamSet<T>& ps, A* y, const A* x, int N,
+                               const float* bias, int64_t* counts, const AuxLossSpec* aux) {
   // Phases: the shared and routed experts' SwiGLUs are ExpertGemm; the
   // router and the dispatcher scope their own work.
   {
@@ -62,7 +74,7 @@ double MoeLayer<T>::forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T
     if (shared_)
       shared_->forward(be, ps, y, x, N);
     else
-      be.zero(y, size_t(N) * D_ * sizeof(T));
+      be.zero(y, size_t(N) * D_ * sizeof(A));
   }
 
   const double aux_loss = router_.forward(be, ps, x, N, bias, aux);
@@ -84,34 +96,43 @@ double MoeLayer<T>::forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T
   return aux_loss;
 }
 
-template <typename T>
-void MoeLayer<T>::backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dy, const T* x,
-                           int N) {
+template <typename T, typename A>
+void MoeLayer<T, A>::backward(Backend<T, A>& be, ParamSet<T>& ps, Scratch& scratch, A* dx,
+                              const A* dy, const A* x, int N) {
   {
     PhaseScope phase(be, Phase::ExpertGemm);
     if (shared_)
-      shared_->backward(be, ps, dx, dy, x, N, false);
+      shared_->backward(be, ps, scratch, dx, dy, x, N, false);
     else
-      be.zero(dx, size_t(N) * D_ * sizeof(T));
+      be.zero(dx, size_t(N) * D_ * sizeof(A));
   }
+
+  const size_t rows = size_t(N) * K_, erows = size_t(dispatcher_.expert_rows());
+  T* dgates = scratch.take<T>(rows);
+  A* dy_local = scratch.take<A>(rows * D_);
+  A* dye_buf = dispatcher_.parallel() ? scratch.take<A>(erows * D_) : nullptr;
+  A* dhe = scratch.take<A>(erows * Fe_);
+  A* da13e = scratch.take<A>(erows * 2 * Fe_);
+  A* dxe = scratch.take<A>(erows * D_);
 
   const int El = dispatcher_.local_experts();
   const int64_t* off = dispatcher_.expert_offsets().data();
-  dispatcher_.combine_backward(be, dy_local_, dgates_, dy, y_local_, router_.gates(), N, D_);
-  const T* dye = dispatcher_.scatter_gradients(be, dy_local_, dye_, D_);
+  dispatcher_.combine_backward(be, dy_local, dgates, dy, y_local_, router_.gates(), N, D_);
+  const A* dye = dispatcher_.scatter_gradients(be, dy_local, dye_buf, D_);
   {
     PhaseScope phase(be, Phase::ExpertGemm);
-    be.grouped_linear_backward(dhe_, ps.grad(w2_first_), dye, he_, ps.param(w2_first_), off, El,
+    be.grouped_linear_backward(dhe, ps.grad(w2_first_), dye, he_, ps.param(w2_first_), off, El,
                                Fe_, D_);
-    be.swiglu_backward(da13e_, dhe_, a13e_, int(dispatcher_.expert_rows()), Fe_);
-    be.grouped_linear_backward(dxe_, ps.grad(w13_first_), da13e_, xe_, ps.param(w13_first_), off,
+    be.swiglu_backward(da13e, dhe, a13e_, int(erows), Fe_);
+    be.grouped_linear_backward(dxe, ps.grad(w13_first_), da13e, xe_, ps.param(w13_first_), off,
                                El, D_, 2 * Fe_);
   }
-  dispatcher_.dispatch_backward(be, dx, dxe_, N, D_);
-  router_.backward(be, ps, dx, dgates_, x, N);
+  dispatcher_.dispatch_backward(be, dx, dxe, N, D_);
+  router_.backward(be, ps, scratch, dx, dgates, x, N);
 }
 
 template class MoeLayer<float>;
 template class MoeLayer<double>;
+template class MoeLayer<float, bf16>;
 
 }  // namespace moe

@@ -17,38 +17,42 @@
 
 namespace moe {
 
-template <typename T>
+template <typename T, typename A = T>
 class MoeLayer {
  public:
   MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& cfg, Comm* ep = nullptr);
-  void allocate(Arena<T>& arena, int max_tokens);
+  // The activations kept for backward, for up to max_tokens tokens.
+  void allocate(Arena& arena, int max_tokens);
+  // Scratch that backward takes (its own, the shared experts' and the router's).
+  size_t backward_scratch_bytes(int max_tokens) const;
 
   // y[N,D] overwritten. bias: fp32 [E] selection bias. counts: if non-null,
   // += this micro-batch's tokens per expert (int64 [E]). Returns the summed
   // aux loss of the micro-batch's groups (0 without aux).
-  double forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T* x, int N,
+  double forward(Backend<T, A>& be, const ParamSet<T>& ps, A* y, const A* x, int N,
                  const float* bias, int64_t* counts, const AuxLossSpec* aux);
   // dx[N,D] overwritten.
-  void backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dy, const T* x, int N);
+  void backward(Backend<T, A>& be, ParamSet<T>& ps, Scratch& scratch, A* dx, const A* dy,
+                const A* x, int N);
 
-  const Router<T>& router() const { return router_; }
+  const Router<T, A>& router() const { return router_; }
   // See Dispatcher::set_device_comm.
   void set_device_ep_comm(Comm* ep_device) { dispatcher_.set_device_comm(ep_device); }
 
  private:
   int D_, E_, K_, Fe_;
   bool with_aux_;
-  std::unique_ptr<SwiGluMlp<T>> shared_;  // null when n_shared == 0
-  Router<T> router_;
-  Dispatcher<T> dispatcher_;
+  // Rows of the local experts, expert-major, for up to this many tokens.
+  size_t expert_rows_capacity(int max_tokens) const;
+
+  std::unique_ptr<SwiGluMlp<T, A>> shared_;  // null when n_shared == 0
+  Router<T, A> router_;
+  Dispatcher<T, A> dispatcher_;
   typename ParamSet<T>::Id w13_first_, w2_first_;  // local experts follow contiguously
   // Activations: expert-major rows of the local experts (e), and the expert
   // outputs back in this rank's token order (y_local_).
-  T *xe_ = nullptr, *a13e_ = nullptr, *he_ = nullptr, *ye_ = nullptr;
-  const T* y_local_ = nullptr;
-  // Gradient scratch.
-  T *dy_local_ = nullptr, *dye_ = nullptr, *dhe_ = nullptr, *da13e_ = nullptr, *dxe_ = nullptr;
-  T* dgates_ = nullptr;
+  A *xe_ = nullptr, *a13e_ = nullptr, *he_ = nullptr, *ye_ = nullptr;
+  const A* y_local_ = nullptr;
 };
 
 }  // namespace moe

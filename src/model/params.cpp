@@ -30,7 +30,7 @@ typename ParamSet<T>::Id ParamSet<T>::find(const std::string& name) const {
 }
 
 template <typename T>
-void ParamSet<T>::finalize(Backend<T>& be) {
+void ParamSet<T>::finalize(BackendBase& be) {
   MOE_CHECK(be_ == nullptr, "ParamSet::finalize called twice");
   be_ = &be;
   size_t off = 0;

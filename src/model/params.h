@@ -40,7 +40,7 @@ class ParamSet {
   Id add(const std::string& name, std::vector<int64_t> shape, ParamInit init, bool decay,
          bool expert = false);
   // Assigns offsets and allocates params, grads, m, v (all zero).
-  void finalize(Backend<T>& be);
+  void finalize(BackendBase& be);
   ~ParamSet();
 
   // Fills every tensor per its init: Normal ~ N(0, std^2) from Philox keyed by
@@ -71,7 +71,7 @@ class ParamSet {
   void moments_from_host(const std::vector<T>& m, const std::vector<T>& v);
 
  private:
-  Backend<T>* be_ = nullptr;
+  BackendBase* be_ = nullptr;
   std::vector<ParamInfo> info_;
   size_t total_ = 0, n_decay_ = 0, n_expert_ = 0;
   T *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;

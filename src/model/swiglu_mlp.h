@@ -7,26 +7,29 @@
 
 #include "model/arena.h"
 #include "model/params.h"
+#include "model/scratch.h"
 
 namespace moe {
 
-template <typename T>
+template <typename T, typename A = T>
 class SwiGluMlp {
  public:
   SwiGluMlp(ParamSet<T>& ps, const std::string& prefix, int D, int F);
-  void allocate(Arena<T>& arena, int max_tokens);
+  // The activations kept for backward (a13, h) of up to max_tokens rows.
+  void allocate(Arena& arena, int max_tokens);
+  // Scratch that backward takes for max_tokens rows.
+  size_t backward_scratch_bytes(int max_tokens) const;
 
   // y[N,D] = mlp(x) (overwritten). Keeps what backward needs.
-  void forward(Backend<T>& be, const ParamSet<T>& ps, T* y, const T* x, int N);
+  void forward(Backend<T, A>& be, const ParamSet<T>& ps, A* y, const A* x, int N);
   // dx[N,D] overwritten (or accumulated); weight gradients accumulated.
-  void backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dy, const T* x, int N,
-                bool accumulate_dx);
+  void backward(Backend<T, A>& be, ParamSet<T>& ps, Scratch& scratch, A* dx, const A* dy,
+                const A* x, int N, bool accumulate_dx);
 
  private:
   int D_, F_;
   typename ParamSet<T>::Id w13_, w2_;
-  T *a13_ = nullptr, *h_ = nullptr;    // activations
-  T *da13_ = nullptr, *dh_ = nullptr;  // gradient scratch
+  A *a13_ = nullptr, *h_ = nullptr;  // activations
 };
 
 }  // namespace moe

@@ -1,11 +1,25 @@
 #include "model/transformer.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace moe {
 
-template <typename T>
-Transformer<T>::Transformer(const Config& cfg, Backend<T>& be, int max_seqs, Comm* ep)
+namespace {
+// Rows per LM-head chunk: train.loss_chunk_tokens, or (0) as many as keep
+// one chunk's logits near 256 MiB; never more than the largest forward.
+int chunk_rows_for(const Config& cfg, size_t max_rows, size_t logit_bytes) {
+  const int64_t set = cfg.train.loss_chunk_tokens;
+  const size_t rows = set > 0 ? size_t(set)
+                              : std::max<size_t>(1, (size_t(256) << 20) /
+                                                        (size_t(cfg.model.vocab_size) * logit_bytes));
+  return int(std::min(rows, max_rows));
+}
+}  // namespace
+
+template <typename T, typename A>
+Transformer<T, A>::Transformer(const Config& cfg, Backend<T, A>& be, int max_seqs, Comm* ep)
     : cfg_(cfg), be_(be), max_seqs_(max_seqs), arena_(be) {
   const ModelConfig& mc = cfg.model;
   const int D = mc.hidden;
@@ -15,12 +29,12 @@ Transformer<T>::Transformer(const Config& cfg, Backend<T>& be, int max_seqs, Com
     Layer& L = layers_[l];
     const std::string p = "layers." + std::to_string(l);
     L.ln1 = params_.add(p + ".ln1", {D}, ParamInit::Ones, false);
-    L.attn = std::make_unique<Attention<T>>(params_, p + ".attn", mc);
+    L.attn = std::make_unique<Attention<T, A>>(params_, p + ".attn", mc);
     L.ln2 = params_.add(p + ".ln2", {D}, ParamInit::Ones, false);
     if (l < mc.first_dense_layers) {
-      L.dense = std::make_unique<SwiGluMlp<T>>(params_, p + ".mlp", D, mc.dense_intermediate);
+      L.dense = std::make_unique<SwiGluMlp<T, A>>(params_, p + ".mlp", D, mc.dense_intermediate);
     } else {
-      L.moe = std::make_unique<MoeLayer<T>>(params_, p + ".moe", cfg, ep);
+      L.moe = std::make_unique<MoeLayer<T, A>>(params_, p + ".moe", cfg, ep);
       moe_index_.push_back(l);
     }
   }
@@ -29,50 +43,60 @@ Transformer<T>::Transformer(const Config& cfg, Backend<T>& be, int max_seqs, Com
   params_.finalize(be);
 
   const size_t N = size_t(max_seqs) * mc.seq_len;
+  size_t scratch_bytes = 0;
   for (Layer& L : layers_) {
-    L.resid = arena_.alloc(N * D);
-    L.ln1_out = arena_.alloc(N * D);
-    L.rstd1 = arena_.alloc(N);
-    L.mid = arena_.alloc(N * D);
-    L.ln2_out = arena_.alloc(N * D);
-    L.rstd2 = arena_.alloc(N);
+    L.resid = arena_.alloc<T>(N * D);
+    L.ln1_out = arena_.alloc<A>(N * D);
+    L.rstd1 = arena_.alloc<T>(N);
+    L.mid = arena_.alloc<T>(N * D);
+    L.ln2_out = arena_.alloc<A>(N * D);
+    L.rstd2 = arena_.alloc<T>(N);
     L.attn->allocate(arena_, max_seqs);
-    if (L.dense) L.dense->allocate(arena_, int(N));
-    if (L.moe) L.moe->allocate(arena_, int(N));
+    scratch_bytes = std::max(scratch_bytes, L.attn->backward_scratch_bytes(max_seqs));
+    if (L.dense) {
+      L.dense->allocate(arena_, int(N));
+      scratch_bytes = std::max(scratch_bytes, L.dense->backward_scratch_bytes(int(N)));
+    }
+    if (L.moe) {
+      L.moe->allocate(arena_, int(N));
+      scratch_bytes = std::max(scratch_bytes, L.moe->backward_scratch_bytes(int(N)));
+    }
   }
-  bias_ = arena_.template alloc<float>(size_t(moe_layers()) * cfg.moe.n_routed);
+  loss_chunk_ = chunk_rows_for(cfg, N, sizeof(A));
+  scratch_bytes = std::max(scratch_bytes, Scratch::bytes<A>(size_t(loss_chunk_) * mc.vocab_size));
+  scratch_.allocate(arena_, scratch_bytes);
+  bias_ = arena_.alloc<float>(size_t(moe_layers()) * cfg.moe.n_routed);
   set_router_bias(std::vector<float>(
       size_t(moe_layers()) * cfg.moe.n_routed,
       cfg.balance.bias_mode == BiasMode::Multiplicative ? 1.0f : 0.0f));
-  tokens_ = arena_.template alloc<int32_t>(N);
-  targets_ = arena_.template alloc<int32_t>(N);
-  resid_final_ = arena_.alloc(N * D);
-  lnf_out_ = arena_.alloc(N * D);
-  rstdf_ = arena_.alloc(N);
-  logits_ = arena_.alloc(N * mc.vocab_size);
-  losses_ = arena_.alloc(N);
-  tmp_ = arena_.alloc(N * D);
-  dres_ = arena_.alloc(N * D);
-  dnorm_ = arena_.alloc(N * D);
+  tokens_ = arena_.alloc<int32_t>(N);
+  targets_ = arena_.alloc<int32_t>(N);
+  resid_final_ = arena_.alloc<T>(N * D);
+  lnf_out_ = arena_.alloc<A>(N * D);
+  rstdf_ = arena_.alloc<T>(N);
+  losses_ = arena_.alloc<T>(N);
+  tmp_ = arena_.alloc<A>(N * D);
+  dres_ = arena_.alloc<T>(N * D);
+  dnorm_ = arena_.alloc<A>(N * D);
 }
 
-template <typename T>
-Transformer<T>::~Transformer() = default;
+template <typename T, typename A>
+Transformer<T, A>::~Transformer() = default;
 
-template <typename T>
-void Transformer<T>::set_router_bias(const std::vector<float>& bias) {
+template <typename T, typename A>
+void Transformer<T, A>::set_router_bias(const std::vector<float>& bias) {
   MOE_CHECK(bias.size() == size_t(moe_layers()) * cfg_.moe.n_routed, "router bias size");
   if (!bias.empty()) be_.to_device(bias_, bias.data(), bias.size() * sizeof(float));
 }
 
-template <typename T>
-const Router<T>& Transformer<T>::router(int m) const {
+template <typename T, typename A>
+const Router<T, A>& Transformer<T, A>::router(int m) const {
   return layers_.at(moe_index_.at(m)).moe->router();
 }
 
-template <typename T>
-ForwardResult Transformer<T>::forward(const int32_t* tokens, const int32_t* targets, int B,
-                                      const ForwardOptions& opt) {
+template <typename T, typename A>
+ForwardResult Transformer<T, A>::forward(const int32_t* tokens, const int32_t* targets, int B,
+                                         const ForwardOptions& opt) {
   MOE_CHECK(B >= 1 && B <= max_seqs_, "forward: batch exceeds the allocated activations");
   const ModelConfig& mc = cfg_.model;
   const int S = mc.seq_len, D = mc.hidden, V = mc.vocab_size, E = cfg_.moe.n_routed;
@@ -122,52 +146,68 @@ ForwardResult Transformer<T>::forward(const int32_t* tokens, const int32_t* targ
     }
   }
 
-  be_.linear_forward(logits_, lnf_out_, params_.param(head_), N, D, V);
-  // Training: the loss kernel turns logits into dlogits in place (no second copy).
-  be_.cross_entropy(losses_, training ? logits_ : nullptr, logits_, targets_, N, V,
-                    opt.ce_grad_scale);
+  // LM head and loss, chunk by chunk: the loss kernel turns a chunk's logits
+  // into their gradient in place, which in training goes straight through the
+  // head's backward (dW accumulated in T, dnorm_ rows of the chunk written).
+  const T* W = params_.param(head_);
+  for (int c0 = 0; c0 < N; c0 += loss_chunk_) {
+    const int n = std::min(loss_chunk_, N - c0);
+    const size_t row = size_t(c0) * D;
+    scratch_.reset();
+    A* logits = scratch_.take<A>(size_t(n) * V);
+    be_.linear_forward(logits, lnf_out_ + row, W, n, D, V);
+    be_.cross_entropy(losses_ + c0, training ? logits : nullptr, logits, targets_ + c0, n, V,
+                      opt.ce_grad_scale);
+    if (training)
+      be_.linear_backward(dnorm_ + row, params_.grad(head_), logits, lnf_out_ + row, W, n, D, V,
+                          false);
+  }
   r.loss_sum = be_.sum(losses_, N);
   last_B_ = B;
   grad_ready_ = training;
   return r;
 }
 
-template <typename T>
-void Transformer<T>::backward() {
+template <typename T, typename A>
+void Transformer<T, A>::backward() {
   MOE_CHECK(grad_ready_, "backward() needs a preceding training forward");
   grad_ready_ = false;
   const ModelConfig& mc = cfg_.model;
-  const int B = last_B_, D = mc.hidden, V = mc.vocab_size, N = B * mc.seq_len;
+  const int B = last_B_, D = mc.hidden, N = B * mc.seq_len;
 
-  be_.linear_backward(dnorm_, params_.grad(head_), logits_, lnf_out_, params_.param(head_), N, D,
-                      V, false);
+  // dres_ (T) is the gradient of the residual stream; each sub-block adds
+  // its input gradient to it through its norm, whose backward also leaves
+  // dres_ as an activation gradient in tmp_: the output gradient of the
+  // sub-block below. dnorm_ starts as the final norm's output gradient (from
+  // forward). Every sub-block's backward has the whole scratch to itself.
   be_.zero(dres_, size_t(N) * D * sizeof(T));
-  be_.rmsnorm_backward(dres_, params_.grad(lnf_), dnorm_, resid_final_, params_.param(lnf_),
+  be_.rmsnorm_backward(dres_, tmp_, params_.grad(lnf_), dnorm_, resid_final_, params_.param(lnf_),
                        rstdf_, N, D);
-  // dres_ is the gradient of the residual stream; each sub-block adds its
-  // input gradient to it through its norm.
   for (size_t i = layers_.size(); i-- > 0;) {
     Layer& L = layers_[i];
+    scratch_.reset();
     if (L.dense)
-      L.dense->backward(be_, params_, dnorm_, dres_, L.ln2_out, N, false);
+      L.dense->backward(be_, params_, scratch_, dnorm_, tmp_, L.ln2_out, N, false);
     else
-      L.moe->backward(be_, params_, dnorm_, dres_, L.ln2_out, N);
-    be_.rmsnorm_backward(dres_, params_.grad(L.ln2), dnorm_, L.mid, params_.param(L.ln2), L.rstd2,
-                         N, D);
-    L.attn->backward(be_, params_, dnorm_, dres_, L.ln1_out, B);
-    be_.rmsnorm_backward(dres_, params_.grad(L.ln1), dnorm_, L.resid, params_.param(L.ln1),
-                         L.rstd1, N, D);
+      L.moe->backward(be_, params_, scratch_, dnorm_, tmp_, L.ln2_out, N);
+    be_.rmsnorm_backward(dres_, tmp_, params_.grad(L.ln2), dnorm_, L.mid, params_.param(L.ln2),
+                         L.rstd2, N, D);
+    scratch_.reset();
+    L.attn->backward(be_, params_, scratch_, dnorm_, tmp_, L.ln1_out, B);
+    be_.rmsnorm_backward(dres_, i > 0 ? tmp_ : nullptr, params_.grad(L.ln1), dnorm_, L.resid,
+                         params_.param(L.ln1), L.rstd1, N, D);
   }
   be_.embedding_backward(params_.grad(embed_), dres_, tokens_, N, D);
 }
 
-template <typename T>
-void Transformer<T>::set_device_ep_comm(Comm* ep_device) {
+template <typename T, typename A>
+void Transformer<T, A>::set_device_ep_comm(Comm* ep_device) {
   for (Layer& L : layers_)
     if (L.moe) L.moe->set_device_ep_comm(ep_device);
 }
 
 template class Transformer<float>;
 template class Transformer<double>;
+template class Transformer<float, bf16>;
 
 }  // namespace moe

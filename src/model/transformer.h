@@ -5,6 +5,17 @@
 // FFN is a dense SwiGLU for the first `first_dense_layers` layers and a
 // DeepSeekMoE layer after. All activations are allocated once, for up to
 // `max_seqs` sequences per forward.
+//
+// Memory: each layer keeps the activations its backward needs; gradient
+// scratch is one Scratch shared by all layers (one layer runs backward at a
+// time), which also holds the logits of one loss chunk: the LM head and the
+// cross-entropy run over chunks of train.loss_chunk_tokens tokens, so the
+// logits are never whole in memory. In a training forward each chunk's
+// logit gradient goes straight through the head's backward (dW in T, and
+// the gradient of the final norm's output), so backward() starts there.
+//
+// Types: the residual stream, its gradient and every statistic are T; norm
+// outputs, sub-block outputs and their gradients are activations (A).
 #pragma once
 
 #include <memory>
@@ -33,11 +44,11 @@ struct ForwardResult {
   int64_t tokens = 0;
 };
 
-template <typename T>
+template <typename T, typename A = T>
 class Transformer {
  public:
   // ep: the expert-parallel group of this rank (null: every expert is local).
-  Transformer(const Config& cfg, Backend<T>& be, int max_seqs, Comm* ep = nullptr);
+  Transformer(const Config& cfg, Backend<T, A>& be, int max_seqs, Comm* ep = nullptr);
   ~Transformer();
 
   ParamSet<T>& params() { return params_; }
@@ -53,39 +64,46 @@ class Transformer {
   // targets. With ce_grad_scale != 0, keeps what backward() needs.
   ForwardResult forward(const int32_t* tokens, const int32_t* targets, int B,
                         const ForwardOptions& opt);
-  // Accumulates parameter gradients of the last forward's objective.
+  // Accumulates parameter gradients of the last forward's objective (the LM
+  // head's were accumulated by the training forward itself).
   void backward();
+  // Rows of the LM head + cross-entropy chunks.
+  int loss_chunk_rows() const { return loss_chunk_; }
 
   // Every MoE layer exchanges its rows over `ep_device` (an EP communicator
   // on backend memory, e.g. NcclComm) instead of through host memory.
   void set_device_ep_comm(Comm* ep_device);
 
   // Router state of MoE layer m after the last forward (tests, diagnostics).
-  const Router<T>& router(int m) const;
+  const Router<T, A>& router(int m) const;
 
  private:
   struct Layer {
     typename ParamSet<T>::Id ln1, ln2;
-    std::unique_ptr<Attention<T>> attn;
-    std::unique_ptr<SwiGluMlp<T>> dense;
-    std::unique_ptr<MoeLayer<T>> moe;
-    T *resid = nullptr, *ln1_out = nullptr, *rstd1 = nullptr;  // activations
-    T *mid = nullptr, *ln2_out = nullptr, *rstd2 = nullptr;
+    std::unique_ptr<Attention<T, A>> attn;
+    std::unique_ptr<SwiGluMlp<T, A>> dense;
+    std::unique_ptr<MoeLayer<T, A>> moe;
+    T *resid = nullptr, *rstd1 = nullptr, *mid = nullptr, *rstd2 = nullptr;  // kept for backward
+    A *ln1_out = nullptr, *ln2_out = nullptr;
   };
 
   Config cfg_;
-  Backend<T>& be_;
+  Backend<T, A>& be_;
   int max_seqs_;
+  int loss_chunk_ = 0;
   ParamSet<T> params_;
-  Arena<T> arena_;
+  Arena arena_;
+  Scratch scratch_;
   typename ParamSet<T>::Id embed_, lnf_, head_;
   std::vector<Layer> layers_;
   std::vector<int> moe_index_;  // layer index of each MoE layer
   float* bias_ = nullptr;       // [moe_layers * E] fp32
   int32_t *tokens_ = nullptr, *targets_ = nullptr;
-  T *resid_final_ = nullptr, *lnf_out_ = nullptr, *rstdf_ = nullptr;
-  T *logits_ = nullptr, *losses_ = nullptr;  // logits hold dlogits after a training forward
-  T *tmp_ = nullptr, *dres_ = nullptr, *dnorm_ = nullptr;
+  T *resid_final_ = nullptr, *rstdf_ = nullptr, *losses_ = nullptr;
+  A* lnf_out_ = nullptr;
+  A* tmp_ = nullptr;    // a sub-block's output, added to the residual stream
+  T* dres_ = nullptr;   // gradient of the residual stream
+  A* dnorm_ = nullptr;  // gradient of a norm's output (after a training forward: the final norm's)
   int last_B_ = 0;
   bool grad_ready_ = false;
 };

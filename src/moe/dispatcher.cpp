@@ -4,8 +4,8 @@
 
 namespace moe {
 
-template <typename T>
-Dispatcher<T>::Dispatcher(int E, int K, Comm* ep)
+template <typename T, typename A>
+Dispatcher<T, A>::Dispatcher(int E, int K, Comm* ep)
     : E_(E),
       K_(K),
       ep_(ep),
@@ -19,23 +19,23 @@ Dispatcher<T>::Dispatcher(int E, int K, Comm* ep)
   MOE_CHECK(E % P_ == 0, "Dispatcher: experts not divisible by the expert-parallel size");
 }
 
-template <typename T>
-void Dispatcher<T>::allocate(Arena<T>& arena, int max_tokens, int D) {
+template <typename T, typename A>
+void Dispatcher<T, A>::allocate(Arena& arena, int max_tokens, int D) {
   const size_t rows = size_t(max_tokens) * K_;
-  row_of_slot_ = arena.template alloc<int32_t>(rows);
+  row_of_slot_ = arena.alloc<int32_t>(rows);
   if (!parallel()) return;
   // Dropless: in the worst case every peer sends all its rows to this rank.
   const size_t max_recv = rows * P_;
   order_host_.resize(max_recv);
-  order_ = arena.template alloc<int32_t>(max_recv);
-  inverse_ = arena.template alloc<int32_t>(max_recv);
-  local_ = arena.alloc(rows * D);
-  out_local_ = arena.alloc(rows * D);
-  recv_ = arena.alloc(max_recv * D);
+  order_ = arena.alloc<int32_t>(max_recv);
+  inverse_ = arena.alloc<int32_t>(max_recv);
+  local_ = arena.alloc<A>(rows * D);
+  out_local_ = arena.alloc<A>(rows * D);
+  recv_ = arena.alloc<A>(max_recv * D);
 }
 
-template <typename T>
-void Dispatcher<T>::plan(Backend<T>& be, const int32_t* expert_idx, int N) {
+template <typename T, typename A>
+void Dispatcher<T, A>::plan(Backend<T, A>& be, const int32_t* expert_idx, int N) {
   // Dispatch phase: the plan, the row moves and the EP all-to-alls.
   PhaseScope phase(be, Phase::Dispatch);
   be.dispatch_plan(row_of_slot_, counts_.data(), expert_idx, N, E_, K_);
@@ -77,16 +77,16 @@ void Dispatcher<T>::plan(Backend<T>& be, const int32_t* expert_idx, int N) {
   }
 }
 
-template <typename T>
-void Dispatcher<T>::set_device_comm(Comm* ep_device) {
+template <typename T, typename A>
+void Dispatcher<T, A>::set_device_comm(Comm* ep_device) {
   if (ep_device && (!ep_ || ep_device->size() != P_ || ep_device->rank() != rank_))
     throw InternalError("dispatcher: the device EP communicator is not this rank's EP group");
   ep_device_ = ep_device;
 }
 
-template <typename T>
-void Dispatcher<T>::exchange(Backend<T>& be, T* recv, const std::vector<int64_t>& recv_counts,
-                             const T* send, const std::vector<int64_t>& send_counts) {
+template <typename T, typename A>
+void Dispatcher<T, A>::exchange(Backend<T, A>& be, A* recv, const std::vector<int64_t>& recv_counts,
+                                const A* send, const std::vector<int64_t>& send_counts) {
   if (ep_device_) {
     be.synchronize();  // the communicator's own stream must see the rows written
     ep_device_->alltoallv(send, send_counts.data(), recv, recv_counts.data());
@@ -96,29 +96,29 @@ void Dispatcher<T>::exchange(Backend<T>& be, T* recv, const std::vector<int64_t>
   for (int p = 0; p < P_; ++p) send_n += send_counts[p], recv_n += recv_counts[p];
   if (send_host_.size() < size_t(send_n)) send_host_.resize(size_t(send_n));
   if (recv_host_.size() < size_t(recv_n)) recv_host_.resize(size_t(recv_n));
-  be.to_host(send_host_.data(), send, size_t(send_n) * sizeof(T));
+  be.to_host(send_host_.data(), send, size_t(send_n) * sizeof(A));
   ep_->alltoallv(send_host_.data(), send_counts.data(), recv_host_.data(), recv_counts.data());
-  be.to_device(recv, recv_host_.data(), size_t(recv_n) * sizeof(T));
+  be.to_device(recv, recv_host_.data(), size_t(recv_n) * sizeof(A));
 }
 
-template <typename T>
-void Dispatcher<T>::to_experts(Backend<T>& be, T* out, const T* rows_local, int D) {
+template <typename T, typename A>
+void Dispatcher<T, A>::to_experts(Backend<T, A>& be, A* out, const A* rows_local, int D) {
   std::vector<int64_t> sc(P_), rc(P_);
   for (int p = 0; p < P_; ++p) sc[p] = send_rows_[p] * D, rc[p] = recv_rows_[p] * D;
   exchange(be, recv_, rc, rows_local, sc);
   be.gather_rows(out, recv_, order_, expert_rows(), D);
 }
 
-template <typename T>
-void Dispatcher<T>::from_experts(Backend<T>& be, T* out_local, const T* rows_expert, int D) {
+template <typename T, typename A>
+void Dispatcher<T, A>::from_experts(Backend<T, A>& be, A* out_local, const A* rows_expert, int D) {
   be.gather_rows(recv_, rows_expert, inverse_, expert_rows(), D);
   std::vector<int64_t> sc(P_), rc(P_);
   for (int p = 0; p < P_; ++p) sc[p] = recv_rows_[p] * D, rc[p] = send_rows_[p] * D;
   exchange(be, out_local, rc, recv_, sc);
 }
 
-template <typename T>
-void Dispatcher<T>::dispatch(Backend<T>& be, T* xe, const T* x, int N, int D) {
+template <typename T, typename A>
+void Dispatcher<T, A>::dispatch(Backend<T, A>& be, A* xe, const A* x, int N, int D) {
   PhaseScope phase(be, Phase::Dispatch);
   if (!parallel()) {
     be.permute_rows(xe, x, row_of_slot_, N, K_, D);
@@ -128,8 +128,8 @@ void Dispatcher<T>::dispatch(Backend<T>& be, T* xe, const T* x, int N, int D) {
   to_experts(be, xe, local_, D);
 }
 
-template <typename T>
-void Dispatcher<T>::dispatch_backward(Backend<T>& be, T* dx, const T* dxe, int N, int D) {
+template <typename T, typename A>
+void Dispatcher<T, A>::dispatch_backward(Backend<T, A>& be, A* dx, const A* dxe, int N, int D) {
   PhaseScope phase(be, Phase::Dispatch);
   if (!parallel()) {
     be.permute_rows_backward(dx, dxe, row_of_slot_, N, K_, D);
@@ -139,37 +139,38 @@ void Dispatcher<T>::dispatch_backward(Backend<T>& be, T* dx, const T* dxe, int N
   be.permute_rows_backward(dx, local_, row_of_slot_, N, K_, D);
 }
 
-template <typename T>
-const T* Dispatcher<T>::gather_outputs(Backend<T>& be, const T* ye, int D) {
+template <typename T, typename A>
+const A* Dispatcher<T, A>::gather_outputs(Backend<T, A>& be, const A* ye, int D) {
   if (!parallel()) return ye;
   PhaseScope phase(be, Phase::Dispatch);
   from_experts(be, out_local_, ye, D);
   return out_local_;
 }
 
-template <typename T>
-const T* Dispatcher<T>::scatter_gradients(Backend<T>& be, const T* dy_local, T* dye, int D) {
+template <typename T, typename A>
+const A* Dispatcher<T, A>::scatter_gradients(Backend<T, A>& be, const A* dy_local, A* dye, int D) {
   if (!parallel()) return dy_local;
   PhaseScope phase(be, Phase::Dispatch);
   to_experts(be, dye, dy_local, D);
   return dye;
 }
 
-template <typename T>
-void Dispatcher<T>::combine(Backend<T>& be, T* y, const T* y_local, const T* gates, int N,
+template <typename T, typename A>
+void Dispatcher<T, A>::combine(Backend<T, A>& be, A* y, const A* y_local, const T* gates, int N,
                             int D) const {
   PhaseScope phase(be, Phase::Dispatch);
   be.combine_forward(y, y_local, gates, row_of_slot_, N, K_, D);
 }
 
-template <typename T>
-void Dispatcher<T>::combine_backward(Backend<T>& be, T* dy_local, T* dgates, const T* dy,
-                                     const T* y_local, const T* gates, int N, int D) const {
+template <typename T, typename A>
+void Dispatcher<T, A>::combine_backward(Backend<T, A>& be, A* dy_local, T* dgates, const A* dy,
+                                        const A* y_local, const T* gates, int N, int D) const {
   PhaseScope phase(be, Phase::Dispatch);
   be.combine_backward(dy_local, dgates, dy, y_local, gates, row_of_slot_, N, K_, D);
 }
 
 template class Dispatcher<float>;
 template class Dispatcher<double>;
+template class Dispatcher<float, bf16>;
 
 }  // namespace moe

@@ -15,12 +15,13 @@
 
 namespace moe {
 
-template <typename T>
+// Rows are activations (A); gates are T.
+template <typename T, typename A = T>
 class Dispatcher {
  public:
   // ep: the expert-parallel group (null or one rank: all experts are local).
   Dispatcher(int E, int K, Comm* ep);
-  void allocate(Arena<T>& arena, int max_tokens, int D);
+  void allocate(Arena& arena, int max_tokens, int D);
 
   int local_experts() const { return E_ / P_; }
   int first_expert() const { return rank_ * local_experts(); }
@@ -30,7 +31,7 @@ class Dispatcher {
   void set_device_comm(Comm* ep_device);
 
   // Plans this micro-batch's routing (expert_idx [N,K]).
-  void plan(Backend<T>& be, const int32_t* expert_idx, int N);
+  void plan(Backend<T, A>& be, const int32_t* expert_idx, int N);
   // Tokens of this rank per (global) expert: what balancing counts.
   const std::vector<int64_t>& counts() const { return counts_; }
   // Row offsets of the local experts in the expert-major rows (local_experts()+1).
@@ -38,32 +39,33 @@ class Dispatcher {
   int64_t expert_rows() const { return expert_offsets_.back(); }
 
   // x [N,D] -> xe: the rows of this rank's experts, expert-major.
-  void dispatch(Backend<T>& be, T* xe, const T* x, int N, int D);
+  void dispatch(Backend<T, A>& be, A* xe, const A* x, int N, int D);
   // dx [N,D] += the gradient of dispatch, from dxe (expert-major).
-  void dispatch_backward(Backend<T>& be, T* dx, const T* dxe, int N, int D);
+  void dispatch_backward(Backend<T, A>& be, A* dx, const A* dxe, int N, int D);
   // Expert outputs ye (expert-major) back to this rank's tokens, in local
   // sorted order; returns ye itself when all experts are local.
-  const T* gather_outputs(Backend<T>& be, const T* ye, int D);
-  // Gradient rows in local sorted order -> expert-major on the owners; returns
-  // the input itself when all experts are local.
-  const T* scatter_gradients(Backend<T>& be, const T* dy_local, T* dye, int D);
+  const A* gather_outputs(Backend<T, A>& be, const A* ye, int D);
+  // Gradient rows in local sorted order -> expert-major on the owners (dye,
+  // which only expert parallelism needs: null otherwise); returns dy_local
+  // itself when all experts are local.
+  const A* scatter_gradients(Backend<T, A>& be, const A* dy_local, A* dye, int D);
+  bool parallel() const { return P_ > 1; }
 
   // y[N, D] += sum_k gate * output row (y_local from gather_outputs).
-  void combine(Backend<T>& be, T* y, const T* y_local, const T* gates, int N, int D) const;
+  void combine(Backend<T, A>& be, A* y, const A* y_local, const T* gates, int N, int D) const;
   // dy_local overwritten, dgates [N, K] overwritten.
-  void combine_backward(Backend<T>& be, T* dy_local, T* dgates, const T* dy, const T* y_local,
+  void combine_backward(Backend<T, A>& be, A* dy_local, T* dgates, const A* dy, const A* y_local,
                         const T* gates, int N, int D) const;
 
  private:
-  bool parallel() const { return P_ > 1; }
   // Local sorted rows -> expert-major rows on the owners (all-to-all + reorder).
-  void to_experts(Backend<T>& be, T* out, const T* rows_local, int D);
+  void to_experts(Backend<T, A>& be, A* out, const A* rows_local, int D);
   // Expert-major rows -> local sorted rows on their source ranks.
-  void from_experts(Backend<T>& be, T* out_local, const T* rows_expert, int D);
+  void from_experts(Backend<T, A>& be, A* out_local, const A* rows_expert, int D);
   // The all-to-all of rows: directly in backend memory over the device
   // communicator when there is one; otherwise through host buffers over the
   // EP communicator (MPI, host memory), on the CPU and the GPU alike.
-  void exchange(Backend<T>& be, T* recv, const std::vector<int64_t>& recv_counts, const T* send,
+  void exchange(Backend<T, A>& be, A* recv, const std::vector<int64_t>& recv_counts, const A* send,
                 const std::vector<int64_t>& send_counts);
 
   int E_, K_;
@@ -77,8 +79,8 @@ class Dispatcher {
   // Expert parallelism only:
   std::vector<int32_t> order_host_;         // expert-major row i = received row order[i]
   int32_t *order_ = nullptr, *inverse_ = nullptr;  // backend copies
-  T *local_ = nullptr, *recv_ = nullptr, *out_local_ = nullptr;
-  std::vector<T> send_host_, recv_host_;    // staging of exchange(); grow once, then reused
+  A *local_ = nullptr, *recv_ = nullptr, *out_local_ = nullptr;
+  std::vector<A> send_host_, recv_host_;    // staging of exchange(); grow once, then reused
 };
 
 }  // namespace moe

@@ -2,8 +2,8 @@
 
 namespace moe {
 
-template <typename T>
-Router<T>::Router(ParamSet<T>& ps, const std::string& prefix, int D, const MoeConfig& mc,
+template <typename T, typename A>
+Router<T, A>::Router(ParamSet<T>& ps, const std::string& prefix, int D, const MoeConfig& mc,
                   BiasMode mode)
     : D_(D), fn_(mc.gate) {
   spec_.E = mc.n_routed;
@@ -14,21 +14,24 @@ Router<T>::Router(ParamSet<T>& ps, const std::string& prefix, int D, const MoeCo
   w_ = ps.add(prefix + ".router", {spec_.E, D}, ParamInit::Normal, true);
 }
 
-template <typename T>
-void Router<T>::allocate(Arena<T>& arena, int max_tokens, bool with_aux_loss) {
+template <typename T, typename A>
+void Router<T, A>::allocate(Arena& arena, int max_tokens, bool with_aux_loss) {
   const size_t n = size_t(max_tokens), E = spec_.E, K = spec_.K;
-  logits_ = arena.alloc(n * E);
-  scores_ = arena.alloc(n * E);
-  gates_ = arena.alloc(n * K);
-  idx_ = arena.template alloc<int32_t>(n * K);
-  dscores_ = arena.alloc(n * E);
-  dlogits_ = arena.alloc(n * E);
-  if (with_aux_loss) dscores_aux_ = arena.alloc(n * E);
+  logits_ = arena.alloc<T>(n * E);
+  scores_ = arena.alloc<T>(n * E);
+  gates_ = arena.alloc<T>(n * K);
+  idx_ = arena.alloc<int32_t>(n * K);
+  if (with_aux_loss) dscores_aux_ = arena.alloc<T>(n * E);
 }
 
-template <typename T>
-double Router<T>::forward(Backend<T>& be, const ParamSet<T>& ps, const T* x, int N,
-                          const float* bias, const AuxLossSpec* aux) {
+template <typename T, typename A>
+size_t Router<T, A>::backward_scratch_bytes(int max_tokens) const {
+  return 2 * Scratch::bytes<T>(size_t(max_tokens) * spec_.E);
+}
+
+template <typename T, typename A>
+double Router<T, A>::forward(Backend<T, A>& be, const ParamSet<T>& ps, const A* x, int N,
+                             const float* bias, const AuxLossSpec* aux) {
   PhaseScope phase(be, Phase::Router);  // router GEMM, scores, top-K and the aux loss
   be.linear_forward_fp32(logits_, x, ps.param(w_), N, D_, spec_.E);
   be.router_scores_forward(scores_, logits_, N, spec_.E, fn_);
@@ -42,21 +45,24 @@ double Router<T>::forward(Backend<T>& be, const ParamSet<T>& ps, const T* x, int
                                       spec_.E, spec_.K, aux->alpha, aux->grad_scale);
 }
 
-template <typename T>
-void Router<T>::backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dgates, const T* x,
-                         int N) {
+template <typename T, typename A>
+void Router<T, A>::backward(Backend<T, A>& be, ParamSet<T>& ps, Scratch& scratch, A* dx,
+                            const T* dgates, const A* x, int N) {
   PhaseScope phase(be, Phase::Router);
-  const size_t bytes = size_t(N) * spec_.E * sizeof(T);
+  const size_t n = size_t(N) * spec_.E;
+  T* dscores = scratch.take<T>(n);
+  T* dlogits = scratch.take<T>(n);
   if (aux_active_)
-    be.copy(dscores_, dscores_aux_, bytes);
+    be.copy(dscores, dscores_aux_, n * sizeof(T));
   else
-    be.zero(dscores_, bytes);
-  be.topk_route_backward(dscores_, dgates, scores_, idx_, N, spec_);
-  be.router_scores_backward(dlogits_, dscores_, scores_, N, spec_.E, fn_);
-  be.linear_backward_fp32(dx, ps.grad(w_), dlogits_, x, ps.param(w_), N, D_, spec_.E, true);
+    be.zero(dscores, n * sizeof(T));
+  be.topk_route_backward(dscores, dgates, scores_, idx_, N, spec_);
+  be.router_scores_backward(dlogits, dscores, scores_, N, spec_.E, fn_);
+  be.linear_backward_fp32(dx, ps.grad(w_), dlogits, x, ps.param(w_), N, D_, spec_.E, true);
 }
 
 template class Router<float>;
 template class Router<double>;
+template class Router<float, bf16>;
 
 }  // namespace moe

@@ -9,6 +9,7 @@
 #include "config/config.h"
 #include "model/arena.h"
 #include "model/params.h"
+#include "model/scratch.h"
 
 namespace moe {
 
@@ -22,18 +23,22 @@ struct AuxLossSpec {
   double grad_scale = 0.0;
 };
 
-template <typename T>
+// Input and input gradient are activations (A); everything the router
+// computes is T.
+template <typename T, typename A = T>
 class Router {
  public:
   Router(ParamSet<T>& ps, const std::string& prefix, int D, const MoeConfig& mc, BiasMode mode);
-  void allocate(Arena<T>& arena, int max_tokens, bool with_aux_loss);
+  void allocate(Arena& arena, int max_tokens, bool with_aux_loss);
+  size_t backward_scratch_bytes(int max_tokens) const;
 
   // Routes N tokens. bias: fp32 [E] backend memory. aux: null or the aux-loss
   // spec. Returns the summed aux loss of the groups (0 without aux).
-  double forward(Backend<T>& be, const ParamSet<T>& ps, const T* x, int N, const float* bias,
+  double forward(Backend<T, A>& be, const ParamSet<T>& ps, const A* x, int N, const float* bias,
                  const AuxLossSpec* aux);
   // dx += router input gradient; dW_r accumulated. dgates [N,K] from combine.
-  void backward(Backend<T>& be, ParamSet<T>& ps, T* dx, const T* dgates, const T* x, int N);
+  void backward(Backend<T, A>& be, ParamSet<T>& ps, Scratch& scratch, A* dx, const T* dgates,
+                const A* x, int N);
 
   const int32_t* expert_idx() const { return idx_; }
   const T* gates() const { return gates_; }
@@ -48,7 +53,7 @@ class Router {
   bool aux_active_ = false;  // the last forward stored an aux-loss gradient
   T *logits_ = nullptr, *scores_ = nullptr, *gates_ = nullptr;
   int32_t* idx_ = nullptr;
-  T *dscores_ = nullptr, *dscores_aux_ = nullptr, *dlogits_ = nullptr;
+  T* dscores_aux_ = nullptr;  // the aux loss's score gradient, from forward to backward
 };
 
 }  // namespace moe

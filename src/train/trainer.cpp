@@ -13,8 +13,8 @@
 
 namespace moe {
 
-template <typename T>
-Trainer<T>::Trainer(const Config& cfg, Backend<T>& be, Comm& comm, const TokenSource& data,
+template <typename T, typename A>
+Trainer<T, A>::Trainer(const Config& cfg, Backend<T, A>& be, Comm& comm, const TokenSource& data,
                     const ValidationReader* val, Comm* ep, Comm* replica)
     : cfg_(cfg),
       be_(be),
@@ -24,7 +24,7 @@ Trainer<T>::Trainer(const Config& cfg, Backend<T>& be, Comm& comm, const TokenSo
       sampler_(data, cfg.model.seq_len, cfg.train.global_batch, cfg.train.micro_batch, comm.rank(),
                comm.size()),
       val_(val),
-      model_(std::make_unique<Transformer<T>>(cfg, be, cfg.train.micro_batch, ep_)),
+      model_(std::make_unique<Transformer<T, A>>(cfg, be, cfg.train.micro_batch, ep_)),
       balancer_(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed),
       tokens_(size_t(cfg.train.micro_batch) * cfg.model.seq_len),
       targets_(tokens_.size()),
@@ -35,8 +35,8 @@ Trainer<T>::Trainer(const Config& cfg, Backend<T>& be, Comm& comm, const TokenSo
   state_.version = MOE_VERSION;
 }
 
-template <typename T>
-void Trainer<T>::use_device_comms(Comm* world, Comm* ep, Comm* replica) {
+template <typename T, typename A>
+void Trainer<T, A>::use_device_comms(Comm* world, Comm* ep, Comm* replica) {
   if (world && world->size() != comm_.size())
     throw InternalError("trainer: the device communicator spans " + std::to_string(world->size()) +
                         " ranks, the world " + std::to_string(comm_.size()));
@@ -51,8 +51,8 @@ void Trainer<T>::use_device_comms(Comm* world, Comm* ep, Comm* replica) {
 // hold a replica of it (DESIGN.md section 4). Either in place in backend
 // memory (a device communicator, data parallelism) or staged through host
 // memory (MPI).
-template <typename T>
-void Trainer<T>::allreduce_gradients() {
+template <typename T, typename A>
+void Trainer<T, A>::allreduce_gradients() {
   if (comm_.size() == 1) return;
   ParamSet<T>& ps = model_->params();
   if (device_world_) {
@@ -76,8 +76,8 @@ void Trainer<T>::allreduce_gradients() {
 
 // Norm over every parameter of the model: the dense part is the same on all
 // ranks, the expert part is spread over the EP group.
-template <typename T>
-double Trainer<T>::global_grad_norm() {
+template <typename T, typename A>
+double Trainer<T, A>::global_grad_norm() {
   ParamSet<T>& ps = model_->params();
   const size_t ne = ps.expert_size();
   double expert_sq = be_.sum_squares(ps.grads(), ne);
@@ -85,8 +85,8 @@ double Trainer<T>::global_grad_norm() {
   return std::sqrt(expert_sq + be_.sum_squares(ps.grads() + ne, ps.size() - ne));
 }
 
-template <typename T>
-StepStats Trainer<T>::train_step(int64_t step) {
+template <typename T, typename A>
+StepStats Trainer<T, A>::train_step(int64_t step) {
   const auto t0 = std::chrono::steady_clock::now();
   const TrainConfig& tc = cfg_.train;
   const int S = cfg_.model.seq_len;
@@ -170,8 +170,8 @@ StepStats Trainer<T>::train_step(int64_t step) {
   return st;
 }
 
-template <typename T>
-std::vector<TensorState<T>> Trainer<T>::checkpoint_tensors() {
+template <typename T, typename A>
+std::vector<TensorState<T>> Trainer<T, A>::checkpoint_tensors() {
   const ParamSet<T>& ps = model_->params();
   if (!ep_) return comm_.rank() == 0 ? tensor_states(ps) : std::vector<TensorState<T>>{};
   // Expert parallelism: the first EP group holds every expert between its
@@ -224,8 +224,8 @@ std::vector<TensorState<T>> Trainer<T>::checkpoint_tensors() {
   return out;
 }
 
-template <typename T>
-std::string Trainer<T>::save_checkpoint() {
+template <typename T, typename A>
+std::string Trainer<T, A>::save_checkpoint() {
   if (cfg_.checkpoint.dir.empty()) return "";
   const std::vector<TensorState<T>> tensors = checkpoint_tensors();
   std::string path;
@@ -236,8 +236,8 @@ std::string Trainer<T>::save_checkpoint() {
   return path;
 }
 
-template <typename T>
-void Trainer<T>::resume_from(const std::string& ckpt_dir) {
+template <typename T, typename A>
+void Trainer<T, A>::resume_from(const std::string& ckpt_dir) {
   const TrainerState loaded = load_checkpoint(ckpt_dir, model_->params(), balancer_,
                                               cfg_.model.first_dense_layers, true);
   model_->set_router_bias(balancer_.bias());
@@ -246,16 +246,16 @@ void Trainer<T>::resume_from(const std::string& ckpt_dir) {
   state_.skipped_steps = loaded.skipped_steps;
 }
 
-template <typename T>
-void Trainer<T>::evaluate_and_log(MetricsLog* log) {
+template <typename T, typename A>
+void Trainer<T, A>::evaluate_and_log(MetricsLog* log) {
   if (!val_) return;
   const EvalResult r =
       evaluate(*model_, *val_, cfg_.train.micro_batch, cfg_.train.eval_max_tokens, comm_);
   if (log) log->record_eval(state_.step, r);
 }
 
-template <typename T>
-RunOutcome Trainer<T>::run(MetricsLog* log) {
+template <typename T, typename A>
+RunOutcome Trainer<T, A>::run(MetricsLog* log) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = state_.step;
   const CheckpointConfig& ck = cfg_.checkpoint;
@@ -305,5 +305,6 @@ RunOutcome Trainer<T>::run(MetricsLog* log) {
 
 template class Trainer<float>;
 template class Trainer<double>;
+template class Trainer<float, bf16>;
 
 }  // namespace moe

@@ -22,14 +22,15 @@ namespace moe {
 
 enum class RunOutcome { Completed, Stopped };
 
-template <typename T>
+// T: parameters and full-precision state; A: activations (backend.h).
+template <typename T, typename A = T>
 class Trainer {
  public:
   // The trainer borrows the backend, communicators and data source. `val` may
   // be null (no in-training evaluation). world: every rank; ep: this rank's
   // expert-parallel group and replica: the ranks holding the same experts
   // (both null without expert parallelism: every rank holds every expert).
-  Trainer(const Config& cfg, Backend<T>& be, Comm& world, const TokenSource& data,
+  Trainer(const Config& cfg, Backend<T, A>& be, Comm& world, const TokenSource& data,
           const ValidationReader* val = nullptr, Comm* ep = nullptr, Comm* replica = nullptr);
 
   // One optimizer step with 0-based index `step` (the step's data and LR).
@@ -56,7 +57,7 @@ class Trainer {
 
   int64_t next_step() const { return state_.step; }
   const TrainerState& state() const { return state_; }
-  Transformer<T>& model() { return *model_; }
+  Transformer<T, A>& model() { return *model_; }
   Balancer& balancer() { return balancer_; }
 
   // Test seam: called after the gradients of a step are summed, before the
@@ -75,7 +76,7 @@ class Trainer {
   void evaluate_and_log(MetricsLog* log);
 
   Config cfg_;
-  Backend<T>& be_;
+  Backend<T, A>& be_;
   Comm& comm_;
   Comm* ep_;       // null: all experts local
   Comm* replica_;  // ranks holding the same experts (null: all ranks)
@@ -83,7 +84,7 @@ class Trainer {
   Comm* device_replica_ = nullptr;
   BatchSampler sampler_;
   const ValidationReader* val_;
-  std::unique_ptr<Transformer<T>> model_;
+  std::unique_ptr<Transformer<T, A>> model_;
   Balancer balancer_;
   std::vector<int32_t> tokens_, targets_;
   std::vector<int64_t> counts_;

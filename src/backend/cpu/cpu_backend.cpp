@@ -1,5 +1,7 @@
-// The CPU backend: Backend<T> forwarding every op to the moe::cpu free
+// The CPU backend: Backend<T, A> forwarding every op to the moe::cpu free
 // functions with this backend's thread count. Host memory is device memory.
+// Backend<float, bf16> is the bf16 mode: the exact-semantics reference for
+// the CUDA backend's mixed precision (cpu_ops.h).
 #include <omp.h>
 
 #include <memory>
@@ -11,13 +13,15 @@
 namespace moe {
 namespace {
 
-template <typename T>
-class CpuBackend final : public Backend<T> {
+template <typename T, typename A>
+class CpuBackend final : public Backend<T, A> {
  public:
   explicit CpuBackend(int threads) : nt_(threads > 0 ? threads : omp_get_max_threads()) {
     if (nt_ < 1) nt_ = 1;
   }
-  std::string name() const override { return sizeof(T) == 8 ? "cpu-fp64" : "cpu-fp32"; }
+  std::string name() const override {
+    return is_bf16_v<A> ? "cpu-bf16" : sizeof(T) == 8 ? "cpu-fp64" : "cpu-fp32";
+  }
 
   // ---- memory ----
   // Counted for peak_bytes() (moe-bench); allocations happen at model
@@ -47,18 +51,25 @@ class CpuBackend final : public Backend<T> {
   double sum_squares(const T* x, size_t n) override { return cpu::sum_squares(nt_, x, n); }
 
   // ---- linear ----
-  void linear_forward(T* y, const T* x, const T* W, int N, int I, int O) override {
+  void linear_forward(A* y, const A* x, const T* W, int N, int I, int O) override {
     cpu::linear_forward(nt_, y, x, W, N, I, O);
   }
-  void linear_backward(T* dx, T* dW, const T* dy, const T* x, const T* W, int N, int I, int O,
+  void linear_backward(A* dx, T* dW, const A* dy, const A* x, const T* W, int N, int I, int O,
                        bool accumulate_dx) override {
     cpu::linear_backward(nt_, dx, dW, dy, x, W, N, I, O, accumulate_dx);
   }
-  void grouped_linear_forward(T* y, const T* x, const T* W, const int64_t* offsets_host, int groups,
+  void linear_forward_fp32(T* y, const A* x, const T* W, int N, int I, int O) override {
+    cpu::linear_forward_fp32(nt_, y, x, W, N, I, O);
+  }
+  void linear_backward_fp32(A* dx, T* dW, const T* dy, const A* x, const T* W, int N, int I, int O,
+                            bool accumulate_dx) override {
+    cpu::linear_backward_fp32(nt_, dx, dW, dy, x, W, N, I, O, accumulate_dx);
+  }
+  void grouped_linear_forward(A* y, const A* x, const T* W, const int64_t* offsets_host, int groups,
                               int I, int O) override {
     cpu::grouped_linear_forward(nt_, y, x, W, offsets_host, groups, I, O);
   }
-  void grouped_linear_backward(T* dx, T* dW, const T* dy, const T* x, const T* W,
+  void grouped_linear_backward(A* dx, T* dW, const A* dy, const A* x, const T* W,
                                const int64_t* offsets_host, int groups, int I, int O) override {
     cpu::grouped_linear_backward(nt_, dx, dW, dy, x, W, offsets_host, groups, I, O);
   }
@@ -70,38 +81,38 @@ class CpuBackend final : public Backend<T> {
   void embedding_backward(T* dtable, const T* dy, const int32_t* tokens, int N, int D) override {
     cpu::embedding_backward(nt_, dtable, dy, tokens, N, D);
   }
-  void rmsnorm_forward(T* y, T* rstd, const T* x, const T* w, int N, int D, double eps) override {
+  void rmsnorm_forward(A* y, T* rstd, const T* x, const T* w, int N, int D, double eps) override {
     cpu::rmsnorm_forward(nt_, y, rstd, x, w, N, D, eps);
   }
-  void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd, int N,
-                        int D) override {
-    cpu::rmsnorm_backward(nt_, dx, dw, dy, x, w, rstd, N, D);
+  void rmsnorm_backward(T* dx, A* dx_act, T* dw, const A* dy, const T* x, const T* w,
+                        const T* rstd, int N, int D) override {
+    cpu::rmsnorm_backward(nt_, dx, dx_act, dw, dy, x, w, rstd, N, D);
   }
-  void residual_rmsnorm_forward(T* sum, T* y, T* rstd, const T* resid, const T* delta, const T* w,
+  void residual_rmsnorm_forward(T* sum, A* y, T* rstd, const T* resid, const A* delta, const T* w,
                                 int N, int D, double eps) override {
     cpu::residual_rmsnorm_forward(nt_, sum, y, rstd, resid, delta, w, N, D, eps);
   }
 
   // ---- attention ----
-  void rope_forward(T* qkv, int B, int S, int H, int hd, double theta) override {
+  void rope_forward(A* qkv, int B, int S, int H, int hd, double theta) override {
     cpu::rope_forward(nt_, qkv, B, S, H, hd, theta);
   }
-  void rope_backward(T* dqkv, int B, int S, int H, int hd, double theta) override {
+  void rope_backward(A* dqkv, int B, int S, int H, int hd, double theta) override {
     cpu::rope_backward(nt_, dqkv, B, S, H, hd, theta);
   }
-  void attention_forward(T* out, T* lse, const T* qkv, int B, int S, int H, int hd) override {
+  void attention_forward(A* out, T* lse, const A* qkv, int B, int S, int H, int hd) override {
     cpu::attention_forward(nt_, out, lse, qkv, B, S, H, hd);
   }
-  void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, const T* qkv, int B,
+  void attention_backward(A* dqkv, const A* dout, const A* out, const T* lse, const A* qkv, int B,
                           int S, int H, int hd) override {
     cpu::attention_backward(nt_, dqkv, dout, out, lse, qkv, B, S, H, hd);
   }
 
   // ---- SwiGLU, router ----
-  void swiglu_forward(T* h, const T* a13, int N, int F) override {
+  void swiglu_forward(A* h, const A* a13, int N, int F) override {
     cpu::swiglu_forward(nt_, h, a13, N, F);
   }
-  void swiglu_backward(T* da13, const T* dh, const T* a13, int N, int F) override {
+  void swiglu_backward(A* da13, const A* dh, const A* a13, int N, int F) override {
     cpu::swiglu_backward(nt_, da13, dh, a13, N, F);
   }
   void router_scores_forward(T* scores, const T* logits, int N, int E, GateFn fn) override {
@@ -131,27 +142,27 @@ class CpuBackend final : public Backend<T> {
                      int E, int K) override {
     cpu::dispatch_plan(row_of_slot, counts_host, expert_idx, N, E, K);
   }
-  void gather_rows(T* dst, const T* src, const int32_t* index, int64_t rows, int D) override {
+  void gather_rows(A* dst, const A* src, const int32_t* index, int64_t rows, int D) override {
     cpu::gather_rows(nt_, dst, src, index, rows, D);
   }
-  void permute_rows(T* xp, const T* x, const int32_t* row_of_slot, int N, int K, int D) override {
+  void permute_rows(A* xp, const A* x, const int32_t* row_of_slot, int N, int K, int D) override {
     cpu::permute_rows(nt_, xp, x, row_of_slot, N, K, D);
   }
-  void permute_rows_backward(T* dx, const T* dxp, const int32_t* row_of_slot, int N, int K,
+  void permute_rows_backward(A* dx, const A* dxp, const int32_t* row_of_slot, int N, int K,
                              int D) override {
     cpu::permute_rows_backward(nt_, dx, dxp, row_of_slot, N, K, D);
   }
-  void combine_forward(T* y, const T* yp, const T* gates, const int32_t* row_of_slot, int N, int K,
+  void combine_forward(A* y, const A* yp, const T* gates, const int32_t* row_of_slot, int N, int K,
                        int D) override {
     cpu::combine_forward(nt_, y, yp, gates, row_of_slot, N, K, D);
   }
-  void combine_backward(T* dyp, T* dgates, const T* dy, const T* yp, const T* gates,
+  void combine_backward(A* dyp, T* dgates, const A* dy, const A* yp, const T* gates,
                         const int32_t* row_of_slot, int N, int K, int D) override {
     cpu::combine_backward(nt_, dyp, dgates, dy, yp, gates, row_of_slot, N, K, D);
   }
 
   // ---- loss, optimizer ----
-  void cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets, int N, int V,
+  void cross_entropy(T* losses, A* dlogits, const A* logits, const int32_t* targets, int N, int V,
                      double grad_scale) override {
     cpu::cross_entropy(nt_, losses, dlogits, logits, targets, N, V, grad_scale);
   }
@@ -165,12 +176,13 @@ class CpuBackend final : public Backend<T> {
 
 }  // namespace
 
-template <typename T>
-std::unique_ptr<Backend<T>> make_cpu_backend(int threads) {
-  return std::make_unique<CpuBackend<T>>(threads);
+template <typename T, typename A>
+std::unique_ptr<Backend<T, A>> make_cpu_backend(int threads) {
+  return std::make_unique<CpuBackend<T, A>>(threads);
 }
 
 template std::unique_ptr<Backend<float>> make_cpu_backend<float>(int);
 template std::unique_ptr<Backend<double>> make_cpu_backend<double>(int);
+template std::unique_ptr<Backend<float, bf16>> make_cpu_backend<float, bf16>(int);
 
 }  // namespace moe

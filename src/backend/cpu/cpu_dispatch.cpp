@@ -27,83 +27,97 @@ void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* ex
   for (size_t p = 0; p < pairs; p++) row_of_slot[p] = static_cast<int32_t>(next[expert_idx[p]]++);
 }
 
-template <typename T>
-void gather_rows(int nt, T* dst, const T* src, const int32_t* index, int64_t rows, int D) {
+template <typename A>
+void gather_rows(int nt, A* dst, const A* src, const int32_t* index, int64_t rows, int D) {
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t i = 0; i < rows; i++)
     std::memcpy(dst + static_cast<size_t>(i) * D, src + static_cast<size_t>(index[i]) * D,
-                sizeof(T) * static_cast<size_t>(D));
+                sizeof(A) * static_cast<size_t>(D));
 }
 
-template <typename T>
-void permute_rows(int nt, T* xp, const T* x, const int32_t* row_of_slot, int N, int K, int D) {
+template <typename A>
+void permute_rows(int nt, A* xp, const A* x, const int32_t* row_of_slot, int N, int K, int D) {
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int t = 0; t < N; t++) {
-    const T* src = x + static_cast<size_t>(t) * D;
+    const A* src = x + static_cast<size_t>(t) * D;
     for (int k = 0; k < K; k++) {
-      T* dst = xp + static_cast<size_t>(row_of_slot[static_cast<size_t>(t) * K + k]) * D;
+      A* dst = xp + static_cast<size_t>(row_of_slot[static_cast<size_t>(t) * K + k]) * D;
       for (int d = 0; d < D; d++) dst[d] = src[d];
     }
   }
 }
 
-template <typename T>
-void permute_rows_backward(int nt, T* dx, const T* dxp, const int32_t* row_of_slot, int N, int K,
+// The K rows are summed in compute precision and stored once.
+template <typename A>
+void permute_rows_backward(int nt, A* dx, const A* dxp, const int32_t* row_of_slot, int N, int K,
                            int D) {
+  using C = compute_t<A>;
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int t = 0; t < N; t++) {
-    T* dst = dx + static_cast<size_t>(t) * D;
-    for (int k = 0; k < K; k++) {
-      const T* src = dxp + static_cast<size_t>(row_of_slot[static_cast<size_t>(t) * K + k]) * D;
-      for (int d = 0; d < D; d++) dst[d] += src[d];
+    A* dst = dx + static_cast<size_t>(t) * D;
+    for (int d = 0; d < D; d++) {
+      C acc = dst[d];
+      for (int k = 0; k < K; k++)
+        acc += C(dxp[static_cast<size_t>(row_of_slot[static_cast<size_t>(t) * K + k]) * D + d]);
+      dst[d] = acc;
     }
   }
 }
 
-template <typename T>
-void combine_forward(int nt, T* y, const T* yp, const T* gates, const int32_t* row_of_slot, int N,
+template <typename T, typename A>
+void combine_forward(int nt, A* y, const A* yp, const T* gates, const int32_t* row_of_slot, int N,
                      int K, int D) {
+  using C = compute_t<A>;
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int t = 0; t < N; t++) {
-    T* dst = y + static_cast<size_t>(t) * D;
-    for (int k = 0; k < K; k++) {
-      const size_t slot = static_cast<size_t>(t) * K + k;
-      const T* src = yp + static_cast<size_t>(row_of_slot[slot]) * D;
-      const T g = gates[slot];
-      for (int d = 0; d < D; d++) dst[d] += g * src[d];
+    A* dst = y + static_cast<size_t>(t) * D;
+    const size_t slot0 = static_cast<size_t>(t) * K;
+    for (int d = 0; d < D; d++) {
+      C acc = dst[d];
+      for (int k = 0; k < K; k++)
+        acc += C(gates[slot0 + k]) * C(yp[static_cast<size_t>(row_of_slot[slot0 + k]) * D + d]);
+      dst[d] = acc;
     }
   }
 }
 
-template <typename T>
-void combine_backward(int nt, T* dyp, T* dgates, const T* dy, const T* yp, const T* gates,
+template <typename T, typename A>
+void combine_backward(int nt, A* dyp, T* dgates, const A* dy, const A* yp, const T* gates,
                       const int32_t* row_of_slot, int N, int K, int D) {
+  using C = compute_t<A>;
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int t = 0; t < N; t++) {
-    const T* g = dy + static_cast<size_t>(t) * D;
+    const A* g = dy + static_cast<size_t>(t) * D;
     for (int k = 0; k < K; k++) {
       const size_t slot = static_cast<size_t>(t) * K + k;
       const size_t row = static_cast<size_t>(row_of_slot[slot]) * D;
-      const T gate = gates[slot];
+      const C gate = gates[slot];
       double dot = 0.0;
       for (int d = 0; d < D; d++) {
-        dot += static_cast<double>(g[d]) * yp[row + d];
-        dyp[row + d] = gate * g[d];
+        dot += static_cast<double>(g[d]) * static_cast<double>(yp[row + d]);
+        dyp[row + d] = gate * C(g[d]);
       }
       dgates[slot] = static_cast<T>(dot);
     }
   }
 }
 
-#define INSTANTIATE(T)                                                                          \
-  template void gather_rows<T>(int, T*, const T*, const int32_t*, int64_t, int);               \
-  template void permute_rows<T>(int, T*, const T*, const int32_t*, int, int, int);              \
-  template void permute_rows_backward<T>(int, T*, const T*, const int32_t*, int, int, int);     \
-  template void combine_forward<T>(int, T*, const T*, const T*, const int32_t*, int, int, int); \
-  template void combine_backward<T>(int, T*, T*, const T*, const T*, const T*, const int32_t*,  \
-                                    int, int, int);
-INSTANTIATE(float)
-INSTANTIATE(double)
+#define INSTANTIATE_ROWS(A)                                                                 \
+  template void gather_rows<A>(int, A*, const A*, const int32_t*, int64_t, int);            \
+  template void permute_rows<A>(int, A*, const A*, const int32_t*, int, int, int);          \
+  template void permute_rows_backward<A>(int, A*, const A*, const int32_t*, int, int, int);
+#define INSTANTIATE(T, A)                                                                     \
+  template void combine_forward<T, A>(int, A*, const A*, const T*, const int32_t*, int, int,  \
+                                      int);                                                   \
+  template void combine_backward<T, A>(int, A*, T*, const A*, const A*, const T*,             \
+                                       const int32_t*, int, int, int);
+INSTANTIATE_ROWS(float)
+INSTANTIATE_ROWS(double)
+INSTANTIATE_ROWS(bf16)
+INSTANTIATE(float, float)
+INSTANTIATE(double, double)
+INSTANTIATE(float, bf16)
 #undef INSTANTIATE
+#undef INSTANTIATE_ROWS
 
 }  // namespace moe::cpu

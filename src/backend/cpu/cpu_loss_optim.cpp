@@ -10,26 +10,26 @@ namespace moe::cpu {
 // then dlogits = grad_scale (softmax - onehot). dlogits may alias logits:
 // the loss is taken before the row is overwritten and each entry is read
 // before it is written.
-template <typename T>
-void cross_entropy(int nt, T* losses, T* dlogits, const T* logits, const int32_t* targets, int N,
+template <typename T, typename A>
+void cross_entropy(int nt, T* losses, A* dlogits, const A* logits, const int32_t* targets, int N,
                    int V, double grad_scale) {
   for (int n = 0; n < N; n++)
     MOE_CHECK(targets[n] >= 0 && targets[n] < V, "cross_entropy: target out of range");
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int n = 0; n < N; n++) {
-    const T* x = logits + static_cast<size_t>(n) * V;
+    const A* x = logits + static_cast<size_t>(n) * V;
     double m = x[0];
-    for (int j = 1; j < V; j++) m = x[j] > m ? static_cast<double>(x[j]) : m;
+    for (int j = 1; j < V; j++) m = double(x[j]) > m ? static_cast<double>(x[j]) : m;
     double z = 0.0;
-    for (int j = 0; j < V; j++) z += std::exp(x[j] - m);
+    for (int j = 0; j < V; j++) z += std::exp(double(x[j]) - m);
     const double lse = m + std::log(z);
     const int tgt = targets[n];
-    losses[n] = static_cast<T>(lse - x[tgt]);
+    losses[n] = static_cast<T>(lse - double(x[tgt]));
     if (!dlogits) continue;
-    T* d = dlogits + static_cast<size_t>(n) * V;
+    A* d = dlogits + static_cast<size_t>(n) * V;
     for (int j = 0; j < V; j++) {
-      const double p = std::exp(x[j] - lse);
-      d[j] = static_cast<T>(grad_scale * (j == tgt ? p - 1.0 : p));
+      const double p = std::exp(double(x[j]) - lse);
+      d[j] = static_cast<A>(grad_scale * (j == tgt ? p - 1.0 : p));
     }
   }
 }
@@ -54,8 +54,13 @@ void adamw_step(int nt, T* params, const T* grads, T* m, T* v, size_t n, const A
   }
 }
 
-#define INSTANTIATE(T)                                                                     \
-  template void cross_entropy<T>(int, T*, T*, const T*, const int32_t*, int, int, double); \
+template void cross_entropy<float, float>(int, float*, float*, const float*, const int32_t*, int,
+                                         int, double);
+template void cross_entropy<double, double>(int, double*, double*, const double*, const int32_t*,
+                                            int, int, double);
+template void cross_entropy<float, bf16>(int, float*, bf16*, const bf16*, const int32_t*, int, int,
+                                         double);
+#define INSTANTIATE(T) \
   template void adamw_step<T>(int, T*, const T*, T*, T*, size_t, const AdamWParams&);
 INSTANTIATE(float)
 INSTANTIATE(double)

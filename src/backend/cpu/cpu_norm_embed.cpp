@@ -31,18 +31,19 @@ void embedding_backward(int nt, T* dtable, const T* dy, const int32_t* tokens, i
   }
 }
 
-// One row: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); mean of squares in double.
-template <typename T>
-void rmsnorm_row(T* yr, T* rstd, const T* xr, const T* w, int D, double eps) {
+// One row: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); mean of squares
+// in double, y computed in T and stored as A.
+template <typename T, typename A>
+void rmsnorm_row(A* yr, T* rstd, const T* xr, const T* w, int D, double eps) {
   double ss = 0.0;
   for (int d = 0; d < D; d++) ss += static_cast<double>(xr[d]) * xr[d];
   const T r = static_cast<T>(1.0 / std::sqrt(ss / D + eps));
   *rstd = r;
-  for (int d = 0; d < D; d++) yr[d] = xr[d] * r * w[d];
+  for (int d = 0; d < D; d++) yr[d] = static_cast<T>(xr[d] * r * w[d]);
 }
 
-template <typename T>
-void rmsnorm_forward(int nt, T* y, T* rstd, const T* x, const T* w, int N, int D, double eps) {
+template <typename T, typename A>
+void rmsnorm_forward(int nt, A* y, T* rstd, const T* x, const T* w, int N, int D, double eps) {
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int n = 0; n < N; n++) {
     const size_t row = static_cast<size_t>(n) * D;
@@ -50,32 +51,37 @@ void rmsnorm_forward(int nt, T* y, T* rstd, const T* x, const T* w, int N, int D
   }
 }
 
-template <typename T>
-void residual_rmsnorm_forward(int nt, T* sum, T* y, T* rstd, const T* resid, const T* delta,
+template <typename T, typename A>
+void residual_rmsnorm_forward(int nt, T* sum, A* y, T* rstd, const T* resid, const A* delta,
                               const T* w, int N, int D, double eps) {
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int n = 0; n < N; n++) {
     const size_t row = static_cast<size_t>(n) * D;
-    for (int d = 0; d < D; d++) sum[row + d] = resid[row + d] + delta[row + d];
+    for (int d = 0; d < D; d++) sum[row + d] = resid[row + d] + static_cast<T>(delta[row + d]);
     rmsnorm_row(y + row, rstd + n, sum + row, w, D, eps);
   }
 }
 
 // dx_j += r w_j dy_j - x_j r^3/D sum_k dy_k w_k x_k;  dw_j += sum_n dy_nj x_nj r_n.
-template <typename T>
-void rmsnorm_backward(int nt, T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd,
-                      int N, int D) {
+template <typename T, typename A>
+void rmsnorm_backward(int nt, T* dx, A* dx_act, T* dw, const A* dy, const T* x, const T* w,
+                      const T* rstd, int N, int D) {
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int n = 0; n < N; n++) {
     const T* xr = x + static_cast<size_t>(n) * D;
-    const T* gr = dy + static_cast<size_t>(n) * D;
+    const A* gr = dy + static_cast<size_t>(n) * D;
     T* dxr = dx + static_cast<size_t>(n) * D;
     const double r = rstd[n];
     double dot = 0.0;
     for (int d = 0; d < D; d++) dot += static_cast<double>(gr[d]) * w[d] * xr[d];
     const double c = dot * r * r * r / D;
     for (int d = 0; d < D; d++)
-      dxr[d] += static_cast<T>(r * static_cast<double>(w[d]) * gr[d] - c * xr[d]);
+      dxr[d] += static_cast<T>(r * static_cast<double>(w[d]) * static_cast<double>(gr[d]) -
+                               c * xr[d]);
+    if (dx_act) {
+      A* out = dx_act + static_cast<size_t>(n) * D;
+      for (int d = 0; d < D; d++) out[d] = static_cast<A>(dxr[d]);
+    }
   }
   // dw: column blocks in parallel, rows summed serially in double.
   const int blocks = (D + kColBlock - 1) / kColBlock;
@@ -85,7 +91,7 @@ void rmsnorm_backward(int nt, T* dx, T* dw, const T* dy, const T* x, const T* w,
     double acc[kColBlock] = {};
     for (int n = 0; n < N; n++) {
       const T* xr = x + static_cast<size_t>(n) * D;
-      const T* gr = dy + static_cast<size_t>(n) * D;
+      const A* gr = dy + static_cast<size_t>(n) * D;
       const double r = rstd[n];
       for (int d = d0; d < d1; d++) acc[d - d0] += static_cast<double>(gr[d]) * xr[d] * r;
     }
@@ -93,15 +99,21 @@ void rmsnorm_backward(int nt, T* dx, T* dw, const T* dy, const T* x, const T* w,
   }
 }
 
-#define INSTANTIATE(T)                                                                 \
+#define INSTANTIATE_EMBED(T)                                                           \
   template void embedding_forward<T>(int, T*, const T*, const int32_t*, int, int);     \
-  template void embedding_backward<T>(int, T*, const T*, const int32_t*, int, int);    \
-  template void rmsnorm_forward<T>(int, T*, T*, const T*, const T*, int, int, double); \
-  template void residual_rmsnorm_forward<T>(int, T*, T*, T*, const T*, const T*, const T*, int, \
-                                            int, double);                                     \
-  template void rmsnorm_backward<T>(int, T*, T*, const T*, const T*, const T*, const T*, int, int);
-INSTANTIATE(float)
-INSTANTIATE(double)
+  template void embedding_backward<T>(int, T*, const T*, const int32_t*, int, int);
+#define INSTANTIATE(T, A)                                                                       \
+  template void rmsnorm_forward<T, A>(int, A*, T*, const T*, const T*, int, int, double);      \
+  template void residual_rmsnorm_forward<T, A>(int, T*, A*, T*, const T*, const A*, const T*,  \
+                                               int, int, double);                              \
+  template void rmsnorm_backward<T, A>(int, T*, A*, T*, const A*, const T*, const T*, const T*, \
+                                       int, int);
+INSTANTIATE_EMBED(float)
+INSTANTIATE_EMBED(double)
+INSTANTIATE(float, float)
+INSTANTIATE(double, double)
+INSTANTIATE(float, bf16)
 #undef INSTANTIATE
+#undef INSTANTIATE_EMBED
 
 }  // namespace moe::cpu

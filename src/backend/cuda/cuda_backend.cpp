@@ -173,10 +173,11 @@ class CudaBackend final : public Backend<float> {
                                 double eps) override {
     kernels::residual_rmsnorm_forward(sum, y, rstd, resid, delta, w, N, D, float(eps), stream_);
   }
-  void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
-                        const float* rstd, int N, int D) override {
+  void rmsnorm_backward(float* dx, float* dx_act, float* dw, const float* dy, const float* x,
+                        const float* w, const float* rstd, int N, int D) override {
     const size_t ws = kernels::rmsnorm_backward_workspace_bytes(N, D);
     kernels::rmsnorm_backward(dx, dw, dy, x, w, rstd, N, D, workspace(ws), ws, stream_);
+    if (dx_act) copy(dx_act, dx, size_t(N) * D * sizeof(float));
   }
 
   // ---- attention ----
