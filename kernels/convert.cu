@@ -49,6 +49,13 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+__global__ void __launch_bounds__(kThreads)
+    bf16_add_float_kernel(__nv_bfloat16* __restrict__ dst, const float* __restrict__ src,
+                          size_t n) {
+  for (size_t i = global_tid(); i < n; i += grid_stride())
+    dst[i] = __float2bfloat16_rn(__bfloat162float(dst[i]) + src[i]);
+}
+
 bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 }  // namespace
@@ -73,6 +80,12 @@ void bf16_to_float(float* dst, const __nv_bfloat16* src, size_t n, bool accumula
                    cudaStream_t stream) {
   if (n == 0) return;
   bf16_to_float_scalar<<<grid_for(n), kThreads, 0, stream>>>(dst, src, n, accumulate);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+void bf16_add_float(__nv_bfloat16* dst, const float* src, size_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  bf16_add_float_kernel<<<grid_for(n), kThreads, 0, stream>>>(dst, src, n);
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -17,11 +17,14 @@
 // The row kernels are gathers or one-writer scatters: permute_rows writes each
 // row of xp once (row_of_slot is a permutation), permute_rows_backward and
 // combine_forward sum the K slots of one token in k order, combine_backward
-// gives each (t, k) slot one block with a fixed-tree dot product.
+// gives each (t, k) slot one block with a fixed-tree dot product. Rows are
+// activations of type A (float or bf16, kernels/elem.cuh), gates fp32; sums
+// run in fp32 and a bf16 row is rounded once when stored.
 #include <string>
 
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "elem.cuh"
 #include "kernels_attention_dispatch.h"
 
 namespace moe::kernels {
@@ -109,58 +112,63 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <typename A>
 __global__ void __launch_bounds__(kRowThreads)
-    permute_rows_kernel(float* __restrict__ xp, const float* __restrict__ x,
+    permute_rows_kernel(A* __restrict__ xp, const A* __restrict__ x,
                         const int32_t* __restrict__ row_of_slot, int K, int D) {
   const int64_t slot = blockIdx.x;
-  const float* src = x + static_cast<size_t>(slot / K) * D;
-  float* dst = xp + static_cast<size_t>(row_of_slot[slot]) * D;
+  const A* src = x + static_cast<size_t>(slot / K) * D;
+  A* dst = xp + static_cast<size_t>(row_of_slot[slot]) * D;
   for (int d = threadIdx.x; d < D; d += kRowThreads) dst[d] = src[d];
 }
 
+template <typename A>
 __global__ void __launch_bounds__(kRowThreads)
-    permute_rows_backward_kernel(float* __restrict__ dx, const float* __restrict__ dxp,
+    permute_rows_backward_kernel(A* __restrict__ dx, const A* __restrict__ dxp,
                                  const int32_t* __restrict__ row_of_slot, int K, int D) {
   const size_t t = blockIdx.x;
   const int32_t* rows = row_of_slot + t * K;
-  float* dst = dx + t * D;
+  A* dst = dx + t * D;
   for (int d = threadIdx.x; d < D; d += kRowThreads) {
-    float acc = dst[d];
-    for (int k = 0; k < K; ++k) acc += dxp[static_cast<size_t>(rows[k]) * D + d];
-    dst[d] = acc;
+    float acc = to_f32(dst[d]);
+    for (int k = 0; k < K; ++k) acc += to_f32(dxp[static_cast<size_t>(rows[k]) * D + d]);
+    store(&dst[d], acc);
   }
 }
 
+template <typename A>
 __global__ void __launch_bounds__(kRowThreads)
-    combine_forward_kernel(float* __restrict__ y, const float* __restrict__ yp,
+    combine_forward_kernel(A* __restrict__ y, const A* __restrict__ yp,
                            const float* __restrict__ gates,
                            const int32_t* __restrict__ row_of_slot, int K, int D) {
   const size_t t = blockIdx.x;
   const int32_t* rows = row_of_slot + t * K;
   const float* g = gates + t * K;
-  float* dst = y + t * D;
+  A* dst = y + t * D;
   for (int d = threadIdx.x; d < D; d += kRowThreads) {
-    float acc = dst[d];
-    for (int k = 0; k < K; ++k) acc += g[k] * yp[static_cast<size_t>(rows[k]) * D + d];
-    dst[d] = acc;
+    float acc = to_f32(dst[d]);
+    for (int k = 0; k < K; ++k) acc += g[k] * to_f32(yp[static_cast<size_t>(rows[k]) * D + d]);
+    store(&dst[d], acc);
   }
 }
 
 // One block per (t, k) slot.
+template <typename A>
 __global__ void __launch_bounds__(kRowThreads)
-    combine_backward_kernel(float* __restrict__ dyp, float* __restrict__ dgates,
-                            const float* __restrict__ dy, const float* __restrict__ yp,
+    combine_backward_kernel(A* __restrict__ dyp, float* __restrict__ dgates,
+                            const A* __restrict__ dy, const A* __restrict__ yp,
                             const float* __restrict__ gates,
                             const int32_t* __restrict__ row_of_slot, int K, int D) {
   __shared__ float warp_sums[kRowThreads / 32];
   const size_t slot = blockIdx.x;
   const size_t row = static_cast<size_t>(row_of_slot[slot]) * D;
-  const float* g = dy + (slot / K) * D;
+  const A* g = dy + (slot / K) * D;
   const float gate = gates[slot];
   float dot = 0.f;
   for (int d = threadIdx.x; d < D; d += kRowThreads) {
-    dot += g[d] * yp[row + d];
-    dyp[row + d] = gate * g[d];
+    const float gd = to_f32(g[d]);
+    dot += gd * to_f32(yp[row + d]);
+    store(&dyp[row + d], gate * gd);
   }
   for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
   if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = dot;
@@ -172,12 +180,13 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
+template <typename A>
 __global__ void __launch_bounds__(kRowThreads)
-    gather_rows_kernel(float* __restrict__ dst, const float* __restrict__ src,
+    gather_rows_kernel(A* __restrict__ dst, const A* __restrict__ src,
                        const int32_t* __restrict__ index, int D) {
   const size_t i = blockIdx.x;
-  const float* s = src + static_cast<size_t>(index[i]) * D;
-  float* o = dst + i * D;
+  const A* s = src + static_cast<size_t>(index[i]) * D;
+  A* o = dst + i * D;
   for (int d = threadIdx.x; d < D; d += kRowThreads) o[d] = s[d];
 }
 
@@ -225,7 +234,8 @@ void dispatch_plan(int32_t* row_of_slot, int64_t* counts, const int32_t* expert_
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 
-void permute_rows(float* xp, const float* x, const int32_t* row_of_slot, int N, int K, int D,
+template <typename A>
+void permute_rows(A* xp, const A* x, const int32_t* row_of_slot, int N, int K, int D,
                   cudaStream_t stream) {
   MOE_CHECK(K > 0, "permute_rows: bad K");
   check_rows("permute_rows", static_cast<int64_t>(N) * K, D);
@@ -236,8 +246,9 @@ void permute_rows(float* xp, const float* x, const int32_t* row_of_slot, int N, 
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 
-void permute_rows_backward(float* dx, const float* dxp, const int32_t* row_of_slot, int N, int K,
-                           int D, cudaStream_t stream) {
+template <typename A>
+void permute_rows_backward(A* dx, const A* dxp, const int32_t* row_of_slot, int N, int K, int D,
+                           cudaStream_t stream) {
   MOE_CHECK(K > 0, "permute_rows_backward: bad K");
   check_rows("permute_rows_backward", static_cast<int64_t>(N) * K, D);
   if (N == 0) return;
@@ -246,8 +257,9 @@ void permute_rows_backward(float* dx, const float* dxp, const int32_t* row_of_sl
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 
-void combine_forward(float* y, const float* yp, const float* gates, const int32_t* row_of_slot,
-                     int N, int K, int D, cudaStream_t stream) {
+template <typename A>
+void combine_forward(A* y, const A* yp, const float* gates, const int32_t* row_of_slot, int N,
+                     int K, int D, cudaStream_t stream) {
   MOE_CHECK(K > 0, "combine_forward: bad K");
   check_rows("combine_forward", static_cast<int64_t>(N) * K, D);
   if (N == 0) return;
@@ -256,9 +268,9 @@ void combine_forward(float* y, const float* yp, const float* gates, const int32_
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 
-void combine_backward(float* dyp, float* dgates, const float* dy, const float* yp,
-                      const float* gates, const int32_t* row_of_slot, int N, int K, int D,
-                      cudaStream_t stream) {
+template <typename A>
+void combine_backward(A* dyp, float* dgates, const A* dy, const A* yp, const float* gates,
+                      const int32_t* row_of_slot, int N, int K, int D, cudaStream_t stream) {
   MOE_CHECK(K > 0, "combine_backward: bad K");
   check_rows("combine_backward", static_cast<int64_t>(N) * K, D);
   if (N == 0) return;
@@ -268,7 +280,8 @@ void combine_backward(float* dyp, float* dgates, const float* dy, const float* y
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 
-void gather_rows(float* dst, const float* src, const int32_t* index, int64_t rows, int D,
+template <typename A>
+void gather_rows(A* dst, const A* src, const int32_t* index, int64_t rows, int D,
                  cudaStream_t stream) {
   check_rows("gather_rows", rows, D);
   if (rows == 0) return;
@@ -276,5 +289,17 @@ void gather_rows(float* dst, const float* src, const int32_t* index, int64_t row
   gather_rows_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(dst, src, index, D);
   MOE_CUDA_CHECK(cudaGetLastError());
 }
+
+#define INSTANTIATE(A)                                                                          \
+  template void permute_rows<A>(A*, const A*, const int32_t*, int, int, int, cudaStream_t);     \
+  template void permute_rows_backward<A>(A*, const A*, const int32_t*, int, int, int,           \
+                                         cudaStream_t);                                         \
+  template void combine_forward<A>(A*, const A*, const float*, const int32_t*, int, int, int,   \
+                                   cudaStream_t);                                               \
+  template void combine_backward<A>(A*, float*, const A*, const A*, const float*,               \
+                                    const int32_t*, int, int, int, cudaStream_t);               \
+  template void gather_rows<A>(A*, const A*, const int32_t*, int64_t, int, cudaStream_t);
+MOE_FOR_ACTIVATIONS(INSTANTIATE)
+#undef INSTANTIATE
 
 }  // namespace moe::kernels

@@ -1,7 +1,9 @@
 // Elementwise kernels: add / scale, token embedding forward and backward,
 // SwiGLU forward and backward, RoPE forward and backward (rotate-half).
 //
-// fp32 storage. Every kernel is deterministic: nothing here sums in a
+// Embedding rows and the add/scale ops are fp32 (the residual stream and
+// parameters); SwiGLU and RoPE run on activations, A = float or bf16
+// (kernels/elem.cuh), in fp32 (RoPE in fp64). Every kernel is deterministic: nothing here sums in a
 // scheduling-dependent order and there are no float atomics (see
 // embedding_backward for the one scatter-add).
 #include <algorithm>
@@ -9,6 +11,7 @@
 
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "elem.cuh"
 #include "kernels_elementwise.h"
 
 namespace moe::kernels {
@@ -89,28 +92,29 @@ __device__ __forceinline__ float sigmoidf(float a) {
   return 1.f / (1.f + expf(-a));  // expf overflow gives 1/inf = 0, never NaN
 }
 
+template <typename A>
 __global__ void __launch_bounds__(kThreads)
-    swiglu_forward_kernel(float* __restrict__ h, const float* __restrict__ a13, size_t total,
-                          int F) {
+    swiglu_forward_kernel(A* __restrict__ h, const A* __restrict__ a13, size_t total, int F) {
   for (size_t i = global_tid(); i < total; i += grid_stride()) {
     const size_t n = i / F, j = i % F;
-    const float a1 = a13[n * 2 * F + j], a3 = a13[n * 2 * F + F + j];
-    h[i] = a1 * sigmoidf(a1) * a3;
+    const float a1 = to_f32(a13[n * 2 * F + j]), a3 = to_f32(a13[n * 2 * F + F + j]);
+    store(&h[i], a1 * sigmoidf(a1) * a3);
   }
 }
 
 // d silu(a)/da = sig(a) (1 + a (1 - sig(a))).
+template <typename A>
 __global__ void __launch_bounds__(kThreads)
-    swiglu_backward_kernel(float* __restrict__ da13, const float* __restrict__ dh,
-                           const float* __restrict__ a13, size_t total, int F) {
+    swiglu_backward_kernel(A* __restrict__ da13, const A* __restrict__ dh,
+                           const A* __restrict__ a13, size_t total, int F) {
   for (size_t i = global_tid(); i < total; i += grid_stride()) {
     const size_t n = i / F, j = i % F;
     const size_t i1 = n * 2 * F + j, i3 = i1 + F;
-    const float a1 = a13[i1], a3 = a13[i3], g = dh[i];
+    const float a1 = to_f32(a13[i1]), a3 = to_f32(a13[i3]), g = to_f32(dh[i]);
     const float s = sigmoidf(a1);
     const float silu = a1 * s;
-    da13[i1] = g * a3 * s * (1.f + a1 * (1.f - s));
-    da13[i3] = g * silu;
+    store(&da13[i1], g * a3 * s * (1.f + a1 * (1.f - s)));
+    store(&da13[i3], g * silu);
   }
 }
 
@@ -122,8 +126,9 @@ __global__ void __launch_bounds__(kThreads)
 // rounded to fp32 once, as on the CPU. fp64 matters: in fp32 an angle of a
 // few thousand radians already carries an absolute error of ~1e-4.
 // Consecutive threads take consecutive i, so each head's loads coalesce.
+template <typename A>
 __global__ void __launch_bounds__(kThreads)
-    rope_kernel(float* qkv, size_t total, int S, int H, int hd, double theta, double dir) {
+    rope_kernel(A* qkv, size_t total, int S, int H, int hd, double theta, double dir) {
   const int half = hd / 2;
   const size_t W = static_cast<size_t>(3) * H * hd;
   for (size_t t = global_tid(); t < total; t += grid_stride()) {
@@ -134,19 +139,20 @@ __global__ void __launch_bounds__(kThreads)
     double sn, cs;
     sincos(angle, &sn, &cs);
     sn *= dir;
-    float* row = qkv + n * W;
+    A* row = qkv + n * W;
     for (int h = 0; h < 2 * H; ++h) {  // q heads then k heads: the first 2*H*hd columns
-      float* x = row + static_cast<size_t>(h) * hd;
-      const double a = x[i], b = x[i + half];
-      x[i] = static_cast<float>(a * cs - b * sn);
-      x[i + half] = static_cast<float>(b * cs + a * sn);
+      A* x = row + static_cast<size_t>(h) * hd;
+      const double a = to_f32(x[i]), b = to_f32(x[i + half]);
+      store(&x[i], static_cast<float>(a * cs - b * sn));
+      store(&x[i + half], static_cast<float>(b * cs + a * sn));
     }
   }
 }
 
 void check_launch() { MOE_CUDA_CHECK(cudaGetLastError()); }
 
-void rope_launch(const char* what, float* qkv, int B, int S, int H, int hd, double theta,
+template <typename A>
+void rope_launch(const char* what, A* qkv, int B, int S, int H, int hd, double theta,
                  double dir, cudaStream_t stream) {
   MOE_CHECK(B >= 0 && S > 0 && H > 0 && hd > 0 && hd % 2 == 0,
             std::string(what) + ": bad shape B=" + std::to_string(B) + " S=" +
@@ -198,7 +204,8 @@ void embedding_backward(float* dtable, const float* dy, const int32_t* tokens, i
   check_launch();
 }
 
-void swiglu_forward(float* h, const float* a13, int N, int F, cudaStream_t stream) {
+template <typename A>
+void swiglu_forward(A* h, const A* a13, int N, int F, cudaStream_t stream) {
   MOE_CHECK(N >= 0 && F > 0, "swiglu_forward: bad shape N=" + std::to_string(N) +
                                  " F=" + std::to_string(F));
   if (N == 0) return;
@@ -208,8 +215,8 @@ void swiglu_forward(float* h, const float* a13, int N, int F, cudaStream_t strea
   check_launch();
 }
 
-void swiglu_backward(float* da13, const float* dh, const float* a13, int N, int F,
-                     cudaStream_t stream) {
+template <typename A>
+void swiglu_backward(A* da13, const A* dh, const A* a13, int N, int F, cudaStream_t stream) {
   MOE_CHECK(N >= 0 && F > 0, "swiglu_backward: bad shape N=" + std::to_string(N) +
                                  " F=" + std::to_string(F));
   if (N == 0) return;
@@ -219,12 +226,22 @@ void swiglu_backward(float* da13, const float* dh, const float* a13, int N, int 
   check_launch();
 }
 
-void rope_forward(float* qkv, int B, int S, int H, int hd, double theta, cudaStream_t stream) {
+template <typename A>
+void rope_forward(A* qkv, int B, int S, int H, int hd, double theta, cudaStream_t stream) {
   rope_launch("rope_forward", qkv, B, S, H, hd, theta, 1.0, stream);
 }
 
-void rope_backward(float* dqkv, int B, int S, int H, int hd, double theta, cudaStream_t stream) {
+template <typename A>
+void rope_backward(A* dqkv, int B, int S, int H, int hd, double theta, cudaStream_t stream) {
   rope_launch("rope_backward", dqkv, B, S, H, hd, theta, -1.0, stream);
 }
+
+#define INSTANTIATE(A)                                                                         \
+  template void swiglu_forward<A>(A*, const A*, int, int, cudaStream_t);                      \
+  template void swiglu_backward<A>(A*, const A*, const A*, int, int, cudaStream_t);           \
+  template void rope_forward<A>(A*, int, int, int, int, double, cudaStream_t);                \
+  template void rope_backward<A>(A*, int, int, int, int, double, cudaStream_t);
+MOE_FOR_ACTIVATIONS(INSTANTIATE)
+#undef INSTANTIATE
 
 }  // namespace moe::kernels

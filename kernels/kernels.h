@@ -11,31 +11,38 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 namespace moe::kernels {
 
-// ---- RMSNorm (kernels/rmsnorm.cu), fp32 data and fp32 statistics ----
+// Launchers templated on A are instantiated for the two activation types,
+// float and __nv_bfloat16 (bf16 training); they compute in fp32 and round a
+// bf16 result once when they store it (kernels/elem.cuh).
+
+// ---- RMSNorm (kernels/rmsnorm.cu): fp32 stream and statistics, A output ----
 
 // y[N,D] = x / sqrt(mean(x^2) + eps) * w ;  rstd[N] = 1 / sqrt(mean(x^2) + eps).
-void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int N, int D,
-                     float eps, cudaStream_t stream);
+template <typename A>
+void rmsnorm_forward(A* y, float* rstd, const float* x, const float* w, int N, int D, float eps,
+                     cudaStream_t stream);
 
 // sum[N,D] = resid + delta, then y and rstd as rmsnorm_forward of sum (the
 // residual add fused with the next norm).
-void residual_rmsnorm_forward(float* sum, float* y, float* rstd, const float* resid,
-                              const float* delta, const float* w, int N, int D, float eps,
-                              cudaStream_t stream);
+template <typename A>
+void residual_rmsnorm_forward(float* sum, A* y, float* rstd, const float* resid, const A* delta,
+                              const float* w, int N, int D, float eps, cudaStream_t stream);
 
 // Bytes of device workspace rmsnorm_backward needs for these sizes (the
 // per-chunk partial sums of dw; the chunking depends on N and D only, so the
 // result is bit-identical on every device and every run).
 size_t rmsnorm_backward_workspace_bytes(int N, int D);
 
-// dx[N,D] += d(y)/d(x)^T dy ;  dw[D] += sum_n dy[n] * x[n] * rstd[n].
-// workspace: >= rmsnorm_backward_workspace_bytes(N, D) bytes of device memory
-// (contents ignored, clobbered).
-void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
+// dx[N,D] += d(y)/d(x)^T dy ;  dw[D] += sum_n dy[n] * x[n] * rstd[n]; dx_act
+// (null: skipped) = the updated dx as A. workspace: >=
+// rmsnorm_backward_workspace_bytes(N, D) bytes of device memory (clobbered).
+template <typename A>
+void rmsnorm_backward(float* dx, A* dx_act, float* dw, const A* dy, const float* x, const float* w,
                       const float* rstd, int N, int D, void* workspace, size_t workspace_bytes,
                       cudaStream_t stream);
 

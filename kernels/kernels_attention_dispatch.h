@@ -5,13 +5,14 @@
 // stream; every launcher is asynchronous on that stream, validates its sizes
 // and throws moe::InternalError on bad arguments or a failed launch. Semantics
 // match the ops of the same name in src/backend/backend.h ("+=" accumulates,
-// everything else is overwritten). Everything is fp32 and deterministic: fixed
+// everything else is overwritten). Everything is deterministic: fixed
 // reduction order, no floating-point atomics, same bits on every run.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 namespace moe::kernels {
@@ -51,25 +52,32 @@ size_t dispatch_plan_workspace_bytes(int N, int E, int K);
 void dispatch_plan(int32_t* row_of_slot, int64_t* counts, const int32_t* expert_idx, int N, int E,
                    int K, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
+// The row ops below move activations, A = float or __nv_bfloat16; gates are
+// fp32 and the sums run in fp32.
+
 // xp[row_of_slot[t*K+k]] = x[t]
-void permute_rows(float* xp, const float* x, const int32_t* row_of_slot, int N, int K, int D,
+template <typename A>
+void permute_rows(A* xp, const A* x, const int32_t* row_of_slot, int N, int K, int D,
                   cudaStream_t stream);
 
 // dx[t] += sum_k dxp[row_of_slot[t*K+k]]  (k in order; one writer per token row)
-void permute_rows_backward(float* dx, const float* dxp, const int32_t* row_of_slot, int N, int K,
-                           int D, cudaStream_t stream);
+template <typename A>
+void permute_rows_backward(A* dx, const A* dxp, const int32_t* row_of_slot, int N, int K, int D,
+                           cudaStream_t stream);
 
 // y[t] += sum_k gates[t,k] * yp[row_of_slot[t*K+k]]  (k in order)
-void combine_forward(float* y, const float* yp, const float* gates, const int32_t* row_of_slot,
-                     int N, int K, int D, cudaStream_t stream);
+template <typename A>
+void combine_forward(A* y, const A* yp, const float* gates, const int32_t* row_of_slot, int N,
+                     int K, int D, cudaStream_t stream);
 
 // dyp[row_of_slot[t*K+k]] = gates[t,k] * dy[t];  dgates[t,k] = <dy[t], yp[row]> (overwritten)
-void combine_backward(float* dyp, float* dgates, const float* dy, const float* yp,
-                      const float* gates, const int32_t* row_of_slot, int N, int K, int D,
-                      cudaStream_t stream);
+template <typename A>
+void combine_backward(A* dyp, float* dgates, const A* dy, const A* yp, const float* gates,
+                      const int32_t* row_of_slot, int N, int K, int D, cudaStream_t stream);
 
 // dst[i] = src[index[i]] for i < rows.
-void gather_rows(float* dst, const float* src, const int32_t* index, int64_t rows, int D,
+template <typename A>
+void gather_rows(A* dst, const A* src, const int32_t* index, int64_t rows, int D,
                  cudaStream_t stream);
 
 }  // namespace moe::kernels

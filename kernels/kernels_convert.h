@@ -1,6 +1,7 @@
-// Host-callable launchers for the precision conversions of the bf16 matmul
-// path (kernels/convert.cu): fp32 activations and master weights go to bf16
-// before a tensor-core GEMM, bf16 GEMM results come back to fp32.
+// Host-callable launchers for the precision conversions of bf16 training
+// (kernels/convert.cu): fp32 master weights to their bf16 copies, bf16
+// activations to fp32 staging for the fp32 router matmul, and an fp32 result
+// added into a bf16 activation.
 //
 // Same contract as kernels.h: plain C++ declarations (cuda_bf16.h is valid
 // host C++), device pointers, asynchronous on `stream`, InternalError on a
@@ -21,5 +22,8 @@ void float_to_bf16(__nv_bfloat16* dst, const float* src, size_t n, cudaStream_t 
 // dst[i] = float(src[i]) (accumulate false) or dst[i] += float(src[i]) (true).
 void bf16_to_float(float* dst, const __nv_bfloat16* src, size_t n, bool accumulate,
                    cudaStream_t stream);
+
+// dst[i] = bf16(float(dst[i]) + src[i]): one rounding of the fp32 sum.
+void bf16_add_float(__nv_bfloat16* dst, const float* src, size_t n, cudaStream_t stream);
 
 }  // namespace moe::kernels

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 namespace moe::kernels {
@@ -38,21 +39,26 @@ void embedding_backward(float* dtable, const float* dy, const int32_t* tokens, i
                         cudaStream_t stream);
 
 // ---- SwiGLU (kernels/elementwise.cu): a13 [N, 2F] = [a1 | a3], h [N, F] ----
+// Activations of type A (float or __nv_bfloat16), fp32 arithmetic.
 
 // h = silu(a1) * a3.
-void swiglu_forward(float* h, const float* a13, int N, int F, cudaStream_t stream);
+template <typename A>
+void swiglu_forward(A* h, const A* a13, int N, int F, cudaStream_t stream);
 // da13 = [dh * a3 * silu'(a1) | dh * silu(a1)] (overwritten).
-void swiglu_backward(float* da13, const float* dh, const float* a13, int N, int F,
-                     cudaStream_t stream);
+template <typename A>
+void swiglu_backward(A* da13, const A* dh, const A* a13, int N, int F, cudaStream_t stream);
 
 // ---- RoPE (kernels/elementwise.cu), rotate-half, in place ----
 // qkv [B*S, 3*H*hd]; rotates pairs (i, i + hd/2) of every q and k head of row
 // n by angle (n % S) * theta^(-2i/hd). Angles, cos/sin and the rotation are
 // computed in fp64 (as on the CPU), so the result is correctly rounded to
-// within an ulp or so at any sequence length. hd must be even.
-void rope_forward(float* qkv, int B, int S, int H, int hd, double theta, cudaStream_t stream);
+// within an ulp or so at any sequence length (of fp32; bf16 A is rounded once
+// more from that fp32 value, as the CPU's bf16 mode does). hd must be even.
+template <typename A>
+void rope_forward(A* qkv, int B, int S, int H, int hd, double theta, cudaStream_t stream);
 // The inverse rotation (by -angle) on the q and k parts of dqkv.
-void rope_backward(float* dqkv, int B, int S, int H, int hd, double theta, cudaStream_t stream);
+template <typename A>
+void rope_backward(A* dqkv, int B, int S, int H, int hd, double theta, cudaStream_t stream);
 
 // ---- reductions (kernels/loss_optim.cu), fp64 accumulation ----
 // Two passes: fixed chunks of the input -> fp64 partials in `workspace`, then
@@ -67,12 +73,14 @@ double sum_squares(const float* x, size_t n, void* workspace, size_t workspace_b
 
 // ---- cross-entropy (kernels/loss_optim.cu), one block per row ----
 // losses[t] = logsumexp(logits[t]) - logits[t, targets[t]] (fp64 inside, fp32
-// out). If dlogits is non-null it receives grad_scale * (softmax - onehot);
-// it may alias logits (each entry is read before it is written). A target
-// outside [0, V) gives a NaN loss (and a NaN gradient row) instead of an
-// exception: the host cannot check device targets without a sync.
-void cross_entropy(float* losses, float* dlogits, const float* logits, const int32_t* targets,
-                   int N, int V, double grad_scale, cudaStream_t stream);
+// out) from A logits. If dlogits is non-null it receives grad_scale *
+// (softmax - onehot) as A; it may alias logits (each entry is read before it
+// is written). A target outside [0, V) gives a NaN loss (and a NaN gradient
+// row) instead of an exception: the host cannot check device targets without
+// a sync.
+template <typename A>
+void cross_entropy(float* losses, A* dlogits, const A* logits, const int32_t* targets, int N,
+                   int V, double grad_scale, cudaStream_t stream);
 
 // ---- AdamW (kernels/loss_optim.cu), one launch over a flat array ----
 // g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;

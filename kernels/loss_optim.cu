@@ -10,6 +10,7 @@
 
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "elem.cuh"
 #include "kernels_elementwise.h"
 
 namespace moe::kernels {
@@ -112,32 +113,34 @@ double reduce(const char* what, const float* x, size_t n, void* workspace, size_
 // dlogits may alias, so neither is __restrict__: every thread reads the
 // target logit before the first block reduction (a barrier), and in the last
 // pass each thread reads x[j] before writing d[j] itself.
+template <typename A>
 __global__ void __launch_bounds__(kThreads)
-    cross_entropy_kernel(float* __restrict__ losses, float* dlogits, const float* logits,
+    cross_entropy_kernel(float* __restrict__ losses, A* dlogits, const A* logits,
                          const int32_t* __restrict__ targets, int V, double grad_scale) {
   const size_t row = static_cast<size_t>(blockIdx.x) * V;
-  const float* x = logits + row;
+  const A* x = logits + row;
   const int tgt = targets[blockIdx.x];
   const bool valid = tgt >= 0 && tgt < V;
-  const float xt = valid ? x[tgt] : 0.f;
+  const float xt = valid ? to_f32(x[tgt]) : 0.f;
 
   float m = -INFINITY;
-  for (int j = threadIdx.x; j < V; j += kThreads) m = MaxOp{}(m, x[j]);
+  for (int j = threadIdx.x; j < V; j += kThreads) m = MaxOp{}(m, to_f32(x[j]));
   m = block_reduce(m, MaxOp{}, -INFINITY);
 
   double z = 0.0;
-  for (int j = threadIdx.x; j < V; j += kThreads) z += exp(static_cast<double>(x[j]) - m);
+  for (int j = threadIdx.x; j < V; j += kThreads)
+    z += exp(static_cast<double>(to_f32(x[j])) - m);
   z = block_reduce(z, SumOp{}, 0.0);
   const double lse = static_cast<double>(m) + log(z);
   const double nan = __longlong_as_double(0x7ff8000000000000ll);
 
   if (threadIdx.x == 0) losses[blockIdx.x] = static_cast<float>(valid ? lse - xt : nan);
   if (!dlogits) return;
-  float* d = dlogits + row;
+  A* d = dlogits + row;
   for (int j = threadIdx.x; j < V; j += kThreads) {
-    const double p = exp(static_cast<double>(x[j]) - lse);
+    const double p = exp(static_cast<double>(to_f32(x[j])) - lse);
     const double g = valid ? grad_scale * (j == tgt ? p - 1.0 : p) : nan;
-    d[j] = static_cast<float>(g);
+    store(&d[j], static_cast<float>(g));
   }
 }
 
@@ -182,8 +185,9 @@ double sum_squares(const float* x, size_t n, void* workspace, size_t workspace_b
   return reduce<true>("sum_squares", x, n, workspace, workspace_bytes, stream);
 }
 
-void cross_entropy(float* losses, float* dlogits, const float* logits, const int32_t* targets,
-                   int N, int V, double grad_scale, cudaStream_t stream) {
+template <typename A>
+void cross_entropy(float* losses, A* dlogits, const A* logits, const int32_t* targets, int N, int V,
+                   double grad_scale, cudaStream_t stream) {
   MOE_CHECK(N >= 0 && V > 0, "cross_entropy: bad shape N=" + std::to_string(N) +
                                  " V=" + std::to_string(V));
   if (N == 0) return;
@@ -192,6 +196,12 @@ void cross_entropy(float* losses, float* dlogits, const float* logits, const int
                                                    grad_scale);
   check_launch();
 }
+
+#define INSTANTIATE(A)                                                                     \
+  template void cross_entropy<A>(float*, A*, const A*, const int32_t*, int, int, double, \
+                                 cudaStream_t);
+MOE_FOR_ACTIVATIONS(INSTANTIATE)
+#undef INSTANTIATE
 
 void adamw_step(float* params, const float* grads, float* m, float* v, size_t n, double lr,
                 double beta1, double beta2, double eps, double weight_decay, size_t decay_count,

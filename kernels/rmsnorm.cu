@@ -1,4 +1,6 @@
-// RMSNorm forward and backward, fp32 data with fp32 statistics.
+// RMSNorm forward and backward: the residual stream x, weights and statistics
+// in fp32, the norm output y and its gradient dy as activations (A = float or
+// bf16, kernels/elem.cuh); all arithmetic in fp32.
 //
 //   forward:  r = 1 / sqrt(mean(x^2) + eps);  y = x * r * w;  rstd[n] = r
 //   backward: g = dy * w
@@ -13,6 +15,7 @@
 
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "elem.cuh"
 #include "kernels.h"
 
 namespace moe::kernels {
@@ -43,8 +46,9 @@ __device__ float block_sum(float v) {
   return v;
 }
 
+template <typename A>
 __global__ void __launch_bounds__(kThreads)
-    rmsnorm_forward_kernel(float* __restrict__ y, float* __restrict__ rstd,
+    rmsnorm_forward_kernel(A* __restrict__ y, float* __restrict__ rstd,
                            const float* __restrict__ x, const float* __restrict__ w, int D,
                            float eps) {
   const size_t row = static_cast<size_t>(blockIdx.x) * D;
@@ -54,49 +58,56 @@ __global__ void __launch_bounds__(kThreads)
   // 1/sqrtf rather than rsqrtf: both are IEEE-rounded, rsqrtf is not.
   const float r = 1.f / sqrtf(ss / D + eps);
   if (threadIdx.x == 0) rstd[blockIdx.x] = r;
-  for (int j = threadIdx.x; j < D; j += kThreads) y[row + j] = x[row + j] * r * w[j];
+  for (int j = threadIdx.x; j < D; j += kThreads) store(&y[row + j], x[row + j] * r * w[j]);
 }
 
 // The residual add fused with the norm: one read of resid and delta, one
 // write of their sum, the statistics and y from the same registers' values.
 // Each thread re-reads only the sum entries it wrote itself (no barrier needed).
+template <typename A>
 __global__ void __launch_bounds__(kThreads)
-    residual_rmsnorm_forward_kernel(float* __restrict__ sum, float* __restrict__ y,
+    residual_rmsnorm_forward_kernel(float* __restrict__ sum, A* __restrict__ y,
                                     float* __restrict__ rstd, const float* __restrict__ resid,
-                                    const float* __restrict__ delta, const float* __restrict__ w,
+                                    const A* __restrict__ delta, const float* __restrict__ w,
                                     int D, float eps) {
   const size_t row = static_cast<size_t>(blockIdx.x) * D;
   float ss = 0.f;
   for (int j = threadIdx.x; j < D; j += kThreads) {
-    const float v = resid[row + j] + delta[row + j];
+    const float v = resid[row + j] + to_f32(delta[row + j]);
     sum[row + j] = v;
     ss += v * v;
   }
   ss = block_sum(ss);
   const float r = 1.f / sqrtf(ss / D + eps);
   if (threadIdx.x == 0) rstd[blockIdx.x] = r;
-  for (int j = threadIdx.x; j < D; j += kThreads) y[row + j] = sum[row + j] * r * w[j];
+  for (int j = threadIdx.x; j < D; j += kThreads) store(&y[row + j], sum[row + j] * r * w[j]);
 }
 
 // dx for one row per block: needs the row's mean(g * x), hence the block sum.
+// dx_act (may be null) receives the updated dx as an activation.
+template <typename A>
 __global__ void __launch_bounds__(kThreads)
-    rmsnorm_backward_dx_kernel(float* __restrict__ dx, const float* __restrict__ dy,
-                               const float* __restrict__ x, const float* __restrict__ w,
-                               const float* __restrict__ rstd, int D) {
+    rmsnorm_backward_dx_kernel(float* __restrict__ dx, A* __restrict__ dx_act,
+                               const A* __restrict__ dy, const float* __restrict__ x,
+                               const float* __restrict__ w, const float* __restrict__ rstd, int D) {
   const size_t row = static_cast<size_t>(blockIdx.x) * D;
   float gx = 0.f;
-  for (int j = threadIdx.x; j < D; j += kThreads) gx += dy[row + j] * w[j] * x[row + j];
+  for (int j = threadIdx.x; j < D; j += kThreads) gx += to_f32(dy[row + j]) * w[j] * x[row + j];
   gx = block_sum(gx);
   const float r = rstd[blockIdx.x];
   const float c = gx / D * r * r;  // the projection coefficient r^2 * mean(g * x)
-  for (int j = threadIdx.x; j < D; j += kThreads)
-    dx[row + j] += r * (dy[row + j] * w[j] - x[row + j] * c);
+  for (int j = threadIdx.x; j < D; j += kThreads) {
+    const float v = dx[row + j] + r * (to_f32(dy[row + j]) * w[j] - x[row + j] * c);
+    dx[row + j] = v;
+    if (dx_act) store(&dx_act[row + j], v);
+  }
 }
 
 // partial[c, j] = sum over the rows of chunk c (in row order) of dy * x * r.
 // Grid (column tiles, chunks); a warp reads adjacent columns, so loads coalesce.
+template <typename A>
 __global__ void __launch_bounds__(kThreads)
-    rmsnorm_backward_dw_partial_kernel(float* __restrict__ partial, const float* __restrict__ dy,
+    rmsnorm_backward_dw_partial_kernel(float* __restrict__ partial, const A* __restrict__ dy,
                                        const float* __restrict__ x,
                                        const float* __restrict__ rstd, int N, int D,
                                        int rows_per_chunk) {
@@ -107,7 +118,7 @@ __global__ void __launch_bounds__(kThreads)
   float acc = 0.f;
   for (int n = n0; n < n1; ++n) {
     const size_t i = static_cast<size_t>(n) * D + j;
-    acc += dy[i] * x[i] * rstd[n];
+    acc += to_f32(dy[i]) * x[i] * rstd[n];
   }
   partial[static_cast<size_t>(blockIdx.y) * D + j] = acc;
 }
@@ -127,8 +138,9 @@ int column_tiles(int D) { return (D + kThreads - 1) / kThreads; }
 
 }  // namespace
 
-void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int N, int D,
-                     float eps, cudaStream_t stream) {
+template <typename A>
+void rmsnorm_forward(A* y, float* rstd, const float* x, const float* w, int N, int D, float eps,
+                     cudaStream_t stream) {
   MOE_CHECK(N >= 0 && D > 0, "rmsnorm_forward: bad shape N=" + std::to_string(N) +
                                  " D=" + std::to_string(D));
   if (N == 0) return;
@@ -137,9 +149,9 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int 
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 
-void residual_rmsnorm_forward(float* sum, float* y, float* rstd, const float* resid,
-                              const float* delta, const float* w, int N, int D, float eps,
-                              cudaStream_t stream) {
+template <typename A>
+void residual_rmsnorm_forward(float* sum, A* y, float* rstd, const float* resid, const A* delta,
+                              const float* w, int N, int D, float eps, cudaStream_t stream) {
   MOE_CHECK(N >= 0 && D > 0, "residual_rmsnorm_forward: bad shape N=" + std::to_string(N) +
                                  " D=" + std::to_string(D));
   if (N == 0) return;
@@ -154,7 +166,8 @@ size_t rmsnorm_backward_workspace_bytes(int N, int D) {
   return static_cast<size_t>(num_chunks(N)) * static_cast<size_t>(D) * sizeof(float);
 }
 
-void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
+template <typename A>
+void rmsnorm_backward(float* dx, A* dx_act, float* dw, const A* dy, const float* x, const float* w,
                       const float* rstd, int N, int D, void* workspace, size_t workspace_bytes,
                       cudaStream_t stream) {
   MOE_CHECK(N >= 0 && D > 0, "rmsnorm_backward: bad shape N=" + std::to_string(N) +
@@ -167,7 +180,7 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
                 " bytes, needs " + std::to_string(need));
   auto* partial = static_cast<float*>(workspace);
 
-  rmsnorm_backward_dx_kernel<<<N, kThreads, 0, stream>>>(dx, dy, x, w, rstd, D);
+  rmsnorm_backward_dx_kernel<<<N, kThreads, 0, stream>>>(dx, dx_act, dy, x, w, rstd, D);
   MOE_CUDA_CHECK(cudaGetLastError());
   const int chunks = num_chunks(N);
   rmsnorm_backward_dw_partial_kernel<<<dim3(column_tiles(D), chunks), kThreads, 0, stream>>>(
@@ -177,5 +190,15 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
                                                                                chunks, D);
   MOE_CUDA_CHECK(cudaGetLastError());
 }
+
+#define INSTANTIATE(A)                                                                          \
+  template void rmsnorm_forward<A>(A*, float*, const float*, const float*, int, int, float,     \
+                                   cudaStream_t);                                               \
+  template void residual_rmsnorm_forward<A>(float*, A*, float*, const float*, const A*,         \
+                                            const float*, int, int, float, cudaStream_t);       \
+  template void rmsnorm_backward<A>(float*, A*, float*, const A*, const float*, const float*,   \
+                                    const float*, int, int, void*, size_t, cudaStream_t);
+MOE_FOR_ACTIVATIONS(INSTANTIATE)
+#undef INSTANTIATE
 
 }  // namespace moe::kernels

@@ -1,9 +1,12 @@
-// The bf16 matmul path of the CUDA backend (train.precision: bfloat16)
-// against the fp32 CPU backend, op by op: dense and grouped linear layers
-// (norm-wise relative error < 2e-2, experts without tokens included), the
-// bf16 weight copies following every write to the fp32 master, and the
-// router's matmul staying fp32, and the fp32 <-> bf16 conversions bit for
-// bit. Whole-model bf16 training: test_gpu_backend.
+// bf16 training on the CUDA backend (Backend<float, bf16>, train.precision:
+// bfloat16) against the CPU backend's bf16 mode, the same semantics, op by
+// op: dense and grouped linear layers (experts without tokens included;
+// expert weight gradients accumulated in fp32), the bf16 weight copies
+// following every write to the fp32 master, the router's matmul staying
+// fp32, every activation op, and the fp32 <-> bf16 conversions bit for bit.
+// Results differ from the CPU only by fp32 summation order, which moves a
+// value across a bf16 rounding boundary now and then: normwise relative
+// error < 1e-2. Whole-model bf16 training: test_gpu_backend.
 // Skips without a device.
 #include <gtest/gtest.h>
 
@@ -26,7 +29,7 @@ namespace {
 
 using test::normal;
 
-constexpr double kBf16Tol = 2e-2;
+constexpr double kBf16Tol = 1e-2;
 
 // ||a - b|| / ||b||
 double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
@@ -35,33 +38,39 @@ double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(d / std::max(n, 1e-300));
 }
 
+using Gpu = Backend<float, bf16>;
+
 // A backend buffer holding `host`.
 template <typename T>
-T* upload(Backend<float>& be, const std::vector<T>& host) {
+T* upload(BackendBase& be, const std::vector<T>& host) {
   T* p = alloc_array<T>(be, host.size());
   be.to_device(p, host.data(), host.size() * sizeof(T));
   return p;
 }
-std::vector<float> download(Backend<float>& be, const float* p, size_t n) {
-  std::vector<float> h(n);
-  be.to_host(h.data(), p, n * sizeof(float));
+template <typename T>
+std::vector<T> download(BackendBase& be, const T* p, size_t n) {
+  std::vector<T> h(n);
+  be.to_host(h.data(), p, n * sizeof(T));
   return h;
 }
+std::vector<float> as_float(const std::vector<bf16>& v) { return {v.begin(), v.end()}; }
+std::vector<bf16> as_bf16(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
 // Runs one linear forward + backward on `be`; returns y, dx, dW (dW starts at dW0).
 struct LinearResult {
   std::vector<float> y, dx, dW;
 };
-LinearResult run_linear(Backend<float>& be, const std::vector<float>& x, const std::vector<float>& W,
-                        const std::vector<float>& dy, const std::vector<float>& dW0, int N, int I,
+LinearResult run_linear(Gpu& be, const std::vector<bf16>& x, const std::vector<float>& W,
+                        const std::vector<bf16>& dy, const std::vector<float>& dW0, int N, int I,
                         int O) {
-  float *xd = upload(be, x), *Wd = upload(be, W), *dyd = upload(be, dy), *dWd = upload(be, dW0);
-  float* yd = alloc_array<float>(be, size_t(N) * O);
-  float* dxd = alloc_array<float>(be, size_t(N) * I);
+  bf16 *xd = upload(be, x), *dyd = upload(be, dy);
+  float *Wd = upload(be, W), *dWd = upload(be, dW0);
+  bf16* yd = alloc_array<bf16>(be, size_t(N) * O);
+  bf16* dxd = alloc_array<bf16>(be, size_t(N) * I);
   be.linear_forward(yd, xd, Wd, N, I, O);
   be.linear_backward(dxd, dWd, dyd, xd, Wd, N, I, O, false);
-  LinearResult r{download(be, yd, size_t(N) * O), download(be, dxd, size_t(N) * I),
-                 download(be, dWd, size_t(O) * I)};
+  LinearResult r{as_float(download(be, yd, size_t(N) * O)),
+                 as_float(download(be, dxd, size_t(N) * I)), download(be, dWd, size_t(O) * I)};
   for (void* p : {(void*)xd, (void*)Wd, (void*)dyd, (void*)dWd, (void*)yd, (void*)dxd}) be.free_bytes(p);
   return r;
 }
@@ -108,29 +117,30 @@ TEST(GpuBf16, ConversionsRoundToNearestEvenAndAccumulate) {
   }
 }
 
+std::unique_ptr<Gpu> cpu_bf16() { return make_cpu_backend<float, bf16>(1); }
+
 TEST(GpuBf16, LinearMatchesCpu) {
   SKIP_WITHOUT_DEVICE();
-  auto cpu = test::cpu();
-  auto gpu = make_cuda_backend(0, Precision::BFloat16);
+  auto cpu = cpu_bf16();
+  auto gpu = make_cuda_backend<bf16>(0);
   EXPECT_EQ(gpu->name(), "cuda-bf16");
   std::mt19937_64 rng(3);
   // Aligned and odd shapes (odd ones leave cuBLASLt unaligned rows).
   for (auto [N, I, O] : {std::array{64, 128, 96}, std::array{37, 72, 40}, std::array{5, 3, 7}}) {
-    const auto x = normal(size_t(N) * I, rng), W = normal(size_t(O) * I, rng, 0, 0.05),
-               dy = normal(size_t(N) * O, rng), dW0 = normal(size_t(O) * I, rng);
+    const auto x = as_bf16(normal(size_t(N) * I, rng)), dy = as_bf16(normal(size_t(N) * O, rng));
+    const auto W = normal(size_t(O) * I, rng, 0, 0.05), dW0 = normal(size_t(O) * I, rng);
     const auto ref = run_linear(*cpu, x, W, dy, dW0, N, I, O);
     const auto got = run_linear(*gpu, x, W, dy, dW0, N, I, O);
     EXPECT_LT(rel_error(got.y, ref.y), kBf16Tol) << N << "x" << I << "x" << O;
     EXPECT_LT(rel_error(got.dx, ref.dx), kBf16Tol);
-    EXPECT_LT(rel_error(got.dW, ref.dW), kBf16Tol);  // includes the += onto dW0
-    EXPECT_GT(rel_error(got.y, ref.y), 0.0);         // it really ran in bf16
+    EXPECT_LT(rel_error(got.dW, ref.dW), 1e-5);  // fp32 from the same bf16 operands
   }
 }
 
 TEST(GpuBf16, GroupedLinearMatchesCpuWithEmptyExperts) {
   SKIP_WITHOUT_DEVICE();
-  auto cpu = test::cpu();
-  auto gpu = make_cuda_backend(0, Precision::BFloat16);
+  auto cpu = cpu_bf16();
+  auto gpu = make_cuda_backend<bf16>(0);
   std::mt19937_64 rng(5);
   struct Case {
     int I, O;
@@ -138,23 +148,29 @@ TEST(GpuBf16, GroupedLinearMatchesCpuWithEmptyExperts) {
   };
   // I, O multiples of 8 (the one grouped GEMM), then I = 36, O = 20: experts
   // at odd rows are not 16-byte aligned in bf16 and take the per-expert path
-  // (expert 2 has 8 rows from row 3, expert 3 has 16 from row 11).
-  const Case cases[] = {{64, 48, {0, 7, 7, 40, 41, 41, 90}}, {36, 20, {0, 3, 3, 11, 27, 27, 44}}};
+  // (expert 2 has 8 rows from row 3, expert 3 has 16 from row 11); and the
+  // 1B preset's expert shapes, 64 experts x about 1.5K rows x 1024 (issue 10).
+  std::vector<int64_t> big(65);
+  for (int g = 0; g < 64; ++g) big[g + 1] = big[g] + 1400 + (g * 37) % 300;  // 1400..1699 rows
+  const Case cases[] = {{64, 48, {0, 7, 7, 40, 41, 41, 90}},
+                        {36, 20, {0, 3, 3, 11, 27, 27, 44}},
+                        {1024, 1024, big}};
   for (const Case& c : cases) {
     SCOPED_TRACE("I=" + std::to_string(c.I) + " O=" + std::to_string(c.O));
     const int G = int(c.offsets.size()) - 1, I = c.I, O = c.O;
-    const std::vector<int64_t>& offsets = c.offsets;  // experts 1 and 4 get no rows
+    const std::vector<int64_t>& offsets = c.offsets;
     const int R = int(offsets.back());
-    const auto x = normal(size_t(R) * I, rng), W = normal(size_t(G) * O * I, rng, 0, 0.05),
-               dy = normal(size_t(R) * O, rng), dW0 = normal(size_t(G) * O * I, rng);
-    auto run = [&](Backend<float>& be) {
-      float *xd = upload(be, x), *Wd = upload(be, W), *dyd = upload(be, dy),
-            *dWd = upload(be, dW0);
-      float* yd = alloc_array<float>(be, size_t(R) * O);
-      float* dxd = alloc_array<float>(be, size_t(R) * I);
+    const auto x = as_bf16(normal(size_t(R) * I, rng)), dy = as_bf16(normal(size_t(R) * O, rng));
+    const auto W = normal(size_t(G) * O * I, rng, 0, 0.05), dW0 = normal(size_t(G) * O * I, rng);
+    auto run = [&](Gpu& be) {
+      bf16 *xd = upload(be, x), *dyd = upload(be, dy);
+      float *Wd = upload(be, W), *dWd = upload(be, dW0);
+      bf16* yd = alloc_array<bf16>(be, size_t(R) * O);
+      bf16* dxd = alloc_array<bf16>(be, size_t(R) * I);
       be.grouped_linear_forward(yd, xd, Wd, offsets.data(), G, I, O);
       be.grouped_linear_backward(dxd, dWd, dyd, xd, Wd, offsets.data(), G, I, O);
-      LinearResult r{download(be, yd, size_t(R) * O), download(be, dxd, size_t(R) * I),
+      LinearResult r{as_float(download(be, yd, size_t(R) * O)),
+                     as_float(download(be, dxd, size_t(R) * I)),
                      download(be, dWd, size_t(G) * O * I)};
       for (void* p : {(void*)xd, (void*)Wd, (void*)dyd, (void*)dWd, (void*)yd, (void*)dxd})
         be.free_bytes(p);
@@ -163,31 +179,35 @@ TEST(GpuBf16, GroupedLinearMatchesCpuWithEmptyExperts) {
     const auto ref = run(*cpu), got = run(*gpu);
     EXPECT_LT(rel_error(got.y, ref.y), kBf16Tol);
     EXPECT_LT(rel_error(got.dx, ref.dx), kBf16Tol);
-    EXPECT_LT(rel_error(got.dW, ref.dW), kBf16Tol);
+    // Expert weight gradients: fp32 from bf16 operands, never rounded to bf16.
+    EXPECT_LT(rel_error(got.dW, ref.dW), 1e-5);
     // Experts without tokens: their weight gradient is exactly what it was.
-    for (int g : {1, 4})
+    for (int g = 0; g < G; ++g) {
+      if (offsets[g + 1] != offsets[g]) continue;
       for (size_t i = size_t(g) * O * I; i < size_t(g + 1) * O * I; ++i)
         ASSERT_EQ(got.dW[i], dW0[i]) << "expert " << g;
+    }
   }
 }
 
 TEST(GpuBf16, WeightCopiesFollowWritesToTheMaster) {
   SKIP_WITHOUT_DEVICE();
-  auto gpu = make_cuda_backend(0, Precision::BFloat16);
-  auto cpu = test::cpu();
+  auto gpu = make_cuda_backend<bf16>(0);
+  auto cpu = cpu_bf16();
   std::mt19937_64 rng(7);
   const int N = 16, I = 32, O = 24;
-  const auto x = normal(size_t(N) * I, rng), W1 = normal(size_t(O) * I, rng),
-             W2 = normal(size_t(O) * I, rng), g = normal(size_t(O) * I, rng);
-  auto y_of = [&](Backend<float>& be, float* Wd, float* xd) {
-    float* yd = alloc_array<float>(be, size_t(N) * O);
+  const auto x = as_bf16(normal(size_t(N) * I, rng));
+  const auto W1 = normal(size_t(O) * I, rng), W2 = normal(size_t(O) * I, rng),
+             g = normal(size_t(O) * I, rng);
+  auto y_of = [&](Gpu& be, float* Wd, bf16* xd) {
+    bf16* yd = alloc_array<bf16>(be, size_t(N) * O);
     be.linear_forward(yd, xd, Wd, N, I, O);
-    auto y = download(be, yd, size_t(N) * O);
+    auto y = as_float(download(be, yd, size_t(N) * O));
     be.free_bytes(yd);
     return y;
   };
-  float *xg = upload(*gpu, x), *Wg = upload(*gpu, W1);
-  float *xc = upload(*cpu, x), *Wc = upload(*cpu, W1);
+  bf16 *xg = upload(*gpu, x), *xc = upload(*cpu, x);
+  float *Wg = upload(*gpu, W1), *Wc = upload(*cpu, W1);
   EXPECT_LT(rel_error(y_of(*gpu, Wg, xg), y_of(*cpu, Wc, xc)), kBf16Tol);
   // A new master through to_device (init, checkpoint load).
   gpu->to_device(Wg, W2.data(), W2.size() * sizeof(float));
@@ -215,17 +235,129 @@ TEST(GpuBf16, WeightCopiesFollowWritesToTheMaster) {
 
 TEST(GpuBf16, RouterLinearStaysFp32) {
   SKIP_WITHOUT_DEVICE();
-  auto gpu = make_cuda_backend(0, Precision::BFloat16);
-  auto cpu = test::cpu();
+  auto gpu = make_cuda_backend<bf16>(0);
+  auto cpu = cpu_bf16();
   std::mt19937_64 rng(9);
   const int N = 33, I = 64, E = 16;
-  const auto x = normal(size_t(N) * I, rng), W = normal(size_t(E) * I, rng);
-  auto logits = [&](Backend<float>& be) {
-    float *xd = upload(be, x), *Wd = upload(be, W), *yd = alloc_array<float>(be, size_t(N) * E);
+  const auto x = as_bf16(normal(size_t(N) * I, rng));
+  const auto W = normal(size_t(E) * I, rng), dl = normal(size_t(N) * E, rng);
+  auto run = [&](Gpu& be) {
+    bf16* xd = upload(be, x);
+    float *Wd = upload(be, W), *dld = upload(be, dl);
+    float* yd = alloc_array<float>(be, size_t(N) * E);
+    float* dWd = alloc_array<float>(be, W.size());
+    bf16* dxd = upload(be, x);  // accumulated onto
     be.linear_forward_fp32(yd, xd, Wd, N, I, E);
-    return download(be, yd, size_t(N) * E);
+    be.linear_backward_fp32(dxd, dWd, dld, xd, Wd, N, I, E, true);
+    return std::array{download(be, yd, size_t(N) * E), download(be, dWd, W.size()),
+                      as_float(download(be, dxd, x.size()))};
   };
-  EXPECT_LT(rel_error(logits(*gpu), logits(*cpu)), 1e-5);
+  const auto got = run(*gpu), ref = run(*cpu);
+  EXPECT_LT(rel_error(got[0], ref[0]), 1e-5);  // logits in fp32
+  EXPECT_LT(rel_error(got[1], ref[1]), 1e-5);  // dW in fp32
+  EXPECT_LT(rel_error(got[2], ref[2]), kBf16Tol);
+}
+
+// Every activation op of Backend<float, bf16> on the GPU against the CPU's
+// bf16 mode on the same bf16 inputs.
+TEST(GpuBf16, ActivationOpsMatchCpu) {
+  SKIP_WITHOUT_DEVICE();
+  auto gpu = make_cuda_backend<bf16>(0);
+  auto cpu = cpu_bf16();
+  std::mt19937_64 rng(11);
+  const int B = 2, S = 67, H = 2, hd = 64, D = H * hd, N = B * S, F = 48, K = 3, V = 301;
+  const auto resid = normal(size_t(N) * D, rng), w = normal(D, rng, 1.0, 0.1);
+  const auto delta = as_bf16(normal(size_t(N) * D, rng)), dy = as_bf16(normal(size_t(N) * D, rng));
+  const auto qkv = as_bf16(normal(size_t(N) * 3 * D, rng)), a13 = as_bf16(normal(size_t(N) * 2 * F, rng));
+  const auto dh = as_bf16(normal(size_t(N) * F, rng));
+  const auto gates = normal(size_t(N) * K, rng);
+  const auto yp = as_bf16(normal(size_t(N) * K * D, rng)), logits = as_bf16(normal(size_t(N) * V, rng, 0, 3));
+  std::vector<int32_t> row(size_t(N) * K), tgt(N);
+  for (int i = 0; i < N * K; ++i) row[i] = int32_t((size_t(i) * 7919) % (size_t(N) * K));
+  for (int i = 0; i < N; ++i) tgt[i] = (i * 13) % V;
+
+  using Outputs = std::vector<std::vector<float>>;
+  auto run = [&](Gpu& be) {
+    Outputs out;
+    float *r = upload(be, resid), *wd = upload(be, w), *g = upload(be, gates);
+    bf16 *dl = upload(be, delta), *dyd = upload(be, dy);
+    float* sum = alloc_array<float>(be, resid.size());
+    float* rstd = alloc_array<float>(be, N);
+    bf16* y = alloc_array<bf16>(be, resid.size());
+    be.residual_rmsnorm_forward(sum, y, rstd, r, dl, wd, N, D, 1e-6);
+    out.push_back(download(be, sum, resid.size()));
+    out.push_back(as_float(download(be, y, resid.size())));
+    float* dx = upload(be, resid);
+    float* dw = alloc_array<float>(be, D);
+    bf16* dx_act = alloc_array<bf16>(be, resid.size());
+    be.rmsnorm_backward(dx, dx_act, dw, dyd, sum, wd, rstd, N, D);
+    out.push_back(download(be, dx, resid.size()));
+    out.push_back(download(be, dw, D));
+    out.push_back(as_float(download(be, dx_act, resid.size())));
+    // RoPE, attention forward and backward.
+    bf16* q = upload(be, qkv);
+    be.rope_forward(q, B, S, H, hd, 10000.0);
+    out.push_back(as_float(download(be, q, qkv.size())));
+    bf16* att = alloc_array<bf16>(be, size_t(N) * D);
+    float* lse = alloc_array<float>(be, size_t(B) * H * S);
+    be.attention_forward(att, lse, q, B, S, H, hd);
+    out.push_back(as_float(download(be, att, size_t(N) * D)));
+    out.push_back(download(be, lse, size_t(B) * H * S));
+    bf16* dq = alloc_array<bf16>(be, qkv.size());
+    be.attention_backward(dq, dyd, att, lse, q, B, S, H, hd);
+    be.rope_backward(dq, B, S, H, hd, 10000.0);
+    out.push_back(as_float(download(be, dq, qkv.size())));
+    // SwiGLU.
+    bf16 *a = upload(be, a13), *dhd = upload(be, dh);
+    bf16* h = alloc_array<bf16>(be, dh.size());
+    bf16* da = alloc_array<bf16>(be, a13.size());
+    be.swiglu_forward(h, a, N, F);
+    be.swiglu_backward(da, dhd, a, N, F);
+    out.push_back(as_float(download(be, h, dh.size())));
+    out.push_back(as_float(download(be, da, a13.size())));
+    // Dispatch rows: permute, combine and their backward, gather.
+    int32_t* rows = upload(be, row);
+    bf16 *ypd = upload(be, yp), *yc = upload(be, delta);
+    be.combine_forward(yc, ypd, g, rows, N, K, D);
+    out.push_back(as_float(download(be, yc, delta.size())));
+    bf16* dyp = alloc_array<bf16>(be, yp.size());
+    float* dg = alloc_array<float>(be, gates.size());
+    be.combine_backward(dyp, dg, dyd, ypd, g, rows, N, K, D);
+    out.push_back(as_float(download(be, dyp, yp.size())));
+    out.push_back(download(be, dg, gates.size()));
+    bf16* px = upload(be, delta);
+    be.permute_rows_backward(px, dyp, rows, N, K, D);
+    out.push_back(as_float(download(be, px, delta.size())));
+    bf16* xp = alloc_array<bf16>(be, yp.size());
+    be.permute_rows(xp, dyd, rows, N, K, D);
+    out.push_back(as_float(download(be, xp, yp.size())));
+    bf16* gr = alloc_array<bf16>(be, yp.size());
+    be.gather_rows(gr, xp, rows, int64_t(N) * K, D);
+    out.push_back(as_float(download(be, gr, yp.size())));
+    // Loss from bf16 logits, gradient in place.
+    bf16* lg = upload(be, logits);
+    int32_t* t = upload(be, tgt);
+    float* losses = alloc_array<float>(be, N);
+    be.cross_entropy(losses, lg, lg, t, N, V, 0.5);
+    out.push_back(download(be, losses, N));
+    out.push_back(as_float(download(be, lg, logits.size())));
+    return out;
+  };
+  const Outputs got = run(*gpu), ref = run(*cpu);
+  const char* names[] = {"residual sum", "norm output", "norm dx", "norm dw", "norm dx (bf16)",
+                         "rope", "attention out", "lse", "dqkv", "swiglu h", "swiglu da13",
+                         "combine", "combine dyp", "combine dgates", "permute backward",
+                         "permute", "gather", "losses", "dlogits"};
+  ASSERT_EQ(got.size(), std::size(names));
+  for (size_t i = 0; i < got.size(); ++i) {
+    // fp32 results of fp32 math on the same inputs agree to fp32 accuracy;
+    // bf16 results to about one bf16 rounding.
+    const bool fp32 = i == 0 || i == 2 || i == 3 || i == 7 || i == 13 || i == 17;
+    EXPECT_LT(rel_error(got[i], ref[i]), fp32 ? 1e-4 : kBf16Tol) << names[i];
+  }
+  // Pure moves are exact.
+  EXPECT_EQ(got[15], ref[15]) << "permute";
+  EXPECT_EQ(got[16], ref[16]) << "gather";
 }
 
 }  // namespace

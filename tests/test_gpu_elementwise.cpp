@@ -238,7 +238,7 @@ TEST(GpuElementwise, CrossEntropyMatchesCpu) {
     EXPECT_TRUE(same_bits(d_logits.download(), logits)) << "logits clobbered " << tag;
 
     // Loss only.
-    kn::cross_entropy(d_loss.get(), nullptr, d_logits.get(), d_t.get(), c.N, c.V, gs, nullptr);
+    kn::cross_entropy<float>(d_loss.get(), nullptr, d_logits.get(), d_t.get(), c.N, c.V, gs, nullptr);
     EXPECT_TRUE(same_bits(d_loss.download(), loss1)) << "determinism " << tag;
 
     // In place over the logits: same bits as the separate output.
@@ -254,7 +254,7 @@ TEST(GpuElementwise, CrossEntropyBadTargetGivesNan) {
   DeviceBuffer<float> d_logits(std::vector<float>{1.f, 2.f, 3.f, 4.f, 5.f, 6.f});
   DeviceBuffer<int32_t> d_t(std::vector<int32_t>{1, 3});
   DeviceBuffer<float> d_loss(2);
-  kn::cross_entropy(d_loss.get(), nullptr, d_logits.get(), d_t.get(), 2, 3, 1.0, nullptr);
+  kn::cross_entropy<float>(d_loss.get(), nullptr, d_logits.get(), d_t.get(), 2, 3, 1.0, nullptr);
   const auto loss = d_loss.download();
   EXPECT_TRUE(std::isfinite(loss[0]));
   EXPECT_TRUE(std::isnan(loss[1]));
@@ -308,10 +308,10 @@ TEST(GpuElementwise, AdamWMatchesCpu) {
 TEST(GpuElementwise, LaunchersRejectBadArguments) {
   // Argument checks happen on the host before any launch: no device needed,
   // but the launchers must exist in this build.
-  EXPECT_THROW(kn::rope_forward(nullptr, 1, 4, 1, 3, 10000.0, nullptr), moe::InternalError);
+  EXPECT_THROW(kn::rope_forward<float>(nullptr, 1, 4, 1, 3, 10000.0, nullptr), moe::InternalError);
   EXPECT_THROW(kn::embedding_forward(nullptr, nullptr, nullptr, -1, 4, nullptr),
                moe::InternalError);
-  EXPECT_THROW(kn::cross_entropy(nullptr, nullptr, nullptr, nullptr, 2, 0, 1.0, nullptr),
+  EXPECT_THROW(kn::cross_entropy<float>(nullptr, nullptr, nullptr, nullptr, 2, 0, 1.0, nullptr),
                moe::InternalError);
   EXPECT_THROW(kn::adamw_step(nullptr, nullptr, nullptr, nullptr, 4, 1e-3, 0.9, 0.95, 1e-8, 0.0,
                               4, 0, 1.0, nullptr),

@@ -155,7 +155,8 @@ TEST(GpuRmsNorm, BackwardMatchesFp64ReferenceAndAccumulates) {
     DeviceBuffer<char> ws(moe::kernels::rmsnorm_backward_workspace_bytes(N, D));
     const auto run = [&](std::vector<float>& dx_out, std::vector<float>& dw_out) {
       DeviceBuffer<float> d_dx(dx0), d_dw(dw0);
-      moe::kernels::rmsnorm_backward(d_dx.get(), d_dw.get(), d_dy.get(), d_x.get(), d_w.get(),
+      moe::kernels::rmsnorm_backward(d_dx.get(), static_cast<float*>(nullptr), d_dw.get(),
+                                     d_dy.get(), d_x.get(), d_w.get(),
                                      d_rstd.get(), N, D, ws.get(),
                                      moe::kernels::rmsnorm_backward_workspace_bytes(N, D),
                                      nullptr);
@@ -177,13 +178,14 @@ TEST(GpuRmsNorm, BackwardMatchesFp64ReferenceAndAccumulates) {
 TEST(GpuRmsNorm, EmptyBatchIsANoOpAndBadArgumentsThrow) {
   SKIP_WITHOUT_DEVICE();
   EXPECT_EQ(moe::kernels::rmsnorm_backward_workspace_bytes(0, 64), 0u);
-  EXPECT_NO_THROW(moe::kernels::rmsnorm_forward(nullptr, nullptr, nullptr, nullptr, 0, 64, 1e-6f,
-                                                nullptr));
-  EXPECT_NO_THROW(moe::kernels::rmsnorm_backward(nullptr, nullptr, nullptr, nullptr, nullptr,
-                                                 nullptr, 0, 64, nullptr, 0, nullptr));
+  EXPECT_NO_THROW(moe::kernels::rmsnorm_forward<float>(nullptr, nullptr, nullptr, nullptr, 0, 64,
+                                                       1e-6f, nullptr));
+  EXPECT_NO_THROW(moe::kernels::rmsnorm_backward<float>(nullptr, nullptr, nullptr, nullptr,
+                                                        nullptr, nullptr, nullptr, 0, 64, nullptr,
+                                                        0, nullptr));
   DeviceBuffer<float> buf(64);
   float* p = buf.get();
-  EXPECT_THROW(moe::kernels::rmsnorm_backward(p, p, p, p, p, p, 1, 64, p, 4, nullptr),
+  EXPECT_THROW(moe::kernels::rmsnorm_backward(p, p, p, p, p, p, p, 1, 64, p, 4, nullptr),
                moe::InternalError);  // workspace too small
   EXPECT_THROW(moe::kernels::rmsnorm_forward(p, p, p, p, 1, 0, 1e-6f, nullptr),
                moe::InternalError);

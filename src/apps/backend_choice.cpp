@@ -68,15 +68,21 @@ std::unique_ptr<Comm> make_device_world_comm(const Config& cfg, BackendKind kind
 #endif
 }
 
-std::unique_ptr<Backend<float>> make_float_backend(const Config& cfg, BackendKind kind,
-                                                   int local_rank) {
-  if (kind == BackendKind::Cpu) return make_cpu_backend<float>(cfg.train.threads);
+template <typename A>
+std::unique_ptr<Backend<float, A>> make_float_backend(const Config& cfg, BackendKind kind,
+                                                      int local_rank) {
+  if (kind == BackendKind::Cpu) return make_cpu_backend<float, A>(cfg.train.threads);
 #ifdef MOE_WITH_CUDA
-  return make_cuda_backend(cuda_device_for_rank(local_rank), cfg.train.precision);
+  return make_cuda_backend<A>(cuda_device_for_rank(local_rank));
 #else
   (void)local_rank;
   throw InternalError("make_float_backend: CUDA chosen in a build without CUDA");
 #endif
 }
+
+template std::unique_ptr<Backend<float>> make_float_backend<float>(const Config&, BackendKind,
+                                                                   int);
+template std::unique_ptr<Backend<float, bf16>> make_float_backend<bf16>(const Config&,
+                                                                        BackendKind, int);
 
 }  // namespace moe

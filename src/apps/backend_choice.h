@@ -22,12 +22,12 @@ BackendKind resolve_backend(const Config& cfg);
 // status (empty on the CPU).
 std::string backend_caveat(BackendKind kind);
 
-// The backend of `kind` with fp32 parameters and activations; CUDA on device
-// local_rank % (visible devices), so each rank of a node gets its own GPU.
-// On CUDA, train.precision bfloat16 gives bf16 matmuls over fp32 activations
-// (the CUDA backend's bf16 activations are not written yet).
-std::unique_ptr<Backend<float>> make_float_backend(const Config& cfg, BackendKind kind,
-                                                   int local_rank);
+// The backend of `kind` with fp32 parameters and activations of type A
+// (float or bf16); CUDA on device local_rank % (visible devices), so each
+// rank of a node gets its own GPU.
+template <typename A>
+std::unique_ptr<Backend<float, A>> make_float_backend(const Config& cfg, BackendKind kind,
+                                                      int local_rank);
 
 // The world communicator on GPU memory for a multi-rank CUDA run (NcclComm
 // over the world's ranks, on this rank's device; split it like the host
@@ -40,28 +40,24 @@ std::unique_ptr<Comm> make_device_world_comm(const Config& cfg, BackendKind kind
 // The GPU this rank uses: local_rank % (visible devices). CUDA builds only.
 int cuda_device_for_rank(int local_rank);
 
-// <float>: make_float_backend; <double> (float64 reference runs) and
-// <float, bf16> (bf16 activations): the CPU.
+// <float, A>: make_float_backend; <double> (float64 reference runs): the CPU.
 template <typename T, typename A = T>
 std::unique_ptr<Backend<T, A>> make_backend(const Config& cfg, BackendKind kind, int local_rank) {
-  if constexpr (std::is_same_v<T, float> && std::is_same_v<A, float>)
-    return make_float_backend(cfg, kind, local_rank);
+  if constexpr (std::is_same_v<T, float>)
+    return make_float_backend<A>(cfg, kind, local_rank);
   else
     return make_cpu_backend<T, A>(cfg.train.threads);
 }
 
-// Runs fn.template operator()<T, A>() with the element types train.precision
-// gives on `kind` (backend.h): float64 -> <double, double>; float32 ->
-// <float, float>; bfloat16 -> <float, bf16> on the CPU, and on CUDA
-// <float, float> with bf16 matmuls (make_float_backend). The programs write
-// their run once as a template and call it through this.
+// Runs fn.template operator()<T, A>() with the element types of
+// train.precision (backend.h): float64 -> <double, double>, float32 ->
+// <float, float>, bfloat16 -> <float, bf16>. The programs write their run
+// once as a template and call it through this.
 template <typename Fn>
-decltype(auto) with_element_types(const Config& cfg, BackendKind kind, Fn&& fn) {
+decltype(auto) with_element_types(const Config& cfg, Fn&& fn) {
   switch (cfg.train.precision) {
     case Precision::Float64: return fn.template operator()<double, double>();
-    case Precision::BFloat16:
-      if (kind == BackendKind::Cpu) return fn.template operator()<float, bf16>();
-      return fn.template operator()<float, float>();
+    case Precision::BFloat16: return fn.template operator()<float, bf16>();
     case Precision::Float32: break;
   }
   return fn.template operator()<float, float>();

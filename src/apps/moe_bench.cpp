@@ -130,7 +130,7 @@ int bench(const Args& a) {
   } else {
     device = "cpu, " + std::to_string(cfg.train.threads) + " threads";
   }
-  moe::with_element_types(cfg, kind, [&]<typename T, typename A>() {
+  moe::with_element_types(cfg, [&]<typename T, typename A>() {
     auto be = moe::make_backend<T, A>(cfg, kind, 0);
     backend_name = be->name();
     m = measure<T, A>(cfg, *be, a);

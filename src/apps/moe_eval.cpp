@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
     auto val = moe::make_validation_reader(cfg);
     if (!val) throw moe::InputError("no validation data: pass --data");
     if (batch == 0) batch = cfg.train.micro_batch;
-    nlohmann::json j = moe::with_element_types(cfg, kind, [&]<typename T, typename A>() {
+    nlohmann::json j = moe::with_element_types(cfg, [&]<typename T, typename A>() {
       return evaluate_checkpoint<T, A>(cfg, kind, ckpt, *val, int(batch), max_tokens);
     });
     if (output.empty()) output = (fs::path(ckpt) / "eval.json").string();

@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
     const moe::Communicators comms = moe::make_communicators(*world, topo);
     if (world->size() > 1) spdlog::info("{}", topo.describe());
     const std::string resume_dir = resolve_resume(a, cfg);
-    return moe::with_element_types(cfg, kind, [&]<typename T, typename A>() {
+    return moe::with_element_types(cfg, [&]<typename T, typename A>() {
       return train<T, A>(cfg, kind, mpi.local_rank(), resume_dir, *world, comms);
     });
   });

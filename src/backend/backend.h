@@ -336,11 +336,12 @@ template <typename T, typename A = T>
 std::unique_ptr<Backend<T, A>> make_cpu_backend(int threads = 0);
 
 // Creates the CUDA backend on `device` (defined only in builds with CUDA,
-// MOE_WITH_CUDA). precision Float32: fp32 cuBLAS GEMMs without TF32 (the
-// exact mirror of the CPU backend); BFloat16: bf16 matmul operands with fp32
-// accumulation and fp32 master weights, activations and statistics
-// (src/backend/cuda/bf16_linear.h). Programs choose it through
-// src/apps/backend_choice.h (train.backend).
-std::unique_ptr<Backend<float>> make_cuda_backend(int device, Precision precision);
+// MOE_WITH_CUDA), for A = float (fp32 cuBLAS GEMMs without TF32: the exact
+// mirror of the CPU backend) or A = bf16 (bf16 activations, bf16 matmul
+// operands with fp32 accumulation, fp32 master weights and statistics: the
+// mirror of the CPU's bf16 mode; src/backend/cuda/bf16_linear.h). Programs
+// choose it through src/apps/backend_choice.h (train.backend).
+template <typename A = float>
+std::unique_ptr<Backend<float, A>> make_cuda_backend(int device);
 
 }  // namespace moe

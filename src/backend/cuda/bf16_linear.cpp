@@ -1,5 +1,6 @@
 #include "backend/cuda/bf16_linear.h"
 
+#include <cstdint>
 #include <string>
 
 #include "backend/cuda/cuda_device.h"
@@ -25,7 +26,6 @@ Bf16Linear::Bf16Linear(cudaStream_t stream) : stream_(stream), lt_(stream) {
 
 Bf16Linear::~Bf16Linear() {
   for (auto& [w, c] : weights_) cudaFree(c.bf16);
-  for (auto& s : scratch_) cudaFree(s.p);
   cudaFree(device_ptrs_);
   cublasDestroy(blas_);
 }
@@ -33,7 +33,6 @@ Bf16Linear::~Bf16Linear() {
 size_t Bf16Linear::bytes_held() const {
   size_t b = device_ptrs_capacity_ * sizeof(void*);
   for (const auto& [w, c] : weights_) b += c.n * sizeof(__nv_bfloat16);
-  for (const auto& s : scratch_) b += s.bytes;
   return b;
 }
 
@@ -73,53 +72,33 @@ const __nv_bfloat16* Bf16Linear::weight(const float* W, size_t n) {
   return c.bf16;
 }
 
-// Grown on demand with a synchronize first (queued work may still use the old
-// buffer); sizes settle after the first step, so the step loop does not allocate.
-__nv_bfloat16* Bf16Linear::scratch(int slot, size_t n) {
-  Scratch& s = scratch_[slot];
-  const size_t bytes = n * sizeof(__nv_bfloat16);
-  if (bytes > s.bytes) {
-    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    if (s.p) MOE_CUDA_CHECK(cudaFree(s.p));
-    MOE_CUDA_CHECK(cudaMalloc(&s.p, bytes));
-    s.bytes = bytes;
-  }
-  return static_cast<__nv_bfloat16*>(s.p);
-}
-
-__nv_bfloat16* Bf16Linear::converted(int slot, const float* x, size_t n) {
-  __nv_bfloat16* out = scratch(slot, n);
-  kernels::float_to_bf16(out, x, n, stream_);
-  return out;
-}
-
 void Bf16Linear::gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                       const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta,
-                      float* C, int ldc) {
-  if (lt_.run(ta, tb, m, n, k, A, lda, B, ldb, beta, C, ldc)) return;
+                      void* C, cudaDataType_t c_type, int ldc) {
+  if (lt_.run(ta, tb, m, n, k, A, lda, B, ldb, beta, C, c_type, ldc)) return;
   const float alpha = 1.0f;
   check(cublasGemmEx(blas_, ta, tb, m, n, k, &alpha, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb,
-                     &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                     &beta, C, c_type, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
         "cublasGemmEx (bf16, fallback)");
 }
 
 // ---- dense: row-major y = x W^T mapped onto column-major cuBLASLt ----
 
-void Bf16Linear::forward(float* y, const float* x, const float* W, int N, int I, int O) {
+void Bf16Linear::forward(__nv_bfloat16* y, const __nv_bfloat16* x, const float* W, int N, int I,
+                         int O) {
   const __nv_bfloat16* w = weight(W, size_t(O) * I);
-  const __nv_bfloat16* xb = converted(0, x, size_t(N) * I);
-  gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, xb, I, 0.0f, y, O);
+  gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w, I, x, I, 0.0f, y, CUDA_R_16BF, O);
 }
 
-void Bf16Linear::backward(float* dx, float* dW, const float* dy, const float* x, const float* W,
-                          int N, int I, int O, bool accumulate_dx) {
-  const __nv_bfloat16* dyb = converted(0, dy, size_t(N) * O);
+void Bf16Linear::backward(__nv_bfloat16* dx, float* dW, const __nv_bfloat16* dy,
+                          const __nv_bfloat16* x, const float* W, int N, int I, int O,
+                          bool accumulate_dx) {
   if (dx) {
     const __nv_bfloat16* w = weight(W, size_t(O) * I);
-    gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dyb, O, accumulate_dx ? 1.0f : 0.0f, dx, I);
+    gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w, I, dy, O, accumulate_dx ? 1.0f : 0.0f, dx,
+         CUDA_R_16BF, I);
   }
-  const __nv_bfloat16* xb = converted(1, x, size_t(N) * I);
-  gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, xb, I, dyb, O, 1.0f, dW, I);
+  gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dy, O, 1.0f, dW, CUDA_R_32F, I);
 }
 
 // ---- routed experts: one grouped GEMM per projection and pass ----
@@ -176,54 +155,47 @@ void Bf16Linear::grouped_gemm(cublasOperation_t ta, cublasOperation_t tb, int ld
         "cublasGemmGroupedBatchedEx (bf16)");
 }
 
-void Bf16Linear::grouped_forward(float* y, const float* x, const float* W,
+void Bf16Linear::grouped_forward(__nv_bfloat16* y, const __nv_bfloat16* x, const float* W,
                                  const int64_t* offsets_host, int groups, int I, int O) {
   const int64_t r_begin = offsets_host[0], rows = offsets_host[groups] - r_begin;
   if (rows == 0) return;
   const __nv_bfloat16* w = weight(W, size_t(groups) * O * I);
-  const __nv_bfloat16* xb = converted(0, x + r_begin * I, size_t(rows) * I);
-  __nv_bfloat16* yb = scratch(1, size_t(rows) * O);
   std::vector<Problem> problems;
   for (int g = 0; g < groups; ++g) {
-    const int64_t r0 = offsets_host[g] - r_begin, n = offsets_host[g + 1] - offsets_host[g];
+    const int64_t r0 = offsets_host[g], n = offsets_host[g + 1] - r0;
     if (n > 0)  // y_g^T (O x n) = W_g (read as I x O, transposed) x_g^T (I x n)
-      problems.push_back({O, int(n), I, w + size_t(g) * O * I, xb + r0 * I, yb + r0 * O});
+      problems.push_back({O, int(n), I, w + size_t(g) * O * I, x + r0 * I, y + r0 * O});
   }
   grouped_gemm(CUBLAS_OP_T, CUBLAS_OP_N, I, I, O, problems);
-  kernels::bf16_to_float(y + r_begin * O, yb, size_t(rows) * O, false, stream_);
 }
 
-void Bf16Linear::grouped_backward(float* dx, float* dW, const float* dy, const float* x,
-                                  const float* W, const int64_t* offsets_host, int groups, int I,
-                                  int O) {
+void Bf16Linear::grouped_backward(__nv_bfloat16* dx, float* dW, const __nv_bfloat16* dy,
+                                  const __nv_bfloat16* x, const float* W,
+                                  const int64_t* offsets_host, int groups, int I, int O) {
   const int64_t r_begin = offsets_host[0], rows = offsets_host[groups] - r_begin;
   if (rows == 0) return;
-  const __nv_bfloat16* dyb = converted(0, dy + r_begin * O, size_t(rows) * O);
   if (dx) {
     const __nv_bfloat16* w = weight(W, size_t(groups) * O * I);
-    __nv_bfloat16* dxb = scratch(2, size_t(rows) * I);
     std::vector<Problem> problems;
     for (int g = 0; g < groups; ++g) {
-      const int64_t r0 = offsets_host[g] - r_begin, n = offsets_host[g + 1] - offsets_host[g];
+      const int64_t r0 = offsets_host[g], n = offsets_host[g + 1] - r0;
       if (n > 0)  // dx_g^T (I x n) = W_g (I x O) dy_g^T (O x n)
-        problems.push_back({I, int(n), O, w + size_t(g) * O * I, dyb + r0 * O, dxb + r0 * I});
+        problems.push_back({I, int(n), O, w + size_t(g) * O * I, dy + r0 * O, dx + r0 * I});
     }
     grouped_gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, O, I, problems);
-    kernels::bf16_to_float(dx + r_begin * I, dxb, size_t(rows) * I, false, stream_);
   }
-  // dW_g^T (I x O) = x_g^T (I x n) dy_g (n x O), into a zeroed bf16 buffer so
-  // experts without tokens add exactly 0 in the one accumulate pass below.
-  const __nv_bfloat16* xb = converted(1, x + r_begin * I, size_t(rows) * I);
-  const size_t w_elems = size_t(groups) * O * I;
-  __nv_bfloat16* dWb = scratch(3, w_elems);
-  MOE_CUDA_CHECK(cudaMemsetAsync(dWb, 0, w_elems * sizeof(__nv_bfloat16), stream_));
-  std::vector<Problem> problems;
+  // dW_g^T (I x O) += x_g^T (I x n) dy_g (n x O), in fp32 into the gradient
+  // itself: one cublasGemmEx per expert with tokens (the grouped API has no
+  // fp32 output for bf16 inputs). Experts without tokens add nothing.
+  const float one = 1.0f;
   for (int g = 0; g < groups; ++g) {
-    const int64_t r0 = offsets_host[g] - r_begin, n = offsets_host[g + 1] - offsets_host[g];
-    if (n > 0) problems.push_back({I, O, int(n), xb + r0 * I, dyb + r0 * O, dWb + size_t(g) * O * I});
+    const int64_t r0 = offsets_host[g], n = offsets_host[g + 1] - r0;
+    if (n == 0) continue;
+    check(cublasGemmEx(blas_, CUBLAS_OP_N, CUBLAS_OP_T, I, O, int(n), &one, x + r0 * I,
+                       CUDA_R_16BF, I, dy + r0 * O, CUDA_R_16BF, O, &one, dW + size_t(g) * O * I,
+                       CUDA_R_32F, I, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+          "cublasGemmEx (expert dW, bf16 -> fp32)");
   }
-  grouped_gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, I, problems);
-  kernels::bf16_to_float(dW, dWb, w_elems, true, stream_);
 }
 
 }  // namespace moe

@@ -1,18 +1,17 @@
-// The bf16 matmul path of the CUDA backend (train.precision: bfloat16).
-//
-// Master weights, gradients and activations stay fp32 in backend memory; each
-// matmul reads bf16 operands and accumulates in fp32 on tensor cores:
+// The matmuls of bf16 training on the CUDA backend (train.precision:
+// bfloat16): activations are bf16 in memory, weights fp32 masters.
 // - weights: a bf16 copy per weight tensor, made on first use and remade only
 //   after something writes to the fp32 master (the backend reports every such
 //   write through invalidate(); in training that is the optimizer step), so a
 //   step converts each weight once, not once per micro-batch;
-// - activations and output gradients: converted into scratch buffers just
-//   before their matmul;
-// - dense layers: cuBLASLt with fp32 output, so dW accumulates in fp32;
-// - routed experts: one cublasGemmGroupedBatchedEx per projection and pass
-//   (experts with no tokens are left out of the call). That API writes bf16
-//   only, so expert outputs and per-micro-batch expert weight gradients are
-//   rounded to bf16 once before they are added to their fp32 destination.
+// - dense layers: cuBLASLt, bf16 operands, fp32 accumulation, bf16 outputs
+//   (activations and their gradients, rounded once) and fp32 weight
+//   gradients accumulated in place (beta = 1);
+// - routed experts: one cublasGemmGroupedBatchedEx per projection for the
+//   outputs and the input gradients (experts with no tokens left out), and
+//   one cublasGemmEx per expert for the weight gradients, which accumulate in
+//   fp32 straight into the gradient buffer (never rounded to bf16).
+// The router's matmul stays fp32 (CudaBackend, not here).
 #pragma once
 
 #include <cublas_v2.h>
@@ -35,20 +34,21 @@ class Bf16Linear {
   Bf16Linear& operator=(const Bf16Linear&) = delete;
 
   // The Backend ops of the same names (see backend.h for the contracts).
-  void forward(float* y, const float* x, const float* W, int N, int I, int O);
-  void backward(float* dx, float* dW, const float* dy, const float* x, const float* W, int N,
-                int I, int O, bool accumulate_dx);
-  void grouped_forward(float* y, const float* x, const float* W, const int64_t* offsets_host,
-                       int groups, int I, int O);
-  void grouped_backward(float* dx, float* dW, const float* dy, const float* x, const float* W,
-                        const int64_t* offsets_host, int groups, int I, int O);
+  void forward(__nv_bfloat16* y, const __nv_bfloat16* x, const float* W, int N, int I, int O);
+  void backward(__nv_bfloat16* dx, float* dW, const __nv_bfloat16* dy, const __nv_bfloat16* x,
+                const float* W, int N, int I, int O, bool accumulate_dx);
+  void grouped_forward(__nv_bfloat16* y, const __nv_bfloat16* x, const float* W,
+                       const int64_t* offsets_host, int groups, int I, int O);
+  void grouped_backward(__nv_bfloat16* dx, float* dW, const __nv_bfloat16* dy,
+                        const __nv_bfloat16* x, const float* W, const int64_t* offsets_host,
+                        int groups, int I, int O);
 
   // [p, p + bytes) of backend memory was (or is about to be) written: bf16
   // copies of weights overlapping it are stale.
   void invalidate(const void* p, size_t bytes);
   // [p, p + bytes) is being freed: forget copies of weights inside it.
   void forget(const void* p, size_t bytes);
-  // Device bytes held by bf16 weight copies and scratch buffers.
+  // Device bytes held by bf16 weight copies and the grouped calls' pointer arrays.
   size_t bytes_held() const;
 
  private:
@@ -56,10 +56,6 @@ class Bf16Linear {
     size_t n = 0;
     __nv_bfloat16* bf16 = nullptr;
     bool fresh = false;
-  };
-  struct Scratch {
-    void* p = nullptr;
-    size_t bytes = 0;
   };
   // One GEMM of a grouped call; pointers are device memory.
   struct Problem {
@@ -70,14 +66,12 @@ class Bf16Linear {
   };
 
   const __nv_bfloat16* weight(const float* W, size_t n);
-  __nv_bfloat16* scratch(int slot, size_t n);
-  __nv_bfloat16* converted(int slot, const float* x, size_t n);
-  // One dense bf16 x bf16 -> fp32 GEMM: cuBLASLt, or cublasGemmEx for a shape
-  // cuBLASLt has no algorithm for.
+  // One dense bf16 x bf16 GEMM into C of c_type: cuBLASLt, or cublasGemmEx
+  // for a shape cuBLASLt has no algorithm for.
   void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-            const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta,
-            float* C, int ldc);
-  // Every problem shares ta, tb, lda, ldb and ldc; alpha 1, beta 0.
+            const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta, void* C,
+            cudaDataType_t c_type, int ldc);
+  // Every problem shares ta, tb, lda, ldb and ldc; alpha 1, beta 0, bf16 C.
   void grouped_gemm(cublasOperation_t ta, cublasOperation_t tb, int lda, int ldb, int ldc,
                     const std::vector<Problem>& problems);
 
@@ -85,7 +79,6 @@ class Bf16Linear {
   LtMatmul lt_;
   cublasHandle_t blas_ = nullptr;  // default math: tensor cores for the grouped GEMMs
   std::map<const void*, WeightCopy> weights_;
-  Scratch scratch_[4];
   void** device_ptrs_ = nullptr;  // A, B, C pointer arrays of a grouped call
   size_t device_ptrs_capacity_ = 0;
 };

@@ -1,16 +1,18 @@
-// The CUDA backend: Backend<float> over the kernels in kernels/ and cuBLAS,
-// all on one stream. Two matmul precisions (make_cuda_backend):
-// - Float32: cuBLAS SGEMM without TF32, the exact mirror of the CPU backend,
-//   so the GPU path can be checked op by op and step by step against it
-//   (tests/test_gpu_backend.cpp);
-// - BFloat16: bf16 operands, fp32 accumulation (Bf16Linear: cuBLASLt for
-//   dense layers, one grouped GEMM per expert projection); the router's
-//   matmul stays fp32 either way.
+// The CUDA backend: Backend<float, A> over the kernels in kernels/ and
+// cuBLAS, all on one stream, for the two activation types:
+// - A = float (train.precision float32): cuBLAS SGEMM without TF32, the exact
+//   mirror of the CPU backend, so the GPU path can be checked op by op and
+//   step by step against it (tests/test_gpu_backend.cpp);
+// - A = bf16 (bfloat16): activations bf16 in memory, matmuls on bf16
+//   operands with fp32 accumulation (Bf16Linear), everything else computed
+//   in fp32; the mirror of the CPU backend's bf16 mode. The router's matmul
+//   stays fp32 SGEMM (its bf16 input widened exactly into staging).
 // Phase timing (moe-bench) uses CUDA events on the stream.
 #include <cublas_v2.h>
 
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -26,18 +28,27 @@ namespace {
 
 void check(cublasStatus_t st, const char* what) { cublas_check(int(st), what); }
 
-class CudaBackend final : public Backend<float> {
+// Backend element pointers as the kernels' types (moe::bf16 and CUDA's
+// __nv_bfloat16 share their bits).
+float* dev(float* p) { return p; }
+const float* dev(const float* p) { return p; }
+__nv_bfloat16* dev(bf16* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
+const __nv_bfloat16* dev(const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
+
+template <typename A>
+class CudaBackend final : public Backend<float, A> {
+  static constexpr bool kBf16 = is_bf16_v<A>;
+  using Base = Backend<float, A>;
+
  public:
-  CudaBackend(int device, Precision precision) {
-    if (precision == Precision::Float64)
-      throw ConfigError("config: train.precision: float64 runs on the CPU backend only");
+  explicit CudaBackend(int device) {
     MOE_CUDA_CHECK(cudaSetDevice(device));
     MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     check(cublasCreate(&blas_), "create");
     check(cublasSetStream(blas_, stream_), "set stream");
     // Full fp32: no TF32 shortcuts, so results match the CPU reference.
     check(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH), "math mode");
-    if (precision == Precision::BFloat16) bf16_ = std::make_unique<Bf16Linear>(stream_);
+    if constexpr (kBf16) bf16_ = std::make_unique<Bf16Linear>(stream_);
   }
   ~CudaBackend() override {
     for (cudaEvent_t e : event_pool_) cudaEventDestroy(e);
@@ -45,6 +56,7 @@ class CudaBackend final : public Backend<float> {
     if (last_mark_) cudaEventDestroy(last_mark_);
     bf16_.reset();
     if (workspace_) cudaFree(workspace_);
+    for (auto& st : staging_) cudaFree(st.p);
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
   }
@@ -52,10 +64,10 @@ class CudaBackend final : public Backend<float> {
 
   // ---- memory accounting: the bf16 weight copies and scratch count too ----
   size_t current_bytes() const override {
-    return Backend<float>::current_bytes() + (bf16_ ? bf16_->bytes_held() : 0);
+    return Base::current_bytes() + held_bytes();
   }
-  size_t peak_bytes() const override {  // bf16 buffers only grow, so peak + now held
-    return Backend<float>::peak_bytes() + (bf16_ ? bf16_->bytes_held() : 0);
+  size_t peak_bytes() const override {  // held buffers only grow, so peak + now held
+    return Base::peak_bytes() + held_bytes();
   }
 
   // ---- memory ----
@@ -64,12 +76,12 @@ class CudaBackend final : public Backend<float> {
     MOE_CUDA_CHECK(cudaMalloc(&p, bytes == 0 ? 1 : bytes));
     MOE_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes == 0 ? 1 : bytes, stream_));
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    count_alloc(p, bytes);
+    this->count_alloc(p, bytes);
     return p;
   }
   void free_bytes(void* p) override {
-    if (bf16_) bf16_->forget(p, allocation_size(p));
-    count_free(p);
+    if (bf16_) bf16_->forget(p, this->allocation_size(p));
+    this->count_free(p);
     cudaFree(p);
   }
   // Every op below that can write a weight (a parameter region) tells the
@@ -114,44 +126,68 @@ class CudaBackend final : public Backend<float> {
 
   // ---- linear layers (row-major through column-major cuBLAS) ----
   // y[N,O] = x W^T  <=>  y^T (O x N) = W^T' x^T with W read as I x O.
-  void linear_forward(float* y, const float* x, const float* W, int N, int I, int O) override {
-    if (bf16_) return bf16_->forward(y, x, W, N, I, O);
-    linear_forward_fp32(y, x, W, N, I, O);
+  void linear_forward(A* y, const A* x, const float* W, int N, int I, int O) override {
+    if constexpr (kBf16)
+      bf16_->forward(dev(y), dev(x), W, N, I, O);
+    else
+      sgemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, y, O);
   }
-  void linear_backward(float* dx, float* dW, const float* dy, const float* x, const float* W,
-                       int N, int I, int O, bool accumulate_dx) override {
-    if (bf16_) return bf16_->backward(dx, dW, dy, x, W, N, I, O, accumulate_dx);
-    linear_backward_fp32(dx, dW, dy, x, W, N, I, O, accumulate_dx);
+  void linear_backward(A* dx, float* dW, const A* dy, const A* x, const float* W, int N, int I,
+                       int O, bool accumulate_dx) override {
+    if constexpr (kBf16) {
+      bf16_->backward(dx ? dev(dx) : nullptr, dW, dev(dy), dev(x), W, N, I, O, accumulate_dx);
+    } else {
+      if (dx)
+        sgemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);
+      sgemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dy, O, 1.0f, dW, I);
+    }
   }
-  void linear_forward_fp32(float* y, const float* x, const float* W, int N, int I,
-                           int O) override {
-    gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, y, O);
+  // The router: fp32 SGEMM; a bf16 input is widened (exactly) into staging
+  // first, and a bf16 dx gets the fp32 product added with one rounding.
+  void linear_forward_fp32(float* y, const A* x, const float* W, int N, int I, int O) override {
+    sgemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, widened(0, x, size_t(N) * I), I, 0.0f, y, O);
   }
-  void linear_backward_fp32(float* dx, float* dW, const float* dy, const float* x, const float* W,
-                            int N, int I, int O, bool accumulate_dx) override {
-    if (dx) gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);
-    gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dy, O, 1.0f, dW, I);
+  void linear_backward_fp32(A* dx, float* dW, const float* dy, const A* x, const float* W, int N,
+                            int I, int O, bool accumulate_dx) override {
+    if (dx) {
+      if constexpr (kBf16) {
+        float* dxf = staging<float>(1, size_t(N) * I);
+        sgemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, 0.0f, dxf, I);
+        if (accumulate_dx)
+          kernels::bf16_add_float(dev(dx), dxf, size_t(N) * I, stream_);
+        else
+          kernels::float_to_bf16(dev(dx), dxf, size_t(N) * I, stream_);
+      } else {
+        sgemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);
+      }
+    }
+    sgemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, widened(0, x, size_t(N) * I), I, dy, O, 1.0f, dW, I);
   }
   // fp32: one SGEMM per expert with tokens (the exact reference); bf16: one
   // grouped GEMM for all experts.
-  void grouped_linear_forward(float* y, const float* x, const float* W,
-                              const int64_t* offsets_host, int groups, int I, int O) override {
-    if (bf16_) return bf16_->grouped_forward(y, x, W, offsets_host, groups, I, O);
-    for (int g = 0; g < groups; ++g) {
-      const int64_t r0 = offsets_host[g], rows = offsets_host[g + 1] - r0;
-      if (rows > 0)
-        linear_forward_fp32(y + r0 * O, x + r0 * I, W + size_t(g) * O * I, int(rows), I, O);
+  void grouped_linear_forward(A* y, const A* x, const float* W, const int64_t* offsets_host,
+                              int groups, int I, int O) override {
+    if constexpr (kBf16) {
+      bf16_->grouped_forward(dev(y), dev(x), W, offsets_host, groups, I, O);
+    } else {
+      for (int g = 0; g < groups; ++g) {
+        const int64_t r0 = offsets_host[g], rows = offsets_host[g + 1] - r0;
+        if (rows > 0) linear_forward(y + r0 * O, x + r0 * I, W + size_t(g) * O * I, int(rows), I, O);
+      }
     }
   }
-  void grouped_linear_backward(float* dx, float* dW, const float* dy, const float* x,
-                               const float* W, const int64_t* offsets_host, int groups, int I,
-                               int O) override {
-    if (bf16_) return bf16_->grouped_backward(dx, dW, dy, x, W, offsets_host, groups, I, O);
-    for (int g = 0; g < groups; ++g) {
-      const int64_t r0 = offsets_host[g], rows = offsets_host[g + 1] - r0;
-      if (rows > 0)
-        linear_backward_fp32(dx ? dx + r0 * I : nullptr, dW + size_t(g) * O * I, dy + r0 * O,
-                        x + r0 * I, W + size_t(g) * O * I, int(rows), I, O, false);
+  void grouped_linear_backward(A* dx, float* dW, const A* dy, const A* x, const float* W,
+                               const int64_t* offsets_host, int groups, int I, int O) override {
+    if constexpr (kBf16) {
+      bf16_->grouped_backward(dx ? dev(dx) : nullptr, dW, dev(dy), dev(x), W, offsets_host, groups,
+                              I, O);
+    } else {
+      for (int g = 0; g < groups; ++g) {
+        const int64_t r0 = offsets_host[g], rows = offsets_host[g + 1] - r0;
+        if (rows > 0)
+          linear_backward(dx ? dx + r0 * I : nullptr, dW + size_t(g) * O * I, dy + r0 * O,
+                          x + r0 * I, W + size_t(g) * O * I, int(rows), I, O, false);
+      }
     }
   }
 
@@ -164,46 +200,65 @@ class CudaBackend final : public Backend<float> {
                           int D) override {
     kernels::embedding_backward(dtable, dy, tokens, N, D, stream_);
   }
-  void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int N, int D,
+  void rmsnorm_forward(A* y, float* rstd, const float* x, const float* w, int N, int D,
                        double eps) override {
-    kernels::rmsnorm_forward(y, rstd, x, w, N, D, float(eps), stream_);
+    kernels::rmsnorm_forward(dev(y), rstd, x, w, N, D, float(eps), stream_);
   }
-  void residual_rmsnorm_forward(float* sum, float* y, float* rstd, const float* resid,
-                                const float* delta, const float* w, int N, int D,
-                                double eps) override {
-    kernels::residual_rmsnorm_forward(sum, y, rstd, resid, delta, w, N, D, float(eps), stream_);
+  void residual_rmsnorm_forward(float* sum, A* y, float* rstd, const float* resid, const A* delta,
+                                const float* w, int N, int D, double eps) override {
+    kernels::residual_rmsnorm_forward(sum, dev(y), rstd, resid, dev(delta), w, N, D, float(eps),
+                                      stream_);
   }
-  void rmsnorm_backward(float* dx, float* dx_act, float* dw, const float* dy, const float* x,
+  void rmsnorm_backward(float* dx, A* dx_act, float* dw, const A* dy, const float* x,
                         const float* w, const float* rstd, int N, int D) override {
     const size_t ws = kernels::rmsnorm_backward_workspace_bytes(N, D);
-    kernels::rmsnorm_backward(dx, dw, dy, x, w, rstd, N, D, workspace(ws), ws, stream_);
-    if (dx_act) copy(dx_act, dx, size_t(N) * D * sizeof(float));
+    kernels::rmsnorm_backward(dx, dx_act ? dev(dx_act) : nullptr, dw, dev(dy), x, w, rstd, N, D,
+                              workspace(ws), ws, stream_);
   }
 
   // ---- attention ----
-  void rope_forward(float* qkv, int B, int S, int H, int hd, double theta) override {
-    kernels::rope_forward(qkv, B, S, H, hd, theta, stream_);
+  void rope_forward(A* qkv, int B, int S, int H, int hd, double theta) override {
+    kernels::rope_forward(dev(qkv), B, S, H, hd, theta, stream_);
   }
-  void rope_backward(float* dqkv, int B, int S, int H, int hd, double theta) override {
-    kernels::rope_backward(dqkv, B, S, H, hd, theta, stream_);
+  void rope_backward(A* dqkv, int B, int S, int H, int hd, double theta) override {
+    kernels::rope_backward(dev(dqkv), B, S, H, hd, theta, stream_);
   }
-  void attention_forward(float* out, float* lse, const float* qkv, int B, int S, int H,
+  // bf16: the fp32 flash kernel over widened copies (staging), rounded once
+  // on the way out.
+  void attention_forward(A* out, float* lse, const A* qkv, int B, int S, int H,
                          int hd) override {
-    kernels::attention_forward(out, lse, qkv, B, S, H, hd, stream_);
+    const size_t n_qkv = size_t(B) * S * 3 * H * hd, n_out = size_t(B) * S * H * hd;
+    if constexpr (kBf16) {
+      float* outf = staging<float>(1, n_out);
+      kernels::attention_forward(outf, lse, widened(0, qkv, n_qkv), B, S, H, hd, stream_);
+      kernels::float_to_bf16(dev(out), outf, n_out, stream_);
+    } else {
+      (void)n_qkv, (void)n_out;
+      kernels::attention_forward(out, lse, qkv, B, S, H, hd, stream_);
+    }
   }
-  void attention_backward(float* dqkv, const float* dout, const float* out, const float* lse,
-                          const float* qkv, int B, int S, int H, int hd) override {
+  void attention_backward(A* dqkv, const A* dout, const A* out, const float* lse, const A* qkv,
+                          int B, int S, int H, int hd) override {
     const size_t ws = kernels::attention_backward_workspace_bytes(B, S, H);
-    kernels::attention_backward(dqkv, dout, out, lse, qkv, B, S, H, hd, workspace(ws), ws,
-                                stream_);
+    const size_t n_qkv = size_t(B) * S * 3 * H * hd, n_out = size_t(B) * S * H * hd;
+    if constexpr (kBf16) {
+      float* dqkvf = staging<float>(3, n_qkv);
+      kernels::attention_backward(dqkvf, widened(1, dout, n_out), widened(2, out, n_out), lse,
+                                  widened(0, qkv, n_qkv), B, S, H, hd, workspace(ws), ws, stream_);
+      kernels::float_to_bf16(dev(dqkv), dqkvf, n_qkv, stream_);
+    } else {
+      (void)n_qkv, (void)n_out;
+      kernels::attention_backward(dqkv, dout, out, lse, qkv, B, S, H, hd, workspace(ws), ws,
+                                  stream_);
+    }
   }
 
   // ---- SwiGLU ----
-  void swiglu_forward(float* h, const float* a13, int N, int F) override {
-    kernels::swiglu_forward(h, a13, N, F, stream_);
+  void swiglu_forward(A* h, const A* a13, int N, int F) override {
+    kernels::swiglu_forward(dev(h), dev(a13), N, F, stream_);
   }
-  void swiglu_backward(float* da13, const float* dh, const float* a13, int N, int F) override {
-    kernels::swiglu_backward(da13, dh, a13, N, F, stream_);
+  void swiglu_backward(A* da13, const A* dh, const A* a13, int N, int F) override {
+    kernels::swiglu_backward(dev(da13), dev(dh), dev(a13), N, F, stream_);
   }
 
   // ---- router ----
@@ -246,32 +301,32 @@ class CudaBackend final : public Backend<float> {
                            stream_);
     to_host(counts_host, counts, size_t(E) * sizeof(int64_t));
   }
-  void permute_rows(float* xp, const float* x, const int32_t* row_of_slot, int N, int K,
+  void permute_rows(A* xp, const A* x, const int32_t* row_of_slot, int N, int K,
                     int D) override {
-    kernels::permute_rows(xp, x, row_of_slot, N, K, D, stream_);
+    kernels::permute_rows(dev(xp), dev(x), row_of_slot, N, K, D, stream_);
   }
-  void permute_rows_backward(float* dx, const float* dxp, const int32_t* row_of_slot, int N,
-                             int K, int D) override {
-    kernels::permute_rows_backward(dx, dxp, row_of_slot, N, K, D, stream_);
+  void permute_rows_backward(A* dx, const A* dxp, const int32_t* row_of_slot, int N, int K,
+                             int D) override {
+    kernels::permute_rows_backward(dev(dx), dev(dxp), row_of_slot, N, K, D, stream_);
   }
-  void combine_forward(float* y, const float* yp, const float* gates, const int32_t* row_of_slot,
-                       int N, int K, int D) override {
-    kernels::combine_forward(y, yp, gates, row_of_slot, N, K, D, stream_);
+  void combine_forward(A* y, const A* yp, const float* gates, const int32_t* row_of_slot, int N,
+                       int K, int D) override {
+    kernels::combine_forward(dev(y), dev(yp), gates, row_of_slot, N, K, D, stream_);
   }
-  void combine_backward(float* dyp, float* dgates, const float* dy, const float* yp,
-                        const float* gates, const int32_t* row_of_slot, int N, int K,
-                        int D) override {
-    kernels::combine_backward(dyp, dgates, dy, yp, gates, row_of_slot, N, K, D, stream_);
+  void combine_backward(A* dyp, float* dgates, const A* dy, const A* yp, const float* gates,
+                        const int32_t* row_of_slot, int N, int K, int D) override {
+    kernels::combine_backward(dev(dyp), dgates, dev(dy), dev(yp), gates, row_of_slot, N, K, D,
+                              stream_);
   }
-  void gather_rows(float* dst, const float* src, const int32_t* index, int64_t rows,
-                   int D) override {
-    kernels::gather_rows(dst, src, index, rows, D, stream_);
+  void gather_rows(A* dst, const A* src, const int32_t* index, int64_t rows, int D) override {
+    kernels::gather_rows(dev(dst), dev(src), index, rows, D, stream_);
   }
 
   // ---- loss, optimizer ----
-  void cross_entropy(float* losses, float* dlogits, const float* logits, const int32_t* targets,
-                     int N, int V, double grad_scale) override {
-    kernels::cross_entropy(losses, dlogits, logits, targets, N, V, grad_scale, stream_);
+  void cross_entropy(float* losses, A* dlogits, const A* logits, const int32_t* targets, int N,
+                     int V, double grad_scale) override {
+    kernels::cross_entropy(losses, dlogits ? dev(dlogits) : nullptr, dev(logits), targets, N, V,
+                           grad_scale, stream_);
   }
   void adamw_step(float* params, const float* grads, float* m, float* v, size_t n,
                   const AdamWParams& p) override {
@@ -336,10 +391,43 @@ class CudaBackend final : public Backend<float> {
     marks_.clear();
   }
 
-  void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* A,
-            int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  void sgemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* a,
+             int lda, const float* b, int ldb, float beta, float* c, int ldc) {
     const float alpha = 1.0f;
-    check(cublasSgemm(blas_, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc), "sgemm");
+    check(cublasSgemm(blas_, ta, tb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc), "sgemm");
+  }
+  // Device buffers of fp32 staging for bf16 activations, one per slot, grown
+  // on demand with a synchronize first (queued work may still read the old
+  // one); sizes settle in the first step, so the step loop does not allocate.
+  template <typename U>
+  U* staging(int slot, size_t n) {
+    Staging& st = staging_[slot];
+    const size_t bytes = n * sizeof(U);
+    if (bytes > st.bytes) {
+      MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      if (st.p) MOE_CUDA_CHECK(cudaFree(st.p));
+      st.p = nullptr;
+      st.bytes = 0;
+      MOE_CUDA_CHECK(cudaMalloc(&st.p, bytes));
+      st.bytes = bytes;
+    }
+    return static_cast<U*>(st.p);
+  }
+  // x as fp32: itself, or (bf16) its exact widening in staging slot `slot`.
+  const float* widened(int slot, const A* x, size_t n) {
+    if constexpr (kBf16) {
+      float* f = staging<float>(slot, n);
+      kernels::bf16_to_float(f, dev(x), n, false, stream_);
+      return f;
+    } else {
+      (void)slot, (void)n;
+      return x;
+    }
+  }
+  size_t held_bytes() const {
+    size_t b = bf16_ ? bf16_->bytes_held() : 0;
+    for (const auto& st : staging_) b += st.bytes;
+    return b;
   }
   void written(const void* p, size_t bytes) {
     if (bf16_) bf16_->invalidate(p, bytes);
@@ -360,7 +448,12 @@ class CudaBackend final : public Backend<float> {
   cublasHandle_t blas_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  std::unique_ptr<Bf16Linear> bf16_;  // null: fp32 matmuls
+  std::unique_ptr<Bf16Linear> bf16_;  // A = bf16 only
+  struct Staging {
+    void* p = nullptr;
+    size_t bytes = 0;
+  };
+  Staging staging_[4];
   // Phase timing: the interval start and the marks not yet collected.
   cudaEvent_t last_mark_ = nullptr;
   std::vector<std::pair<Phase, cudaEvent_t>> marks_;
@@ -370,8 +463,12 @@ class CudaBackend final : public Backend<float> {
 
 }  // namespace
 
-std::unique_ptr<Backend<float>> make_cuda_backend(int device, Precision precision) {
-  return std::make_unique<CudaBackend>(device, precision);
+template <typename A>
+std::unique_ptr<Backend<float, A>> make_cuda_backend(int device) {
+  return std::make_unique<CudaBackend<A>>(device);
 }
+
+template std::unique_ptr<Backend<float>> make_cuda_backend<float>(int);
+template std::unique_ptr<Backend<float, bf16>> make_cuda_backend<bf16>(int);
 
 }  // namespace moe

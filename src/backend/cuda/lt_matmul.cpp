@@ -40,7 +40,7 @@ LtMatmul::~LtMatmul() {
 
 const LtMatmul::Plan& LtMatmul::plan(const Key& key) {
   if (auto it = plans_.find(key); it != plans_.end()) return it->second;
-  const auto [ta, tb, m, n, k, lda, ldb, ldc, c_align] = key;
+  const auto [ta, tb, m, n, k, lda, ldb, ldc, c_align, c_type] = key;
   Plan p;
   check(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
   const int32_t opa = ta, opb = tb;
@@ -52,7 +52,7 @@ const LtMatmul::Plan& LtMatmul::plan(const Key& key) {
   const bool na = ta == CUBLAS_OP_N, nb = tb == CUBLAS_OP_N;
   check(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, na ? m : k, na ? k : m, lda), "layout A");
   check(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, nb ? k : n, nb ? n : k, ldb), "layout B");
-  check(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, m, n, ldc), "layout C");
+  check(cublasLtMatrixLayoutCreate(&p.c, cudaDataType_t(c_type), m, n, ldc), "layout C");
 
   cublasLtMatmulPreference_t pref = nullptr;
   check(cublasLtMatmulPreferenceCreate(&pref), "preference");
@@ -80,16 +80,17 @@ const LtMatmul::Plan& LtMatmul::plan(const Key& key) {
 
 bool LtMatmul::run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                    const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta,
-                   float* C, int ldc) {
+                   void* C, cudaDataType_t c_type, int ldc) {
   if (m == 0 || n == 0) return true;
   if (k == 0) {  // empty sum: C = beta * C
     if (beta == 0.0f) {
-      MOE_CUDA_CHECK(cudaMemset2DAsync(C, size_t(ldc) * sizeof(float), 0, size_t(m) * sizeof(float),
-                                       size_t(n), stream_));
+      const size_t elem = c_type == CUDA_R_32F ? sizeof(float) : sizeof(__nv_bfloat16);
+      MOE_CUDA_CHECK(cudaMemset2DAsync(C, size_t(ldc) * elem, 0, size_t(m) * elem, size_t(n),
+                                       stream_));
     }
     return true;  // beta is 0 or 1 in this code base
   }
-  const Plan& p = plan({int(ta), int(tb), m, n, k, lda, ldb, ldc, alignment_of(C)});
+  const Plan& p = plan({int(ta), int(tb), m, n, k, lda, ldb, ldc, alignment_of(C), int(c_type)});
   if (!p.found) return false;
   const float alpha = 1.0f;
   check(cublasLtMatmul(handle_, p.desc, &alpha, A, p.a, B, p.b, &beta, C, p.c, C, p.c, &p.algo,

@@ -1,5 +1,6 @@
-// bf16 x bf16 -> fp32 matmuls through cuBLASLt: tensor cores, fp32
-// accumulation, fp32 output (so gradients accumulate in fp32 with beta = 1).
+// bf16 x bf16 matmuls through cuBLASLt: tensor cores, fp32 accumulation, and
+// an fp32 output (weight gradients, accumulated with beta = 1) or a bf16 one
+// (activations, rounded once from the fp32 accumulator).
 //
 // Column-major like BLAS (the backend maps its row-major ops onto it). One
 // plan (descriptors + the heuristic's algorithm) per shape and output
@@ -23,13 +24,13 @@ class LtMatmul {
   LtMatmul(const LtMatmul&) = delete;
   LtMatmul& operator=(const LtMatmul&) = delete;
 
-  // C[m,n] = op(A) op(B) + beta * C; op(A) is m x k, op(B) k x n. A and B must
-  // be 16-byte aligned (the backend's own bf16 buffers are 256-aligned).
+  // C[m,n] = op(A) op(B) + beta * C; op(A) is m x k, op(B) k x n; C of type
+  // c_type (CUDA_R_32F or CUDA_R_16BF). A and B must be 16-byte aligned.
   // Returns false, having done nothing, when cuBLASLt has no algorithm for
   // this shape (odd leading dimensions can have none); the caller falls back.
   bool run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-           const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta,
-           float* C, int ldc);
+           const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta, void* C,
+           cudaDataType_t c_type, int ldc);
 
  private:
   struct Plan {
@@ -38,8 +39,8 @@ class LtMatmul {
     cublasLtMatmulAlgo_t algo{};
     bool found = false;  // the heuristic returned an algorithm
   };
-  // (ta, tb, m, n, k, lda, ldb, ldc, alignment of C in bytes)
-  using Key = std::tuple<int, int, int, int, int, int, int, int, int>;
+  // (ta, tb, m, n, k, lda, ldb, ldc, alignment of C in bytes, C type)
+  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int>;
   const Plan& plan(const Key& key);
 
   cudaStream_t stream_;
