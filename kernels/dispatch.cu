@@ -17,7 +17,9 @@
 // The row kernels are gathers or one-writer scatters: permute_rows writes each
 // row of xp once (row_of_slot is a permutation), permute_rows_backward and
 // combine_forward sum the K slots of one token in k order, combine_backward
-// gives each (t, k) slot one block with a fixed-tree dot product.
+// gives each (t, k) slot one block with a fixed-tree dot product. A slot of
+// row -1 (an expert index outside [0, E), which topk_route never produces) is
+// skipped by all of them rather than read or written out of bounds.
 #include <string>
 
 #include "backend/cuda/cuda_device.h"
@@ -113,8 +115,10 @@ __global__ void __launch_bounds__(kRowThreads)
     permute_rows_kernel(float* __restrict__ xp, const float* __restrict__ x,
                         const int32_t* __restrict__ row_of_slot, int K, int D) {
   const int64_t slot = blockIdx.x;
+  const int32_t row = row_of_slot[slot];
+  if (row < 0) return;  // whole block: row is per block
   const float* src = x + static_cast<size_t>(slot / K) * D;
-  float* dst = xp + static_cast<size_t>(row_of_slot[slot]) * D;
+  float* dst = xp + static_cast<size_t>(row) * D;
   for (int d = threadIdx.x; d < D; d += kRowThreads) dst[d] = src[d];
 }
 
@@ -126,7 +130,8 @@ __global__ void __launch_bounds__(kRowThreads)
   float* dst = dx + t * D;
   for (int d = threadIdx.x; d < D; d += kRowThreads) {
     float acc = dst[d];
-    for (int k = 0; k < K; ++k) acc += dxp[static_cast<size_t>(rows[k]) * D + d];
+    for (int k = 0; k < K; ++k)
+      if (rows[k] >= 0) acc += dxp[static_cast<size_t>(rows[k]) * D + d];
     dst[d] = acc;
   }
 }
@@ -141,7 +146,8 @@ __global__ void __launch_bounds__(kRowThreads)
   float* dst = y + t * D;
   for (int d = threadIdx.x; d < D; d += kRowThreads) {
     float acc = dst[d];
-    for (int k = 0; k < K; ++k) acc += g[k] * yp[static_cast<size_t>(rows[k]) * D + d];
+    for (int k = 0; k < K; ++k)
+      if (rows[k] >= 0) acc += g[k] * yp[static_cast<size_t>(rows[k]) * D + d];
     dst[d] = acc;
   }
 }
@@ -154,6 +160,10 @@ __global__ void __launch_bounds__(kRowThreads)
                             const int32_t* __restrict__ row_of_slot, int K, int D) {
   __shared__ float warp_sums[kRowThreads / 32];
   const size_t slot = blockIdx.x;
+  if (row_of_slot[slot] < 0) {  // whole block, before any __syncthreads
+    if (threadIdx.x == 0) dgates[slot] = 0.f;
+    return;
+  }
   const size_t row = static_cast<size_t>(row_of_slot[slot]) * D;
   const float* g = dy + (slot / K) * D;
   const float gate = gates[slot];

@@ -187,7 +187,8 @@ class Backend {
   // Selects, per token, the K experts with the largest s+b (or s*b); ties go
   // to the lower index; experts listed in selection order. gates = unbiased s
   // of the selected experts (optionally normalised and scaled). bias is fp32
-  // backend memory of E entries; null selects on s alone.
+  // backend memory of E entries; null selects on s alone. Total for any keys
+  // (topk_order.h: NaN sorts below -inf): always K distinct experts in [0, E).
   virtual void topk_route(int32_t* expert_idx, T* gates, const T* scores, const float* bias,
                           int N, const RouteSpec& spec) = 0;
   // dscores += d(gates)/d(scores)^T dgates.
