@@ -101,6 +101,13 @@ TEST_F(CpuOps, MemoryZeroedAlignedAndCopies) {
   be->free_bytes(d2);
 }
 
+// Synchronous: nothing for a communicator to order after (NcclComm takes the
+// CUDA backend's stream from here).
+TEST(CpuBackend, HasNoNativeStream) {
+  EXPECT_EQ(make_cpu_backend<float>(1)->native_stream(), nullptr);
+  EXPECT_EQ(make_cpu_backend<double>(1)->native_stream(), nullptr);
+}
+
 TEST_F(CpuOps, SumAndSumSquares) {
   Vec x(10007);  // several reduction chunks plus a partial one
   double s = 0, ss = 0;

@@ -114,6 +114,10 @@ class Backend {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(void* p, size_t bytes) = 0;
   virtual void synchronize() {}
+  // The queue this backend's work runs on (a cudaStream_t for CUDA), owned by
+  // the backend: a communicator that moves backend memory orders its work
+  // after it (NcclComm). Null for a synchronous backend.
+  virtual void* native_stream() const { return nullptr; }
 
   // ---- elementwise and reductions ----
   virtual void add_inplace(T* y, const T* x, size_t n) = 0;  // y += x
