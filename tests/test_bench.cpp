@@ -289,6 +289,10 @@ TEST(BenchCli, TinyRunWritesConsistentJson) {
   EXPECT_TRUE(j["mfu"].is_null());
   EXPECT_TRUE(j["peak_tflops"].is_null());
   EXPECT_GT(j["peak_bytes"].get<double>(), 0);
+  EXPECT_TRUE(j["device_used_bytes"].is_null());  // no device on the CPU
+  EXPECT_EQ(r.out.find("device in use"), std::string::npos) << r.out;
+  EXPECT_EQ(j["skipped_steps"].get<int>(), 0);
+  EXPECT_EQ(r.out.find("warning"), std::string::npos) << r.out;
   const double step = j["step_s_mean"].get<double>();
   EXPECT_NEAR(j["tokens_per_s"].get<double>(), 16 * 64 / step, 1e-6 * 16 * 64 / step);
   EXPECT_LE(j["step_s_min"].get<double>(), step);

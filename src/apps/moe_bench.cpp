@@ -75,10 +75,11 @@ struct Measurement {
   moe::PhaseSeconds phase_s{};  // summed over the timed steps
   int64_t skipped = 0;
   size_t peak_bytes = 0;
+  size_t device_used_bytes = 0;  // with CUDA: taken while the model still holds its memory
 };
 
 template <typename T>
-Measurement measure(const moe::Config& cfg, moe::Backend<T>& be, const Args& a) {
+Measurement measure(const moe::Config& cfg, moe::Backend<T>& be, const Args& a, bool on_gpu) {
   moe::LocalComm world;
   const std::unique_ptr<moe::TokenSource> data = moe::make_train_source(cfg);
   moe::Trainer<T> trainer(cfg, be, world, *data);
@@ -95,6 +96,9 @@ Measurement measure(const moe::Config& cfg, moe::Backend<T>& be, const Args& a) 
   }
   be.set_phase_timing(false);
   m.peak_bytes = be.peak_bytes();
+  // Here, not after measure returns: the trainer and its model are alive, so
+  // "device in use" holds their memory (train_step ended synchronized).
+  if (on_gpu) m.device_used_bytes = moe::gpu_info(0).used_bytes;
   return m;
 }
 
@@ -133,13 +137,13 @@ int bench(const Args& a) {
   if (cfg.train.precision == moe::Precision::Float64) {
     auto be = moe::make_backend<double>(cfg, kind, 0);
     backend_name = be->name();
-    m = measure<double>(cfg, *be, a);
+    m = measure<double>(cfg, *be, a, gpu.has_value());
   } else {
     auto be = moe::make_backend<float>(cfg, kind, 0);
     backend_name = be->name();
-    m = measure<float>(cfg, *be, a);
+    m = measure<float>(cfg, *be, a, gpu.has_value());
   }
-  if (gpu) gpu->used_bytes = moe::gpu_info(0).used_bytes;  // after the run: the model's memory included
+  if (gpu) gpu->used_bytes = m.device_used_bytes;
 
   // ---- numbers ----
   const moe::ModelConfig& mc = cfg.model;
