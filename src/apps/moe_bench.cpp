@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -145,6 +146,21 @@ int bench(const Args& a) {
   }
   if (gpu) gpu->used_bytes = m.device_used_bytes;
 
+  // A step that applies no update times a shorter step than training runs:
+  // with none applied there is nothing to report.
+  if (m.skipped == int64_t(m.step_s.size())) {
+    if (json_out.is_open()) {  // no results: leave no empty results file
+      json_out.close();
+      std::filesystem::remove(a.json_path);
+    }
+    std::fprintf(stderr,
+                 "moe-bench: error: all %lld timed steps had a non-finite loss or gradient norm "
+                 "and were skipped (no update), so nothing was measured; check the config "
+                 "(train.lr, model.init_std)\n",
+                 (long long)m.skipped);
+    return 1;
+  }
+
   // ---- numbers ----
   const moe::ModelConfig& mc = cfg.model;
   const int64_t tokens_per_step = int64_t(cfg.train.global_batch) * mc.seq_len;
@@ -201,8 +217,9 @@ int bench(const Args& a) {
     std::printf("  %-12s %9.2f  %5.1f%%\n", moe::phase_name(moe::Phase(p)), per_step[p] * 1e3,
                 100.0 * per_step[p] / mean_s);
   if (m.skipped > 0)
-    std::printf("warning: %lld of the timed steps had a non-finite loss or gradient (no update)\n",
-                (long long)m.skipped);
+    std::printf("warning: %lld of the %lld timed steps had a non-finite loss or gradient norm "
+                "(skipped: no update)\n",
+                (long long)m.skipped, (long long)m.step_s.size());
   std::fflush(stdout);
 
   // ---- JSON ----
