@@ -19,7 +19,9 @@
 // combine_forward sum the K slots of one token in k order, combine_backward
 // gives each (t, k) slot one block with a fixed-tree dot product. Rows are
 // activations of type A (float or bf16, kernels/elem.cuh), gates fp32; sums
-// run in fp32 and a bf16 row is rounded once when stored.
+// run in fp32 and a bf16 row is rounded once when stored. A slot of row -1
+// (an expert index outside [0, E), which topk_route never produces) is
+// skipped by all of them rather than read or written out of bounds.
 #include <string>
 
 #include "backend/cuda/cuda_device.h"
@@ -117,8 +119,10 @@ __global__ void __launch_bounds__(kRowThreads)
     permute_rows_kernel(A* __restrict__ xp, const A* __restrict__ x,
                         const int32_t* __restrict__ row_of_slot, int K, int D) {
   const int64_t slot = blockIdx.x;
+  const int32_t row = row_of_slot[slot];
+  if (row < 0) return;  // whole block: row is per block
   const A* src = x + static_cast<size_t>(slot / K) * D;
-  A* dst = xp + static_cast<size_t>(row_of_slot[slot]) * D;
+  A* dst = xp + static_cast<size_t>(row) * D;
   for (int d = threadIdx.x; d < D; d += kRowThreads) dst[d] = src[d];
 }
 
@@ -131,7 +135,8 @@ __global__ void __launch_bounds__(kRowThreads)
   A* dst = dx + t * D;
   for (int d = threadIdx.x; d < D; d += kRowThreads) {
     float acc = to_f32(dst[d]);
-    for (int k = 0; k < K; ++k) acc += to_f32(dxp[static_cast<size_t>(rows[k]) * D + d]);
+    for (int k = 0; k < K; ++k)
+      if (rows[k] >= 0) acc += to_f32(dxp[static_cast<size_t>(rows[k]) * D + d]);
     store(&dst[d], acc);
   }
 }
@@ -147,7 +152,8 @@ __global__ void __launch_bounds__(kRowThreads)
   A* dst = y + t * D;
   for (int d = threadIdx.x; d < D; d += kRowThreads) {
     float acc = to_f32(dst[d]);
-    for (int k = 0; k < K; ++k) acc += g[k] * to_f32(yp[static_cast<size_t>(rows[k]) * D + d]);
+    for (int k = 0; k < K; ++k)
+      if (rows[k] >= 0) acc += g[k] * to_f32(yp[static_cast<size_t>(rows[k]) * D + d]);
     store(&dst[d], acc);
   }
 }
@@ -161,6 +167,10 @@ __global__ void __launch_bounds__(kRowThreads)
                             const int32_t* __restrict__ row_of_slot, int K, int D) {
   __shared__ float warp_sums[kRowThreads / 32];
   const size_t slot = blockIdx.x;
+  if (row_of_slot[slot] < 0) {  // whole block, before any __syncthreads
+    if (threadIdx.x == 0) dgates[slot] = 0.f;
+    return;
+  }
   const size_t row = static_cast<size_t>(row_of_slot[slot]) * D;
   const A* g = dy + (slot / K) * D;
   const float gate = gates[slot];

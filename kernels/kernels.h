@@ -54,7 +54,11 @@ void rmsnorm_backward(float* dx, A* dx_act, float* dw, const A* dy, const float*
 // expert (the bias only selects), divided by the sum of the selected s when
 // normalize, times route_scale. scores [N,E], bias [E] or null (select on s
 // alone, whatever multiplicative_bias says). Requires 1 <= K <= min(E, 32).
-// Scores and keys are assumed finite.
+// Any keys, non-finite too: the order is total (backend/topk_order.h: +inf
+// first, NaN last, below -inf, NaNs by index), so every token gets K distinct
+// experts in [0, E), the same as the CPU backend's. A NaN score still reaches
+// the gates when picked (and the score backward when not), so the step's loss
+// or gradient norm is non-finite and the trainer skips it.
 void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
                 int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
                 cudaStream_t stream);

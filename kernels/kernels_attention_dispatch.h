@@ -46,8 +46,11 @@ size_t dispatch_plan_workspace_bytes(int N, int E, int K);
 // Stable counting sort of the N*K (token, slot) pairs by expert: pairs of
 // expert e occupy rows [offsets[e], offsets[e+1]) in (token, slot) order,
 // offsets = exclusive prefix sum of counts. Writes row_of_slot[t*K+k] and
-// counts[e] (int64, device, overwritten). Requires 0 <= expert_idx < E (an
-// index outside gets row -1 and is not counted) and 1 <= E <= 8192.
+// counts[e] (int64, device, overwritten). Requires 1 <= E <= 8192 and
+// 0 <= expert_idx < E, which topk_route guarantees for any scores (NaN
+// included). An index outside gets row -1 and is not counted; the row kernels
+// below skip a slot of row -1 (no read, no write), so even a bad index never
+// touches memory out of bounds.
 // workspace: >= dispatch_plan_workspace_bytes(N, E, K) bytes (clobbered).
 void dispatch_plan(int32_t* row_of_slot, int64_t* counts, const int32_t* expert_idx, int N, int E,
                    int K, void* workspace, size_t workspace_bytes, cudaStream_t stream);

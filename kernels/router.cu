@@ -4,13 +4,15 @@
 // topk: one warp per token. K rounds; in each round every lane scans its
 // experts (lane, lane+32, ...) for the best one not yet taken, then the warp
 // agrees on the winner with a shuffle arg-max. "Not yet taken" needs no
-// memory: (key, index) pairs are totally ordered by (key descending, index
-// ascending), so the next pick is the best pair strictly after the previous
-// pick in that order. That same order gives ties to the lower expert index and
-// lists experts in selection order.
+// memory: (key, index) pairs are totally ordered (backend/topk_order.h: key
+// descending with NaN below -inf, then index ascending), so the next pick is
+// the best pair strictly after the previous pick in that order. That same
+// order gives ties to the lower expert index, lists experts in selection order
+// and, being total, always yields K distinct experts in [0, E), NaN or not.
 #include <climits>
 
 #include "backend/cuda/cuda_device.h"
+#include "backend/topk_order.h"
 #include "core/error.h"
 #include "kernels.h"
 
@@ -22,9 +24,8 @@ constexpr int kCountThreads = 256;
 constexpr int kMaxCountBlocks = 1024;
 constexpr int kMaxCountExperts = 8192;  // shared histogram: 32 KiB
 
-// True when (ka, ia) comes before (kb, ib): larger key, or equal key and lower index.
 __device__ __forceinline__ bool before(float ka, int ia, float kb, int ib) {
-  return ka > kb || (ka == kb && ia < ib);
+  return topk_before(ka, ia, kb, ib);
 }
 
 __global__ void __launch_bounds__(kTopkWarps * 32)
@@ -36,14 +37,15 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
   if (t >= N) return;  // whole warp leaves together, so the shuffles below stay full-warp
   const float* s = scores + static_cast<size_t>(t) * E;
 
-  float prev_key = INFINITY;  // the previous pick; INFINITY/-1 = "nothing picked yet"
+  float prev_key = INFINITY;  // the previous pick; (+inf, -1) comes before every pair
   int prev_idx = -1;
   int my_idx = -1;      // lane k keeps the k-th pick
   float my_s = 0.f;
   float sum_s = 0.f;    // sum of the picked s, in selection order (for normalize)
   for (int k = 0; k < K; ++k) {
-    float best_key = -INFINITY;
-    int best_idx = INT_MAX;  // sentinel: loses to any real expert
+    // Sentinel (NaN, INT_MAX): after every real pair, NaN keys included.
+    float best_key = __int_as_float(0x7fffffff);
+    int best_idx = INT_MAX;
     for (int e = lane; e < E; e += 32) {
       // Recomputed each round (cheap, cached); fp32 as the contract says. No
       // bias: plain top-K of s (the Backend contract, as on the CPU).

@@ -3,6 +3,7 @@
 // the CPU backend, and the moe-bench program end to end.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -289,6 +290,10 @@ TEST(BenchCli, TinyRunWritesConsistentJson) {
   EXPECT_TRUE(j["mfu"].is_null());
   EXPECT_TRUE(j["peak_tflops"].is_null());
   EXPECT_GT(j["peak_bytes"].get<double>(), 0);
+  EXPECT_TRUE(j["device_used_bytes"].is_null());  // no device on the CPU
+  EXPECT_EQ(r.out.find("device in use"), std::string::npos) << r.out;
+  EXPECT_EQ(j["skipped_steps"].get<int>(), 0);
+  EXPECT_EQ(r.out.find("warning"), std::string::npos) << r.out;
   const double step = j["step_s_mean"].get<double>();
   EXPECT_NEAR(j["tokens_per_s"].get<double>(), 16 * 64 / step, 1e-6 * 16 * 64 / step);
   EXPECT_LE(j["step_s_min"].get<double>(), step);
@@ -320,6 +325,39 @@ TEST(BenchCli, MfuFromGivenPeak) {
   const double want =
       j["flops_per_token"].get<double>() * j["tokens_per_s"].get<double>() / 0.5e12;
   EXPECT_NEAR(j["mfu"].get<double>(), want, 1e-12 + 1e-9 * want);
+  fs::remove(out);
+}
+
+// A step that applies no update is not a training step: with every timed
+// step non-finite moe-bench has measured nothing, so it says so in one line
+// and exits 1, and leaves no results file. The real way there: an absurd LR
+// makes the warm-up step's update blow the weights up, and every later loss
+// is then non-finite (skipped steps change nothing, so it stays that way).
+TEST(BenchCli, EveryTimedStepNonFiniteExitsOne) {
+  const fs::path out = temp_path("nonfinite.json");
+  const CommandResult r = bench("--config " + kBenchTiny +
+                                " --backend cpu --set train.lr=1e30 --steps 2 --warmup 1 --json " +
+                                out.string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_NE(r.out.find("moe-bench: error: all 2 timed steps had a non-finite loss or gradient "
+                       "norm and were skipped"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("tokens/s"), std::string::npos) << r.out;  // no numbers to report
+  EXPECT_FALSE(fs::exists(out));
+
+  // Without the warm-up the first timed step is still finite: 1 of 2 skipped
+  // is a measurement, with the count reported in the table and the JSON.
+  const CommandResult part = bench("--config " + kBenchTiny +
+                                   " --backend cpu --set train.lr=1e30 --steps 2 --warmup 0 "
+                                   "--json " + out.string());
+  ASSERT_EQ(part.code, 0) << part.out;
+  EXPECT_NE(part.out.find("warning: 1 of the 2 timed steps had a non-finite loss or gradient "
+                          "norm (skipped: no update)"),
+            std::string::npos)
+      << part.out;
+  EXPECT_EQ(read_json(out)["skipped_steps"].get<int>(), 1);
   fs::remove(out);
 }
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -258,6 +259,54 @@ TEST(NonFinite, SkippedStepChangesNothingThenTrainingGoesOn) {
   const StepStats next = a.trainer->train_step(3);
   EXPECT_FALSE(next.skipped);
   EXPECT_NE(a.params(), before);
+  fs::remove_all(d);
+}
+
+// A NaN router weight, the real way a diverged model routes: one expert's
+// row makes that expert's score NaN for every token, the whole matrix makes
+// every score NaN. Top-K still routes every token to K valid experts (the
+// step runs, every pair is counted), and the NaN reaches the loss (picked
+// NaN scores are gates) or at least the gradient norm (the score backward of
+// the unpicked), so the trainer skips the step: parameters and the Loss-Free
+// bias stay as they were.
+TEST(NonFinite, NanRouterWeightIsASkippedStep) {
+  const fs::path d = temp_dir("nan_router");
+  for (const bool whole_router : {false, true}) {
+    SCOPED_TRACE(whole_router ? "every router weight NaN" : "expert 2's router row NaN");
+    Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+    TrainRun<float> a(c);
+    a.steps(2);  // the bias has moved off zero
+    ParamSet<float>& ps = a.trainer->model().params();
+    const ParamInfo& router = ps.info(ps.find("layers.1.moe.router"));
+    ASSERT_EQ(router.shape, (std::vector<int64_t>{4, 16}));  // [E, D]
+    auto p = a.params();
+    const size_t first = router.offset + (whole_router ? 0 : 2 * 16);
+    const size_t n = whole_router ? router.numel : 16;
+    std::fill_n(p.begin() + first, n, std::numeric_limits<float>::quiet_NaN());
+    ps.params_from_host(p);
+    const auto bias_before = a.trainer->balancer().bias();
+    ASSERT_NE(bias_before, std::vector<float>(bias_before.size(), 0.f));
+
+    const StepStats st = a.trainer->train_step(2);
+    EXPECT_TRUE(st.skipped);
+    EXPECT_FALSE(std::isfinite(st.grad_norm));
+    // Only a picked NaN score is a gate: with one NaN expert nobody picks it.
+    EXPECT_EQ(std::isfinite(st.loss), !whole_router) << st.loss;
+    // Every (token, slot) went to a real expert: 4 sequences x 16 tokens x top-2.
+    ASSERT_EQ(st.counts.size(), 4u);
+    EXPECT_EQ(std::accumulate(st.counts.begin(), st.counts.end(), int64_t{0}), 4 * 16 * 2);
+    if (whole_router) {
+      EXPECT_EQ(st.counts, (std::vector<int64_t>{64, 64, 0, 0}));  // all NaN: by index
+    } else {
+      EXPECT_EQ(st.counts[2], 0);  // NaN sorts below every number
+    }
+    const auto after = a.params();  // bit for bit (NaN != NaN for ==)
+    ASSERT_EQ(after.size(), p.size());
+    EXPECT_EQ(std::memcmp(after.data(), p.data(), p.size() * sizeof(float)), 0);
+    EXPECT_EQ(a.trainer->balancer().bias(), bias_before);
+    EXPECT_EQ(a.trainer->state().skipped_steps, 1);
+    fs::remove_all(d / "ckpt");
+  }
   fs::remove_all(d);
 }
 

@@ -14,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "core/error.h"
+#include "route_cases.h"
 
 namespace moe {
 namespace {
@@ -98,6 +99,13 @@ TEST_F(CpuOps, MemoryZeroedAlignedAndCopies) {
   for (int i = 0; i < 5; i++) EXPECT_EQ(d2[i], 0.0);
   be->free_bytes(d);
   be->free_bytes(d2);
+}
+
+// Synchronous: nothing for a communicator to order after (NcclComm takes the
+// CUDA backend's stream from here).
+TEST(CpuBackend, HasNoNativeStream) {
+  EXPECT_EQ(make_cpu_backend<float>(1)->native_stream(), nullptr);
+  EXPECT_EQ(make_cpu_backend<double>(1)->native_stream(), nullptr);
 }
 
 TEST_F(CpuOps, SumAndSumSquares) {
@@ -478,6 +486,72 @@ TEST_F(CpuOps, TopkTieBreakingAndBias) {
   std::vector<int32_t> idx2(4);
   bf->topk_route(idx2.data(), gf.data(), sf.data(), zero.data(), 2, add);
   EXPECT_EQ(idx2, (std::vector<int32_t>{0, 1, 3, 2}));
+}
+
+// A diverged step's NaN or infinite scores (or keys: a NaN bias, inf - inf,
+// inf * 0): every token still gets K distinct experts in [0, E), in the
+// documented order (topk_order.h), so dispatch never sees an index out of
+// range; and a picked NaN score reaches its gate, so the loss shows it.
+TEST(CpuTopkNonFinite, HandCasesPickTheDocumentedOrder) {
+  auto be = make_cpu_backend<float>(2);
+  for (const auto& c : test::nonfinite_route_cases()) {
+    SCOPED_TRACE(c.name);
+    const int E = int(c.scores.size());
+    const BiasMode mode = c.multiplicative ? BiasMode::Multiplicative : BiasMode::Additive;
+    const float* bias = c.bias.empty() ? nullptr : c.bias.data();
+    for (bool normalize : {false, true}) {
+      std::vector<int32_t> idx(c.K, -7);
+      std::vector<float> g(c.K, -7.f);
+      be->topk_route(idx.data(), g.data(), c.scores.data(), bias, 1,
+                     RouteSpec{E, c.K, mode, normalize, 1.0});
+      EXPECT_EQ(idx, c.want);
+      EXPECT_EQ(idx, test::reference_topk(c.scores, c.bias, 1, E, c.K, c.multiplicative));
+      bool nan_picked = false;
+      for (int k = 0; k < c.K; ++k) nan_picked |= std::isnan(c.scores[c.want[k]]);
+      for (int k = 0; k < c.K; ++k) {
+        const float s = c.scores[c.want[k]];
+        if (normalize && nan_picked) {
+          EXPECT_TRUE(std::isnan(g[k])) << k;  // the sum of the picked is NaN
+        } else if (!normalize && std::isnan(s)) {
+          EXPECT_TRUE(std::isnan(g[k])) << k;
+        } else if (!normalize) {
+          EXPECT_EQ(g[k], s) << k;  // the unbiased score, infinities included
+        }
+      }
+    }
+  }
+}
+
+// Many tokens, E above a warp's 32 lanes, ties, NaN, +-inf and all-NaN
+// tokens, every bias mode: distinct in-range picks equal to the reference.
+TEST(CpuTopkNonFinite, RandomTokensGetDistinctValidExperts) {
+  auto be = make_cpu_backend<float>(2);
+  const int N = 211;
+  for (const auto& [E, K] : {std::pair{8, 2}, std::pair{70, 8}, std::pair{40, 32}}) {
+    const auto s = test::nonfinite_scores(N, E, 1000 + E);
+    std::mt19937_64 rng(E);
+    std::uniform_real_distribution<float> u(0.5f, 1.5f);
+    std::vector<float> b(E);
+    for (auto& x : b) x = u(rng);
+    for (int mode = 0; mode < 3; ++mode) {  // null bias, additive, multiplicative
+      SCOPED_TRACE("E=" + std::to_string(E) + " K=" + std::to_string(K) +
+                   " mode=" + std::to_string(mode));
+      const bool mult = mode == 2;
+      const std::vector<float> bias = mode == 0 ? std::vector<float>{} : b;
+      std::vector<int32_t> idx(size_t(N) * K, -7);
+      std::vector<float> g(size_t(N) * K);
+      be->topk_route(idx.data(), g.data(), s.data(), mode == 0 ? nullptr : bias.data(), N,
+                     RouteSpec{E, K, mult ? BiasMode::Multiplicative : BiasMode::Additive,
+                               false, 1.0});
+      for (int t = 0; t < N; ++t) {
+        std::vector<int32_t> row(idx.begin() + size_t(t) * K, idx.begin() + size_t(t + 1) * K);
+        for (int32_t e : row) ASSERT_TRUE(e >= 0 && e < E) << "token " << t << ": " << e;
+        std::sort(row.begin(), row.end());
+        ASSERT_EQ(std::adjacent_find(row.begin(), row.end()), row.end()) << "token " << t;
+      }
+      EXPECT_EQ(idx, test::reference_topk(s, bias, N, E, K, mult));
+    }
+  }
 }
 
 TEST_F(CpuOps, AuxLossHandValueAndGradient) {

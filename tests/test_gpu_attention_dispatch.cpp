@@ -212,6 +212,63 @@ TEST(GpuDispatch, PlanRejectsBadArguments) {
                moe::InternalError);  // E = 0
 }
 
+// An expert index outside [0, E) (topk_route never makes one, whatever the
+// scores) gets row -1, is not counted, and every row kernel skips that slot:
+// no read or write out of bounds (memcheck runs this under gpu_sanitizer).
+TEST(GpuDispatch, OutOfRangeIndexIsSkippedNotWrittenOutOfBounds) {
+  SKIP_WITHOUT_DEVICE();
+  const int N = 4, K = 2, E = 3, D = 3;
+  const std::vector<int32_t> idx = {0, 1, 5, 2, -1, 0, 1, 2};
+  DeviceBuffer<int32_t> d_idx(idx), d_row(idx.size());
+  DeviceBuffer<int64_t> d_counts(E);
+  const size_t ws_bytes = moe::kernels::dispatch_plan_workspace_bytes(N, E, K);
+  DeviceBuffer<unsigned char> ws(ws_bytes);
+  moe::kernels::dispatch_plan(d_row.get(), d_counts.get(), d_idx.get(), N, E, K, ws.get(),
+                              ws_bytes, nullptr);
+  // Valid pairs by expert, in (token, slot) order: e0 {0, 5}, e1 {1, 6}, e2 {3, 7}.
+  const std::vector<int32_t> row = d_row.download();
+  EXPECT_EQ(row, (std::vector<int32_t>{0, 2, -1, 4, -1, 1, 3, 5}));
+  EXPECT_EQ(d_counts.download(), (std::vector<int64_t>{2, 2, 2}));
+  const int rows = 6;  // exactly the valid pairs: a write to row -1 would land outside
+
+  std::vector<float> x(N * D), yp(rows * D), gates(N * K);
+  for (int i = 0; i < N * D; ++i) x[i] = float(i + 1);
+  for (int i = 0; i < rows * D; ++i) yp[i] = float(100 + i);
+  for (int i = 0; i < N * K; ++i) gates[i] = float(i + 1) / 8;
+  DeviceBuffer<float> d_x(x), d_yp(yp), d_gates(gates);
+
+  DeviceBuffer<float> d_xp(std::vector<float>(rows * D, -1.f));
+  moe::kernels::permute_rows(d_xp.get(), d_x.get(), d_row.get(), N, K, D, nullptr);
+  DeviceBuffer<float> d_dx(std::vector<float>(N * D, 0.f)), d_y(std::vector<float>(N * D, 0.f));
+  moe::kernels::permute_rows_backward(d_dx.get(), d_yp.get(), d_row.get(), N, K, D, nullptr);
+  moe::kernels::combine_forward(d_y.get(), d_yp.get(), d_gates.get(), d_row.get(), N, K, D,
+                                nullptr);
+  DeviceBuffer<float> d_dyp(std::vector<float>(rows * D, -1.f)),
+      d_dg(std::vector<float>(N * K, -1.f));
+  moe::kernels::combine_backward(d_dyp.get(), d_dg.get(), d_x.get(), d_yp.get(), d_gates.get(),
+                                 d_row.get(), N, K, D, nullptr);
+  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+
+  std::vector<float> xp_ref(rows * D), dx_ref(N * D, 0.f), y_ref(N * D, 0.f),
+      dyp_ref(rows * D), dg_ref(N * K, 0.f);
+  for (int slot = 0; slot < N * K; ++slot) {
+    const int r = row[slot], t = slot / K;
+    if (r < 0) continue;
+    for (int d = 0; d < D; ++d) {
+      xp_ref[r * D + d] = x[t * D + d];
+      dx_ref[t * D + d] += yp[r * D + d];
+      y_ref[t * D + d] += gates[slot] * yp[r * D + d];
+      dyp_ref[r * D + d] = gates[slot] * x[t * D + d];
+      dg_ref[slot] += x[t * D + d] * yp[r * D + d];
+    }
+  }
+  EXPECT_EQ(d_xp.download(), xp_ref);
+  EXPECT_EQ(d_dx.download(), dx_ref);
+  EXPECT_EQ(d_y.download(), y_ref);
+  EXPECT_EQ(d_dyp.download(), dyp_ref);
+  EXPECT_EQ(d_dg.download(), dg_ref);  // 0 for the skipped slots
+}
+
 TEST(GpuDispatch, RowOpsMatchCpu) {
   SKIP_WITHOUT_DEVICE();
   auto be = cpu();

@@ -18,6 +18,7 @@
 #include "gpu_test_util.h"
 #include "core/error.h"
 #include "kernels.h"
+#include "route_cases.h"
 
 namespace {
 
@@ -358,6 +359,74 @@ TEST(GpuRouter, NullBiasSelectsOnScoresAlone) {
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     EXPECT_EQ(d_i.download(), idx_ref);
     EXPECT_LT(elementwise_rel_err(d_g.download(), gates_ref), 1e-6);
+  }
+}
+
+// NaN and infinite scores or keys (a diverged step): the kernel used to keep
+// its INT_MAX sentinel for a NaN key and dispatch then wrote row -1. Now it
+// picks exactly what the CPU backend picks (the order of topk_order.h), so
+// every index is a valid, distinct expert; gates carry the NaN when picked.
+void expect_gpu_matches_cpu(const std::vector<float>& s, const std::vector<float>& bias, int N,
+                            const RouteCase& c) {
+  const size_t slots = static_cast<size_t>(N) * c.K;
+  std::vector<int32_t> idx_cpu(slots, -7);
+  std::vector<float> g_cpu(slots);
+  moe::test::cpu()->topk_route(
+      idx_cpu.data(), g_cpu.data(), s.data(), bias.empty() ? nullptr : bias.data(), N,
+      moe::RouteSpec{c.E, c.K, c.multiplicative ? moe::BiasMode::Multiplicative
+                                                : moe::BiasMode::Additive,
+                     c.normalize, c.route_scale});
+  DeviceBuffer<float> d_s(s), d_b(bias), d_g(slots);
+  DeviceBuffer<int32_t> d_i(std::vector<int32_t>(slots, -7));
+  moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), bias.empty() ? nullptr : d_b.get(),
+                           N, c.E, c.K, c.multiplicative, c.normalize,
+                           static_cast<float>(c.route_scale), nullptr);
+  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto idx = d_i.download();
+  const auto g = d_g.download();
+  ASSERT_EQ(idx, idx_cpu);
+  EXPECT_EQ(idx, moe::test::reference_topk(s, bias, N, c.E, c.K, c.multiplicative));
+  for (int32_t e : idx) ASSERT_TRUE(e >= 0 && e < c.E) << e;
+  for (size_t i = 0; i < slots; ++i) {
+    if (std::isnan(g_cpu[i])) {
+      EXPECT_TRUE(std::isnan(g[i])) << "slot " << i;
+    } else if (!c.normalize || std::isinf(g_cpu[i])) {
+      EXPECT_EQ(g[i], g_cpu[i]) << "slot " << i;
+    } else {
+      EXPECT_NEAR(g[i], g_cpu[i], 1e-6 * std::max(1.0f, std::fabs(g_cpu[i]))) << "slot " << i;
+    }
+  }
+}
+
+TEST(GpuRouter, NonFiniteHandCasesMatchTheCpu) {
+  SKIP_WITHOUT_DEVICE();
+  for (const auto& hc : moe::test::nonfinite_route_cases()) {
+    for (bool normalize : {false, true}) {
+      SCOPED_TRACE(std::string(hc.name) + (normalize ? " norm" : ""));
+      const RouteCase c{static_cast<int>(hc.scores.size()), hc.K, hc.multiplicative, normalize,
+                        1.0};
+      expect_gpu_matches_cpu(hc.scores, hc.bias, 1, c);
+      const Route r = run_topk(hc.scores,
+                               hc.bias.empty() ? std::vector<float>(hc.scores.size(), 0.f)
+                                               : hc.bias,
+                               1, c);
+      EXPECT_EQ(r.idx, hc.want);
+    }
+  }
+}
+
+TEST(GpuRouter, NonFiniteRandomScoresMatchTheCpu) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(17);
+  const int N = 1001;
+  for (const RouteCase c : {RouteCase{8, 2, false, false, 1.0}, RouteCase{64, 6, false, true, 1.0},
+                            RouteCase{70, 8, true, false, 1.0}, RouteCase{40, 32, false, false, 1.0},
+                            RouteCase{100, 8, true, true, 2.5}}) {
+    SCOPED_TRACE(describe(c));
+    const auto s = moe::test::nonfinite_scores(N, c.E, 100 + c.E);
+    const auto b = c.multiplicative ? uniform(c.E, rng, 0.5, 1.5) : uniform(c.E, rng, -0.1, 0.1);
+    expect_gpu_matches_cpu(s, b, N, c);
+    expect_gpu_matches_cpu(s, {}, N, c);  // null bias
   }
 }
 

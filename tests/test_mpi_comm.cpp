@@ -262,7 +262,9 @@ TEST(NcclComm, CollectivesOnDevice) {
   int64_t short_of_gpus = devices < test::mpi_env().local_size() ? 1 : 0;
   world().allreduce_sum(&short_of_gpus, 1);  // every rank skips, or none
   if (short_of_gpus > 0) GTEST_SKIP() << "needs a GPU per rank on each node";
-  NcclComm nc(world(), test::mpi_env().local_rank(), 60.0);
+  // Buffers are written and read with blocking cudaMemcpy: the legacy stream's order.
+  NcclComm nc(world(), test::mpi_env().local_rank(), cudaStreamLegacy, 60.0);
+  EXPECT_EQ(nc.compute_stream(), cudaStreamLegacy);
   EXPECT_EQ(nc.size(), world().size());
   EXPECT_EQ(nc.rank(), world().rank());
   for (size_t n : {size_t(0), size_t(1), size_t(100000)}) {

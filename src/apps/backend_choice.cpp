@@ -56,12 +56,17 @@ int cuda_device_for_rank(int local_rank) {
 }
 
 std::unique_ptr<Comm> make_device_world_comm(const Config& cfg, BackendKind kind, Comm& world,
-                                             int local_rank) {
+                                             int local_rank, void* compute_stream) {
   if (kind != BackendKind::Cuda || world.size() == 1 || cfg.parallel.transport == Transport::Mpi)
     return nullptr;
+  // Null would be the legacy default stream, which orders nothing with the
+  // backend's non-blocking one.
+  if (!compute_stream)
+    throw InternalError("make_device_world_comm: the backend has no stream to order NCCL with");
 #ifdef MOE_WITH_CUDA
   const double timeout = cfg.parallel.timeout_seconds > 0 ? cfg.parallel.timeout_seconds : 600.0;
-  return std::make_unique<NcclComm>(world, cuda_device_for_rank(local_rank), timeout);
+  return std::make_unique<NcclComm>(world, cuda_device_for_rank(local_rank),
+                                    static_cast<cudaStream_t>(compute_stream), timeout);
 #else
   (void)local_rank;
   throw InternalError("make_device_world_comm: CUDA chosen in a build without CUDA");

@@ -33,9 +33,11 @@ std::unique_ptr<Backend<float, A>> make_float_backend(const Config& cfg, Backend
 // over the world's ranks, on this rank's device; split it like the host
 // world for EP and replica groups) when parallel.transport is nccl or auto;
 // null otherwise (one rank, the CPU, or transport mpi: gradients and MoE
-// rows then go through host memory over MPI).
+// rows then go through host memory over MPI). `compute_stream`: the
+// backend's Backend::native_stream(), which the collectives are ordered
+// with; the backend must outlive the communicator.
 std::unique_ptr<Comm> make_device_world_comm(const Config& cfg, BackendKind kind, Comm& world,
-                                             int local_rank);
+                                             int local_rank, void* compute_stream);
 
 // The GPU this rank uses: local_rank % (visible devices). CUDA builds only.
 int cuda_device_for_rank(int local_rank);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -75,10 +76,11 @@ struct Measurement {
   moe::PhaseSeconds phase_s{};  // summed over the timed steps
   int64_t skipped = 0;
   size_t peak_bytes = 0;
+  size_t device_used_bytes = 0;  // with CUDA: taken while the model still holds its memory
 };
 
 template <typename T, typename A>
-Measurement measure(const moe::Config& cfg, moe::Backend<T, A>& be, const Args& a) {
+Measurement measure(const moe::Config& cfg, moe::Backend<T, A>& be, const Args& a, bool on_gpu) {
   moe::LocalComm world;
   const std::unique_ptr<moe::TokenSource> data = moe::make_train_source(cfg);
   moe::Trainer<T, A> trainer(cfg, be, world, *data);
@@ -95,6 +97,9 @@ Measurement measure(const moe::Config& cfg, moe::Backend<T, A>& be, const Args& 
   }
   be.set_phase_timing(false);
   m.peak_bytes = be.peak_bytes();
+  // Here, not after measure returns: the trainer and its model are alive, so
+  // "device in use" holds their memory (train_step ended synchronized).
+  if (on_gpu) m.device_used_bytes = moe::gpu_info(0).used_bytes;
   return m;
 }
 
@@ -133,9 +138,24 @@ int bench(const Args& a) {
   moe::with_element_types(cfg, [&]<typename T, typename A>() {
     auto be = moe::make_backend<T, A>(cfg, kind, 0);
     backend_name = be->name();
-    m = measure<T, A>(cfg, *be, a);
+    m = measure<T, A>(cfg, *be, a, gpu.has_value());
   });
-  if (gpu) gpu->used_bytes = moe::gpu_info(0).used_bytes;  // after the run: the model's memory included
+  if (gpu) gpu->used_bytes = m.device_used_bytes;
+
+  // A step that applies no update times a shorter step than training runs:
+  // with none applied there is nothing to report.
+  if (m.skipped == int64_t(m.step_s.size())) {
+    if (json_out.is_open()) {  // no results: leave no empty results file
+      json_out.close();
+      std::filesystem::remove(a.json_path);
+    }
+    std::fprintf(stderr,
+                 "moe-bench: error: all %lld timed steps had a non-finite loss or gradient norm "
+                 "and were skipped (no update), so nothing was measured; check the config "
+                 "(train.lr, model.init_std)\n",
+                 (long long)m.skipped);
+    return 1;
+  }
 
   // ---- numbers ----
   const moe::ModelConfig& mc = cfg.model;
@@ -193,8 +213,9 @@ int bench(const Args& a) {
     std::printf("  %-12s %9.2f  %5.1f%%\n", moe::phase_name(moe::Phase(p)), per_step[p] * 1e3,
                 100.0 * per_step[p] / mean_s);
   if (m.skipped > 0)
-    std::printf("warning: %lld of the timed steps had a non-finite loss or gradient (no update)\n",
-                (long long)m.skipped);
+    std::printf("warning: %lld of the %lld timed steps had a non-finite loss or gradient norm "
+                "(skipped: no update)\n",
+                (long long)m.skipped, (long long)m.step_s.size());
   std::fflush(stdout);
 
   // ---- JSON ----

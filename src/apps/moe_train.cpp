@@ -83,9 +83,10 @@ int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
         "config: train.eval_interval: set, but there is no validation data (data.val_path, or "
         "val_*.bin shards in data.path)");
   moe::Trainer<T, A> trainer(cfg, *be, world, *data, val.get(), comms.ep.get(), comms.replica.get());
-  // GPUs: gradients and MoE rows move in GPU memory over NCCL.
+  // GPUs: gradients and MoE rows move in GPU memory over NCCL, ordered with
+  // the backend's stream (declared after `be`, so destroyed before it).
   const std::unique_ptr<moe::Comm> device_world =
-      moe::make_device_world_comm(cfg, kind, world, local_rank);
+      moe::make_device_world_comm(cfg, kind, world, local_rank, be->native_stream());
   moe::Communicators device_comms;
   if (device_world) {
     if (cfg.parallel.ep_size > 1)

@@ -126,6 +126,10 @@ class BackendBase {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(void* p, size_t bytes) = 0;
   virtual void synchronize() {}
+  // The queue this backend's work runs on (a cudaStream_t for CUDA), owned by
+  // the backend: a communicator that moves backend memory orders its work
+  // after it (NcclComm). Null for a synchronous backend.
+  virtual void* native_stream() const { return nullptr; }
 
  protected:
   // Phase clock. start: timing begins now (the first mark). mark(ended): a
@@ -259,7 +263,8 @@ class Backend : public BackendBase {
   // Selects, per token, the K experts with the largest s+b (or s*b); ties go
   // to the lower index; experts listed in selection order. gates = unbiased s
   // of the selected experts (optionally normalised and scaled). bias is fp32
-  // backend memory of E entries; null selects on s alone.
+  // backend memory of E entries; null selects on s alone. Total for any keys
+  // (topk_order.h: NaN sorts below -inf): always K distinct experts in [0, E).
   virtual void topk_route(int32_t* expert_idx, T* gates, const T* scores, const float* bias,
                           int N, const RouteSpec& spec) = 0;
   // dscores += d(gates)/d(scores)^T dgates.

@@ -54,8 +54,8 @@ ncclResult_t poll_state(ncclComm_t comm, double timeout_s) {
 
 }  // namespace
 
-NcclComm::NcclComm(Comm& bootstrap, int device, double timeout_seconds)
-    : device_(device), timeout_s_(timeout_seconds) {
+NcclComm::NcclComm(Comm& bootstrap, int device, cudaStream_t compute, double timeout_seconds)
+    : compute_(compute), device_(device), timeout_s_(timeout_seconds) {
   MOE_CUDA_CHECK(cudaSetDevice(device_));
   ncclUniqueId id{};
   if (bootstrap.rank() == 0) {
@@ -71,8 +71,8 @@ NcclComm::NcclComm(Comm& bootstrap, int device, double timeout_seconds)
   setup_stream();
 }
 
-NcclComm::NcclComm(ncclComm_t comm, int device, double timeout_seconds)
-    : comm_(comm), device_(device), timeout_s_(timeout_seconds) {
+NcclComm::NcclComm(ncclComm_t comm, int device, cudaStream_t compute, double timeout_seconds)
+    : comm_(comm), compute_(compute), device_(device), timeout_s_(timeout_seconds) {
   MOE_CUDA_CHECK(cudaSetDevice(device_));
   wait_ready("ncclCommSplit");  // a split child may still be initializing
   setup_stream();
@@ -83,6 +83,7 @@ void NcclComm::setup_stream() {
   check(ncclCommUserRank(comm_, &rank_), "ncclCommUserRank");
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   MOE_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   MOE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&scratch_), sizeof(float)));
   MOE_CUDA_CHECK(cudaMemset(scratch_, 0, sizeof(float)));
 }
@@ -100,6 +101,7 @@ NcclComm::~NcclComm() {
       ncclCommAbort(comm_);
   }
   if (scratch_) cudaFree(scratch_);
+  if (done_) cudaEventDestroy(done_);
   if (ready_) cudaEventDestroy(ready_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -126,10 +128,20 @@ void NcclComm::wait_ready(const char* what) {
   if (state != ncclSuccess) fail(what, ncclGetErrorString(state));
 }
 
+// The compute stream is non-blocking (CudaBackend), so nothing but these
+// events orders it with NCCL's stream.
 void NcclComm::begin(const char* what) {
   if (!comm_) throw InternalError(std::string("nccl: ") + what + ": communicator was aborted");
   MOE_CUDA_CHECK(cudaEventRecord(ready_, compute_));
   MOE_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
+}
+
+// The host wait alone would order later compute work only as long as the
+// host waits before queueing it; the event orders it on the GPU regardless.
+void NcclComm::end(const char* what) {
+  MOE_CUDA_CHECK(cudaEventRecord(done_, stream_));
+  MOE_CUDA_CHECK(cudaStreamWaitEvent(compute_, done_, 0));
+  wait(what);
 }
 
 void NcclComm::wait(const char* what) {
@@ -154,7 +166,7 @@ void NcclComm::wait(const char* what) {
 void NcclComm::allreduce(void* data, size_t n, ncclDataType_t type, const char* what) {
   begin(what);
   check(ncclAllReduce(data, data, n, type, ncclSum, comm_, stream_), what);
-  wait(what);
+  end(what);
 }
 
 void NcclComm::allreduce_sum(int64_t* d, size_t n) { allreduce(d, n, ncclInt64, "allreduce"); }
@@ -184,7 +196,7 @@ void NcclComm::alltoallv(const void* send, const int64_t* send_counts, void* rec
   }
   keep(ncclGroupEnd());  // always close the group, even after a failed call
   if (first != ncclSuccess) fail("alltoallv", ncclGetErrorString(first));
-  wait("alltoallv");
+  end("alltoallv");
 }
 
 void NcclComm::alltoallv(const int64_t* s, const int64_t* sc, int64_t* r, const int64_t* rc) {
@@ -203,7 +215,7 @@ void NcclComm::alltoallv(const bf16* s, const int64_t* sc, bf16* r, const int64_
 void NcclComm::broadcast(void* data, size_t bytes, int root) {
   begin("broadcast");
   check(ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, stream_), "broadcast");
-  wait("broadcast");
+  end("broadcast");
 }
 
 void NcclComm::barrier() { allreduce(scratch_, 1, ncclFloat32, "barrier"); }
@@ -216,9 +228,7 @@ std::unique_ptr<Comm> NcclComm::split(int color, int key) {
   check(ncclCommSplit(comm_, color, key, &sub, &cfg), "ncclCommSplit");
   if (ncclResult_t s = poll_state(comm_, timeout_s_); s != ncclSuccess)
     fail("ncclCommSplit", s == ncclInProgress ? "timed out" : ncclGetErrorString(s));
-  std::unique_ptr<NcclComm> child(new NcclComm(sub, device_, timeout_s_));
-  child->compute_ = compute_;
-  return child;
+  return std::unique_ptr<NcclComm>(new NcclComm(sub, device_, compute_, timeout_s_));
 }
 
 void NcclComm::abort(int code) {

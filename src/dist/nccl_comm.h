@@ -1,8 +1,10 @@
 // Comm over NCCL, for DEVICE buffers (counts arrays stay on the host). Built
 // only with the CUDA backend. Each collective runs on the communicator's own
-// stream after the compute stream's prior work, and returns once it is done;
-// a failing or hung peer makes it abort the communicator and throw
-// moe::InternalError naming the collective, never hang.
+// stream, ordered by events on the GPU both ways: after the work already
+// queued on the compute stream (the backend's, which writes the buffers), and
+// before any work queued there afterwards (which reads the results). It also
+// returns only once it is done; a failing or hung peer makes it abort the
+// communicator and throw moe::InternalError naming the collective, never hang.
 #pragma once
 
 #ifdef MOE_WITH_CUDA
@@ -18,16 +20,18 @@ class NcclComm final : public Comm {
  public:
   // Collective over `bootstrap` (a host communicator, MpiComm or LocalComm):
   // its rank 0 makes the NCCL unique id and broadcasts it. Uses `device`
-  // (cudaSetDevice; usually MpiEnvironment::local_rank()).
-  NcclComm(Comm& bootstrap, int device, double timeout_seconds = 600.0);
+  // (cudaSetDevice; usually MpiEnvironment::local_rank()). `compute`: the
+  // stream whose work the collectives are ordered with, borrowed (the
+  // backend's, Backend::native_stream(); it must outlive this object);
+  // cudaStreamLegacy for buffers written with blocking cudaMemcpy. Split
+  // communicators share it.
+  NcclComm(Comm& bootstrap, int device, cudaStream_t compute, double timeout_seconds = 600.0);
   ~NcclComm() override;
   NcclComm(const NcclComm&) = delete;
   NcclComm& operator=(const NcclComm&) = delete;
 
-  // Work queued on `stream` before a collective is waited for (by event)
-  // before the collective reads its buffers. Default: the legacy default stream.
-  void set_compute_stream(cudaStream_t stream) { compute_ = stream; }
-  cudaStream_t stream() const { return stream_; }
+  cudaStream_t compute_stream() const { return compute_; }
+  cudaStream_t stream() const { return stream_; }  // NCCL's own
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -52,9 +56,10 @@ class NcclComm final : public Comm {
   std::string describe() const override;
 
  private:
-  NcclComm(ncclComm_t comm, int device, double timeout_seconds);  // for split
+  NcclComm(ncclComm_t comm, int device, cudaStream_t compute, double timeout_seconds);  // split
   void setup_stream();
-  void begin(const char* what);  // order after compute work
+  void begin(const char* what);  // NCCL's stream waits for the compute stream's work so far
+  void end(const char* what);    // the compute stream waits for NCCL's work, then wait()
   void check(ncclResult_t rc, const char* what);
   void wait_ready(const char* what);  // communicator init/split finished
   void wait(const char* what);        // stream finished, or abort + throw
@@ -65,8 +70,8 @@ class NcclComm final : public Comm {
 
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
-  cudaStream_t compute_ = cudaStreamLegacy;
-  cudaEvent_t ready_ = nullptr;
+  cudaStream_t compute_;                     // borrowed: the backend owns it
+  cudaEvent_t ready_ = nullptr, done_ = nullptr;  // compute -> NCCL, NCCL -> compute
   float* scratch_ = nullptr;  // barrier's one-element all-reduce
   int device_ = 0, rank_ = 0, size_ = 1;
   double timeout_s_;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/topk_order.h"
 #include "core/error.h"
 
 namespace moe::cpu {
@@ -45,8 +46,9 @@ void router_scores_backward(int nt, T* dlogits, const T* dscores, const T* score
   }
 }
 
-// K rounds of argmax over the unpicked experts; strict '>' keeps the lower
-// index on ties, so the order is descending key, then ascending index.
+// K rounds of argmax over the unpicked experts in topk_before's total order
+// (descending key, NaN last, then ascending index), the CUDA kernel's order:
+// always K distinct experts, the same ones on both backends, NaN or not.
 // A null bias selects on s alone.
 template <typename T>
 void topk_route(int nt, int32_t* expert_idx, T* gates, const T* scores, const float* bias, int N,
@@ -76,7 +78,7 @@ void topk_route(int nt, int32_t* expert_idx, T* gates, const T* scores, const fl
       for (int k = 0; k < K; k++) {
         int best = -1;
         for (int e = 0; e < E; e++)
-          if (!used[e] && (best < 0 || key[e] > key[best])) best = e;
+          if (!used[e] && (best < 0 || topk_before(key[e], e, key[best], best))) best = e;
         used[best] = 1;
         idx[k] = best;
         sel += s[best];

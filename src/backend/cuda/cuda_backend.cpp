@@ -105,6 +105,7 @@ class CudaBackend final : public Backend<float, A> {
     MOE_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_));
   }
   void synchronize() override { MOE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void* native_stream() const override { return stream_; }
 
   // ---- elementwise and reductions ----
   void add_inplace(float* y, const float* x, size_t n) override {

@@ -1,0 +1,32 @@
+// The order top-K routing picks experts in, shared by the CPU backend
+// (src/backend/cpu/cpu_router.cpp) and the CUDA kernel (kernels/router.cu) so
+// that both pick the same experts for any scores, non-finite ones included.
+//
+// (key, index) pairs are totally ordered: larger key first, +inf above every
+// number, NaN below every number (-inf included), and equal keys (two NaNs
+// too) by ascending index. A total order means every token gets K distinct
+// experts in [0, E) whatever its scores: a NaN score cannot leave a pick
+// empty (an out-of-range index, an out-of-bounds row), it only sorts last.
+// Plain C++ for the host compiler; host and device code under nvcc.
+#pragma once
+
+#if defined(__CUDACC__)
+#define MOE_HOST_DEVICE __host__ __device__
+#else
+#define MOE_HOST_DEVICE
+#endif
+
+namespace moe {
+
+// True when (ka, ia) is picked before (kb, ib). `x != x` is the NaN test that
+// works in host and device code alike (no fast-math in this build).
+template <typename K>
+MOE_HOST_DEVICE inline bool topk_before(K ka, int ia, K kb, int ib) {
+  const bool nan_a = ka != ka, nan_b = kb != kb;
+  if (nan_a || nan_b) return nan_b && (!nan_a || ia < ib);
+  return ka > kb || (ka == kb && ia < ib);
+}
+
+}  // namespace moe
+
+#undef MOE_HOST_DEVICE
