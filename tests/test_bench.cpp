@@ -290,6 +290,9 @@ TEST(BenchCli, TinyRunWritesConsistentJson) {
   EXPECT_TRUE(j["mfu"].is_null());
   EXPECT_TRUE(j["peak_tflops"].is_null());
   EXPECT_GT(j["peak_bytes"].get<double>(), 0);
+  // The plan is what the run allocated: on the CPU every backend byte is the model's.
+  EXPECT_EQ(j["plan"]["bytes"]["total"].get<int64_t>(), j["peak_bytes"].get<int64_t>());
+  EXPECT_NE(r.out.find("memory plan"), std::string::npos) << r.out;
   EXPECT_TRUE(j["device_used_bytes"].is_null());  // no device on the CPU
   EXPECT_EQ(r.out.find("device in use"), std::string::npos) << r.out;
   EXPECT_EQ(j["skipped_steps"].get<int>(), 0);

@@ -54,6 +54,26 @@ TEST(Cli, CudaWithoutADeviceIsAOneLineError) {
       "parallel.transport");
 }
 
+TEST(Cli, PlanPrintsTheMemoryPlanAndAllocatesNothing) {
+  const std::string one_b = std::string(MOE_SOURCE_DIR) + "/configs/bench/1b.yaml";
+  // The 1B model's plan on a machine without a GPU, for 8 ranks with EP 8.
+  const CommandResult r = run("--config " + one_b +
+                              " --set parallel.ep_size=8 --set train.micro_batch=16 "
+                              "--set train.global_batch=128 --plan --world-size 8");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("rank 0 of 8 (ep_size 8), bfloat16 on cuda"), std::string::npos)
+      << r.out;
+  for (const char* row : {"weights", "gradients", "optimizer state", "bf16 weight copies",
+                          "activations", "scratch", "workspace", "total", "FLOPs per token"})
+    EXPECT_NE(r.out.find(row), std::string::npos) << row;
+  // A layout the config cannot run: one line, exit 2.
+  expect_one_line_error(run("--config " + one_b +
+                            " --set parallel.ep_size=8 --set train.global_batch=24 --plan --world-size 3"),
+                        "parallel.ep_size");
+  expect_one_line_error(run("--config " + kTiny + " --world-size 2"), "--world-size");
+  expect_one_line_error(run("--config " + kTiny + " --plan --world-size 0"), "--world-size");
+}
+
 TEST(Cli, MissingConfigFile) {
   expect_one_line_error(run("--config /nonexistent/x.yaml"), "/nonexistent/x.yaml");
 }

@@ -41,7 +41,7 @@ int run_main(const char* program, const std::function<int()>& body) {
 }
 
 bool parse_flags(int argc, char** argv, const char* program, const char* usage,
-                 const FlagHandlers& flags) {
+                 const FlagHandlers& flags, const SwitchHandlers& switches) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -51,6 +51,10 @@ bool parse_flags(int argc, char** argv, const char* program, const char* usage,
     if (arg == "--version") {
       std::printf("%s %s\n", program, MOE_VERSION);
       return false;
+    }
+    if (const auto sw = switches.find(arg); sw != switches.end()) {
+      sw->second();
+      continue;
     }
     const auto it = flags.find(arg);
     if (it == flags.end()) throw InputError("unknown argument '" + arg + "' (see --help)");

@@ -20,12 +20,14 @@ int run_main(const char* program, const std::function<int()>& body);
 // with the exit code after printing the error. `rank` prefixes messages.
 void set_job_abort(std::function<void(int code)> abort, int rank);
 
-// Walks "--flag value" arguments, calling flags[flag](value). --help/-h prints
-// usage and --version the version; both return false (the program exits 0).
-// An unknown argument or a flag without its value is an InputError.
+// Walks "--flag value" arguments, calling flags[flag](value), and bare
+// switches, calling switches[flag](). --help/-h prints usage and --version
+// the version; both return false (the program exits 0). An unknown argument
+// or a flag without its value is an InputError.
 using FlagHandlers = std::map<std::string, std::function<void(const std::string& value)>>;
+using SwitchHandlers = std::map<std::string, std::function<void()>>;
 bool parse_flags(int argc, char** argv, const char* program, const char* usage,
-                 const FlagHandlers& flags);
+                 const FlagHandlers& flags, const SwitchHandlers& switches = {});
 
 // A flag's whole value as an integer >= min, else an InputError naming the flag.
 int64_t parse_count(const std::string& flag, const std::string& value, int64_t min = 0);

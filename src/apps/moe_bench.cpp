@@ -19,6 +19,7 @@
 #include "apps/backend_choice.h"
 #include "apps/common.h"
 #include "apps/device_info.h"
+#include "apps/memory_plan.h"
 #include "backend/backend.h"
 #include "data/token_source.h"
 #include "dist/comm.h"
@@ -158,6 +159,7 @@ int bench(const Args& a) {
   }
 
   // ---- numbers ----
+  const moe::MemoryPlan plan = moe::plan_memory(cfg, kind, 1);
   const moe::ModelConfig& mc = cfg.model;
   const int64_t tokens_per_step = int64_t(cfg.train.global_batch) * mc.seq_len;
   double total_s = 0, min_s = m.step_s.front();
@@ -208,6 +210,9 @@ int bench(const Args& a) {
     std::printf("  peak memory  not counted by this backend");
   if (gpu) std::printf("; device in use %s of %s", mib(gpu->used_bytes).c_str(),
                        mib(gpu->total_bytes).c_str());
+  std::printf("\n  memory plan  %s (moe-train --plan: model %s, backend workspace %s)",
+              mib(plan.total()).c_str(), mib(plan.total() - plan.workspace).c_str(),
+              mib(plan.workspace).c_str());
   std::printf("\n\n  phase          ms/step   share\n");
   for (int p = 0; p < moe::kPhaseCount; ++p)
     std::printf("  %-12s %9.2f  %5.1f%%\n", moe::phase_name(moe::Phase(p)), per_step[p] * 1e3,
@@ -237,6 +242,7 @@ int bench(const Args& a) {
     j["mfu"] = mfu ? nlohmann::json(*mfu) : nlohmann::json(nullptr);
     j["peak_bytes"] = m.peak_bytes > 0 ? nlohmann::json(m.peak_bytes) : nlohmann::json(nullptr);
     j["device_used_bytes"] = gpu ? nlohmann::json(gpu->used_bytes) : nlohmann::json(nullptr);
+    j["plan"] = moe::plan_to_json(plan);
     j["skipped_steps"] = m.skipped;
     for (int p = 0; p < moe::kPhaseCount; ++p)
       j["phases"][moe::phase_name(moe::Phase(p))] = {{"s_per_step", per_step[p]},

@@ -12,6 +12,7 @@
 #include "apps/backend_choice.h"
 #include "apps/common.h"
 #include "apps/device_info.h"
+#include "apps/memory_plan.h"
 #include "backend/backend.h"
 #include "data/shard_dataset.h"
 #include "data/token_source.h"
@@ -27,10 +28,15 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: moe-train --config FILE [--set key.path=value]... [--resume auto|DIR]\n"
+    "       moe-train --config FILE [--set key.path=value]... --plan [--world-size W]\n"
     "  --config FILE      run configuration (YAML; keys in docs/config.md)\n"
     "  --set k=v          override one config key, e.g. --set train.steps=100\n"
     "  --resume auto|DIR  continue from the newest checkpoint under checkpoint.dir (auto;\n"
     "                     starts fresh when there is none) or from checkpoint directory DIR\n"
+    "  --plan             print the memory plan of one rank (weights, gradients, optimizer,\n"
+    "                     activations, scratch) and FLOPs per token, then exit; allocates\n"
+    "                     nothing, needs no GPU (plans for CUDA unless train.backend is cpu)\n"
+    "  --world-size W     ranks to plan for (default: the ranks launched, 1 without mpirun)\n"
     "  --help             this text\n"
     "  --version          print the version\n"
     "SIGINT/SIGTERM: finish the step, write a checkpoint, exit 0; a second signal exits at once.\n";
@@ -38,7 +44,22 @@ constexpr const char* kUsage =
 struct Args {
   std::string config_path, resume;
   std::vector<std::string> overrides;
+  bool plan = false;
+  int64_t world_size = 0;  // --plan only; 0: the launched world
 };
+
+// moe-train --plan: the plan of rank 0 (ranks are alike), printed by rank 0.
+int print_plan(const Args& a, int launched_world, int rank) {
+  const int W = a.world_size > 0 ? int(a.world_size) : launched_world;
+  moe::Config cfg = moe::load_config(a.config_path, a.overrides, W);
+  const moe::BackendKind kind =
+      cfg.train.backend == moe::BackendKind::Cpu ? moe::BackendKind::Cpu : moe::BackendKind::Cuda;
+  if (kind == moe::BackendKind::Cuda && cfg.train.precision == moe::Precision::Float64)
+    throw moe::ConfigError("config: train.precision: float64 runs on the CPU backend only");
+  const moe::MemoryPlan plan = moe::plan_memory(cfg, kind, W, 0);
+  if (rank == 0) std::fputs(moe::format_plan(plan).c_str(), stdout);
+  return 0;
+}
 
 // The checkpoint to resume from ("" for a fresh start); checks that its
 // model matches this config and logs every other setting that changed.
@@ -161,9 +182,16 @@ int main(int argc, char** argv) {
     if (!moe::parse_flags(argc, argv, "moe-train", kUsage,
                           {{"--config", [&](const std::string& v) { a.config_path = v; }},
                            {"--set", [&](const std::string& v) { a.overrides.push_back(v); }},
-                           {"--resume", [&](const std::string& v) { a.resume = v; }}}))
+                           {"--resume", [&](const std::string& v) { a.resume = v; }},
+                           {"--world-size",
+                            [&](const std::string& v) {
+                              a.world_size = moe::parse_count("--world-size", v, 1);
+                            }}},
+                          {{"--plan", [&] { a.plan = true; }}}))
       return 0;
     if (a.config_path.empty()) throw moe::InputError("--config is required (see --help)");
+    if (a.world_size > 0 && !a.plan) throw moe::InputError("--world-size goes with --plan");
+    if (a.plan) return print_plan(a, world->size(), world->rank());
 
     moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
     // Rank 0 alone talks; the others report errors only.

@@ -69,6 +69,8 @@ class Transformer {
   void backward();
   // Rows of the LM head + cross-entropy chunks.
   int loss_chunk_rows() const { return loss_chunk_; }
+  // Bytes of the shared scratch (one layer's backward, one loss chunk).
+  size_t scratch_bytes() const { return scratch_.capacity(); }
 
   // Every MoE layer exchanges its rows over `ep_device` (an EP communicator
   // on backend memory, e.g. NcclComm) instead of through host memory.
