@@ -275,6 +275,16 @@ nlohmann::json read_json(const fs::path& p) {
   return nlohmann::json::parse(f);
 }
 
+TEST(BenchCli, ExpectPrintsTheModelWithoutRunning) {
+  const CommandResult r = bench("--config " + std::string(MOE_SOURCE_DIR) +
+                                "/configs/bench/1b.yaml --expect h100");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* s : {"H100 SXM", "attention", "expert_gemm", "optimizer", "expected ms",
+                        "tokens/s"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " in:\n" << r.out;
+  expect_one_line_error(bench("--config " + kBenchTiny + " --expect b200"), "--expect");
+}
+
 TEST(BenchCli, TinyRunWritesConsistentJson) {
   const fs::path out = temp_path("run.json");
   const CommandResult r =

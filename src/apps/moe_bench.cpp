@@ -20,6 +20,7 @@
 #include "apps/common.h"
 #include "apps/device_info.h"
 #include "apps/memory_plan.h"
+#include "apps/perf_model.h"
 #include "backend/backend.h"
 #include "data/token_source.h"
 #include "dist/comm.h"
@@ -31,6 +32,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: moe-bench --config FILE [--set key.path=value]... [--steps N] [--warmup N]\n"
     "                 [--backend cpu|cuda] [--peak-tflops X] [--json FILE]\n"
+    "       moe-bench --config FILE [--set key.path=value]... --expect h100|h100-pcie|h200|a100\n"
     "  --config FILE      model and batch to measure (YAML; data.* is replaced by synthetic\n"
     "                     tokens)\n"
     "  --set k=v          override one config key, e.g. --set train.micro_batch=8\n"
@@ -41,11 +43,14 @@ constexpr const char* kUsage =
     "  --peak-tflops X    the device's dense peak in TFLOP/s for MFU (default: the bf16 table\n"
     "                     of docs/bench.md on a known GPU; none on the CPU)\n"
     "  --json FILE        also write the results as JSON\n"
+    "  --expect GPU       print the expected time of a step, phase by phase, on that GPU\n"
+    "                     (docs/bench.md, \"Expected time\") and exit; runs nothing. On a\n"
+    "                     known GPU a run prints its expectation beside what it measured\n"
     "  --help             this text\n"
     "  --version          print the version\n";
 
 struct Args {
-  std::string config_path, backend, json_path;
+  std::string config_path, backend, json_path, expect;
   std::vector<std::string> overrides;
   int64_t steps = 10, warmup = 2;
   std::optional<double> peak_tflops;
@@ -110,6 +115,29 @@ std::string mib(size_t bytes) {
   return buf;
 }
 
+// The expected-time table of one step of cfg on dev (moe-bench --expect).
+int print_expectation(const moe::Config& cfg, const moe::DeviceSpec& dev) {
+  const moe::StepExpectation x = moe::expected_step(cfg, dev);
+  const moe::Efficiency eff;
+  const double tokens = double(cfg.train.global_batch) * cfg.model.seq_len;
+  double total = 0;
+  for (const auto& p : x) total += p.seconds;
+  std::printf("expected step: %s on %s (%.1f TFLOP/s bf16, %.1f fp32, %.2f TB/s)\n",
+              cfg.model.moe_layers() > 0 ? "MoE transformer" : "transformer", dev.name.c_str(),
+              dev.bf16_tflops, dev.fp32_tflops, dev.dram_tbps);
+  std::printf("  efficiencies: GEMM %.0f%%, attention %.0f%%, fp32 GEMM %.0f%%, memory %.0f%%\n",
+              eff.gemm * 100, eff.attention * 100, eff.fp32_gemm * 100, eff.memory * 100);
+  std::printf("  %.0f tokens per step\n\n", tokens);
+  std::printf("  phase        matmul TFLOP  attn TFLOP  fp32 TFLOP    DRAM GB   expected ms\n");
+  for (int p = 0; p < moe::kPhaseCount; ++p)
+    std::printf("  %-12s %12.2f %11.2f %11.3f %10.1f %13.2f\n", moe::phase_name(moe::Phase(p)),
+                x[p].matmul_flops / 1e12, x[p].attention_flops / 1e12, x[p].fp32_flops / 1e12,
+                x[p].bytes / 1e9, x[p].seconds * 1e3);
+  std::printf("  %-12s %60.2f\n", "step", total * 1e3);
+  std::printf("  tokens/s     %.0f expected\n", tokens / total);
+  return 0;
+}
+
 int bench(const Args& a) {
   // Opened first: a bad path fails before minutes of measuring.
   std::ofstream json_out;
@@ -122,6 +150,12 @@ int bench(const Args& a) {
   overrides.push_back("train.steps=" + std::to_string(a.warmup + a.steps));
   moe::Config cfg = moe::load_config(a.config_path, overrides, 1);
   moe::setup_logging(cfg.log.level);
+  if (!a.expect.empty()) {
+    const auto dev = moe::device_spec_by_key(a.expect);
+    if (!dev) throw moe::InputError("--expect: expected h100, h100-pcie, h200 or a100, got '" +
+                                    a.expect + "'");
+    return print_expectation(cfg, *dev);
+  }
   const moe::BackendKind kind = choose_backend(a, cfg);
   if (cfg.train.threads == 0) cfg.train.threads = omp_get_num_procs();
 
@@ -213,10 +247,25 @@ int bench(const Args& a) {
   std::printf("\n  memory plan  %s (moe-train --plan: model %s, backend workspace %s)",
               mib(plan.total()).c_str(), mib(plan.total() - plan.workspace).c_str(),
               mib(plan.workspace).c_str());
-  std::printf("\n\n  phase          ms/step   share\n");
-  for (int p = 0; p < moe::kPhaseCount; ++p)
-    std::printf("  %-12s %9.2f  %5.1f%%\n", moe::phase_name(moe::Phase(p)), per_step[p] * 1e3,
+  // On a GPU of the expected-time table: the model's time per phase beside
+  // the measured one (docs/bench.md, "Expected time").
+  std::optional<moe::StepExpectation> expected;
+  if (gpu)
+    if (const auto dev = moe::device_spec(gpu->name)) expected = moe::expected_step(cfg, *dev);
+  std::printf("\n\n  phase          ms/step   share%s\n", expected ? "   expected ms" : "");
+  double expected_step_s = 0;
+  for (int p = 0; p < moe::kPhaseCount; ++p) {
+    std::printf("  %-12s %9.2f  %5.1f%%", moe::phase_name(moe::Phase(p)), per_step[p] * 1e3,
                 100.0 * per_step[p] / mean_s);
+    if (expected) {
+      std::printf("  %12.2f", (*expected)[p].seconds * 1e3);
+      expected_step_s += (*expected)[p].seconds;
+    }
+    std::printf("\n");
+  }
+  if (expected)
+    std::printf("  expected     %9.2f ms/step, %.0f tokens/s (moe-bench --expect)\n",
+                expected_step_s * 1e3, double(tokens_per_step) / expected_step_s);
   if (m.skipped > 0)
     std::printf("warning: %lld of the %lld timed steps had a non-finite loss or gradient norm "
                 "(skipped: no update)\n",
@@ -244,9 +293,13 @@ int bench(const Args& a) {
     j["device_used_bytes"] = gpu ? nlohmann::json(gpu->used_bytes) : nlohmann::json(nullptr);
     j["plan"] = moe::plan_to_json(plan);
     j["skipped_steps"] = m.skipped;
-    for (int p = 0; p < moe::kPhaseCount; ++p)
+    for (int p = 0; p < moe::kPhaseCount; ++p) {
       j["phases"][moe::phase_name(moe::Phase(p))] = {{"s_per_step", per_step[p]},
                                                      {"share", per_step[p] / mean_s}};
+      if (expected)
+        j["phases"][moe::phase_name(moe::Phase(p))]["expected_s_per_step"] = (*expected)[p].seconds;
+    }
+    j["expected_step_s"] = expected ? nlohmann::json(expected_step_s) : nlohmann::json(nullptr);
     json_out << j.dump(2) << "\n";
     json_out.close();
     if (!json_out) throw moe::InputError("--json: cannot write " + a.json_path);
@@ -274,7 +327,8 @@ int main(int argc, char** argv) {
               }},
              {"--peak-tflops",
               [&](const std::string& v) { a.peak_tflops = parse_positive("--peak-tflops", v); }},
-             {"--json", [&](const std::string& v) { a.json_path = v; }}}))
+             {"--json", [&](const std::string& v) { a.json_path = v; }},
+             {"--expect", [&](const std::string& v) { a.expect = v; }}}))
       return 0;
     if (a.config_path.empty()) throw moe::InputError("--config is required (see --help)");
     return bench(a);
