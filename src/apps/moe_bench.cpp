@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/backend_choice.h"
+#include "apps/bench_attention.h"
 #include "apps/common.h"
 #include "apps/device_info.h"
 #include "backend/backend.h"
@@ -28,7 +29,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: moe-bench --config FILE [--set key.path=value]... [--steps N] [--warmup N]\n"
-    "                 [--backend cpu|cuda] [--peak-tflops X] [--json FILE]\n"
+    "                 [--backend cpu|cuda] [--peak-tflops X] [--json FILE] [--op attention]\n"
     "  --config FILE      model and batch to measure (YAML; data.* is replaced by synthetic\n"
     "                     tokens)\n"
     "  --set k=v          override one config key, e.g. --set train.micro_batch=8\n"
@@ -39,11 +40,14 @@ constexpr const char* kUsage =
     "  --peak-tflops X    the device's dense peak in TFLOP/s for MFU (default: the bf16 table\n"
     "                     of docs/bench.md on a known GPU; none on the CPU)\n"
     "  --json FILE        also write the results as JSON\n"
+    "  --op attention     time only the tensor-core attention kernels (forward, backward) at\n"
+    "                     train.micro_batch x model.seq_len x model.heads x head_dim, on CUDA;\n"
+    "                     --warmup / --steps calls each; TFLOP/s and % of the bf16 peak\n"
     "  --help             this text\n"
     "  --version          print the version\n";
 
 struct Args {
-  std::string config_path, backend, json_path;
+  std::string config_path, backend, json_path, op;
   std::vector<std::string> overrides;
   int64_t steps = 10, warmup = 2;
   std::optional<double> peak_tflops;
@@ -251,9 +255,22 @@ int main(int argc, char** argv) {
               }},
              {"--peak-tflops",
               [&](const std::string& v) { a.peak_tflops = parse_positive("--peak-tflops", v); }},
-             {"--json", [&](const std::string& v) { a.json_path = v; }}}))
+             {"--json", [&](const std::string& v) { a.json_path = v; }},
+             {"--op",
+              [&](const std::string& v) {
+                if (v != "attention")
+                  throw moe::InputError("--op: expected attention, got '" + v + "'");
+                a.op = v;
+              }}}))
       return 0;
     if (a.config_path.empty()) throw moe::InputError("--config is required (see --help)");
+    if (a.op == "attention") {  // apps/bench_attention.h
+      if (a.backend == "cpu")
+        throw moe::InputError("--op attention runs on CUDA, not --backend cpu");
+      return moe::run_attention_bench(moe::load_config(a.config_path, a.overrides, 1),
+                                      a.config_path, a.warmup, a.steps, a.peak_tflops,
+                                      a.json_path);
+    }
     return bench(a);
   });
 }
