@@ -73,5 +73,6 @@ void expert_counts(int64_t* counts, const int32_t* expert_idx, int N, int K, int
 
 // The other op families, one header each beside their .cu files.
 #include "kernels_attention_dispatch.h"
+#include "kernels_attention_tc.h"
 #include "kernels_convert.h"
 #include "kernels_elementwise.h"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates the CUDA backend on a GPU machine in one command: every `gpu`
 # test (kernels, bf16 matmuls, whole model vs the CPU, the programs on CUDA),
-# compute-sanitizer, and moe-bench on the tiny and the paper's 1B preset.
+# compute-sanitizer, HMMA in the tensor-core attention's SASS (cuobjdump),
+# and moe-bench on the tiny and the paper's 1B preset (and --op attention).
 # Writes a report (device, results, the 1B numbers) to OUT/report.txt and the
 # bench JSON beside it; exits 1 if any check failed.
 #   scripts/gpu_check.sh [--dir BUILD_OR_BUNDLE] [--out DIR] [--skip-sanitizer] [--skip-1b]
@@ -67,6 +68,10 @@ done
 if [ "$sanitizer" = 1 ]; then
   check compute-sanitizer bash "$here/tests/gpu_sanitizer_test.sh" "$(dirname "$tests")"
 fi
+# The tensor-core attention kernels hold HMMA instructions (SKIP without cuobjdump).
+if [ -x "$tests/test_gpu_attention_tc" ]; then
+  check attention_tc_sass bash "$here/tests/attention_tc_ptx_test.sh" --sass "$tests/test_gpu_attention_tc"
+fi
 
 bench() {  # bench NAME CONFIG [ARGS...]
   local name=$1 config=$2; shift 2
@@ -77,6 +82,10 @@ say ""
 bench bench_tiny "$configs/bench/tiny.yaml" --backend cuda --set train.precision=bfloat16 --steps 5
 if [ "$big" = 1 ]; then
   bench bench_1b "$configs/bench/1b.yaml" --backend cuda --steps 10
+  # The tensor-core attention alone at the 1B shape (B 8, S 2048, H 8, hd 128).
+  check bench_attention "$bin/moe-bench" --config "$configs/bench/1b.yaml" --op attention \
+    --json "$out/bench_attention.json"
+  [ -f "$out/bench_attention.log" ] && sed -n '/shape/,$p' "$out/bench_attention.log" | tee -a "$report"
 fi
 
 say ""

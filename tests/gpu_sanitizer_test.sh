@@ -31,6 +31,9 @@ for t in test_gpu_kernels test_gpu_attention_dispatch test_gpu_elementwise test_
   run racecheck "$t"
   run synccheck "$t"
 done
+for check in memcheck racecheck synccheck; do  # the small shapes (racecheck is slow)
+  run "$check" test_gpu_attention_tc '*Small*:*Rejects*'
+done
 run memcheck test_gpu_bf16 '*'
 run memcheck test_gpu_backend '*OneStep*'
 echo "compute-sanitizer: clean"

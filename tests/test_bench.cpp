@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "apps/bench_attention.h"
 #include "apps/device_info.h"
 #include "backend/backend.h"
 #include "command.h"
@@ -387,6 +388,29 @@ TEST(BenchCli, BadInput) {
   expect_one_line_error(
       bench("--config " + kBenchTiny + " --backend cpu --json /nonexistent/dir/x.json"),
       "/nonexistent/dir/x.json");
+}
+
+// moe-bench --op attention (apps/bench_attention.h): the FLOP convention by
+// hand, and its errors. Timing itself needs a GPU: test_gpu_attention_tc.
+TEST(BenchAttention, FlopConventionByHand) {
+  // The 1B preset's micro-batch: 4 x B 8 x H 8 x S 2048^2 x hd 128 / 2.
+  EXPECT_DOUBLE_EQ(attention_forward_flops(8, 2048, 8, 128), 68719476736.0);
+  EXPECT_DOUBLE_EQ(attention_backward_flops(8, 2048, 8, 128), 2.5 * 68719476736.0);
+  EXPECT_DOUBLE_EQ(attention_forward_flops(1, 1, 1, 64), 128.0);  // 4 x 64 / 2
+}
+
+TEST(BenchCli, AttentionOpErrors) {
+  const std::string b1 = std::string(MOE_SOURCE_DIR) + "/configs/bench/1b.yaml";
+  expect_one_line_error(bench("--config " + b1 + " --op matmul"), "--op");
+  expect_one_line_error(bench("--config " + b1 + " --op attention --backend cpu"),
+                        "--op attention");
+  if (!cuda_available()) {
+    // A CPU-only build or no device: one line naming CUDA, exit 2.
+    expect_one_line_error(bench("--config " + b1 + " --op attention"), "CUDA");
+  } else {
+    // tiny.yaml's head_dim is 16: not a tensor-core shape.
+    expect_one_line_error(bench("--config " + kBenchTiny + " --op attention"), "head_dim 16");
+  }
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/backend_choice.h"
+#include "apps/bench_attention.h"
 #include "apps/common.h"
 #include "apps/device_info.h"
 #include "apps/memory_plan.h"
@@ -31,7 +32,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: moe-bench --config FILE [--set key.path=value]... [--steps N] [--warmup N]\n"
-    "                 [--backend cpu|cuda] [--peak-tflops X] [--json FILE]\n"
+    "                 [--backend cpu|cuda] [--peak-tflops X] [--json FILE] [--op attention]\n"
     "       moe-bench --config FILE [--set key.path=value]... --expect h100|h100-pcie|h200|a100\n"
     "  --config FILE      model and batch to measure (YAML; data.* is replaced by synthetic\n"
     "                     tokens)\n"
@@ -43,6 +44,9 @@ constexpr const char* kUsage =
     "  --peak-tflops X    the device's dense peak in TFLOP/s for MFU (default: the bf16 table\n"
     "                     of docs/bench.md on a known GPU; none on the CPU)\n"
     "  --json FILE        also write the results as JSON\n"
+    "  --op attention     time only the tensor-core attention kernels (forward, backward) at\n"
+    "                     train.micro_batch x model.seq_len x model.heads x head_dim, on CUDA;\n"
+    "                     --warmup / --steps calls each; TFLOP/s and % of the bf16 peak\n"
     "  --expect GPU       print the expected time of a step, phase by phase, on that GPU\n"
     "                     (docs/bench.md, \"Expected time\") and exit; runs nothing. On a\n"
     "                     known GPU a run prints its expectation beside what it measured\n"
@@ -50,7 +54,7 @@ constexpr const char* kUsage =
     "  --version          print the version\n";
 
 struct Args {
-  std::string config_path, backend, json_path, expect;
+  std::string config_path, backend, json_path, expect, op;
   std::vector<std::string> overrides;
   int64_t steps = 10, warmup = 2;
   std::optional<double> peak_tflops;
@@ -328,9 +332,22 @@ int main(int argc, char** argv) {
              {"--peak-tflops",
               [&](const std::string& v) { a.peak_tflops = parse_positive("--peak-tflops", v); }},
              {"--json", [&](const std::string& v) { a.json_path = v; }},
-             {"--expect", [&](const std::string& v) { a.expect = v; }}}))
+             {"--expect", [&](const std::string& v) { a.expect = v; }},
+             {"--op",
+              [&](const std::string& v) {
+                if (v != "attention")
+                  throw moe::InputError("--op: expected attention, got '" + v + "'");
+                a.op = v;
+              }}}))
       return 0;
     if (a.config_path.empty()) throw moe::InputError("--config is required (see --help)");
+    if (a.op == "attention") {  // apps/bench_attention.h
+      if (a.backend == "cpu")
+        throw moe::InputError("--op attention runs on CUDA, not --backend cpu");
+      return moe::run_attention_bench(moe::load_config(a.config_path, a.overrides, 1),
+                                      a.config_path, a.warmup, a.steps, a.peak_tflops,
+                                      a.json_path);
+    }
     return bench(a);
   });
 }
