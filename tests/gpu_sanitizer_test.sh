@@ -2,8 +2,9 @@
 # compute-sanitizer over the gpu tests (ctest "gpu_sanitizer", label gpu):
 # memcheck (out-of-bounds and misaligned accesses, leaks, API errors) on every
 # kernel family and on one whole training step of a small model in fp32 and
-# bf16; racecheck and synccheck (shared-memory races, bad barriers) on the
-# kernel tests. Exits 77 (ctest: skipped) without a device or the tool.
+# bf16; initcheck (reads of device memory never written) on that step;
+# racecheck and synccheck (shared-memory races, bad barriers) on the kernel
+# tests. Exits 77 (ctest: skipped) without a device or the tool.
 #   tests/gpu_sanitizer_test.sh BUILD_DIR|BUNDLE_DIR
 set -euo pipefail
 build=${1:?usage: gpu_sanitizer_test.sh BUILD_DIR}
@@ -36,4 +37,5 @@ for check in memcheck racecheck synccheck; do  # the small shapes (racecheck is 
 done
 run memcheck test_gpu_bf16 '*'
 run memcheck test_gpu_backend '*OneStep*'
+run initcheck test_gpu_backend '*OneStep*'
 echo "compute-sanitizer: clean"

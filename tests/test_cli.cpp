@@ -68,7 +68,7 @@ TEST(Cli, PlanPrintsTheMemoryPlanAndAllocatesNothing) {
     EXPECT_NE(r.out.find(row), std::string::npos) << row;
   // A layout the config cannot run: one line, exit 2.
   expect_one_line_error(run("--config " + one_b +
-                            " --set parallel.ep_size=8 --set train.global_batch=24 --plan --world-size 3"),
+                            " --set parallel.ep_size=8 --set train.global_batch=48 --plan --world-size 3"),
                         "parallel.ep_size");
   expect_one_line_error(run("--config " + kTiny + " --world-size 2"), "--world-size");
   expect_one_line_error(run("--config " + kTiny + " --plan --world-size 0"), "--world-size");

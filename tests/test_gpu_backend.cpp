@@ -8,10 +8,13 @@
 #ifdef MOE_WITH_CUDA
 
 #include <cmath>
+#include <cstdio>
+#include <string>
 #include <filesystem>
 #include <vector>
 
 #include "backend/cuda/cuda_device.h"
+#include "config/config.h"
 #include "data/token_source.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
@@ -118,6 +121,49 @@ TEST(GpuBackend, FiftyStepLossCurveMatchesCpuAndIsDeterministic) {
 TEST(GpuBackend, Bf16FiftyStepLossCurveFollowsCpuAndIsDeterministic) {
   SKIP_WITHOUT_GPU();
   expect_curve_matches_cpu_and_repeats<bf16>(kBf16);
+}
+
+// The 1B preset (configs/bench/1b.yaml) at micro-batch 1, one training step
+// on the same batch and parameters: the GPU's bf16 against the CPU's bf16
+// mode (issue 10: a finite loss within 2e-2). The CPU side takes a minute on
+// a 16-core host.
+TEST(GpuBackend, OneBillionPresetStepFollowsCpuBf16) {
+  SKIP_WITHOUT_GPU();
+  const Config c = load_config(std::string(MOE_SOURCE_DIR) + "/configs/bench/1b.yaml",
+                               {"train.micro_batch=1", "train.global_batch=1", "train.threads=0"},
+                               1);
+  const int S = c.model.seq_len, V = c.model.vocab_size;
+  std::vector<int32_t> tok(S), tgt(S);
+  for (int i = 0; i < S; ++i) tok[i] = int32_t((i * 7919 + 13) % V), tgt[i] = int32_t((i * 104729 + 7) % V);
+  ForwardOptions opt;
+  opt.ce_grad_scale = 1.0 / S;
+  auto step = [&](Backend<float, bf16>& be, const std::vector<float>* params, double* loss,
+                  std::vector<float>* host_params) {
+    Transformer<float, bf16> m(c, be, 1);
+    if (params)
+      m.params().params_from_host(*params);
+    else
+      m.init_params(c.train.seed);
+    if (host_params) *host_params = m.params().params_to_host();
+    m.params().zero_grads();
+    *loss = m.forward(tok.data(), tgt.data(), 1, opt).loss_sum / S;
+    m.backward();
+    return m.params().grads_to_host();
+  };
+  auto cpu = make_cpu_backend<float, bf16>(0);
+  auto gpu = make_cuda_backend<bf16>(0);
+  std::vector<float> params;
+  double lc = 0, lg = 0;
+  const auto gc = step(*cpu, nullptr, &lc, &params);
+  const auto gg = step(*gpu, &params, &lg, nullptr);
+  std::printf("  1B step: loss cpu-bf16 %.6f cuda-bf16 %.6f\n", lc, lg);
+  ASSERT_TRUE(std::isfinite(lg));
+  EXPECT_NEAR(lg, lc, 2e-2 * lc);
+  double dot = 0, nc = 0, ng = 0;
+  for (size_t i = 0; i < gc.size(); ++i) dot += double(gc[i]) * gg[i], nc += double(gc[i]) * gc[i], ng += double(gg[i]) * gg[i];
+  std::printf("  1B step: gradient cosine %.6f, norm ratio %.4f\n", dot / std::sqrt(nc * ng),
+              std::sqrt(ng / nc));
+  EXPECT_GT(dot / std::sqrt(nc * ng), 0.99);
 }
 
 TEST(GpuBackend, ResumeIsBitExact) {

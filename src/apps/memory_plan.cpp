@@ -136,14 +136,16 @@ class ShapeComm final : public Comm {
 // allocations outside the model's): cuBLASLt's 32 MiB split-K workspace, the
 // small kernel workspaces (norm, attention and dispatch partials; 16 MiB
 // covers them at any preset), and in bf16 the fp32 staging of the router's
-// input and gradient and of the attention's operands (qkv, out, dout, dqkv:
-// the fp32 flash kernel over widened bf16; src/backend/cuda/cuda_backend.cpp).
-// The CUDA context and the NCCL buffers are not backend allocations and are
-// not counted.
+// input and input gradient, plus, for a head_dim without tensor-core
+// attention (not 64 or 128), of the attention's operands (qkv, out, dout,
+// dqkv); src/backend/cuda/cuda_backend.cpp. The CUDA context and NCCL's
+// buffers are not backend allocations and are not counted.
 size_t cuda_workspace_bytes(const Config& cfg, bool bf16) {
   const size_t N = size_t(cfg.train.micro_batch) * cfg.model.seq_len, D = cfg.model.hidden;
+  const int hd = cfg.model.head_dim();
   size_t b = (size_t(32) << 20) + (size_t(16) << 20);
-  if (bf16) b += (N * 3 * D + N * D + N * D + N * 3 * D) * sizeof(float);
+  if (bf16) b += 2 * N * D * sizeof(float);
+  if (bf16 && hd != 64 && hd != 128) b += (N * 3 * D + N * 3 * D) * sizeof(float);
   return b;
 }
 

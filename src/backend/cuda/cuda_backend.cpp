@@ -224,12 +224,16 @@ class CudaBackend final : public Backend<float, A> {
   void rope_backward(A* dqkv, int B, int S, int H, int hd, double theta) override {
     kernels::rope_backward(dev(dqkv), B, S, H, hd, theta, stream_);
   }
-  // bf16: the fp32 flash kernel over widened copies (staging), rounded once
-  // on the way out.
+  // bf16: the tensor-core kernels (kernels/attention_tc.cu) for head_dim 64
+  // and 128; other head dims run the fp32 flash kernel over widened copies
+  // (staging), rounded once on the way out.
+  static bool tensor_core_head_dim(int hd) { return hd == 64 || hd == 128; }
   void attention_forward(A* out, float* lse, const A* qkv, int B, int S, int H,
                          int hd) override {
     const size_t n_qkv = size_t(B) * S * 3 * H * hd, n_out = size_t(B) * S * H * hd;
     if constexpr (kBf16) {
+      if (tensor_core_head_dim(hd))
+        return kernels::attention_tc_forward(dev(out), lse, dev(qkv), B, S, H, hd, stream_);
       float* outf = staging<float>(1, n_out);
       kernels::attention_forward(outf, lse, widened(0, qkv, n_qkv), B, S, H, hd, stream_);
       kernels::float_to_bf16(dev(out), outf, n_out, stream_);
@@ -243,6 +247,11 @@ class CudaBackend final : public Backend<float, A> {
     const size_t ws = kernels::attention_backward_workspace_bytes(B, S, H);
     const size_t n_qkv = size_t(B) * S * 3 * H * hd, n_out = size_t(B) * S * H * hd;
     if constexpr (kBf16) {
+      if (tensor_core_head_dim(hd)) {
+        const size_t tc_ws = kernels::attention_tc_backward_workspace_bytes(B, S, H, hd);
+        return kernels::attention_tc_backward(dev(dqkv), dev(dout), dev(out), lse, dev(qkv), B,
+                                              S, H, hd, workspace(tc_ws), tc_ws, stream_);
+      }
       float* dqkvf = staging<float>(3, n_qkv);
       kernels::attention_backward(dqkvf, widened(1, dout, n_out), widened(2, out, n_out), lse,
                                   widened(0, qkv, n_qkv), B, S, H, hd, workspace(ws), ws, stream_);
