@@ -137,6 +137,39 @@ TEST(GpuBf16, LinearMatchesCpu) {
   }
 }
 
+// The LM head runs on chunks of rows (transformer.cpp): x + c0 * D is 8 but
+// not 16-byte aligned in bf16 when c0 * D is 4 mod 8. Such operands (x, dy,
+// dx at row 5 of I = 12 and O = 20 columns) must get a cuBLASLt plan made for
+// their alignment, not one that assumes 16 bytes.
+TEST(GpuBf16, LinearOnRowOffsetsNotSixteenByteAligned) {
+  SKIP_WITHOUT_DEVICE();
+  auto cpu = cpu_bf16();
+  auto gpu = make_cuda_backend<bf16>(0);
+  std::mt19937_64 rng(13);
+  const int R = 24, r0 = 5, N = 19, I = 12, O = 20;
+  ASSERT_NE(r0 * I * 2 % 16, 0);
+  ASSERT_NE(r0 * O * 2 % 16, 0);
+  const auto x = as_bf16(normal(size_t(R) * I, rng)), dy = as_bf16(normal(size_t(R) * O, rng));
+  const auto W = normal(size_t(O) * I, rng, 0, 0.05), dW0 = normal(size_t(O) * I, rng);
+  auto run = [&](Gpu& be) {
+    bf16 *xd = upload(be, x), *dyd = upload(be, dy);
+    float *Wd = upload(be, W), *dWd = upload(be, dW0);
+    bf16* yd = alloc_array<bf16>(be, size_t(R) * O);
+    bf16* dxd = alloc_array<bf16>(be, size_t(R) * I);
+    be.linear_forward(yd + r0 * O, xd + r0 * I, Wd, N, I, O);
+    be.linear_backward(dxd + r0 * I, dWd, dyd + r0 * O, xd + r0 * I, Wd, N, I, O, false);
+    LinearResult r{as_float(download(be, yd, size_t(R) * O)),
+                   as_float(download(be, dxd, size_t(R) * I)), download(be, dWd, size_t(O) * I)};
+    for (void* p : {(void*)xd, (void*)Wd, (void*)dyd, (void*)dWd, (void*)yd, (void*)dxd})
+      be.free_bytes(p);
+    return r;
+  };
+  const auto ref = run(*cpu), got = run(*gpu);
+  EXPECT_LT(rel_error(got.y, ref.y), kBf16Tol);
+  EXPECT_LT(rel_error(got.dx, ref.dx), kBf16Tol);
+  EXPECT_LT(rel_error(got.dW, ref.dW), 1e-5);
+}
+
 TEST(GpuBf16, GroupedLinearMatchesCpuWithEmptyExperts) {
   SKIP_WITHOUT_DEVICE();
   auto cpu = cpu_bf16();

@@ -1,5 +1,6 @@
 #include "backend/cuda/lt_matmul.h"
 
+#include <algorithm>
 #include <string>
 
 #include "backend/cuda/cuda_device.h"
@@ -40,7 +41,7 @@ LtMatmul::~LtMatmul() {
 
 const LtMatmul::Plan& LtMatmul::plan(const Key& key) {
   if (auto it = plans_.find(key); it != plans_.end()) return it->second;
-  const auto [ta, tb, m, n, k, lda, ldb, ldc, c_align, c_type] = key;
+  const auto [ta, tb, m, n, k, lda, ldb, ldc, c_align, c_type, a_align, b_align] = key;
   Plan p;
   check(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
   const int32_t opa = ta, opb = tb;
@@ -57,13 +58,14 @@ const LtMatmul::Plan& LtMatmul::plan(const Key& key) {
   cublasLtMatmulPreference_t pref = nullptr;
   check(cublasLtMatmulPreferenceCreate(&pref), "preference");
   const uint64_t ws = kWorkspaceBytes;
-  const uint32_t ab_align = 16, out_align = uint32_t(c_align);
+  const uint32_t a_min = uint32_t(a_align), b_min = uint32_t(b_align),
+                 out_align = uint32_t(c_align);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                        sizeof(ws));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                       &ab_align, sizeof(ab_align));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                       &ab_align, sizeof(ab_align));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a_min,
+                                       sizeof(a_min));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &b_min,
+                                       sizeof(b_min));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
                                        &out_align, sizeof(out_align));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
@@ -90,7 +92,11 @@ bool LtMatmul::run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int
     }
     return true;  // beta is 0 or 1 in this code base
   }
-  const Plan& p = plan({int(ta), int(tb), m, n, k, lda, ldb, ldc, alignment_of(C), int(c_type)});
+  // A and B at a row offset (the LM head's chunks, transformer.cpp) can be
+  // less than 16-byte aligned; an algorithm chosen for 16 could then fault.
+  const int a_align = std::min(16, alignment_of(A)), b_align = std::min(16, alignment_of(B));
+  const Plan& p = plan({int(ta), int(tb), m, n, k, lda, ldb, ldc, alignment_of(C), int(c_type),
+                        a_align, b_align});
   if (!p.found) return false;
   const float alpha = 1.0f;
   check(cublasLtMatmul(handle_, p.desc, &alpha, A, p.a, B, p.b, &beta, C, p.c, C, p.c, &p.algo,

@@ -25,7 +25,9 @@ class LtMatmul {
   LtMatmul& operator=(const LtMatmul&) = delete;
 
   // C[m,n] = op(A) op(B) + beta * C; op(A) is m x k, op(B) k x n; C of type
-  // c_type (CUDA_R_32F or CUDA_R_16BF). A and B must be 16-byte aligned.
+  // c_type (CUDA_R_32F or CUDA_R_16BF). Any A, B and C alignment: the plan
+  // promises the heuristic only what the pointers have (A and B capped at 16
+  // bytes).
   // Returns false, having done nothing, when cuBLASLt has no algorithm for
   // this shape (odd leading dimensions can have none); the caller falls back.
   bool run(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
@@ -39,8 +41,9 @@ class LtMatmul {
     cublasLtMatmulAlgo_t algo{};
     bool found = false;  // the heuristic returned an algorithm
   };
-  // (ta, tb, m, n, k, lda, ldb, ldc, alignment of C in bytes, C type)
-  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int>;
+  // (ta, tb, m, n, k, lda, ldb, ldc, alignment of C in bytes, C type,
+  // alignment of A, of B in bytes, at most 16)
+  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int>;
   const Plan& plan(const Key& key);
 
   cudaStream_t stream_;
