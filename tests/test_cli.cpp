@@ -12,6 +12,7 @@
 #include <string>
 
 #include "command.h"
+#include "config/config.h"
 #ifdef MOE_WITH_CUDA
 #include "backend/cuda/cuda_device.h"
 #endif
@@ -72,6 +73,18 @@ TEST(Cli, PlanPrintsTheMemoryPlanAndAllocatesNothing) {
                         "parallel.ep_size");
   expect_one_line_error(run("--config " + kTiny + " --world-size 2"), "--world-size");
   expect_one_line_error(run("--config " + kTiny + " --plan --world-size 0"), "--world-size");
+}
+
+TEST(Cli, PrintConfigIsTheResolvedConfig) {
+  const std::string preset = std::string(MOE_SOURCE_DIR) + "/configs/paper/1b_aux_loss.yaml";
+  const CommandResult r = run("--config " + preset + " --set train.steps=5 --print-config");
+  ASSERT_EQ(r.code, 0) << r.out;
+  // Every key, the base and the override applied: it loads back to the same config.
+  const moe::Config printed = moe::parse_config(r.out);
+  EXPECT_EQ(printed, moe::load_config(preset, {"train.steps=5"}));
+  EXPECT_EQ(printed.balance.method, moe::BalanceMethod::AuxLoss);  // the preset's own key
+  EXPECT_EQ(printed.model.hidden, 1024);                            // from its base
+  EXPECT_EQ(r.out.find("base:"), std::string::npos);
 }
 
 TEST(Cli, MissingConfigFile) {

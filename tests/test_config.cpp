@@ -2,6 +2,9 @@
 // key, --set overrides, and every shipped preset under configs/.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -42,6 +45,12 @@ void expect_error(const std::string& yaml, const std::vector<std::string>& overr
 }
 void expect_error(const std::string& yaml, const std::vector<std::string>& parts) {
   expect_error(yaml, {}, 1, parts);
+}
+// f must fail with a ConfigError naming every string in `parts`.
+template <class F>
+void expect_error_text(F&& f, const std::vector<std::string>& parts) {
+  const std::string msg = config_error(f);
+  for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
 }
 // Same, for one override on top of the defaults.
 void expect_set_error(const std::string& ov, const std::vector<std::string>& parts) {
@@ -654,6 +663,71 @@ TEST(ConfigPresets, PaperPresetsMatchThePaper) {
     same.checkpoint = b1.checkpoint;
     EXPECT_EQ(same, b1);
   }
+}
+
+// Every paper preset resolves (bases applied) to exactly the full config it
+// held before it became a delta: tests/data/paper_resolved/ keeps those
+// resolved configs, every key, as written by moe-train --print-config.
+TEST(ConfigPresets, PaperDeltasResolveToTheFullConfigs) {
+  const fs::path dir = fs::path(MOE_SOURCE_DIR) / "configs" / "paper";
+  const fs::path want = fs::path(MOE_SOURCE_DIR) / "tests" / "data" / "paper_resolved";
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    SCOPED_TRACE(entry.path().filename().string());
+    const std::string resolved = config_to_yaml(load_config(entry.path().string()));
+    EXPECT_EQ(resolved, read_text(want / entry.path().filename()));
+    // A delta is a few lines over its base (the two bases are full files).
+    const std::string text = read_text(entry.path());
+    const long lines = std::count(text.begin(), text.end(), '\n');
+    if (text.find("\nbase: ") != std::string::npos) {
+      EXPECT_LE(lines, 15);
+    }
+    ++n;
+  }
+  EXPECT_EQ(n, 17);
+}
+
+// base: composition. A scratch directory of configs for the cases below.
+class ConfigBase : public ::testing::Test {
+ protected:
+  fs::path dir = fs::temp_directory_path() / ("moe_config_base_" + std::to_string(::getpid()));
+  void SetUp() override { fs::create_directories(dir / "sub"); }
+  void TearDown() override { fs::remove_all(dir); }
+  std::string put(const std::string& name, const std::string& text) {
+    std::ofstream(dir / name) << text;
+    return (dir / name).string();
+  }
+};
+
+TEST_F(ConfigBase, FileKeysThenOverridesReplaceTheBase) {
+  put("root.yaml", "model: {hidden: 48, heads: 4}\ntrain: {lr: 0.5, steps: 7}\n");
+  put("sub/mid.yaml", "base: ../root.yaml\ntrain: {lr: 0.25}\n");  // relative to mid.yaml
+  const std::string leaf = put("leaf.yaml", "base: sub/mid.yaml\nmodel: {heads: 2}\n");
+  const Config c = load_config(leaf, {"train.steps=9"});
+  EXPECT_EQ(c.model.hidden, 48);        // from the root
+  EXPECT_EQ(c.model.heads, 2);          // the leaf over the root
+  EXPECT_DOUBLE_EQ(c.train.lr, 0.25);   // the middle over the root
+  EXPECT_EQ(c.train.steps, 9);          // --set over all
+  EXPECT_EQ(c.train.warmup_steps, Config{}.train.warmup_steps);  // untouched: the default
+  // The resolved config has no base: it holds every key.
+  EXPECT_EQ(config_to_yaml(c).find("base"), std::string::npos);
+}
+
+TEST_F(ConfigBase, CycleMissingAndMalformedBasesAreOneLineErrors) {
+  put("a.yaml", "base: b.yaml\n");
+  put("b.yaml", "base: c.yaml\n");
+  put("c.yaml", "base: a.yaml\n");
+  expect_error_text([&] { load_config((dir / "a.yaml").string()); },
+                    {"config: base: a cycle:", "a.yaml -> ", "b.yaml -> ", "c.yaml -> "});
+  put("self.yaml", "base: self.yaml\n");
+  expect_error_text([&] { load_config((dir / "self.yaml").string()); }, {"a cycle", "self.yaml"});
+  put("lost.yaml", "base: nowhere.yaml\n");
+  expect_error_text([&] { load_config((dir / "lost.yaml").string()); },
+                    {"lost.yaml: base:", "nowhere.yaml: no such file"});
+  put("list.yaml", "base: [a.yaml]\n");
+  expect_error_text([&] { load_config((dir / "list.yaml").string()); },
+                    {"config: base:", "path of a config file"});
+  expect_error_text([&] { parse_config("base: a.yaml\n"); }, {"config: base:", "config file"});
 }
 
 // docs/config.md documents every key as `section.key`.

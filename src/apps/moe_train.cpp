@@ -29,6 +29,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: moe-train --config FILE [--set key.path=value]... [--resume auto|DIR]\n"
     "       moe-train --config FILE [--set key.path=value]... --plan [--world-size W]\n"
+    "       moe-train --config FILE [--set key.path=value]... --print-config\n"
     "  --config FILE      run configuration (YAML; keys in docs/config.md)\n"
     "  --set k=v          override one config key, e.g. --set train.steps=100\n"
     "  --resume auto|DIR  continue from the newest checkpoint under checkpoint.dir (auto;\n"
@@ -37,6 +38,8 @@ constexpr const char* kUsage =
     "                     activations, scratch) and FLOPs per token, then exit; allocates\n"
     "                     nothing, needs no GPU (plans for CUDA unless train.backend is cpu)\n"
     "  --world-size W     ranks to plan for (default: the ranks launched, 1 without mpirun)\n"
+    "  --print-config     print the resolved config (bases, file and --set applied; every\n"
+    "                     key) as YAML and exit\n"
     "  --help             this text\n"
     "  --version          print the version\n"
     "SIGINT/SIGTERM: finish the step, write a checkpoint, exit 0; a second signal exits at once.\n";
@@ -44,7 +47,7 @@ constexpr const char* kUsage =
 struct Args {
   std::string config_path, resume;
   std::vector<std::string> overrides;
-  bool plan = false;
+  bool plan = false, print_config = false;
   int64_t world_size = 0;  // --plan only; 0: the launched world
 };
 
@@ -187,11 +190,17 @@ int main(int argc, char** argv) {
                             [&](const std::string& v) {
                               a.world_size = moe::parse_count("--world-size", v, 1);
                             }}},
-                          {{"--plan", [&] { a.plan = true; }}}))
+                          {{"--plan", [&] { a.plan = true; }},
+                           {"--print-config", [&] { a.print_config = true; }}}))
       return 0;
     if (a.config_path.empty()) throw moe::InputError("--config is required (see --help)");
     if (a.world_size > 0 && !a.plan) throw moe::InputError("--world-size goes with --plan");
     if (a.plan) return print_plan(a, world->size(), world->rank());
+    if (a.print_config) {
+      const moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
+      if (world->rank() == 0) std::fputs(moe::config_to_yaml(cfg).c_str(), stdout);
+      return 0;
+    }
 
     moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
     // Rank 0 alone talks; the others report errors only.

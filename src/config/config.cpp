@@ -385,18 +385,75 @@ void apply_override(Config& c, const std::string& ov) {
     fail(path, "unknown key (known: " + known_keys(sec) + ")", where);
 }
 
-Config parse_impl(const std::string& text, const std::string& origin,
-                  const std::vector<std::string>& overrides, int world_size) {
-  YAML::Node root;
+YAML::Node parse_yaml(const std::string& text, const std::string& origin) {
   try {
-    root = YAML::Load(text);
+    return YAML::Load(text);
   } catch (const YAML::Exception& e) {
     const std::string pos = std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1);
     throw ConfigError("config: " + (origin.empty() ? "line " + pos : origin + ":" + pos) +
                       ": YAML syntax error: " + e.msg);
   }
+}
+
+std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError("config: " + path + ": is a directory, expected a YAML file");
+  std::ifstream in(path);
+  if (!in) throw ConfigError("config: " + path + ": cannot open file (" + std::strerror(errno) + ")");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw ConfigError("config: " + path + ": cannot read file");
+  return text.str();
+}
+
+// A parsed config document and the file it came from.
+struct Document {
+  YAML::Node root;
+  std::string origin;
+};
+
+// The top-level `base: PATH` of a document (removed from it), or "".
+std::string take_base(YAML::Node& root, const std::string& origin) {
+  if (!root.IsMap() || !root["base"]) return "";
+  const YAML::Node b = root["base"];
+  if (!b.IsScalar() || b.Scalar().empty())
+    fail("base", "expected the path of a config file, got " + describe(b), where_of(b, origin));
+  const std::string base = b.Scalar();
+  root.remove("base");
+  return base;
+}
+
+// The documents of `path` and of its bases, the deepest base first: each
+// file's keys override its base's. `chain` holds the files being resolved,
+// outermost first, to refuse a cycle by naming it.
+void collect_documents(const std::string& path, std::vector<std::string>& chain,
+                       std::vector<Document>& docs) {
+  std::error_code ec;
+  const std::string id = std::filesystem::weakly_canonical(path, ec).string();
+  for (size_t i = 0; i < chain.size(); ++i)
+    if (chain[i] == id) {
+      std::string cycle;
+      for (size_t j = i; j < chain.size(); ++j) cycle += chain[j] + " -> ";
+      throw ConfigError("config: base: a cycle: " + cycle + id);
+    }
+  YAML::Node root = parse_yaml(read_file(path), path);
+  const std::string base = take_base(root, path);
+  chain.push_back(id);
+  if (!base.empty()) {
+    const std::filesystem::path p = std::filesystem::path(path).parent_path() / base;
+    if (!std::filesystem::exists(p, ec))
+      throw ConfigError("config: " + path + ": base: " + p.string() + ": no such file");
+    collect_documents(p.string(), chain, docs);
+  }
+  chain.pop_back();
+  docs.push_back({root, path});
+}
+
+Config resolve(const std::vector<Document>& docs, const std::vector<std::string>& overrides,
+               int world_size) {
   Config c;
-  apply_document(c, root, origin);
+  for (const Document& d : docs) apply_document(c, d.root, d.origin);
   for (const auto& ov : overrides) apply_override(c, ov);
   validate_config(c, world_size);
   return c;
@@ -429,20 +486,18 @@ void in_range(const std::string& key, long long v, long long lo, long long hi,
 
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
                     int world_size) {
-  return parse_impl(yaml_text, "", overrides, world_size);
+  YAML::Node root = parse_yaml(yaml_text, "");
+  if (root.IsMap() && root["base"])
+    fail("base", "only a config file has a base (a path relative to the file)");
+  return resolve({{root, ""}}, overrides, world_size);
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides,
                    int world_size) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec))
-    throw ConfigError("config: " + path + ": is a directory, expected a YAML file");
-  std::ifstream in(path);
-  if (!in) throw ConfigError("config: " + path + ": cannot open file (" + std::strerror(errno) + ")");
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw ConfigError("config: " + path + ": cannot read file");
-  return parse_impl(text.str(), path, overrides, world_size);
+  std::vector<std::string> chain;
+  std::vector<Document> docs;
+  collect_documents(path, chain, docs);
+  return resolve(docs, overrides, world_size);
 }
 
 void validate_config(const Config& c, int world_size) {

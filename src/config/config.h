@@ -146,7 +146,10 @@ struct Config {
 };
 
 // Loads a YAML file, applies "--set a.b=c" overrides (each a "path=value"
-// string, value parsed as YAML), checks it strictly and returns it.
+// string, value parsed as YAML), checks it strictly and returns it. A
+// top-level `base: PATH` (relative to the file) loads that config first,
+// recursively; the file's own keys, then the overrides, replace the base's.
+// A missing base or a cycle of bases is a ConfigError naming the files.
 // Throws ConfigError naming the offending key for unknown keys, wrong types
 // and inconsistent values. world_size is used for divisibility checks.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {},
