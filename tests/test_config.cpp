@@ -584,7 +584,7 @@ TEST(ConfigPresets, Tiny) {
   EXPECT_EQ(c.log.out_dir, "runs/tiny");
 }
 
-// The knob each paper preset varies (PAPER.md), so a typo in one file shows.
+// The knob each paper preset varies (the paper's ablations), so a typo in one file shows.
 TEST(ConfigPresets, PaperPresetsMatchThePaper) {
   const std::string dir = MOE_SOURCE_DIR "/configs/paper/";
   auto load = [&](const std::string& name) { return load_config(dir + name + ".yaml"); };
