@@ -56,23 +56,38 @@ std::vector<T> download(BackendBase& be, const T* p, size_t n) {
 std::vector<float> as_float(const std::vector<bf16>& v) { return {v.begin(), v.end()}; }
 std::vector<bf16> as_bf16(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
-// Runs one linear forward + backward on `be`; returns y, dx, dW (dW starts at dW0).
+// Uploads x [R, I], W, dy [R, O] and dW0 to `be`, runs op(y, dx, x, W, dy, dW)
+// there (a forward and backward of some linear layer: y [R, O], dx [R, I], dW
+// starting at dW0) and returns y, dx and dW.
 struct LinearResult {
   std::vector<float> y, dx, dW;
 };
+template <typename Op>
+LinearResult run_on(Gpu& be, const std::vector<bf16>& x, const std::vector<float>& W,
+                    const std::vector<bf16>& dy, const std::vector<float>& dW0, int I, int O,
+                    Op&& op) {
+  const size_t R = x.size() / size_t(I);
+  bf16 *xd = upload(be, x), *dyd = upload(be, dy);
+  float *Wd = upload(be, W), *dWd = upload(be, dW0);
+  bf16* yd = alloc_array<bf16>(be, R * O);
+  bf16* dxd = alloc_array<bf16>(be, R * I);
+  op(yd, dxd, xd, Wd, dyd, dWd);
+  LinearResult r{as_float(download(be, yd, R * O)), as_float(download(be, dxd, R * I)),
+                 download(be, dWd, W.size())};
+  for (void* p : {(void*)xd, (void*)Wd, (void*)dyd, (void*)dWd, (void*)yd, (void*)dxd}) be.free_bytes(p);
+  return r;
+}
+
+// One dense linear forward + backward over all N rows.
 LinearResult run_linear(Gpu& be, const std::vector<bf16>& x, const std::vector<float>& W,
                         const std::vector<bf16>& dy, const std::vector<float>& dW0, int N, int I,
                         int O) {
-  bf16 *xd = upload(be, x), *dyd = upload(be, dy);
-  float *Wd = upload(be, W), *dWd = upload(be, dW0);
-  bf16* yd = alloc_array<bf16>(be, size_t(N) * O);
-  bf16* dxd = alloc_array<bf16>(be, size_t(N) * I);
-  be.linear_forward(yd, xd, Wd, N, I, O);
-  be.linear_backward(dxd, dWd, dyd, xd, Wd, N, I, O, false);
-  LinearResult r{as_float(download(be, yd, size_t(N) * O)),
-                 as_float(download(be, dxd, size_t(N) * I)), download(be, dWd, size_t(O) * I)};
-  for (void* p : {(void*)xd, (void*)Wd, (void*)dyd, (void*)dWd, (void*)yd, (void*)dxd}) be.free_bytes(p);
-  return r;
+  return run_on(be, x, W, dy, dW0, I, O,
+                [&](bf16* y, bf16* dx, const bf16* xd, const float* Wd, const bf16* dyd,
+                    float* dW) {
+                  be.linear_forward(y, xd, Wd, N, I, O);
+                  be.linear_backward(dx, dW, dyd, xd, Wd, N, I, O, false);
+                });
 }
 
 // fp32 -> bf16 bits, round to nearest even (finite inputs).
@@ -152,17 +167,13 @@ TEST(GpuBf16, LinearOnRowOffsetsNotSixteenByteAligned) {
   const auto x = as_bf16(normal(size_t(R) * I, rng)), dy = as_bf16(normal(size_t(R) * O, rng));
   const auto W = normal(size_t(O) * I, rng, 0, 0.05), dW0 = normal(size_t(O) * I, rng);
   auto run = [&](Gpu& be) {
-    bf16 *xd = upload(be, x), *dyd = upload(be, dy);
-    float *Wd = upload(be, W), *dWd = upload(be, dW0);
-    bf16* yd = alloc_array<bf16>(be, size_t(R) * O);
-    bf16* dxd = alloc_array<bf16>(be, size_t(R) * I);
-    be.linear_forward(yd + r0 * O, xd + r0 * I, Wd, N, I, O);
-    be.linear_backward(dxd + r0 * I, dWd, dyd + r0 * O, xd + r0 * I, Wd, N, I, O, false);
-    LinearResult r{as_float(download(be, yd, size_t(R) * O)),
-                   as_float(download(be, dxd, size_t(R) * I)), download(be, dWd, size_t(O) * I)};
-    for (void* p : {(void*)xd, (void*)Wd, (void*)dyd, (void*)dWd, (void*)yd, (void*)dxd})
-      be.free_bytes(p);
-    return r;
+    return run_on(be, x, W, dy, dW0, I, O,
+                  [&](bf16* y, bf16* dx, const bf16* xd, const float* Wd, const bf16* dyd,
+                      float* dW) {
+                    be.linear_forward(y + r0 * O, xd + r0 * I, Wd, N, I, O);
+                    be.linear_backward(dx + r0 * I, dW, dyd + r0 * O, xd + r0 * I, Wd, N, I, O,
+                                       false);
+                  });
   };
   const auto ref = run(*cpu), got = run(*gpu);
   EXPECT_LT(rel_error(got.y, ref.y), kBf16Tol);
@@ -196,18 +207,12 @@ TEST(GpuBf16, GroupedLinearMatchesCpuWithEmptyExperts) {
     const auto x = as_bf16(normal(size_t(R) * I, rng)), dy = as_bf16(normal(size_t(R) * O, rng));
     const auto W = normal(size_t(G) * O * I, rng, 0, 0.05), dW0 = normal(size_t(G) * O * I, rng);
     auto run = [&](Gpu& be) {
-      bf16 *xd = upload(be, x), *dyd = upload(be, dy);
-      float *Wd = upload(be, W), *dWd = upload(be, dW0);
-      bf16* yd = alloc_array<bf16>(be, size_t(R) * O);
-      bf16* dxd = alloc_array<bf16>(be, size_t(R) * I);
-      be.grouped_linear_forward(yd, xd, Wd, offsets.data(), G, I, O);
-      be.grouped_linear_backward(dxd, dWd, dyd, xd, Wd, offsets.data(), G, I, O);
-      LinearResult r{as_float(download(be, yd, size_t(R) * O)),
-                     as_float(download(be, dxd, size_t(R) * I)),
-                     download(be, dWd, size_t(G) * O * I)};
-      for (void* p : {(void*)xd, (void*)Wd, (void*)dyd, (void*)dWd, (void*)yd, (void*)dxd})
-        be.free_bytes(p);
-      return r;
+      return run_on(be, x, W, dy, dW0, I, O,
+                    [&](bf16* y, bf16* dx, const bf16* xd, const float* Wd, const bf16* dyd,
+                        float* dW) {
+                      be.grouped_linear_forward(y, xd, Wd, offsets.data(), G, I, O);
+                      be.grouped_linear_backward(dx, dW, dyd, xd, Wd, offsets.data(), G, I, O);
+                    });
     };
     const auto ref = run(*cpu), got = run(*gpu);
     EXPECT_LT(rel_error(got.y, ref.y), kBf16Tol);
