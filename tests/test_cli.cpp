@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -137,6 +138,8 @@ TEST(Cli, ShortRunWritesMetricsAndKeepsEarlierRuns) {
     for (const char* key : {"loss", "lr", "grad_norm", "aux_loss", "maxvio_batch", "tokens_per_s"})
       EXPECT_TRUE(j.contains(key)) << key;
     EXPECT_EQ(j["maxvio_batch_layers"].size(), 2u);
+    EXPECT_EQ(j["maxvio_compute_layers"].size(), 2u);
+    EXPECT_GE(j["maxvio_compute"].get<double>(), 0.0);
     EXPECT_TRUE(j["mfu"].is_null());  // no GPU peak on the CPU
   }
   EXPECT_EQ(n, 4);
@@ -149,10 +152,24 @@ TEST(Cli, ShortRunWritesMetricsAndKeepsEarlierRuns) {
     int64_t total = 0;
     for (auto& c : j["loads"][0]) total += c.get<int64_t>();
     EXPECT_EQ(total, 16 * 64 * 2);  // global batch tokens x top_k
+    // Loss-Free, sign rule, u = 0.001: after s steps each bias is a multiple
+    // of u no larger than s*u, and the imbalance has moved some of them.
+    const int64_t step = j["step"].get<int64_t>();
+    ASSERT_EQ(j["bias"].size(), 2u);
+    bool moved = false;
+    for (auto& b : j["bias"][0]) {
+      const double v = b.get<double>();
+      EXPECT_LE(std::abs(v), double(step) * 0.001 + 1e-9);
+      EXPECT_NEAR(v / 0.001, std::round(v / 0.001), 1e-3);
+      moved = moved || v != 0.0;
+    }
+    EXPECT_TRUE(moved);
     ++m;
   }
   EXPECT_EQ(m, 2);  // steps 2 and 4
   EXPECT_TRUE(fs::exists(d / "config.yaml"));
+  // checkpoint.dir unset: checkpoints go under the run's out_dir.
+  EXPECT_TRUE(fs::exists(d / "checkpoints" / "step_00000004")) << r.out;
 
   // A second run into the same directory keeps the first run's metrics aside.
   ASSERT_EQ(run(args).code, 0);

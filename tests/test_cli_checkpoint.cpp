@@ -181,6 +181,27 @@ TEST(CliCheckpoint, MoeEvalWritesPerplexityAndMaxVio) {
   std::string line, last;
   while (std::getline(evals, line)) last = line;
   EXPECT_NEAR(nlohmann::json::parse(last)["loss"].get<double>(), j["loss"].get<double>(), 1e-6);
+  // The end of training evaluated the whole split into the run's eval.json,
+  // as moe-eval evaluates the final checkpoint: the same weights, batch and data.
+  const auto fin = nlohmann::json::parse(slurp(d / "run" / "eval.json"));
+  EXPECT_EQ(fin["step"].get<int64_t>(), 4);
+  EXPECT_EQ(fin["tokens"], j["tokens"]);
+  EXPECT_EQ(fin["expert_loads"], j["expert_loads"]);
+  EXPECT_NEAR(fin["loss"].get<double>(), j["loss"].get<double>(), 1e-9);
+  EXPECT_NEAR(fin["maxvio_global"].get<double>(), j["maxvio_global"].get<double>(), 1e-12);
+  EXPECT_EQ(fin["checkpoint"], j["checkpoint"]);
+  EXPECT_EQ(fin["data"], j["data"]);
+
+  // A fresh run into the same directories keeps the earlier run's checkpoints
+  // aside (keep_last would prune them, --resume auto would take them), and
+  // its eval.json beside the new one, which reflects the new run.
+  auto again = train_args(d, 2, 0);
+  again.insert(again.end(), {"--set", "data.val_path=" + (d / "val").string()});
+  ASSERT_EQ(run(kTrain, again, d / "log5"), 0) << slurp(d / "log5");
+  EXPECT_EQ(moe::read_trainer_state(moe::find_latest_checkpoint((d / "ckpt.1").string())).step, 4);
+  EXPECT_EQ(moe::read_trainer_state(moe::find_latest_checkpoint((d / "ckpt").string())).step, 2);
+  EXPECT_EQ(nlohmann::json::parse(slurp(d / "run" / "eval.1.json"))["step"].get<int64_t>(), 4);
+  EXPECT_EQ(nlohmann::json::parse(slurp(d / "run" / "eval.json"))["step"].get<int64_t>(), 2);
 
   EXPECT_EQ(run(kEval, {"--checkpoint", (d / "none").string()}, d / "log3"), 2);
   EXPECT_EQ(run(kEval, {"--checkpoint", (d / "ckpt").string(), "--max-tokens", "x"}, d / "log4"), 2);

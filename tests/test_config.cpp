@@ -713,6 +713,31 @@ TEST_F(ConfigBase, FileKeysThenOverridesReplaceTheBase) {
   EXPECT_EQ(config_to_yaml(c).find("base"), std::string::npos);
 }
 
+// A file's run directories come from its own name, not its base's: two
+// presets over one base never share a directory.
+TEST_F(ConfigBase, RunDirectoriesDefaultToTheFileStem) {
+  put("root.yaml", "train: {steps: 7}\n");
+  const std::string a = put("exp_a.yaml", "base: root.yaml\n");
+  const std::string b = put("exp_b.yaml", "base: root.yaml\n");
+  EXPECT_EQ(load_config(a).log.out_dir, "runs/exp_a");
+  EXPECT_EQ(load_config(a).checkpoint.dir, "runs/exp_a/checkpoints");
+  EXPECT_EQ(load_config(b).log.out_dir, "runs/exp_b");
+  // Checkpoints follow an out_dir set by a file, a base or an override ...
+  EXPECT_EQ(load_config(a, {"log.out_dir=/tmp/x"}).checkpoint.dir, "/tmp/x/checkpoints");
+  put("root_dir.yaml", "log: {out_dir: out/here}\n");
+  const std::string c = put("exp_c.yaml", "base: root_dir.yaml\n");
+  EXPECT_EQ(load_config(c).log.out_dir, "out/here");
+  EXPECT_EQ(load_config(c).checkpoint.dir, "out/here/checkpoints");
+  // ... unless checkpoint.dir is set, empty meaning no checkpoints.
+  EXPECT_EQ(load_config(a, {"checkpoint.dir="}).checkpoint.dir, "");
+  const std::string d = put("exp_d.yaml", "checkpoint: {dir: elsewhere}\n");
+  EXPECT_EQ(load_config(d).checkpoint.dir, "elsewhere");
+  EXPECT_EQ(load_config(d).log.out_dir, "runs/exp_d");
+  // Text has no file name: the plain defaults.
+  EXPECT_EQ(parse_config("train: {steps: 7}\n").log.out_dir, "runs/default");
+  EXPECT_EQ(parse_config("train: {steps: 7}\n").checkpoint.dir, "");
+}
+
 TEST_F(ConfigBase, CycleMissingAndMalformedBasesAreOneLineErrors) {
   put("a.yaml", "base: b.yaml\n");
   put("b.yaml", "base: c.yaml\n");
@@ -747,5 +772,5 @@ TEST(ConfigDocs, EveryKeyDocumented) {
     EXPECT_NE(doc.find("`" + key + "`"), std::string::npos) << key << " missing from docs/config.md";
     ++keys;
   }
-  EXPECT_EQ(keys, 62);
+  EXPECT_EQ(keys, 63);
 }

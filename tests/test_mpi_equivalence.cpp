@@ -44,7 +44,7 @@ Config small_config(BalanceMethod method) {
 }
 
 struct Trace {
-  std::vector<double> loss, aux, grad_norm, maxvio;
+  std::vector<double> loss, aux, grad_norm, maxvio, maxvio_compute;
   std::vector<std::vector<int64_t>> counts;
   std::vector<float> bias;
 };
@@ -57,6 +57,7 @@ Trace record(Trainer<float>& t, int64_t steps) {
     tr.aux.push_back(st.aux_loss);
     tr.grad_norm.push_back(st.grad_norm);
     tr.maxvio.push_back(st.maxvio_batch);
+    tr.maxvio_compute.push_back(st.maxvio_compute);
     tr.counts.push_back(st.counts);
   }
   tr.bias = t.balancer().bias();
@@ -102,6 +103,26 @@ void check(BalanceMethod method, int ep_size) {
   const Trace want = single_rank(c);
   const Trace got = multi_rank(c, world);
   expect_same_run(got, want, 1e-5);
+  // Without expert parallelism a computation batch is one micro-batch of one
+  // rank: the same micro-batches as the one-rank run's, split over ranks.
+  if (ep_size == 1) {
+    for (size_t s = 0; s < want.loss.size(); ++s)
+      EXPECT_NEAR(got.maxvio_compute[s], want.maxvio_compute[s], 1e-12) << "step " << s;
+  }
+}
+
+// One micro-batch per rank and every rank in one EP group: the computation
+// batch is the whole global batch, so its MaxVio is MaxVio_batch.
+TEST(Equivalence, ComputationBatchOfOneEpGroupIsTheGlobalBatch) {
+  Comm& world = test::world();
+  Config c = small_config(BalanceMethod::LossFree);
+  c.parallel.ep_size = world.size();
+  c.train.global_batch = c.train.micro_batch * world.size();
+  const Trace got = multi_rank(c, world);
+  for (size_t s = 0; s < got.loss.size(); ++s) {
+    EXPECT_NEAR(got.maxvio_compute[s], got.maxvio[s], 1e-12) << "step " << s;
+    EXPECT_GT(got.maxvio[s], 0.0) << "step " << s;
+  }
 }
 
 TEST(Equivalence, LossFreeDataParallel) { check(BalanceMethod::LossFree, 1); }

@@ -3,6 +3,7 @@
 // aux-loss baseline reports its loss, and runs are deterministic.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
@@ -108,6 +109,54 @@ TEST(Training, AuxLossIsReportedAndBalances) {
   EXPECT_LT(aux.aux.front(), 0.8);
   for (double a : none.aux) EXPECT_EQ(a, 0.0);
   EXPECT_LT(mean_last(aux.maxvio, 20), mean_last(none.maxvio, 20));
+}
+
+// Computation-batch MaxVio on one rank is the mean, over the step's
+// micro-batches, of each micro-batch's MaxVio: recomputed here from counts
+// taken by forwarding the same micro-batches before the step, with MaxVio
+// written from its definition.
+TEST(Training, ComputationBatchMaxVioIsTheMeanOverMicroBatches) {
+  Config c = small_config(BalanceMethod::LossFree);
+  c.train.micro_batch = 2;  // 4 micro-batches per step
+  auto be = make_cpu_backend<float>(1);
+  LocalComm comm;
+  auto data = make_train_source(c);
+  Trainer<float> trainer(c, *be, comm, *data);
+  imbalance_router(trainer.model());
+  const int L = trainer.model().moe_layers(), E = c.moe.n_routed, S = c.model.seq_len;
+  const BatchSampler sampler(*data, S, c.train.global_batch, c.train.micro_batch, 0, 1);
+  ASSERT_EQ(sampler.micro_batches_per_rank(), 4);
+  std::vector<int32_t> tokens(size_t(c.train.micro_batch) * S), targets(tokens.size());
+  std::vector<double> ref_layers(L, 0.0);
+  for (int m = 0; m < 4; ++m) {
+    std::vector<int64_t> counts(size_t(L) * E, 0);
+    sampler.micro_batch(0, m, tokens.data(), targets.data());
+    ForwardOptions opt;
+    opt.counts = counts.data();
+    trainer.model().forward(tokens.data(), targets.data(), c.train.micro_batch, opt);
+    for (int l = 0; l < L; ++l) {
+      const int64_t* row = counts.data() + size_t(l) * E;
+      double mean = 0, mx = 0;
+      for (int e = 0; e < E; ++e) {
+        mean += double(row[e]) / E;
+        mx = std::max(mx, double(row[e]));
+      }
+      ref_layers[l] += (mx - mean) / mean / 4;
+    }
+  }
+  const StepStats st = trainer.train_step(0);
+  ASSERT_EQ(st.maxvio_compute_layers.size(), size_t(L));
+  double ref = 0;
+  for (int l = 0; l < L; ++l) {
+    EXPECT_NEAR(st.maxvio_compute_layers[l], ref_layers[l], 1e-12) << "layer " << l;
+    ref += ref_layers[l] / L;
+  }
+  EXPECT_NEAR(st.maxvio_compute, ref, 1e-12);
+  // The imbalanced router sends most tokens to experts 0 and 1 (MaxVio near 3).
+  EXPECT_GT(st.maxvio_compute, 2.0);
+  // The bias reported is the balancer's after the step's update.
+  EXPECT_EQ(st.bias, trainer.balancer().bias());
+  EXPECT_NE(st.bias, std::vector<float>(size_t(L) * E, 0.0f));
 }
 
 TEST(Training, DeterministicRepeatRun) {

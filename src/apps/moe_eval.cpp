@@ -47,10 +47,7 @@ nlohmann::json evaluate_checkpoint(const moe::Config& cfg, moe::BackendKind kind
   model.set_router_bias(balancer.bias());
   spdlog::info("checkpoint {} (step {}), validation {}", ckpt, st.step, val.describe());
   const moe::EvalResult r = moe::evaluate(model, val, batch, max_tokens, comm);
-  nlohmann::json j = moe::eval_to_json(r);
-  j["checkpoint"] = ckpt;
-  j["step"] = st.step;
-  j["data"] = val.describe();
+  nlohmann::json j = moe::eval_report(r, st.step, val.describe(), ckpt);
   spdlog::info("val loss {:.4f} | perplexity {:.3f} | MaxVio_global {:.4f} | {} tokens", r.loss,
                r.perplexity, r.maxvio_global.mean, r.tokens);
   return j;

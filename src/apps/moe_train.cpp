@@ -13,6 +13,7 @@
 #include "apps/common.h"
 #include "apps/device_info.h"
 #include "apps/memory_plan.h"
+#include "core/keep_aside.h"
 #include "backend/backend.h"
 #include "data/shard_dataset.h"
 #include "data/token_source.h"
@@ -144,6 +145,11 @@ int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
   if (val) spdlog::info("validation: {}", val->describe());
   std::unique_ptr<moe::MetricsLog> log;
   if (world.rank() == 0) {
+    // A fresh run must neither prune an earlier run's checkpoints (keep_last)
+    // nor leave them for --resume auto to mistake for its own.
+    if (resume_dir.empty() && !moe::find_latest_checkpoint(cfg.checkpoint.dir).empty())
+      spdlog::info("fresh run: kept the earlier checkpoints of {} as {}", cfg.checkpoint.dir,
+                   moe::keep_aside(cfg.checkpoint.dir));
     log = std::make_unique<moe::MetricsLog>(cfg, moe::config_to_yaml(cfg), !resume_dir.empty());
     if (kind == moe::BackendKind::Cuda) {  // MFU against the GPUs' bf16 peak, when known
       const double peak = moe::gpu_info(moe::cuda_device_for_rank(local_rank)).peak_bf16_tflops;

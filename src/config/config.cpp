@@ -123,6 +123,7 @@ void for_each_field(C& c, V&& v) {
   v("train", "max_consecutive_skips", c.train.max_consecutive_skips);
   v("train", "eval_interval", c.train.eval_interval);
   v("train", "eval_max_tokens", c.train.eval_max_tokens);
+  v("train", "final_eval", c.train.final_eval);
   v("train", "loss_chunk_tokens", c.train.loss_chunk_tokens);
 
   v("data", "source", c.data.source);
@@ -450,11 +451,32 @@ void collect_documents(const std::string& path, std::vector<std::string>& chain,
   docs.push_back({root, path});
 }
 
+// Whether a document or an override sets section.key.
+bool sets_key(const std::vector<Document>& docs, const std::vector<std::string>& overrides,
+              const std::string& sec, const std::string& key) {
+  for (const Document& d : docs) {
+    if (!d.root.IsMap()) continue;
+    const YAML::Node section = static_cast<const YAML::Node&>(d.root)[sec];
+    if (section && section.IsMap() && section[key]) return true;
+  }
+  for (const auto& ov : overrides)
+    if (trim(ov.substr(0, ov.find('='))) == sec + "." + key) return true;
+  return false;
+}
+
+// stem: the config file's name without its extension ("" for text). A file's
+// run writes to runs/<stem> and checkpoints to <out_dir>/checkpoints unless
+// told otherwise, so two presets never share a directory.
 Config resolve(const std::vector<Document>& docs, const std::vector<std::string>& overrides,
-               int world_size) {
+               int world_size, const std::string& stem = "") {
   Config c;
   for (const Document& d : docs) apply_document(c, d.root, d.origin);
   for (const auto& ov : overrides) apply_override(c, ov);
+  if (!stem.empty()) {
+    if (!sets_key(docs, overrides, "log", "out_dir")) c.log.out_dir = "runs/" + stem;
+    if (!sets_key(docs, overrides, "checkpoint", "dir"))
+      c.checkpoint.dir = (std::filesystem::path(c.log.out_dir) / "checkpoints").string();
+  }
   validate_config(c, world_size);
   return c;
 }
@@ -497,7 +519,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   std::vector<std::string> chain;
   std::vector<Document> docs;
   collect_documents(path, chain, docs);
-  return resolve(docs, overrides, world_size);
+  return resolve(docs, overrides, world_size, std::filesystem::path(path).stem().string());
 }
 
 void validate_config(const Config& c, int world_size) {

@@ -86,6 +86,7 @@ struct TrainConfig {
   int max_consecutive_skips = 5;
   int64_t eval_interval = 0;          // steps between in-training evals; 0 = off
   int64_t eval_max_tokens = 1048576;  // tokens per in-training eval; 0 = whole split
+  bool final_eval = true;             // whole split at the end of training: eval.json
   // Tokens per chunk of the LM head + cross-entropy (the logits of one chunk
   // are in memory at a time); 0 = auto, about 256 MiB of logits.
   int64_t loss_chunk_tokens = 0;
@@ -118,7 +119,7 @@ struct ParallelConfig {
 };
 
 struct CheckpointConfig {
-  std::string dir;        // empty: no checkpoints
+  std::string dir;        // empty: no checkpoints (a config file defaults it, load_config)
   int64_t interval = 0;   // steps between checkpoints; 0 = only at the end
   int keep_last = 3;
   bool operator==(const CheckpointConfig&) const = default;
@@ -126,7 +127,7 @@ struct CheckpointConfig {
 
 struct LogConfig {
   int interval = 10;                // console progress line every N steps
-  std::string out_dir = "runs/default";  // metrics.jsonl and expert_loads.jsonl go here
+  std::string out_dir = "runs/default";  // run outputs (a config file: runs/<stem>, load_config)
   int expert_load_interval = 100;   // per-expert loads every N steps; 0 = never
   std::string level = "info";       // trace|debug|info|warn|error
   bool operator==(const LogConfig&) const = default;
@@ -152,6 +153,8 @@ struct Config {
 // A missing base or a cycle of bases is a ConfigError naming the files.
 // Throws ConfigError naming the offending key for unknown keys, wrong types
 // and inconsistent values. world_size is used for divisibility checks.
+// Unless the file, its bases or an override set them, log.out_dir is
+// runs/<file stem> and checkpoint.dir <log.out_dir>/checkpoints.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {},
                    int world_size = 1);
 // Same from YAML text (tests, embedded presets).

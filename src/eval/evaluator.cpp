@@ -54,6 +54,15 @@ EvalResult evaluate(Transformer<T, A>& model, const ValidationReader& val, int b
   return r;
 }
 
+nlohmann::json eval_report(const EvalResult& r, int64_t step, const std::string& data,
+                           const std::string& checkpoint) {
+  nlohmann::json j = eval_to_json(r);
+  j["checkpoint"] = checkpoint.empty() ? nlohmann::json(nullptr) : nlohmann::json(checkpoint);
+  j["step"] = step;
+  j["data"] = data;
+  return j;
+}
+
 nlohmann::json eval_to_json(const EvalResult& r) {
   nlohmann::json loads = nlohmann::json::array();
   for (int l = 0; l < r.moe_layers; ++l)

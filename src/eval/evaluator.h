@@ -33,5 +33,10 @@ EvalResult evaluate(Transformer<T, A>& model, const ValidationReader& val, int b
                     int64_t max_tokens, Comm& comm);
 
 nlohmann::json eval_to_json(const EvalResult& r);
+// eval.json, as moe-eval and the end of training write it: eval_to_json plus
+// the step evaluated, the data's description and the checkpoint holding
+// those weights (null when none was written).
+nlohmann::json eval_report(const EvalResult& r, int64_t step, const std::string& data,
+                           const std::string& checkpoint);
 
 }  // namespace moe

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/keep_aside.h"
 #include "eval/evaluator.h"
 #include "model/flops.h"
 
@@ -17,22 +18,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Moves an existing file aside (name.N.ext) so a new run never overwrites it.
-void keep_aside(const fs::path& p) {
-  if (!fs::exists(p)) return;
-  for (int n = 1;; ++n) {
-    fs::path q = p.parent_path() / (p.stem().string() + "." + std::to_string(n) +
-                                    p.extension().string());
-    if (!fs::exists(q)) {
-      fs::rename(p, q);
-      spdlog::info("kept the previous {} as {}", p.filename().string(), q.filename().string());
-      return;
-    }
-  }
-}
-
 std::ofstream open_log(const fs::path& p, bool append) {
-  if (!append) keep_aside(p);
+  if (!append)
+    if (const std::string q = keep_aside(p.string()); !q.empty())
+      spdlog::info("kept the previous {} as {}", p.filename().string(), fs::path(q).filename().string());
   std::ofstream f(p, append ? std::ios::app : std::ios::trunc);
   if (!f) throw InputError("log.out_dir: cannot write " + p.string());
   return f;
@@ -53,6 +42,7 @@ MetricsLog::MetricsLog(const Config& cfg, const std::string& config_yaml, bool a
   metrics_ = open_log(dir / "metrics.jsonl", append);
   if (cfg.log.expert_load_interval > 0) loads_ = open_log(dir / "expert_loads.jsonl", append);
   if (cfg.train.eval_interval > 0) eval_ = open_log(dir / "eval.jsonl", append);
+  if (!append) keep_aside((dir / "eval.json").string());  // a new run's result is not yet there
 }
 
 void MetricsLog::record(const StepStats& s, double elapsed, int64_t steps_done) {
@@ -65,6 +55,8 @@ void MetricsLog::record(const StepStats& s, double elapsed, int64_t steps_done) 
             {"grad_norm", s.grad_norm},
             {"maxvio_batch", s.maxvio_batch},
             {"maxvio_batch_layers", s.maxvio_batch_layers},
+            {"maxvio_compute", s.maxvio_compute},
+            {"maxvio_compute_layers", s.maxvio_compute_layers},
             {"tokens_per_s", s.tokens_per_second},
             {"mfu", peak_flops_ > 0 ? json(flops_per_token_ * s.tokens_per_second / peak_flops_)
                                     : json(nullptr)},
@@ -77,11 +69,14 @@ void MetricsLog::record(const StepStats& s, double elapsed, int64_t steps_done) 
 
   const int every = cfg_.log.expert_load_interval;
   if (every > 0 && (s.step % every == 0 || s.step == total)) {
-    json loads = json::array();
-    for (int l = 0; l < moe_layers_; ++l)
+    json loads = json::array(), bias = json::array();
+    for (int l = 0; l < moe_layers_; ++l) {
       loads.push_back(std::vector<int64_t>(s.counts.begin() + size_t(l) * E_,
                                            s.counts.begin() + size_t(l + 1) * E_));
-    loads_ << json{{"step", s.step}, {"loads", loads}}.dump() << '\n';
+      bias.push_back(std::vector<float>(s.bias.begin() + size_t(l) * E_,
+                                        s.bias.begin() + size_t(l + 1) * E_));
+    }
+    loads_ << json{{"step", s.step}, {"loads", loads}, {"bias", bias}}.dump() << '\n';
     loads_.flush();
   }
 
@@ -108,6 +103,19 @@ void MetricsLog::record_eval(int64_t step, const EvalResult& r) {
   }
   spdlog::info("eval  step {} | val loss {:.4f} | ppl {:.3f} | MaxVio_global {:.3f} | {} tokens", step,
                r.loss, r.perplexity, r.maxvio_global.mean, r.tokens);
+}
+
+void MetricsLog::record_final_eval(const nlohmann::json& report, const EvalResult& r) {
+  const fs::path dir(cfg_.log.out_dir), tmp = dir / ".eval.json.tmp";
+  {
+    std::ofstream f(tmp);
+    if (!(f << report.dump(2) << '\n')) throw InputError("log.out_dir: cannot write " + tmp.string());
+  }
+  fs::rename(tmp, dir / "eval.json");
+  spdlog::info("final eval, step {} | val loss {:.4f} | ppl {:.3f} | MaxVio_global {:.4f} | {} tokens "
+               "| {}/eval.json",
+               report["step"].get<int64_t>(), r.loss, r.perplexity, r.maxvio_global.mean, r.tokens,
+               cfg_.log.out_dir);
 }
 
 std::string format_duration(double seconds) {

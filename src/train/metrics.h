@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,12 @@ struct StepStats {
   double grad_norm = 0.0;       // global norm before clipping
   double maxvio_batch = 0.0;    // mean over MoE layers
   std::vector<double> maxvio_batch_layers;
+  // Mean over the step's computation batches (a micro-batch of each rank of
+  // an EP group: what one GPU's experts compute), mean over MoE layers.
+  double maxvio_compute = 0.0;
+  std::vector<double> maxvio_compute_layers;
   std::vector<int64_t> counts;  // [moe_layers * n_routed], global batch
+  std::vector<float> bias;      // [moe_layers * n_routed], Loss-Free bias after the update
   double step_seconds = 0.0;
   double tokens_per_second = 0.0;
   int64_t tokens_seen = 0;
@@ -40,6 +46,9 @@ class MetricsLog {
   void record(const StepStats& s, double elapsed, int64_t steps_done);
   // One in-training evaluation after `step` steps: eval.jsonl and console.
   void record_eval(int64_t step, const EvalResult& r);
+  // The end-of-training evaluation (eval_report): eval.json, written whole
+  // under a temporary name then renamed, so its presence means a finished run.
+  void record_final_eval(const nlohmann::json& report, const EvalResult& r);
   // The job's dense bf16 peak (FLOP/s, all ranks together): with it each step
   // reports MFU = training FLOPs per token x tokens/s / peak (docs/bench.md);
   // without it (the CPU, an unknown GPU) mfu is null.

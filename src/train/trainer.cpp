@@ -28,7 +28,8 @@ Trainer<T, A>::Trainer(const Config& cfg, Backend<T, A>& be, Comm& comm, const T
       balancer_(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed),
       tokens_(size_t(cfg.train.micro_batch) * cfg.model.seq_len),
       targets_(tokens_.size()),
-      counts_(size_t(cfg.model.moe_layers()) * cfg.moe.n_routed) {
+      counts_(size_t(cfg.model.moe_layers()) * cfg.moe.n_routed),
+      micro_counts_(counts_.size() * size_t(sampler_.micro_batches_per_rank())) {
   model_->init_params(cfg.train.seed);
   model_->set_router_bias(balancer_.bias());
   state_.config_yaml = config_to_yaml(cfg);
@@ -85,6 +86,29 @@ double Trainer<T, A>::global_grad_norm() {
   return std::sqrt(expert_sq + be_.sum_squares(ps.grads() + ne, ps.size() - ne));
 }
 
+// A computation batch is one micro-batch of every rank of an EP group: the
+// tokens that group's GPUs route to their experts in one forward (without
+// expert parallelism, one rank's micro-batch). Per layer, the mean MaxVio
+// over every computation batch of the step; each rank of a group holds the
+// same group counts, so the mean over ranks is the mean over groups.
+template <typename T, typename A>
+std::vector<double> Trainer<T, A>::computation_batch_maxvio() {
+  const int L = model_->moe_layers(), E = cfg_.moe.n_routed;
+  const size_t LE = counts_.size();
+  const int M = int(micro_counts_.size() / LE);
+  if (ep_) ep_->allreduce_sum(micro_counts_.data(), micro_counts_.size());
+  std::vector<double> per_layer(size_t(L), 0.0);
+  std::vector<int64_t> one(LE);
+  for (int m = 0; m < M; ++m) {
+    std::copy(micro_counts_.begin() + m * LE, micro_counts_.begin() + (m + 1) * LE, one.begin());
+    const MaxVio mv = max_violation_layers(one, L, E);
+    for (int l = 0; l < L; ++l) per_layer[l] += mv.per_layer[l];
+  }
+  comm_.allreduce_sum(per_layer.data(), per_layer.size());
+  for (double& v : per_layer) v /= double(M) * comm_.size();
+  return per_layer;
+}
+
 template <typename T, typename A>
 StepStats Trainer<T, A>::train_step(int64_t step) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -100,22 +124,29 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
   opt.aux_grad_scale = cfg_.balance.aux_scope == AuxScope::Sequence
                            ? 1.0 / tc.global_batch
                            : 1.0 / global_micro_batches;
-  opt.counts = counts_.data();
 
   ParamSet<T>& ps = model_->params();
   {
     PhaseScope phase(be_, Phase::Optimizer);  // zeroing the gradients belongs to the update
     ps.zero_grads();
   }
-  std::fill(counts_.begin(), counts_.end(), 0);
+  // Each micro-batch's counts are kept apart: the batch one rank computes
+  // (computation-batch MaxVio); their sum over all ranks drives the bias.
+  const int M = sampler_.micro_batches_per_rank();
+  const size_t LE = counts_.size();
+  std::fill(micro_counts_.begin(), micro_counts_.end(), 0);
   double sums[2] = {0.0, 0.0};  // token loss, aux loss
-  for (int m = 0; m < sampler_.micro_batches_per_rank(); ++m) {
+  for (int m = 0; m < M; ++m) {
     sampler_.micro_batch(step, m, tokens_.data(), targets_.data());
+    opt.counts = micro_counts_.data() + size_t(m) * LE;
     const ForwardResult r = model_->forward(tokens_.data(), targets_.data(), tc.micro_batch, opt);
     model_->backward();
     sums[0] += r.loss_sum;
     sums[1] += r.aux_loss_sum;
   }
+  std::fill(counts_.begin(), counts_.end(), 0);
+  for (int m = 0; m < M; ++m)
+    for (size_t i = 0; i < LE; ++i) counts_[i] += micro_counts_[size_t(m) * LE + i];
   allreduce_gradients();
   comm_.allreduce_sum(sums, 2);
   comm_.allreduce_sum(counts_.data(), counts_.size());
@@ -162,7 +193,10 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
   const MaxVio mv = max_violation_layers(counts_, model_->moe_layers(), cfg_.moe.n_routed);
   st.maxvio_batch = mv.mean;
   st.maxvio_batch_layers = mv.per_layer;
+  st.maxvio_compute_layers = computation_batch_maxvio();
+  for (double v : st.maxvio_compute_layers) st.maxvio_compute += v / double(st.maxvio_compute_layers.size());
   st.counts = counts_;
+  st.bias = balancer_.bias();
   be_.synchronize();
   st.step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   st.tokens_per_second = global_tokens / std::max(st.step_seconds, 1e-9);
@@ -254,12 +288,26 @@ void Trainer<T, A>::evaluate_and_log(MetricsLog* log) {
   if (log) log->record_eval(state_.step, r);
 }
 
+// The finished model on the whole validation split, as moe-eval would
+// evaluate the checkpoint just written (the same weights, batch micro_batch).
+template <typename T, typename A>
+void Trainer<T, A>::final_evaluation(MetricsLog* log, const std::string& checkpoint) {
+  if (!cfg_.train.final_eval) return;
+  if (!val_) {
+    spdlog::info("final eval: no validation data (data.val_path or val_*.bin): no eval.json");
+    return;
+  }
+  const EvalResult r = evaluate(*model_, *val_, cfg_.train.micro_batch, 0, comm_);
+  if (log) log->record_final_eval(eval_report(r, state_.step, val_->describe(), checkpoint), r);
+}
+
 template <typename T, typename A>
 RunOutcome Trainer<T, A>::run(MetricsLog* log) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = state_.step;
   const CheckpointConfig& ck = cfg_.checkpoint;
   int64_t last_saved = -1;
+  std::string last_path;  // rank 0: the checkpoint of step last_saved
   for (int64_t s = first; s < cfg_.train.steps; ++s) {
     const StepStats st = train_step(s);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -280,7 +328,7 @@ RunOutcome Trainer<T, A>::run(MetricsLog* log) {
     if (cfg_.train.eval_interval > 0 && st.step % cfg_.train.eval_interval == 0)
       evaluate_and_log(log);
     if (ck.interval > 0 && st.step % ck.interval == 0) {
-      save_checkpoint();
+      last_path = save_checkpoint();
       last_saved = st.step;
     }
     if (on_progress) on_progress();
@@ -297,9 +345,10 @@ RunOutcome Trainer<T, A>::run(MetricsLog* log) {
     }
   }
   if (last_saved != state_.step) {
-    const std::string path = save_checkpoint();
-    if (!path.empty()) spdlog::info("checkpoint {}", path);
+    last_path = save_checkpoint();
+    if (!last_path.empty()) spdlog::info("checkpoint {}", last_path);
   }
+  final_evaluation(log, last_path);
   return RunOutcome::Completed;
 }
 

@@ -39,7 +39,8 @@ class Trainer {
   StepStats train_step(int64_t step);
   // Runs steps [next_step(), train.steps): checkpoints every
   // checkpoint.interval steps and at the end, evaluates every
-  // train.eval_interval steps, and on a stop signal checkpoints and returns
+  // train.eval_interval steps and, when done, the whole validation split
+  // (train.final_eval: eval.json); on a stop signal checkpoints and returns
   // Stopped. Throws InternalError when non-finite steps stop the run.
   RunOutcome run(MetricsLog* log);
 
@@ -74,6 +75,8 @@ class Trainer {
   // the checkpoint written by rank 0 (empty on other ranks).
   std::vector<TensorState<T>> checkpoint_tensors();
   void evaluate_and_log(MetricsLog* log);
+  void final_evaluation(MetricsLog* log, const std::string& checkpoint);
+  std::vector<double> computation_batch_maxvio();
 
   Config cfg_;
   Backend<T, A>& be_;
@@ -87,7 +90,8 @@ class Trainer {
   std::unique_ptr<Transformer<T, A>> model_;
   Balancer balancer_;
   std::vector<int32_t> tokens_, targets_;
-  std::vector<int64_t> counts_;
+  std::vector<int64_t> counts_;        // [moe_layers * n_routed]: the step's global batch
+  std::vector<int64_t> micro_counts_;  // [micro-batches per rank][moe_layers * n_routed]
   std::vector<T> grad_host_;  // staging for host all-reduce (multi-rank only)
   TrainerState state_;
   int consecutive_skips_ = 0;
