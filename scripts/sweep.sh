@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Runs a set of configs (x seeds) one after another, or submits them to Slurm
+# as a job array. Every run resumes if interrupted and is skipped if complete.
+#   scripts/sweep.sh [options] CONFIG...
+#   scripts/sweep.sh --seeds 1,2,3 configs/repro/*.yaml
+#   scripts/sweep.sh --slurm --ranks 16 configs/paper/1b_loss_free.yaml configs/paper/1b_aux_loss.yaml
+#     --seeds S,S,...   train each config once per seed (train.seed); runs go to
+#                       <log.out_dir>/seed<S> (default: one run per config, its own seed)
+#     --ranks N         ranks per run: mpirun through scripts/launch.sh (default 1: no MPI);
+#                       with --slurm, N GPUs on ceil(N/8) nodes
+#     --set k=v         passed to every run's moe-train (repeatable)
+#     --slurm           submit one Slurm job array (scripts/slurm_example.sbatch) and exit
+#     --sbatch-args A   extra sbatch options with --slurm, e.g. "--partition=gpu --time=48:00:00"
+#     --dry-run         print what would run, run nothing
+# A run is complete when its log.out_dir holds eval.json of its last step
+# (train.final_eval); any other run starts with --resume auto. moe-train's
+# output goes to <log.out_dir>/train.log; the sweep prints one line per run
+# start and end, with the sweep's ETA, and the run's progress every
+# SWEEP_POLL seconds (default 60). Exit: 0 when every run completed, 1 when
+# some failed (the others still run), 2 for bad arguments.
+set -uo pipefail
+
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+die() { echo "sweep.sh: $*" >&2; exit 2; }
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+MOE_TRAIN=${MOE_TRAIN:-$repo/build/moe-train}
+seeds="" ranks=1 slurm=0 dry=0 sbatch_args=""
+sets=() configs=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seeds) seeds="${2:?--seeds needs a list like 1,2,3}"; shift 2 ;;
+    --ranks) ranks="${2:?--ranks needs a number}"; shift 2 ;;
+    --set) sets+=(--set "${2:?--set needs key=value}"); shift 2 ;;
+    --slurm) slurm=1; shift ;;
+    --sbatch-args) sbatch_args="${2?--sbatch-args needs a string}"; shift 2 ;;
+    --dry-run) dry=1; shift ;;
+    -h|--help) usage 0 ;;
+    -*) echo "sweep.sh: unknown option '$1'" >&2; usage ;;
+    *) configs+=("$1"); shift ;;
+  esac
+done
+[ ${#configs[@]} -gt 0 ] || { echo "sweep.sh: no config given" >&2; usage; }
+case "$ranks" in ''|*[!0-9]*|0) die "--ranks: '$ranks' is not a positive number" ;; esac
+seed_list=()
+if [ -n "$seeds" ]; then
+  IFS=',' read -r -a seed_list <<< "$seeds"
+  for s in "${seed_list[@]}"; do
+    case "$s" in ''|*[!0-9]*) die "--seeds: '$s' is not a non-negative integer (expected e.g. 1,2,3)" ;; esac
+  done
+fi
+[ -x "$MOE_TRAIN" ] || die "$MOE_TRAIN: not built (run scripts/build.sh, or set MOE_TRAIN)"
+for c in "${configs[@]}"; do [ -f "$c" ] || die "$c: no such config file"; done
+
+# The value of section.key in a resolved config (moe-train --print-config).
+yaml_get() {
+  awk -v sec="$2" -v key="$3" '
+    /^[^ ]/ { cur = $0; sub(/:.*/, "", cur) }
+    cur == sec && $1 == key ":" { v = $0; sub(/^[^:]*: */, "", v); gsub(/^"|"$/, "", v); print v; exit }
+  ' <<< "$1"
+}
+
+# The step of a run's eval.json, or nothing.
+eval_step() {
+  [ -f "$1/eval.json" ] && grep -o '"step": *[0-9]*' "$1/eval.json" | grep -o '[0-9]*$'
+}
+
+# Whether run i is complete: eval.json of its last step (or later).
+complete() {
+  local step
+  step=$(eval_step "${run_dir[$1]}")
+  [ -n "$step" ] && [ "$step" -ge "${run_steps[$1]}" ]
+}
+
+# One number of a run's eval.json, printed with an awk format.
+eval_value() {
+  grep -o "\"$2\": *[0-9.eE+-]*" "$1/eval.json" | head -n 1 | sed 's/.*: *//' |
+    awk -v f="$3" '{ printf f, $1 }'
+}
+
+fmt_duration() {
+  local s=$1
+  if [ "$s" -ge 3600 ]; then printf '%dh%02dm' $((s / 3600)) $((s % 3600 / 60))
+  elif [ "$s" -ge 60 ]; then printf '%dm%02ds' $((s / 60)) $((s % 60))
+  else printf '%ds' "$s"; fi
+}
+
+# Plan every run: its config, its extra --set arguments, its directory, steps.
+run_cfg=() run_args=() run_dir=() run_steps=()
+for c in "${configs[@]}"; do
+  for s in "${seed_list[@]:-}"; do
+    extra=("${sets[@]}")
+    resolved=$("$MOE_TRAIN" --config "$c" "${extra[@]}" --print-config 2>&1) ||
+      die "$c: $(tail -n 1 <<< "$resolved")"
+    out=$(yaml_get "$resolved" log out_dir)
+    if [ -n "$s" ]; then
+      ckpt=$(yaml_get "$resolved" checkpoint dir)
+      if [ -z "$ckpt" ] || [ "$ckpt" = "$out/checkpoints" ]; then
+        [ -z "$ckpt" ] || ckpt="$out/seed$s/checkpoints"
+      else
+        ckpt="$ckpt/seed$s"
+      fi
+      out="$out/seed$s"
+      extra+=(--set "train.seed=$s" --set "log.out_dir=$out" --set "checkpoint.dir=$ckpt")
+      resolved=$("$MOE_TRAIN" --config "$c" "${extra[@]}" --print-config 2>&1) ||
+        die "$c: $(tail -n 1 <<< "$resolved")"
+    fi
+    for ((i = 0; i < ${#run_dir[@]}; i++)); do
+      [ "${run_dir[$i]}" != "$out" ] ||
+        die "$c${s:+ seed $s} and ${run_cfg[$i]} would both write to $out (set log.out_dir apart)"
+    done
+    run_cfg+=("$c")
+    run_args+=("$(printf '%q ' "${extra[@]}")")
+    run_dir+=("$out")
+    run_steps+=("$(yaml_get "$resolved" train steps)")
+  done
+done
+n=${#run_cfg[@]}
+
+if [ "$slurm" -eq 1 ]; then
+  # One array task per incomplete run; the batch script reads its line of the
+  # list (CONFIG then moe-train arguments) and resumes it with srun.
+  lines="" todo=0
+  for ((i = 0; i < n; i++)); do
+    if complete "$i"; then
+      echo "sweep.sh: [$((i + 1))/$n] ${run_dir[$i]}: complete, not submitted"
+      continue
+    fi
+    lines+="$(printf '%q %s' "${run_cfg[$i]}" "${run_args[$i]}")"$'\n'
+    todo=$((todo + 1))
+  done
+  [ "$todo" -gt 0 ] || { echo "sweep.sh: every run is complete"; exit 0; }
+  list="$PWD/runs/sweep-$(date +%Y%m%d-%H%M%S).list"
+  if [ "$dry" -eq 0 ]; then
+    mkdir -p runs && printf '%s' "$lines" > "$list" || die "cannot write $list"
+  else
+    printf '%s' "$lines"
+  fi
+  nodes=$(( (ranks + 7) / 8 )) per_node=$(( ranks < 8 ? ranks : 8 ))
+  cmd=(sbatch --array="0-$((todo - 1))" --job-name=moe-sweep --nodes="$nodes"
+       --ntasks-per-node="$per_node" --gpus-per-node="$per_node"
+       --export="ALL,SWEEP_LIST=$list,MOE_TRAIN=$MOE_TRAIN")
+  if [ -n "$sbatch_args" ]; then read -r -a more <<< "$sbatch_args"; cmd+=("${more[@]}"); fi
+  cmd+=("$repo/scripts/slurm_example.sbatch")
+  if [ "$dry" -eq 1 ]; then
+    echo "sweep.sh: dry run: would list $todo run(s) in $list and submit: $(printf '%q ' "${cmd[@]}")"
+    exit 0
+  fi
+  echo "sweep.sh: $todo run(s) listed in $list; $(printf '%q ' "${cmd[@]}")"
+  exec "${cmd[@]}"
+fi
+
+poll=${SWEEP_POLL:-60}
+t_start=$(date +%s) ran=0 ran_seconds=0
+failed=()
+for ((i = 0; i < n; i++)); do
+  tag="[$((i + 1))/$n] ${run_dir[$i]}"
+  if complete "$i"; then
+    echo "sweep.sh: $tag: complete (eval.json of step $(eval_step "${run_dir[$i]}")), skipped"
+    continue
+  fi
+  eval "extra=(${run_args[$i]})"
+  cmd=("$MOE_TRAIN" --config "${run_cfg[$i]}" --resume auto "${extra[@]}")
+  [ "$ranks" -gt 1 ] && cmd=("$repo/scripts/launch.sh" -n "$ranks" -- "${cmd[@]}")
+  echo "sweep.sh: $tag: start ($(printf '%q ' "${cmd[@]}"))"
+  [ "$dry" -eq 1 ] && continue
+  mkdir -p "${run_dir[$i]}"
+  log="${run_dir[$i]}/train.log"
+  t0=$(date +%s)
+  "${cmd[@]}" >> "$log" 2>&1 &
+  pid=$!
+  last=""
+  while kill -0 "$pid" 2>/dev/null; do
+    for ((w = 0; w < poll; w++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 1
+    done
+    kill -0 "$pid" 2>/dev/null || break
+    line=$(grep -o 'step *[0-9]*/[0-9]* .*' "$log" | tail -n 1)
+    if [ -n "$line" ] && [ "$line" != "$last" ]; then echo "sweep.sh: $tag: $line"; last=$line; fi
+  done
+  wait "$pid"
+  rc=$?
+  dt=$(( $(date +%s) - t0 ))
+  ran=$((ran + 1)) ran_seconds=$((ran_seconds + dt))
+  left=0
+  for ((j = i + 1; j < n; j++)); do
+    complete "$j" || left=$((left + 1))
+  done
+  eta=$(fmt_duration $(( ran_seconds / ran * left )))
+  elapsed=$(fmt_duration $(( $(date +%s) - t_start )))
+  if [ "$rc" -ne 0 ]; then
+    failed+=("${run_dir[$i]}")
+    echo "sweep.sh: $tag: FAILED (exit $rc) after $(fmt_duration "$dt"): $(tail -n 1 "$log"); log $log | sweep $elapsed, ETA $eta"
+  elif complete "$i"; then
+    res=$(eval_value "${run_dir[$i]}" perplexity "val ppl %.3f"), res+=$(eval_value "${run_dir[$i]}" maxvio_global " MaxVio_global %.4f")
+    echo "sweep.sh: $tag: done in $(fmt_duration "$dt") ($res) | sweep $elapsed, ETA $eta"
+  else
+    echo "sweep.sh: $tag: trained in $(fmt_duration "$dt"), but no eval.json (no validation data, or train.final_eval false) | sweep $elapsed, ETA $eta"
+  fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "sweep.sh: ${#failed[@]} of $n run(s) failed: ${failed[*]}" >&2
+  exit 1
+fi
+echo "sweep.sh: all $n run(s) complete"

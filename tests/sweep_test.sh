@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# scripts/sweep.sh on two tiny configs x two seeds: every run trains, writes
+# eval.json of its last step and lands in its own seed directory; a second
+# sweep skips them all; a longer --set train.steps resumes each from its
+# checkpoint (appending, not restarting); bad input is one line and exit 2;
+# --slurm --dry-run lists the incomplete runs as one job array.
+#   tests/sweep_test.sh BUILD_DIR
+set -uo pipefail
+build=$(cd "${1:?usage: sweep_test.sh BUILD_DIR}" && pwd)
+repo=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp" || exit 1
+export MOE_TRAIN="$build/moe-train" SWEEP_POLL=1
+fail() { echo "FAIL: $*"; exit 1; }
+expect() { grep -q -- "$2" "$1" || { cat "$1"; fail "$1 lacks '$2'"; }; }
+step_of() { grep -o '"step": *[0-9]*' "$1" | grep -o '[0-9]*$'; }
+
+python3 "$repo/tests/write_val_shard.py" val 2561 || fail "cannot write the validation shard"
+for m in loss_free aux_loss; do
+  cat > "$m.yaml" <<YAML
+base: $repo/configs/tiny.yaml
+balance: {method: $m}
+train: {steps: 6, threads: 1}
+data: {val_path: $tmp/val}
+log: {interval: 2}
+YAML
+done
+
+"$repo/scripts/sweep.sh" --seeds 1,2 loss_free.yaml aux_loss.yaml > sweep1.log 2>&1 ||
+  { cat sweep1.log; fail "the sweep failed"; }
+for m in loss_free aux_loss; do
+  for s in 1 2; do
+    d="runs/$m/seed$s"
+    [ -f "$d/eval.json" ] || { cat sweep1.log; fail "$d: no eval.json"; }
+    [ "$(step_of "$d/eval.json")" = 6 ] || fail "$d/eval.json: not of step 6"
+    expect "$d/config.yaml" "seed: $s"
+    expect "$d/config.yaml" "method: $m"
+    [ "$(wc -l < "$d/metrics.jsonl")" -eq 6 ] || fail "$d/metrics.jsonl: not 6 steps"
+    [ -d "$d/checkpoints/step_00000006" ] || fail "$d: no final checkpoint"
+  done
+done
+# The two seeds trained different models.
+cmp -s runs/loss_free/seed1/eval.json runs/loss_free/seed2/eval.json && fail "seeds 1 and 2 gave one result"
+expect sweep1.log "\[1/4\] runs/loss_free/seed1: start"
+expect sweep1.log "\[4/4\] runs/aux_loss/seed2: done in .*val ppl [0-9.]*, MaxVio_global [0-9.]*.*ETA"
+expect sweep1.log "all 4 run(s) complete"
+
+# Complete runs are skipped: nothing is trained or moved aside.
+"$repo/scripts/sweep.sh" --seeds 1,2 loss_free.yaml aux_loss.yaml > sweep2.log 2>&1 || fail "second sweep"
+[ "$(grep -c "complete (eval.json of step 6), skipped" sweep2.log)" -eq 4 ] || { cat sweep2.log; fail "not all skipped"; }
+[ -e runs/loss_free/seed1/metrics.1.jsonl ] && fail "a skipped run was restarted"
+
+# Longer runs resume from their checkpoints: 2 more steps appended to 6.
+"$repo/scripts/sweep.sh" --seeds 1 loss_free.yaml --set train.steps=8 > sweep3.log 2>&1 ||
+  { cat sweep3.log; fail "resumed sweep"; }
+d=runs/loss_free/seed1
+[ "$(step_of "$d/eval.json")" = 8 ] || fail "$d/eval.json: not of step 8 after the resume"
+[ "$(wc -l < "$d/metrics.jsonl")" -eq 8 ] || fail "$d/metrics.jsonl: not 6 + 2 lines"
+[ -e "$d/metrics.1.jsonl" ] && fail "the resumed run started fresh"
+expect "$d/train.log" "resumed from .*step_00000006 at step 6"
+
+# Bad input: one line naming the problem, exit 2.
+"$repo/scripts/sweep.sh" nowhere.yaml > bad1.log 2>&1; rc=$?
+[ "$rc" -eq 2 ] || fail "missing config: exit $rc"
+expect bad1.log "sweep.sh: nowhere.yaml: no such config file"
+"$repo/scripts/sweep.sh" --seeds 1,x loss_free.yaml > bad2.log 2>&1; rc=$?
+[ "$rc" -eq 2 ] || fail "bad seed: exit $rc"
+expect bad2.log "'x' is not a non-negative integer"
+"$repo/scripts/sweep.sh" loss_free.yaml --set train.bogus=1 > bad3.log 2>&1; rc=$?
+[ "$rc" -eq 2 ] || fail "bad --set: exit $rc"
+expect bad3.log "sweep.sh: loss_free.yaml: moe-train: error: config: train.bogus: unknown key"
+
+# Slurm: the incomplete runs (seed 3) as one array, nothing written.
+"$repo/scripts/sweep.sh" --slurm --dry-run --ranks 16 --seeds 1,3 loss_free.yaml aux_loss.yaml > slurm.log 2>&1 ||
+  { cat slurm.log; fail "slurm dry run"; }
+expect slurm.log "runs/loss_free/seed1: complete, not submitted"
+expect slurm.log "^loss_free.yaml --set train.seed=3 --set log.out_dir=runs/loss_free/seed3"
+expect slurm.log "sbatch --array=0-1 .*--nodes=2 --ntasks-per-node=8 .*slurm_example.sbatch"
+ls runs/sweep-*.list > /dev/null 2>&1 && fail "a dry run wrote a list"
+echo "sweep_test: ok"
