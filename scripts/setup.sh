@@ -14,6 +14,7 @@ packages=(
   libgtest-dev googletest
   zlib1g-dev
   patchelf                  # scripts/bundle.sh
+  python3 python3-numpy python3-matplotlib   # scripts/report.py
 )
 
 missing=()
