@@ -34,7 +34,7 @@ PROG = "report.py"
 # float summation order of one gradient.
 IGNORED_SECTIONS = ("log", "checkpoint")
 IGNORED_KEYS = {
-    "train.seed", "train.threads", "train.eval_interval", "train.eval_max_tokens",
+    "train.seed", "train.threads", "train.eval_interval", "train.eval_max_tokens", "train.final_eval",
     "train.loss_chunk_tokens", "train.nonfinite", "train.max_consecutive_skips",
     "parallel.timeout_seconds", "parallel.transport",
 }
@@ -629,6 +629,10 @@ class Doc:
     def table(self, title, caption, header, rows, anchor=None):
         self.blocks.append(("table", title, caption, header, rows, anchor))
 
+    def toc(self, entries):
+        """[(anchor, text)]: links in the HTML page (Markdown viewers make their own)."""
+        self.blocks.append(("toc", entries))
+
     def fig(self, file, title, caption):
         if file:  # None: the figure had nothing to draw
             self.blocks.append(("fig", file, title, caption))
@@ -711,6 +715,9 @@ def render_html(doc, title):
                     cells.append(f"<td{cls}>{inline(c)}</td>")
                 out.append("<tr>" + "".join(cells) + "</tr>")
             out.append("</table>")
+        elif b[0] == "toc":
+            out.append("<p class=\"cap\">Contents: " + " · ".join(
+                f"<a href=\"#{e(a)}\">{e(t)}</a>" for a, t in b[1]) + "</p>")
         elif b[0] == "fig":
             _, file, ttl, caption = b
             out.append(f"<figure><a href=\"{e(file)}\"><img src=\"{e(file)}\" alt=\"{e(ttl)}\"></a>"
@@ -809,8 +816,9 @@ class Figures:
             self.plain_log(ax, "y")
         ax.set_xlabel("training step (optimizer steps)")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title}\n({self.smoothing_text()}; line: mean over seeds, band: min-max)")
-        ax.legend(loc="best", framealpha=0.85)
+        short = "no smoothing" if self.w <= 1 else f"moving average over {self.w} steps"
+        ax.set_title(f"{title}\n({short}; line: mean over seeds, band: min-max)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.85)
         return self.save(fig, name)
 
     @staticmethod
@@ -863,9 +871,13 @@ class Figures:
         E = max(rel.shape[1] for _, _, row in snaps for _, rel in row)
         nl = max(rel.shape[0] for _, _, row in snaps for _, rel in row)
         cw = min(5.5, max(2.4, 0.16 * E + 0.9))
-        ch = max(1.2, 0.26 * nl + 0.8)
-        fig, axes = plt.subplots(len(snaps), 3, figsize=(3 * cw + 2.6, len(snaps) * ch + 1.0), squeeze=False,
-                                 constrained_layout=True)
+        ch = max(1.5, 0.26 * nl + 1.1)
+        W, H = 3 * cw + 2.0, len(snaps) * ch + 1.2
+        fig, axes = plt.subplots(len(snaps), 3, figsize=(W, H), squeeze=False)
+        # Fixed margins (constrained layout takes seconds here): the row labels
+        # on the left, the colour bar on the right, the title on top.
+        fig.subplots_adjust(left=0.7 / W, right=1 - 1.25 / W, top=1 - 0.95 / H, bottom=0.55 / H,
+                            wspace=0.18, hspace=0.75 / (ch - 0.75))
         norm = TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=vmax)
         im = None
         for i, (v, r, row) in enumerate(snaps):
@@ -880,9 +892,13 @@ class Figures:
                 ax.grid(False)
                 if i == len(snaps) - 1:
                     ax.set_xlabel("routed expert", fontsize=8.5)
-            name = "\n".join(textwrap.wrap(f"{v.label} (run {r.name})", 30))
-            axes[i][0].set_ylabel(f"{name}\n\nMoE layer", fontsize=8)
-        cb = fig.colorbar(im, ax=axes, shrink=0.9, pad=0.02)
+            axes[i][0].set_ylabel("MoE layer", fontsize=8.5)
+            axes[i][0].annotate(f"{v.label} (run {r.name})", xy=(0, 1), xycoords="axes fraction",
+                                xytext=(0, 17), textcoords="offset points", ha="left", va="bottom",
+                                fontsize=9.5, fontweight="bold")
+        cax = fig.add_axes([1 - 1.0 / W, 0.55 / H, 0.18 / W, 1 - 1.5 / H])
+        cax.grid(False)
+        cb = fig.colorbar(im, cax=cax)
         cb.set_label("tokens routed / mean over the layer's experts")
         fig.suptitle("Per-expert load of the step's global batch (shared colour scale; 1 = balanced)")
         return self.save(fig, "expert_loads.png"), [(v, r) for v, r, _ in snaps]
@@ -947,7 +963,7 @@ class Figures:
             return None
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), loc="best", framealpha=0.85)
+        ax.legend(uniq.values(), uniq.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.85)
         ax.set_yscale("log")
         self.plain_log(ax, "y")
         ax.set_xlabel("training step (optimizer steps)")
@@ -976,7 +992,7 @@ class Figures:
         ax.set_xlabel("MaxVio_global (validation set; mean over MoE layers; log scale)")
         ax.set_ylabel("validation perplexity")
         ax.set_title("Perplexity vs global load balance, one point per run\n(lower left is better)")
-        ax.legend(loc="best", framealpha=0.85)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.85)
         return self.save(fig, "ppl_vs_maxvio.png")
 
 
@@ -984,7 +1000,6 @@ class Figures:
 
 def build_report(runs, variants, args):
     any_compute = any(r.has_compute for r in runs)
-    any_bias = any(r.has_bias for r in runs)
     doc = Doc()
     doc.h(1, "moe-lfb report: Loss-Free Balancing vs auxiliary loss")
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -1007,6 +1022,10 @@ def build_report(runs, variants, args):
         "The paper's numbers are for its 1B model (2B tokens of its own corpus); ours come from however small "
         "a model these runs trained, so compare trends, not values.",
     ])
+
+    doc.toc([("all-variants", "all variants")] +
+            [(f"table-{i + 1}", f"Table {i + 1}") for i in range(len(PAPER_TABLES))] +
+            [("figures", "figures"), ("every-run", "every run")])
 
     mv_cols = ["MaxVio_batch (last 10%)"] + (["MaxVio_compute (last 10%)"] if any_compute else [])
 
@@ -1050,7 +1069,8 @@ def build_report(runs, variants, args):
         for v in variants:
             if id(v) not in matched and t["family"](v):
                 rows.append([setting_of(v) + " (not in the paper)", "—", "—", v.label, str(v.n)] + variant_cells(v))
-        doc.table(t["title"], t["caption"] + " Paper numbers: its 1B model.", header, rows)
+        doc.table(t["title"], t["caption"] + " Paper numbers: its 1B model.", header, rows,
+                  f"table-{PAPER_TABLES.index(t) + 1}")
 
     # Figures.
     doc.h(2, "Figures", "figures")
@@ -1062,13 +1082,13 @@ def build_report(runs, variants, args):
     doc.fig(f, "Training loss vs step", f"Mean token cross-entropy of each step's global batch; {smooth_note}; "
             "line: mean over the variant's seeds, band: their min-max (n >= 2).")
     f = F.curves("maxvio_batch", "maxvio_batch.png", "MaxVio_batch during training",
-                 "MaxVio_batch (global batch, mean over MoE layers; log)", logy=True)
+                 "MaxVio_batch (global batch; mean over MoE layers)", logy=True)
     doc.fig(f, "MaxVio_batch vs step, every variant", "Load balance during training, as in the paper's figure: "
             "(max_i load_i - mean load) / mean load over the step's global batch, averaged over MoE layers; "
             f"log scale; {smooth_note}; band: min-max over seeds.")
     if any_compute:
         f = F.curves("maxvio_compute", "maxvio_compute.png", "Computation-batch MaxVio during training",
-                     "MaxVio_compute (per micro-batch x EP group; log)", logy=True)
+                     "MaxVio_compute (per micro-batch x EP group)", logy=True)
         doc.fig(f, "Computation-batch MaxVio vs step", "MaxVio of each computation batch (a micro-batch on one "
                 "expert-parallel group, what one GPU computes), averaged over those batches and MoE layers; "
                 f"log scale; {smooth_note}; band: min-max over seeds.")

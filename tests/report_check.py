@@ -7,8 +7,9 @@ here independently of the report, in the right rows and columns.
     report_check.py RUNS_DIR REPORT_DIR
 
 RUNS_DIR holds the runs lf and lf_seed7 (Loss-Free, sign, u = 1e-3, two
-seeds), aux (aux loss, alpha 1e-3) and none (no balancing, stripped to an
-older moe-train's files: no maxvio_compute, no bias, no eval.json).
+seeds), aux (aux loss, alpha 1e-3), each with maxvio_compute, the bias and an
+end-of-training eval.json, and none (no balancing, stripped to an older
+moe-train's files: no maxvio_compute, no bias, no eval.json).
 """
 
 import json
@@ -66,14 +67,17 @@ for name in RUNS:
     r["bias"] = bool(loads) and "bias" in loads[-1]
     run[name] = r
 
-new_format = run["lf"]["mvc"] is not None
 check(run["none"]["mvc"] is None and not run["none"]["bias"], "the 'none' run was not stripped")
 check(run["none"]["src"].startswith("last eval.jsonl"), "the 'none' run still has eval.json")
-if new_format:
-    # moe-train of this tree writes the new fields and the end-of-training eval.
-    for name in ("lf", "lf_seed7", "aux"):
-        check(run[name]["bias"], f"{name}: expert_loads.jsonl has no bias")
-        check(run[name]["src"].startswith("eval.json"), f"{name}: no eval.json from moe-train")
+# This tree's moe-train writes maxvio_compute, the bias and the end-of-training eval.json.
+for name in ("lf", "lf_seed7", "aux"):
+    check(run[name]["mvc"] is not None, f"{name}: metrics.jsonl has no maxvio_compute")
+    check(run[name]["bias"], f"{name}: expert_loads.jsonl has no bias")
+    check(run[name]["src"].startswith("eval.json (step 16)"), f"{name}: no eval.json of step 16 from moe-train")
+# eval.json (the whole split) and the last eval.jsonl line (its first 1024 tokens)
+# differ, so the tables below tell which one the report took.
+last_line = jsonl(os.path.join(runs_dir, "lf", "eval.jsonl"))[-1]
+check(f4(last_line["perplexity"]) != f4(run["lf"]["ppl"]), "lf: eval.json and eval.jsonl agree; the test cannot tell them apart")
 
 
 def cell(values):
@@ -92,11 +96,8 @@ if failures:
     sys.exit("FAIL: " + "; ".join(failures))
 md, page = open(md_path).read(), open(html_path).read()
 
-figures = ["loss.png", "maxvio_batch.png", "expert_loads.png", "ppl_vs_maxvio.png", "val_perplexity.png"]
-if new_format:
-    figures += ["maxvio_compute.png", "bias_loss_free_sign_u_1e_3.png"]
-else:
-    check(not os.path.exists(os.path.join(out, "maxvio_compute.png")), "a maxvio_compute figure without the field")
+figures = ["loss.png", "maxvio_batch.png", "maxvio_compute.png", "expert_loads.png",
+           "bias_loss_free_sign_u_1e_3.png", "ppl_vs_maxvio.png", "val_perplexity.png"]
 pngs = sorted(f for f in os.listdir(out) if f.endswith(".png"))
 for f in figures:
     check(f in pngs, f"no figure {f}")
@@ -191,10 +192,7 @@ for where, tables in pages.items():
         expect(row, "MaxVio_global", f4(r["mvg"]), f"run {name}")
         expect(row, "MaxVio_batch (last 10%)", f4(r["mvb"]), f"run {name}")
         expect(row, "eval", r["src"], f"run {name}")
-        if new_format:
-            expect(row, MVC, f4(r["mvc"]) if r["mvc"] is not None else "not logged", f"run {name}")
-        else:
-            check(MVC not in row, f"{where}: a {MVC} column without the field")
+        expect(row, MVC, f4(r["mvc"]) if r["mvc"] is not None else "not logged", f"run {name}")
 
     # Variants: the two Loss-Free seeds are one variant, mean ± std [min, max].
     variants = {r["variant"]: r for r in table("All variants")}
@@ -207,6 +205,8 @@ for where, tables in pages.items():
         expect(row, "MaxVio_global", cell([r["mvg"] for r in rs]), f"variant {v}")
         expect(row, "MaxVio_batch (last 10%)", cell([r["mvb"] for r in rs]), f"variant {v}")
         expect(row, "final train loss", cell([r["loss"] for r in rs]), f"variant {v}")
+        mvc = [r["mvc"] for r in rs if r["mvc"] is not None]
+        expect(row, MVC, cell(mvc) if mvc else "not logged", f"variant {v}")
     check(" ± " in variants.get("Loss-Free, sign, u=1e-3", {}).get("val PPL", ""),
           f"{where}: the two-seed variant shows no spread")
     seeds = variants.get("Loss-Free, sign, u=1e-3", {}).get("seeds", "")
@@ -225,9 +225,10 @@ for where, tables in pages.items():
         expect(row, "val PPL", cell([r["ppl"] for r in rs]), f"Table 1 {setting}")
         expect(row, "MaxVio_global", cell([r["mvg"] for r in rs]), f"Table 1 {setting}")
         expect(row, "MaxVio_batch (last 10%)", cell([r["mvb"] for r in rs]), f"Table 1 {setting}")
-        if new_format:
-            mvc = [r["mvc"] for r in rs if r["mvc"] is not None]
-            expect(row, MVC, cell(mvc) if mvc else "not logged", f"Table 1 {setting}")
+        mvc = [r["mvc"] for r in rs if r["mvc"] is not None]
+        expect(row, MVC, cell(mvc) if mvc else "not logged", f"Table 1 {setting}")
+        expect(row, "eval", "eval.json" if v != "no balancing" else "last eval.jsonl line (step 16)",
+               f"Table 1 {setting}")
 
     # Table 2: u = 1e-4 and 1e-2 have no run; 1e-3 is our two-seed variant.
     t2 = {r["setting"]: r for r in table("Table 2.")}
@@ -243,5 +244,5 @@ for where, tables in pages.items():
 if failures:
     print("\n".join("FAIL: " + f for f in failures), file=sys.stderr)
     sys.exit(1)
-print(f"report_check: {len(pngs)} figures, both pages hold the numbers of {len(run)} runs "
-      f"({'with' if new_format else 'without'} maxvio_compute / bias / eval.json)")
+print(f"report_check: {len(pngs)} figures; both pages hold the numbers of {len(run)} runs "
+      "(3 from eval.json, 1 stripped to the older format)")

@@ -97,6 +97,12 @@ expect2 "report.py: $tmp/empty: no metrics.jsonl (not a moe-train run directory)
 expect2 "report.py: $tmp/noconfig: no config.yaml (not a moe-train run directory)" "$tmp/noconfig"
 [ ! -e "$tmp/bad-report" ] || fail "report.py wrote a report for bad input"
 "$py" "$report" --help | grep -q -- '--out DIR' || fail "report.py --help shows no usage"
+# Run as a program (its #! line; a python3 on PATH without numpy re-runs it under /usr/bin/python3).
+rc=0
+"$report" "$tmp/nope" 2>"$tmp/err.txt" >/dev/null || rc=$?
+if [ "$rc" != 2 ] || [ "$(cat "$tmp/err.txt")" != "report.py: $tmp/nope: no such directory" ]; then
+  fail "scripts/report.py run directly: exit $rc, stderr '$(cat "$tmp/err.txt")'"
+fi
 
 "$py" "$report" "$tmp"/runs/* --out "$tmp/report" >"$tmp/report.log" 2>&1 ||
   { cat "$tmp/report.log"; fail "report.py exited non-zero"; }
