@@ -212,7 +212,14 @@ class Run:
         mpath = os.path.join(path, "metrics.jsonl")
         cpath = os.path.join(path, "config.yaml")
         if not os.path.isfile(mpath):
-            raise InputError(f"{path}: no metrics.jsonl (not a moe-train run directory)")
+            # A sweep's log.out_dir holds one run per seed (seed1/, seed2/, ...).
+            subs = sorted(d for d in os.listdir(path)
+                          if os.path.isfile(os.path.join(path, d, "metrics.jsonl")))
+            hint = ""
+            if subs:
+                shown = ", ".join(subs[:4]) + (", ..." if len(subs) > 4 else "")
+                hint = f"; it holds runs {shown}: pass {os.path.join(path, '*')}"
+            raise InputError(f"{path}: no metrics.jsonl (not a moe-train run directory{hint})")
         if not os.path.isfile(cpath):
             raise InputError(f"{path}: no config.yaml (not a moe-train run directory)")
         self.config = read_config(cpath)
@@ -1217,7 +1224,8 @@ def main(argv):
         raise InputError(f"needs numpy and matplotlib ({missing} is missing for {sys.executable}): "
                          "run scripts/setup.sh (Debian's python3-numpy and python3-matplotlib)")
     for r in runs:
-        extras = [f"{len(r.loads)} expert-load records" if r.loads else "no expert loads",
+        extras = [f"{len(r.loads)} expert-load record{'s' if len(r.loads) != 1 else ''}" if r.loads
+                  else "no expert loads",
                   r.eval_source]
         if r.has_compute:
             extras.append("maxvio_compute")

@@ -36,13 +36,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 # A validation split (one shard of a fixed token pattern in the tiny vocab), so
 # the runs evaluate: the tiny config trains on synthetic tokens.
-"$py" - "$tmp/val_00000.bin" <<'EOF'
-import struct, sys
-n = 4096
-hdr = b"MOELFBTK" + struct.pack("<IIIiiiQQQ", 1, 2, 512, -1, 0, -1, n, 1, 0)
-toks = [(i * 37 + 5) % 512 for i in range(n)]
-open(sys.argv[1], "wb").write(hdr + b"\0" * (256 - len(hdr)) + struct.pack(f"<{n}H", *toks))
-EOF
+"$py" "$repo/tests/write_val_shard.py" "$tmp" 4096
 
 # 16 steps of 8 sequences in two micro-batches; loads every 4 steps; two evals.
 train() {
@@ -93,6 +87,7 @@ expect2() {
 mkdir -p "$tmp/empty" "$tmp/noconfig"
 cp "$tmp/runs/lf/metrics.jsonl" "$tmp/noconfig/"
 expect2 "report.py: $tmp/nope: no such directory" "$tmp/nope"
+expect2 "report.py: $tmp/runs: no metrics.jsonl (not a moe-train run directory; it holds runs aux, lf, lf_seed7, none: pass $tmp/runs/*)" "$tmp/runs"
 expect2 "report.py: $tmp/empty: no metrics.jsonl (not a moe-train run directory)" "$tmp/runs/lf" "$tmp/empty"
 expect2 "report.py: $tmp/noconfig: no config.yaml (not a moe-train run directory)" "$tmp/noconfig"
 [ ! -e "$tmp/bad-report" ] || fail "report.py wrote a report for bad input"
