@@ -1178,12 +1178,10 @@ def plotting_missing():
     """None when numpy and matplotlib import, else the missing module's name.
     An interpreter without them (a pyenv or venv python first on PATH) re-runs
     this script at once under Debian's /usr/bin/python3 when that one differs."""
-    try:
-        import numpy  # noqa: F401
-        import matplotlib  # noqa: F401
-        return None
-    except ImportError as e:
-        missing = e.name or "numpy/matplotlib"
+    import importlib.util
+    missing = next((m for m in ("numpy", "matplotlib") if importlib.util.find_spec(m) is None), None)
+    if missing is None:
+        return None  # found, not imported yet: bad input is reported without the import's cost
     deb = "/usr/bin/python3"
     if (os.environ.get("MOE_REPORT_REEXEC") != "1" and os.path.exists(deb)
             and os.path.realpath(sys.executable) != os.path.realpath(deb)):
