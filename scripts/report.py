@@ -70,12 +70,14 @@ _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def _strip_comment(s):
-    quote = None
+    quote, escaped = None, False
     for i, c in enumerate(s):
         if quote:
-            if c == "\\" and quote == '"':
-                continue
-            if c == quote:
+            if escaped:
+                escaped = False
+            elif c == "\\" and quote == '"':
+                escaped = True
+            elif c == quote:
                 quote = None
         elif c in "\"'":
             quote = c
