@@ -314,7 +314,7 @@ int bench(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  moe::ensure_passive_openmp_wait(argv);
+  moe::ensure_passive_thread_waits(argv);
   return moe::run_main("moe-bench", [&]() {
     Args a;
     if (!moe::parse_flags(
