@@ -1,5 +1,5 @@
 // Row-major GEMM on cblas (OpenBLAS) for float or double, shared by the
-// linear layers and attention.
+// linear layers, attention and moe-bench's GEMM peak; OpenBLAS's thread count.
 #pragma once
 
 #include <cblas.h>
@@ -7,6 +7,10 @@
 #include <cstddef>
 
 namespace moe::cpu {
+
+// Makes OpenBLAS use nt threads for the following gemm calls (no-op when the
+// BLAS is not OpenBLAS). Process-global: call it outside parallel regions.
+void blas_set_threads(int nt);
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, row-major.
 template <typename T>
