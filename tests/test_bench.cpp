@@ -359,8 +359,8 @@ TEST(BenchCli, MfuFromGivenPeak) {
 TEST(BenchCli, CpuGemmPeakFollowsPrecision) {
   const fs::path out = temp_path("fp64.json");
   const CommandResult r = bench("--config " + kBenchTiny +
-                                " --set train.backend=cpu --set train.precision=float64 --steps 1 --warmup 0"
-                                " --json " + out.string());
+                                " --set train.backend=cpu --set train.precision=float64"
+                                " --steps 1 --warmup 0 --json " + out.string());
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("dgemm 1024^3"), std::string::npos) << r.out;
   const nlohmann::json j = read_json(out);

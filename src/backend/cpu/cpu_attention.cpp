@@ -118,7 +118,8 @@ template <typename C, typename A>
 void store_tile(A* dst, int ld, const Tile<C>& t, int S, int hd) {
   if constexpr (!std::is_same_v<A, C>) {
     for (int i = 0; i < S; i++)
-      for (int d = 0; d < hd; d++) dst[static_cast<size_t>(i) * ld + d] = static_cast<A>(t.row(i)[d]);
+      for (int d = 0; d < hd; d++)
+        dst[static_cast<size_t>(i) * ld + d] = static_cast<A>(t.row(i)[d]);
   }
 }
 
