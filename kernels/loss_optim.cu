@@ -107,8 +107,8 @@ double reduce(const char* what, const float* x, size_t n, void* workspace, size_
 // ---------------------------------------------------------- cross-entropy --
 
 // One block per row. Passes over the row: max (fp32, exact), z = sum exp(x - m)
-// (fp64 exp and fp64 accumulation, the CPU's precision: the loss of a
-// confident prediction is log(1 + tiny) and needs it), then the gradient
+// (fp64 exp and fp64 accumulation; the CPU sums fp32 exps in fp64: the loss of
+// a confident prediction is log(1 + tiny) and needs the fp64 sum), then the gradient
 // grad_scale * (exp(x - lse) - onehot) in fp64, rounded once. logits and
 // dlogits may alias, so neither is __restrict__: every thread reads the
 // target logit before the first block reduction (a barrier), and in the last

@@ -56,9 +56,12 @@ fi
 # No binding: each rank runs an OpenMP team (CPU) or feeds one GPU; pass
 # MPIRUN_ARGS="--map-by numa --bind-to numa" to pin ranks to NUMA domains.
 cmd+=(--bind-to none)
-# Idle OpenMP threads must sleep, not spin, while their rank waits in MPI.
+# Idle OpenMP threads must sleep, not spin, while their rank waits in MPI;
+# OpenBLAS's workers sleep right after a GEMM instead of spinning ~0.1 s.
+# (The programs would set both themselves and re-execute.)
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-cmd+=(-x OMP_WAIT_POLICY)
+export OPENBLAS_THREAD_TIMEOUT="${OPENBLAS_THREAD_TIMEOUT:-4}"
+cmd+=(-x OMP_WAIT_POLICY -x OPENBLAS_THREAD_TIMEOUT)
 for v in OMP_NUM_THREADS CUDA_VISIBLE_DEVICES LD_LIBRARY_PATH; do
   [ -n "${!v+x}" ] && cmd+=(-x "$v")
 done
@@ -70,6 +73,6 @@ fi
 cmd+=("$program" "$@")
 
 # Printed as a command that can be pasted back (the -x variables first).
-echo "launch.sh: OMP_WAIT_POLICY=$OMP_WAIT_POLICY${OMP_NUM_THREADS:+ OMP_NUM_THREADS=$OMP_NUM_THREADS} $(printf '%q ' "${cmd[@]}")" >&2
+echo "launch.sh: OMP_WAIT_POLICY=$OMP_WAIT_POLICY OPENBLAS_THREAD_TIMEOUT=$OPENBLAS_THREAD_TIMEOUT${OMP_NUM_THREADS:+ OMP_NUM_THREADS=$OMP_NUM_THREADS} $(printf '%q ' "${cmd[@]}")" >&2
 [ "$dry" -eq 1 ] && exit 0
 exec "${cmd[@]}"

@@ -300,6 +300,19 @@ TEST(BenchCli, TinyRunWritesConsistentJson) {
   EXPECT_EQ(j["flops_per_token"].get<int64_t>(), 1090176);
   EXPECT_TRUE(j["mfu"].is_null());
   EXPECT_TRUE(j["peak_tflops"].is_null());
+  // The CPU's own denominator: a measured sgemm peak, and the step's share of it.
+  const nlohmann::json& gp = j["cpu_gemm_peak"];
+  EXPECT_GT(gp["gflops"].get<double>(), 0);
+  EXPECT_EQ(gp["routine"].get<std::string>(), "sgemm");
+  EXPECT_EQ(gp["n"].get<int>(), 1024);
+  EXPECT_EQ(j["device"].get<std::string>(),  // the run's thread count
+            "cpu, " + std::to_string(gp["threads"].get<int>()) + " threads");
+  EXPECT_GE(gp["calls"].get<int>(), 3);
+  const double share = j["flops_per_token"].get<double>() * j["tokens_per_s"].get<double>() /
+                       (gp["gflops"].get<double>() * 1e9);
+  EXPECT_NEAR(j["cpu_gemm_mfu"].get<double>(), share, 1e-12 + 1e-9 * share);
+  for (const char* s : {"gemm peak", "GFLOP/s (", "sgemm 1024^3", "of the measured CPU GEMM peak"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " in:\n" << r.out;
   EXPECT_GT(j["peak_bytes"].get<double>(), 0);
   // The plan is what the run allocated: on the CPU every backend byte is the model's.
   EXPECT_EQ(j["plan"]["bytes"]["total"].get<int64_t>(), j["peak_bytes"].get<int64_t>());
@@ -339,6 +352,20 @@ TEST(BenchCli, MfuFromGivenPeak) {
   const double want =
       j["flops_per_token"].get<double>() * j["tokens_per_s"].get<double>() / 0.5e12;
   EXPECT_NEAR(j["mfu"].get<double>(), want, 1e-12 + 1e-9 * want);
+  fs::remove(out);
+}
+
+// fp64 runs measure the peak of the GEMM they use: dgemm.
+TEST(BenchCli, CpuGemmPeakFollowsPrecision) {
+  const fs::path out = temp_path("fp64.json");
+  const CommandResult r = bench("--config " + kBenchTiny +
+                                " --set train.backend=cpu --set train.precision=float64"
+                                " --steps 1 --warmup 0 --json " + out.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("dgemm 1024^3"), std::string::npos) << r.out;
+  const nlohmann::json j = read_json(out);
+  EXPECT_EQ(j["cpu_gemm_peak"]["routine"].get<std::string>(), "dgemm");
+  EXPECT_GT(j["cpu_gemm_mfu"].get<double>(), 0);
   fs::remove(out);
 }
 

@@ -333,25 +333,32 @@ void naive_attention(Vec& out, Vec& lse, const Vec& qkv, int B, int S, int H, in
     }
 }
 
-TEST_F(CpuOps, AttentionMatchesNaiveAndFd) {
-  const int B = 2, S = 5, H = 2, hd = 4, W = 3 * H * hd;
+// Forward against naive_attention, backward against finite differences.
+void check_attention(Backend<double>& be, int B, int S, int H, int hd) {
+  const int W = 3 * H * hd;
   Vec qkv = randn(B * S * W, 14), R = randn(B * S * H * hd, 15);
   Vec out(B * S * H * hd), lse(B * H * S), nout, nlse;
-  be->attention_forward(out.data(), lse.data(), qkv.data(), B, S, H, hd);
+  be.attention_forward(out.data(), lse.data(), qkv.data(), B, S, H, hd);
   naive_attention(nout, nlse, qkv, B, S, H, hd);
   EXPECT_LT(rel_err(nout, out), 1e-13);
   EXPECT_LT(rel_err(nlse, lse), 1e-13);
 
   auto L = [&] {
-    be->attention_forward(out.data(), lse.data(), qkv.data(), B, S, H, hd);
+    be.attention_forward(out.data(), lse.data(), qkv.data(), B, S, H, hd);
     return dotv(R, out);
   };
   Vec fd = fd_grad(qkv, L);
   L();
   Vec dqkv = filled(B * S * W, 3.0);  // overwritten
-  be->attention_backward(dqkv.data(), R.data(), out.data(), lse.data(), qkv.data(), B, S, H, hd);
+  be.attention_backward(dqkv.data(), R.data(), out.data(), lse.data(), qkv.data(), B, S, H, hd);
   EXPECT_LT(rel_err(fd, dqkv), kTol);
 }
+
+TEST_F(CpuOps, AttentionMatchesNaiveAndFd) { check_attention(*be, 2, 5, 2, 4); }
+
+// Longer than the CPU kernel's row block (64): several query and key blocks,
+// the last one partial.
+TEST_F(CpuOps, AttentionBlocksMatchNaiveAndFd) { check_attention(*be, 1, 150, 1, 4); }
 
 // ---------------------------------------------------------------- swiglu ----
 
@@ -797,20 +804,22 @@ template <typename T>
 void check_thread_independence() {
   auto b1 = make_cpu_backend<T>(1);
   auto b2 = make_cpu_backend<T>(2);
-  const int B = 2, S = 33, H = 3, hd = 8, W = 3 * H * hd, N = B * S, OW = H * hd;
   auto cast = [](const Vec& v) { return std::vector<T>(v.begin(), v.end()); };
-  const std::vector<T> qkv = cast(randn(N * W, 32)), dout = cast(randn(N * OW, 33));
-  std::vector<T> out1(N * OW), out2(N * OW), lse1(B * H * S), lse2(B * H * S);
-  std::vector<T> dq1(N * W), dq2(N * W);
-  b1->attention_forward(out1.data(), lse1.data(), qkv.data(), B, S, H, hd);
-  b2->attention_forward(out2.data(), lse2.data(), qkv.data(), B, S, H, hd);
-  b1->attention_backward(dq1.data(), dout.data(), out1.data(), lse1.data(), qkv.data(), B, S, H,
-                         hd);
-  b2->attention_backward(dq2.data(), dout.data(), out2.data(), lse2.data(), qkv.data(), B, S, H,
-                         hd);
-  EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(T)));
-  EXPECT_EQ(0, std::memcmp(lse1.data(), lse2.data(), lse1.size() * sizeof(T)));
-  EXPECT_EQ(0, std::memcmp(dq1.data(), dq2.data(), dq1.size() * sizeof(T)));
+  for (const int S : {33, 137}) {  // one and several row blocks of the attention kernel
+    const int B = 2, H = 3, hd = 8, W = 3 * H * hd, N = B * S, OW = H * hd;
+    const std::vector<T> qkv = cast(randn(N * W, 32)), dout = cast(randn(N * OW, 33));
+    std::vector<T> out1(N * OW), out2(N * OW), lse1(B * H * S), lse2(B * H * S);
+    std::vector<T> dq1(N * W), dq2(N * W);
+    b1->attention_forward(out1.data(), lse1.data(), qkv.data(), B, S, H, hd);
+    b2->attention_forward(out2.data(), lse2.data(), qkv.data(), B, S, H, hd);
+    b1->attention_backward(dq1.data(), dout.data(), out1.data(), lse1.data(), qkv.data(), B, S,
+                           H, hd);
+    b2->attention_backward(dq2.data(), dout.data(), out2.data(), lse2.data(), qkv.data(), B, S,
+                           H, hd);
+    EXPECT_EQ(0, std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(T))) << "S=" << S;
+    EXPECT_EQ(0, std::memcmp(lse1.data(), lse2.data(), lse1.size() * sizeof(T))) << "S=" << S;
+    EXPECT_EQ(0, std::memcmp(dq1.data(), dq2.data(), dq1.size() * sizeof(T))) << "S=" << S;
+  }
 
   const int R = 97, D = 200;  // several column blocks for dw
   const std::vector<T> x = cast(randn(R * D, 34)), w = cast(randn(D, 35)),

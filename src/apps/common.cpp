@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <utility>
 
 namespace moe {
 
@@ -64,10 +65,15 @@ bool parse_flags(int argc, char** argv, const char* program, const char* usage,
   return true;
 }
 
-void ensure_passive_openmp_wait(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-  execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+void ensure_passive_thread_waits(char** argv) {
+  bool set = false;
+  for (const auto& [name, value] : {std::pair{"OMP_WAIT_POLICY", "PASSIVE"},
+                                    std::pair{"OPENBLAS_THREAD_TIMEOUT", "4"}}) {
+    if (std::getenv(name) != nullptr) continue;
+    setenv(name, value, 1);
+    set = true;
+  }
+  if (set) execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
 }
 
 void setup_logging(const std::string& level) {

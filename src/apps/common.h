@@ -32,11 +32,15 @@ bool parse_flags(int argc, char** argv, const char* program, const char* usage,
 // A flag's whole value as an integer >= min, else an InputError naming the flag.
 int64_t parse_count(const std::string& flag, const std::string& value, int64_t min = 0);
 
-// OpenMP threads that spin-wait between parallel regions starve OpenBLAS's
-// own thread pool (several times slower on few cores). libgomp reads
-// OMP_WAIT_POLICY once at load, so when it is unset we set it to PASSIVE
-// and re-execute the program once. A user's own setting is kept.
-void ensure_passive_openmp_wait(char** argv);
+// Idle threads must sleep, not spin: OpenMP threads that spin-wait between
+// parallel regions starve OpenBLAS's own thread pool (several times slower on
+// few cores), and OpenBLAS's threads, which by default spin (sched_yield) for
+// about 0.1 s after each GEMM, take cores from the OpenMP regions that follow.
+// libgomp and OpenBLAS read OMP_WAIT_POLICY and OPENBLAS_THREAD_TIMEOUT once
+// at load, so when either is unset we set it (PASSIVE; 4, OpenBLAS's minimum:
+// 2^4 cycles of spinning before a worker sleeps) and re-execute the program
+// once. A user's own settings are kept.
+void ensure_passive_thread_waits(char** argv);
 
 // spdlog level from log.level; console pattern with a timestamp.
 void setup_logging(const std::string& level);

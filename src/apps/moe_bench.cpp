@@ -19,6 +19,7 @@
 #include "apps/backend_choice.h"
 #include "apps/bench_attention.h"
 #include "apps/common.h"
+#include "apps/cpu_gemm_peak.h"
 #include "apps/device_info.h"
 #include "apps/memory_plan.h"
 #include "apps/perf_model.h"
@@ -42,7 +43,8 @@ constexpr const char* kUsage =
     "  --backend B        cpu or cuda (default: train.backend of the config; auto = cuda when\n"
     "                     this build has CUDA and a device is visible, else cpu)\n"
     "  --peak-tflops X    the device's dense peak in TFLOP/s for MFU (default: the bf16 table\n"
-    "                     of docs/bench.md on a known GPU; none on the CPU)\n"
+    "                     of docs/bench.md on a known GPU; none on the CPU, which also\n"
+    "                     reports its share of a GEMM peak it measures, \"gemm MFU\")\n"
     "  --json FILE        also write the results as JSON\n"
     "  --op attention     time only the tensor-core attention kernels (forward, backward) at\n"
     "                     train.micro_batch x model.seq_len x model.heads x head_dim, on CUDA;\n"
@@ -164,6 +166,7 @@ int bench(const Args& a) {
   if (cfg.train.threads == 0) cfg.train.threads = omp_get_num_procs();
 
   std::optional<moe::GpuInfo> gpu;
+  std::optional<moe::CpuGemmPeak> cpu_peak;
   std::string device;
   Measurement m;
   std::string backend_name;
@@ -173,6 +176,10 @@ int bench(const Args& a) {
     std::printf("note: %s\n", moe::backend_caveat(kind).c_str());
   } else {
     device = "cpu, " + std::to_string(cfg.train.threads) + " threads";
+    // Before the run, on the run's thread count: the denominator of the
+    // CPU's share of its GEMM peak (bf16 mode computes in fp32: sgemm).
+    cpu_peak = moe::measure_cpu_gemm_peak(cfg.train.precision == moe::Precision::Float64,
+                                          cfg.train.threads);
   }
   moe::with_element_types(cfg, [&]<typename T, typename A>() {
     auto be = moe::make_backend<T, A>(cfg, kind, 0);
@@ -207,8 +214,11 @@ int bench(const Args& a) {
   const int64_t flops_per_token = moe::train_flops_per_token(mc, cfg.moe);
   std::optional<double> peak = a.peak_tflops;
   if (!peak && gpu && gpu->peak_bf16_tflops > 0) peak = gpu->peak_bf16_tflops;
+  const double achieved_flops = double(flops_per_token) * tokens_per_s;
   std::optional<double> mfu;
-  if (peak) mfu = double(flops_per_token) * tokens_per_s / (*peak * 1e12);
+  if (peak) mfu = achieved_flops / (*peak * 1e12);
+  std::optional<double> gemm_share;  // of the measured CPU GEMM peak
+  if (cpu_peak) gemm_share = achieved_flops / (cpu_peak->gflops * 1e9);
 
   // Per step; `other` is what the named phases leave of the step time.
   moe::PhaseSeconds per_step{};
@@ -242,6 +252,13 @@ int bench(const Args& a) {
                 *peak, double(flops_per_token) * tokens_per_s / 1e12);
   else
     std::printf("  MFU          n/a (pass --peak-tflops)\n");
+  if (cpu_peak) {
+    std::printf("  gemm peak    %.1f GFLOP/s (%s %s %d^3, %d threads)\n", cpu_peak->gflops,
+                cpu_peak->library.c_str(), cpu_peak->routine.c_str(), cpu_peak->n,
+                cpu_peak->threads);
+    std::printf("  gemm MFU     %.1f%% of the measured CPU GEMM peak (%.2f GFLOP/s achieved)\n",
+                *gemm_share * 100, achieved_flops / 1e9);
+  }
   if (m.peak_bytes > 0)
     std::printf("  peak memory  %s (backend allocations)", mib(m.peak_bytes).c_str());
   else
@@ -293,6 +310,12 @@ int bench(const Args& a) {
     j["flops_per_token"] = flops_per_token;
     j["peak_tflops"] = peak ? nlohmann::json(*peak) : nlohmann::json(nullptr);
     j["mfu"] = mfu ? nlohmann::json(*mfu) : nlohmann::json(nullptr);
+    j["cpu_gemm_peak"] = nullptr;
+    if (cpu_peak)
+      j["cpu_gemm_peak"] = {{"gflops", cpu_peak->gflops}, {"library", cpu_peak->library},
+                            {"routine", cpu_peak->routine}, {"n", cpu_peak->n},
+                            {"threads", cpu_peak->threads}, {"calls", cpu_peak->calls}};
+    j["cpu_gemm_mfu"] = gemm_share ? nlohmann::json(*gemm_share) : nlohmann::json(nullptr);
     j["peak_bytes"] = m.peak_bytes > 0 ? nlohmann::json(m.peak_bytes) : nlohmann::json(nullptr);
     j["device_used_bytes"] = gpu ? nlohmann::json(gpu->used_bytes) : nlohmann::json(nullptr);
     j["plan"] = moe::plan_to_json(plan);
@@ -314,7 +337,7 @@ int bench(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  moe::ensure_passive_openmp_wait(argv);
+  moe::ensure_passive_thread_waits(argv);
   return moe::run_main("moe-bench", [&]() {
     Args a;
     if (!moe::parse_flags(

@@ -56,7 +56,7 @@ nlohmann::json evaluate_checkpoint(const moe::Config& cfg, moe::BackendKind kind
 }  // namespace
 
 int main(int argc, char** argv) {
-  moe::ensure_passive_openmp_wait(argv);
+  moe::ensure_passive_thread_waits(argv);
   return moe::run_main("moe-eval", [&]() {
     std::string ckpt, data, output;
     std::optional<moe::BackendKind> backend;

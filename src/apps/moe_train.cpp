@@ -178,7 +178,7 @@ int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
 }  // namespace
 
 int main(int argc, char** argv) {
-  moe::ensure_passive_openmp_wait(argv);
+  moe::ensure_passive_thread_waits(argv);
   // MPI only when launched by mpirun/srun: a single process stays MPI-free.
   moe::MpiEnvironment mpi(/*only_if_launched=*/true);
   std::unique_ptr<moe::Comm> world = mpi.world();

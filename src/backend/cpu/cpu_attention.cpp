@@ -1,12 +1,18 @@
 // RoPE (rotate-half) and causal softmax attention over the fused qkv buffer
 // [N, 3*H*hd]: q | k | v, head h at columns h*hd of each part.
 //
-// Attention is flash-style: the forward keeps only lse[B,H,S]; the backward
-// recomputes each probability from q, k and lse. Only one score row per
-// thread is ever held. Scores, softmax and dot products accumulate in double.
+// Attention works per (batch, head) tile on BLAS GEMMs that read q, k, v and
+// write dq, dk, dv in place in the fused buffers (row stride 3*H*hd). The
+// forward keeps only lse[B,H,S]; the backward recomputes the probabilities
+// from q, k and lse into an S x S buffer per thread. Everything computes in
+// the compute type (float for fp32 and bf16, double for fp64), exp included;
+// bf16 tiles are widened to float first and results rounded once.
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
+#include "backend/cpu/cpu_blas.h"
 #include "backend/cpu/cpu_ops.h"
 #include "core/error.h"
 
@@ -62,131 +68,195 @@ void rope_backward(int nt, A* dqkv, int B, int S, int H, int hd, double theta) {
   rope_apply(nt, dqkv, B, S, H, hd, theta, -1.0);
 }
 
-template <typename A>
-static double dot(const A* a, const A* b, int n) {
-  double acc = 0.0;
-  for (int d = 0; d < n; d++) acc += static_cast<double>(a[d]) * static_cast<double>(b[d]);
-  return acc;
+namespace {
+
+// Row block of the causal tiling: a block of query rows meets only the keys
+// up to its last row, so the GEMMs skip the blocks above the diagonal. Fixed,
+// so the summation order never depends on the thread count.
+constexpr int kBlock = 64;
+
+// S rows of hd of one (batch, head) in the compute type C, row stride ld.
+template <typename P>
+struct Tile {
+  P* p;
+  int ld;
+  P* row(int i) const { return p + static_cast<size_t>(i) * ld; }
+};
+
+template <typename C>
+C* grow(std::vector<C>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
 }
 
-// The (batch, head, position) of a flat index over [B, H, S], the order lse
-// and the per-row loops use.
-namespace {
-struct RowIndex {
-  int b, h, pos;
-  RowIndex(long idx, int S, int H)
-      : b(static_cast<int>(idx / (static_cast<long>(S) * H))),
-        h(static_cast<int>(idx / S % H)),
-        pos(static_cast<int>(idx % S)) {}
+// An input tile: a view into the fused buffer when it already holds C, else
+// (bf16) a widened copy in buf.
+template <typename C, typename A>
+Tile<const C> read_tile(const A* src, int ld, int S, int hd, std::vector<C>& buf) {
+  if constexpr (std::is_same_v<A, C>) {
+    return {src, ld};
+  } else {
+    C* f = grow(buf, static_cast<size_t>(S) * hd);
+    for (int i = 0; i < S; i++)
+      for (int d = 0; d < hd; d++)
+        f[static_cast<size_t>(i) * hd + d] = static_cast<C>(src[static_cast<size_t>(i) * ld + d]);
+    return {f, hd};
+  }
+}
+
+// An output tile: GEMMs write in place when dst holds C, else (bf16) into buf,
+// which store_tile rounds into dst once.
+template <typename C, typename A>
+Tile<C> out_tile(A* dst, int ld, int S, int hd, std::vector<C>& buf) {
+  if constexpr (std::is_same_v<A, C>) {
+    return {dst, ld};
+  } else {
+    return {grow(buf, static_cast<size_t>(S) * hd), hd};
+  }
+}
+template <typename C, typename A>
+void store_tile(A* dst, int ld, const Tile<C>& t, int S, int hd) {
+  if constexpr (!std::is_same_v<A, C>) {
+    for (int i = 0; i < S; i++)
+      for (int d = 0; d < hd; d++)
+        dst[static_cast<size_t>(i) * ld + d] = static_cast<A>(t.row(i)[d]);
+  }
+}
+
+// Per-thread buffers, grown once and reused across calls.
+template <typename C>
+struct Scratch {
+  std::vector<C> q, k, v, o, dout, dq, dk, dv;  // bf16 mode: tiles widened to float
+  std::vector<C> p, dp, D;
 };
+template <typename C>
+Scratch<C>& scratch() {
+  thread_local Scratch<C> s;
+  return s;
+}
+
+// Query row i of the scores, in place: p_j = exp(x_j - m) / z for j <= i and
+// 0 for i < j < end (the mask inside the diagonal block). Returns m + log z.
+template <typename C>
+C softmax_row(C* p, int i, int end) {
+  C m = -INFINITY;
+  for (int j = 0; j <= i; j++) m = p[j] > m ? p[j] : m;
+  C z = 0;
+  for (int j = 0; j <= i; j++) z += (p[j] = std::exp(p[j] - m));
+  const C inv = C(1) / z;
+  for (int j = 0; j <= i; j++) p[j] *= inv;
+  for (int j = i + 1; j < end; j++) p[j] = C(0);
+  return m + std::log(z);
+}
+
 }  // namespace
 
-// One (batch, head, query) per iteration: score row, max-subtracted softmax,
-// weighted sum of v.
+// One (batch, head) tile per iteration, by query blocks: scores = scale q k^T
+// (GEMM), row softmax, out = P v (GEMM). BLAS runs single-threaded inside the
+// parallel loop, so every tile is computed the same way whatever nt is.
 template <typename T, typename A>
 void attention_forward(int nt, A* out, T* lse, const A* qkv, int B, int S, int H, int hd) {
+  using C = compute_t<A>;
   const int W = 3 * H * hd, OW = H * hd;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  const long total = static_cast<long>(B) * H * S;
-#pragma omp parallel num_threads(nt)
-  {
-    std::vector<double> p(S), acc(hd);
-#pragma omp for schedule(static)
-    for (long idx = 0; idx < total; idx++) {
-      const RowIndex r(idx, S, H);
-      const int i = r.pos, h = r.h, b = r.b;
-      const A* base = qkv + static_cast<size_t>(b) * S * W;
-      const A* q = base + static_cast<size_t>(i) * W + h * hd;
-      double m = -INFINITY;
-      for (int j = 0; j <= i; j++) {
-        p[j] = scale * dot(q, base + static_cast<size_t>(j) * W + OW + h * hd, hd);
-        if (p[j] > m) m = p[j];
-      }
-      double z = 0.0;
-      for (int j = 0; j <= i; j++) z += (p[j] = std::exp(p[j] - m));
-      for (int d = 0; d < hd; d++) acc[d] = 0.0;
-      for (int j = 0; j <= i; j++) {
-        const A* v = base + static_cast<size_t>(j) * W + 2 * OW + h * hd;
-        const double pj = p[j] / z;
-        for (int d = 0; d < hd; d++) acc[d] += pj * static_cast<double>(v[d]);
-      }
-      A* o = out + (static_cast<size_t>(b) * S + i) * OW + h * hd;
-      for (int d = 0; d < hd; d++) o[d] = static_cast<A>(acc[d]);
-      lse[idx] = static_cast<T>(m + std::log(z));  // idx == (b*H + h)*S + i
+  const C scale = static_cast<C>(1.0 / std::sqrt(static_cast<double>(hd)));
+  blas_set_threads(1);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int t = 0; t < B * H; t++) {
+    const int b = t / H, h = t % H;
+    Scratch<C>& s = scratch<C>();
+    const A* x = qkv + static_cast<size_t>(b) * S * W + static_cast<size_t>(h) * hd;
+    const Tile<const C> q = read_tile<C>(x, W, S, hd, s.q);
+    const Tile<const C> k = read_tile<C>(x + OW, W, S, hd, s.k);
+    const Tile<const C> v = read_tile<C>(x + 2 * OW, W, S, hd, s.v);
+    A* o_dst = out + static_cast<size_t>(b) * S * OW + static_cast<size_t>(h) * hd;
+    const Tile<C> o = out_tile<C>(o_dst, OW, S, hd, s.o);
+    C* P = grow(s.p, static_cast<size_t>(kBlock) * S);
+    T* l = lse + static_cast<size_t>(t) * S;  // lse[b, h, :]
+    for (int i0 = 0; i0 < S; i0 += kBlock) {
+      const int i1 = std::min(S, i0 + kBlock);
+      gemm<C>(false, true, i1 - i0, i1, hd, scale, q.row(i0), q.ld, k.p, k.ld, C(0), P, S);
+      for (int i = i0; i < i1; i++)
+        l[i] = static_cast<T>(softmax_row(P + static_cast<size_t>(i - i0) * S, i, i1));
+      gemm<C>(false, false, i1 - i0, hd, i1, C(1), P, S, v.p, v.ld, C(0), o.row(i0), o.ld);
     }
+    store_tile(o_dst, OW, o, S, hd);
   }
 }
 
 // With p_ij = exp(scale q_i.k_j - lse_i), dp_ij = dout_i.v_j, D_i = dout_i.out_i
 // and ds_ij = p_ij (dp_ij - D_i):
-//   dq_i = scale sum_j ds_ij k_j;  dk_j = scale sum_i ds_ij q_i;  dv_j = sum_i p_ij dout_i.
-// Pass 1 owns one query row (dq), pass 2 one key row (dk, dv): every output is
-// written by one iteration, so no races and no dependence on the thread count.
+//   dq = scale dS k;  dk = scale dS^T q;  dv = P^T dout.
+// Per (batch, head) tile: P is recomputed from lse into an S x S buffer, dv
+// taken from it, then P is overwritten by dS. dq goes by query blocks, dk and
+// dv by key blocks (key j meets the queries i >= j): each output is written
+// by one GEMM, so no accumulation across threads.
 template <typename T, typename A>
 void attention_backward(int nt, A* dqkv, const A* dout, const A* out, const T* lse, const A* qkv,
                         int B, int S, int H, int hd) {
+  using C = compute_t<A>;
   const int W = 3 * H * hd, OW = H * hd;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  const long total = static_cast<long>(B) * H * S;
-  std::vector<double> Dv(total);
+  const C scale = static_cast<C>(1.0 / std::sqrt(static_cast<double>(hd)));
+  const size_t SS = static_cast<size_t>(S) * S;
+  blas_set_threads(1);
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (long idx = 0; idx < total; idx++) {
-    const RowIndex r(idx, S, H);
-    const int i = r.pos, h = r.h, b = r.b;
-    const size_t o = (static_cast<size_t>(b) * S + i) * OW + h * hd;
-    Dv[idx] = dot(dout + o, out + o, hd);
-  }
-
-#pragma omp parallel num_threads(nt)
-  {
-    std::vector<double> acc(hd), acc2(hd);
-    // pass 1: dq of query i
-#pragma omp for schedule(static)
-    for (long idx = 0; idx < total; idx++) {
-      const RowIndex r(idx, S, H);
-      const int i = r.pos, h = r.h, b = r.b;
-      const A* base = qkv + static_cast<size_t>(b) * S * W;
-      const A* q = base + static_cast<size_t>(i) * W + h * hd;
-      const A* go = dout + (static_cast<size_t>(b) * S + i) * OW + h * hd;
-      const double l = lse[idx], Di = Dv[idx];
-      for (int d = 0; d < hd; d++) acc[d] = 0.0;
-      for (int j = 0; j <= i; j++) {
-        const A* k = base + static_cast<size_t>(j) * W + OW + h * hd;
-        const A* v = base + static_cast<size_t>(j) * W + 2 * OW + h * hd;
-        const double p = std::exp(scale * dot(q, k, hd) - l);
-        const double ds = p * (dot(go, v, hd) - Di);
-        for (int d = 0; d < hd; d++) acc[d] += ds * static_cast<double>(k[d]);
-      }
-      A* dq = dqkv + (static_cast<size_t>(b) * S + i) * W + h * hd;
-      for (int d = 0; d < hd; d++) dq[d] = static_cast<A>(scale * acc[d]);
+  for (int t = 0; t < B * H; t++) {
+    const int b = t / H, h = t % H;
+    Scratch<C>& s = scratch<C>();
+    const size_t xo = static_cast<size_t>(b) * S * W + static_cast<size_t>(h) * hd;
+    const size_t oo = static_cast<size_t>(b) * S * OW + static_cast<size_t>(h) * hd;
+    const Tile<const C> q = read_tile<C>(qkv + xo, W, S, hd, s.q);
+    const Tile<const C> k = read_tile<C>(qkv + xo + OW, W, S, hd, s.k);
+    const Tile<const C> v = read_tile<C>(qkv + xo + 2 * OW, W, S, hd, s.v);
+    const Tile<const C> o = read_tile<C>(out + oo, OW, S, hd, s.o);
+    const Tile<const C> go = read_tile<C>(dout + oo, OW, S, hd, s.dout);
+    const Tile<C> dq = out_tile<C>(dqkv + xo, W, S, hd, s.dq);
+    const Tile<C> dk = out_tile<C>(dqkv + xo + OW, W, S, hd, s.dk);
+    const Tile<C> dv = out_tile<C>(dqkv + xo + 2 * OW, W, S, hd, s.dv);
+    const T* l = lse + static_cast<size_t>(t) * S;
+    C* P = grow(s.p, SS);  // row i at P + i*S; above the diagonal: 0 or unused
+    C* dP = grow(s.dp, static_cast<size_t>(kBlock) * S);
+    C* D = grow(s.D, static_cast<size_t>(S));
+    for (int i = 0; i < S; i++) {
+      C acc = 0;
+      for (int d = 0; d < hd; d++) acc += go.row(i)[d] * o.row(i)[d];
+      D[i] = acc;
     }
-    // pass 2: dk and dv of key j; round-robin since row j sees S - j queries
-#pragma omp for schedule(static, 1)
-    for (long idx = 0; idx < total; idx++) {
-      const RowIndex r(idx, S, H);
-      const int j = r.pos, h = r.h, b = r.b;
-      const A* base = qkv + static_cast<size_t>(b) * S * W;
-      const A* k = base + static_cast<size_t>(j) * W + OW + h * hd;
-      const A* v = base + static_cast<size_t>(j) * W + 2 * OW + h * hd;
-      const long row0 = idx - j;  // (b*H + h)*S: lse and D of query 0
-      for (int d = 0; d < hd; d++) acc[d] = acc2[d] = 0.0;
-      for (int i = j; i < S; i++) {
-        const A* q = base + static_cast<size_t>(i) * W + h * hd;
-        const A* go = dout + (static_cast<size_t>(b) * S + i) * OW + h * hd;
-        const double p = std::exp(scale * dot(q, k, hd) - static_cast<double>(lse[row0 + i]));
-        const double ds = p * (dot(go, v, hd) - Dv[row0 + i]);
-        for (int d = 0; d < hd; d++) {
-          acc[d] += ds * static_cast<double>(q[d]);
-          acc2[d] += p * static_cast<double>(go[d]);
-        }
-      }
-      A* dk = dqkv + (static_cast<size_t>(b) * S + j) * W + OW + h * hd;
-      A* dv = dk + OW;
-      for (int d = 0; d < hd; d++) {
-        dk[d] = static_cast<A>(scale * acc[d]);
-        dv[d] = static_cast<A>(acc2[d]);
+    for (int i0 = 0; i0 < S; i0 += kBlock) {  // P, by query blocks as in the forward
+      const int i1 = std::min(S, i0 + kBlock);
+      C* Pb = P + static_cast<size_t>(i0) * S;
+      gemm<C>(false, true, i1 - i0, i1, hd, scale, q.row(i0), q.ld, k.p, k.ld, C(0), Pb, S);
+      for (int i = i0; i < i1; i++) {
+        C* p = P + static_cast<size_t>(i) * S;
+        const C li = static_cast<C>(l[i]);
+        for (int j = 0; j <= i; j++) p[j] = std::exp(p[j] - li);
+        for (int j = i + 1; j < i1; j++) p[j] = C(0);
       }
     }
+    // Key block [j0, j1) against query rows [j0, S): P[j0:, j0:j1]^T.
+    for (int j0 = 0; j0 < S; j0 += kBlock) {
+      const int j1 = std::min(S, j0 + kBlock);
+      gemm<C>(true, false, j1 - j0, hd, S - j0, C(1), P + static_cast<size_t>(j0) * S + j0, S,
+              go.row(j0), go.ld, C(0), dv.row(j0), dv.ld);
+    }
+    for (int i0 = 0; i0 < S; i0 += kBlock) {
+      const int i1 = std::min(S, i0 + kBlock);
+      C* Pb = P + static_cast<size_t>(i0) * S;
+      gemm<C>(false, true, i1 - i0, i1, hd, C(1), go.row(i0), go.ld, v.p, v.ld, C(0), dP, S);
+      for (int i = i0; i < i1; i++) {
+        C* p = P + static_cast<size_t>(i) * S;
+        const C* dp = dP + static_cast<size_t>(i - i0) * S;
+        for (int j = 0; j <= i; j++) p[j] *= dp[j] - D[i];
+      }
+      gemm<C>(false, false, i1 - i0, hd, i1, scale, Pb, S, k.p, k.ld, C(0), dq.row(i0), dq.ld);
+    }
+    for (int j0 = 0; j0 < S; j0 += kBlock) {
+      const int j1 = std::min(S, j0 + kBlock);
+      gemm<C>(true, false, j1 - j0, hd, S - j0, scale, P + static_cast<size_t>(j0) * S + j0, S,
+              q.row(j0), q.ld, C(0), dk.row(j0), dk.ld);
+    }
+    store_tile(dqkv + xo, W, dq, S, hd);
+    store_tile(dqkv + xo + OW, W, dk, S, hd);
+    store_tile(dqkv + xo + 2 * OW, W, dv, S, hd);
   }
 }
 

@@ -1,33 +1,11 @@
 // Linear layers on BLAS: y = x W^T with W stored [out, in], row-major.
-#include <cblas.h>
-
 #include <vector>
 
+#include "backend/cpu/cpu_blas.h"
 #include "backend/cpu/cpu_ops.h"
 #include "core/error.h"
 
 namespace moe::cpu {
-
-// C[M,N] = alpha * op(A) op(B) + beta * C, row-major, for float or double.
-template <typename T>
-static void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, int lda,
-                 const T* B, int ldb, T beta, T* C, int ldc) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) {  // empty inner dimension: C = beta * C (BLAS rejects ld = 0)
-    for (int i = 0; i < M; i++) {
-      T* c = C + static_cast<size_t>(i) * ldc;
-      for (int j = 0; j < N; j++) c[j] = beta == T(0) ? T(0) : beta * c[j];
-    }
-    return;
-  }
-  CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
-  CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-  if constexpr (sizeof(T) == sizeof(double)) {
-    cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  } else {
-    cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  }
-}
 
 // bf16 mode: the operands of each matmul as float arrays. Activations are
 // widened exactly; weights are rounded to bf16 first, as the CUDA backend's

@@ -1,35 +1,74 @@
 // Cross-entropy loss and the AdamW update.
 #include <cmath>
+#include <vector>
 
 #include "backend/cpu/cpu_ops.h"
 #include "core/error.h"
 
 namespace moe::cpu {
 
-// Per row: lse by max-subtracted log-sum-exp (double), loss = lse - x[target];
-// then dlogits = grad_scale (softmax - onehot). dlogits may alias logits:
-// the loss is taken before the row is overwritten and each entry is read
-// before it is written.
+namespace {
+
+// Partial maxima and sums per lane, combined in lane order: the loops
+// vectorize and the order stays fixed.
+constexpr int kLanes = 8;
+
+template <typename C, typename A>
+C row_max(const A* x, int V) {
+  C m[kLanes];
+  for (int l = 0; l < kLanes; l++) m[l] = x[0];
+  int j = 0;
+  for (; j + kLanes <= V; j += kLanes)
+    for (int l = 0; l < kLanes; l++) m[l] = C(x[j + l]) > m[l] ? C(x[j + l]) : m[l];
+  for (; j < V; j++) m[0] = C(x[j]) > m[0] ? C(x[j]) : m[0];
+  for (int l = 1; l < kLanes; l++) m[0] = m[l] > m[0] ? m[l] : m[0];
+  return m[0];
+}
+
+template <typename C>
+double row_sum(const C* e, int V) {
+  double z[kLanes] = {};
+  int j = 0;
+  for (; j + kLanes <= V; j += kLanes)
+    for (int l = 0; l < kLanes; l++) z[l] += e[j + l];
+  for (; j < V; j++) z[0] += e[j];
+  double r = 0.0;
+  for (int l = 0; l < kLanes; l++) r += z[l];
+  return r;
+}
+
+}  // namespace
+
+// Per row: e_j = exp(x_j - m) in the compute type (float for fp32 and bf16)
+// into a per-thread buffer, z = sum e_j and lse = m + log z in double (the
+// loss of a confident prediction is log(1 + tiny)), loss = lse - x[target];
+// then dlogits = grad_scale (e_j / z - onehot), one exp per logit. dlogits
+// may alias logits: the loss is taken before the row is overwritten and each
+// entry is read before it is written.
 template <typename T, typename A>
 void cross_entropy(int nt, T* losses, A* dlogits, const A* logits, const int32_t* targets, int N,
                    int V, double grad_scale) {
+  using C = compute_t<A>;
   for (int n = 0; n < N; n++)
     MOE_CHECK(targets[n] >= 0 && targets[n] < V, "cross_entropy: target out of range");
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int n = 0; n < N; n++) {
-    const A* x = logits + static_cast<size_t>(n) * V;
-    double m = x[0];
-    for (int j = 1; j < V; j++) m = double(x[j]) > m ? static_cast<double>(x[j]) : m;
-    double z = 0.0;
-    for (int j = 0; j < V; j++) z += std::exp(double(x[j]) - m);
-    const double lse = m + std::log(z);
-    const int tgt = targets[n];
-    losses[n] = static_cast<T>(lse - double(x[tgt]));
-    if (!dlogits) continue;
-    A* d = dlogits + static_cast<size_t>(n) * V;
-    for (int j = 0; j < V; j++) {
-      const double p = std::exp(double(x[j]) - lse);
-      d[j] = static_cast<A>(grad_scale * (j == tgt ? p - 1.0 : p));
+#pragma omp parallel num_threads(nt)
+  {
+    thread_local std::vector<C> buf;
+    if (buf.size() < static_cast<size_t>(V)) buf.resize(V);
+    C* e = buf.data();
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; n++) {
+      const A* x = logits + static_cast<size_t>(n) * V;
+      const C m = row_max<C>(x, V);
+      for (int j = 0; j < V; j++) e[j] = std::exp(C(x[j]) - m);
+      const double z = row_sum(e, V);
+      const int tgt = targets[n];
+      losses[n] = static_cast<T>(double(m) + std::log(z) - double(x[tgt]));
+      if (!dlogits) continue;
+      A* d = dlogits + static_cast<size_t>(n) * V;
+      const double g = grad_scale / z;
+      for (int j = 0; j < V; j++) d[j] = static_cast<A>(g * e[j]);
+      d[tgt] = static_cast<A>(grad_scale * (double(e[tgt]) / z - 1.0));
     }
   }
 }

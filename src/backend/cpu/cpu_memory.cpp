@@ -6,6 +6,7 @@
 #include <new>
 #include <vector>
 
+#include "backend/cpu/cpu_blas.h"
 #include "backend/cpu/cpu_ops.h"
 
 namespace moe::cpu {

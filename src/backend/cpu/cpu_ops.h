@@ -25,10 +25,6 @@ constexpr size_t kReduceChunk = 4096;
 // Column block of the column-parallel reductions (embedding, rmsnorm dw).
 constexpr int kColBlock = 64;
 
-// Makes OpenBLAS use nt threads for the following gemm calls (no-op when the
-// BLAS is not OpenBLAS).
-void blas_set_threads(int nt);
-
 // ---- memory and elementwise (cpu_memory.cpp) ----
 void* alloc_bytes(size_t bytes);
 void free_bytes(void* p);
