@@ -196,12 +196,21 @@ TEST(CliCheckpoint, MoeEvalWritesPerplexityAndMaxVio) {
   // aside (keep_last would prune them, --resume auto would take them), and
   // its eval.json beside the new one, which reflects the new run.
   auto again = train_args(d, 2, 0);
-  again.insert(again.end(), {"--set", "data.val_path=" + (d / "val").string()});
+  // (An in-training eval of the last step over the whole split stands in
+  // for the final one.)
+  again.insert(again.end(), {"--set", "data.val_path=" + (d / "val").string(), "--set",
+                             "train.eval_interval=2", "--set", "train.eval_max_tokens=0"});
   ASSERT_EQ(run(kTrain, again, d / "log5"), 0) << slurp(d / "log5");
   EXPECT_EQ(moe::read_trainer_state(moe::find_latest_checkpoint((d / "ckpt.1").string())).step, 4);
   EXPECT_EQ(moe::read_trainer_state(moe::find_latest_checkpoint((d / "ckpt").string())).step, 2);
   EXPECT_EQ(nlohmann::json::parse(slurp(d / "run" / "eval.1.json"))["step"].get<int64_t>(), 4);
-  EXPECT_EQ(nlohmann::json::parse(slurp(d / "run" / "eval.json"))["step"].get<int64_t>(), 2);
+  const auto fin2 = nlohmann::json::parse(slurp(d / "run" / "eval.json"));
+  EXPECT_EQ(fin2["step"].get<int64_t>(), 2);
+  std::ifstream evals2(d / "run" / "eval.jsonl");
+  while (std::getline(evals2, line)) last = line;
+  EXPECT_EQ(nlohmann::json::parse(last)["step"].get<int64_t>(), 2);
+  EXPECT_EQ(nlohmann::json::parse(last)["loss"], fin2["loss"]);
+  EXPECT_EQ(fin2["tokens"], j["tokens"]);
 
   EXPECT_EQ(run(kEval, {"--checkpoint", (d / "none").string()}, d / "log3"), 2);
   EXPECT_EQ(run(kEval, {"--checkpoint", (d / "ckpt").string(), "--max-tokens", "x"}, d / "log4"), 2);

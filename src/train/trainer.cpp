@@ -283,9 +283,9 @@ void Trainer<T, A>::resume_from(const std::string& ckpt_dir) {
 template <typename T, typename A>
 void Trainer<T, A>::evaluate_and_log(MetricsLog* log) {
   if (!val_) return;
-  const EvalResult r =
-      evaluate(*model_, *val_, cfg_.train.micro_batch, cfg_.train.eval_max_tokens, comm_);
-  if (log) log->record_eval(state_.step, r);
+  last_eval_ = evaluate(*model_, *val_, cfg_.train.micro_batch, cfg_.train.eval_max_tokens, comm_);
+  last_eval_step_ = state_.step;
+  if (log) log->record_eval(state_.step, last_eval_);
 }
 
 // The finished model on the whole validation split, as moe-eval would
@@ -297,7 +297,9 @@ void Trainer<T, A>::final_evaluation(MetricsLog* log, const std::string& checkpo
     spdlog::info("final eval: no validation data (data.val_path or val_*.bin): no eval.json");
     return;
   }
-  const EvalResult r = evaluate(*model_, *val_, cfg_.train.micro_batch, 0, comm_);
+  // An in-training eval of this very step over the whole split is the answer.
+  const bool have = last_eval_step_ == state_.step && cfg_.train.eval_max_tokens == 0;
+  const EvalResult r = have ? last_eval_ : evaluate(*model_, *val_, cfg_.train.micro_batch, 0, comm_);
   if (log) log->record_final_eval(eval_report(r, state_.step, val_->describe(), checkpoint), r);
 }
 

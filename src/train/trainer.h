@@ -13,6 +13,7 @@
 #include "data/shard_dataset.h"
 #include "data/token_source.h"
 #include "dist/comm.h"
+#include "eval/evaluator.h"
 #include "model/transformer.h"
 #include "moe/balancer.h"
 #include "train/checkpoint.h"
@@ -95,6 +96,8 @@ class Trainer {
   std::vector<T> grad_host_;  // staging for host all-reduce (multi-rank only)
   TrainerState state_;
   int consecutive_skips_ = 0;
+  EvalResult last_eval_;           // the latest in-training evaluation ...
+  int64_t last_eval_step_ = -1;    // ... after this many steps
 };
 
 }  // namespace moe
