@@ -1028,7 +1028,7 @@ def build_report(runs, variants, args):
         "A variant is a set of runs whose configs differ only in `train.seed` and in keys that do not change "
         "training (`log.*`, `checkpoint.*`, `train.threads`, evaluation settings, ...). Its cell is the mean over "
         "its runs; with n >= 2: mean ± sample std [min, max]. Numbers: 4 significant digits.",
-        "The paper's numbers are for its 1B model (2B tokens of its own corpus); ours come from however small "
+        "The paper's numbers are for its 1B model (about 100B tokens of its own corpus); ours come from however small "
         "a model these runs trained, so compare trends, not values.",
     ])
 
