@@ -6,8 +6,8 @@
 # cores for the default three presets x three seeds. docs/reproduction.md.
 #   scripts/repro_small.sh [--seeds 1,2,3] [--full] [--gpu] [--out DIR] [--set k=v]...
 #     --seeds S,...  seeds of every preset (default 1,2,3)
-#     --full         also the u sweep and the alpha sweep (configs/repro/, about
-#                    twice as long again)
+#     --full         also the u sweep and the alpha sweep (configs/repro/: 12 more
+#                    runs, about 1.3 times as long again)
 #     --gpu          train on CUDA (train.backend=cuda); minutes on one GPU
 #     --out DIR      report folder (default report)
 #     --set k=v      passed to every run (repeatable), e.g. --set train.threads=2
