@@ -18,10 +18,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// An earlier run's file moved out of a fresh run's way, and said so.
+void set_aside(const fs::path& p) {
+  if (const std::string q = keep_aside(p.string()); !q.empty())
+    spdlog::info("kept the previous {} as {}", p.filename().string(), fs::path(q).filename().string());
+}
+
 std::ofstream open_log(const fs::path& p, bool append) {
-  if (!append)
-    if (const std::string q = keep_aside(p.string()); !q.empty())
-      spdlog::info("kept the previous {} as {}", p.filename().string(), fs::path(q).filename().string());
+  if (!append) set_aside(p);
   std::ofstream f(p, append ? std::ios::app : std::ios::trunc);
   if (!f) throw InputError("log.out_dir: cannot write " + p.string());
   return f;
@@ -42,7 +46,7 @@ MetricsLog::MetricsLog(const Config& cfg, const std::string& config_yaml, bool a
   metrics_ = open_log(dir / "metrics.jsonl", append);
   if (cfg.log.expert_load_interval > 0) loads_ = open_log(dir / "expert_loads.jsonl", append);
   if (cfg.train.eval_interval > 0) eval_ = open_log(dir / "eval.jsonl", append);
-  if (!append) keep_aside((dir / "eval.json").string());  // a new run's result is not yet there
+  if (!append) set_aside(dir / "eval.json");  // a new run's result is not yet there
 }
 
 void MetricsLog::record(const StepStats& s, double elapsed, int64_t steps_done) {
