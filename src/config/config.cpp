@@ -49,6 +49,8 @@ MOE_ENUM_NAMES(Precision, {Precision::Float32, "float32"}, {Precision::Float64, 
 MOE_ENUM_NAMES(Transport, {Transport::Auto, "auto"}, {Transport::Mpi, "mpi"},
                {Transport::Nccl, "nccl"})
 MOE_ENUM_NAMES(NonFinitePolicy, {NonFinitePolicy::Skip, "skip"}, {NonFinitePolicy::Stop, "stop"})
+MOE_ENUM_NAMES(Recompute, {Recompute::None, "none"}, {Recompute::Selective, "selective"},
+               {Recompute::Full, "full"})
 #undef MOE_ENUM_NAMES
 
 template <class E>
@@ -125,6 +127,8 @@ void for_each_field(C& c, V&& v) {
   v("train", "eval_max_tokens", c.train.eval_max_tokens);
   v("train", "final_eval", c.train.final_eval);
   v("train", "loss_chunk_tokens", c.train.loss_chunk_tokens);
+  v("train", "zero", c.train.zero);
+  v("train", "recompute", c.train.recompute);
 
   v("data", "source", c.data.source);
   v("data", "path", c.data.path);
@@ -599,6 +603,7 @@ void validate_config(const Config& c, int world_size) {
   non_negative("train.eval_interval", t.eval_interval);
   non_negative("train.eval_max_tokens", t.eval_max_tokens);
   non_negative("train.loss_chunk_tokens", t.loss_chunk_tokens);
+  in_range("train.zero", t.zero, 0, 1, "0 (off) or 1 (ZeRO stage 1)");
   if (t.precision == Precision::Float64 && t.backend != BackendKind::Cpu)
     fail("train.precision", "float64 requires train.backend cpu, got " +
                                 std::string(to_string(t.backend)));
@@ -695,5 +700,6 @@ const char* to_string(BackendKind v) { return enum_name(v); }
 const char* to_string(Precision v) { return enum_name(v); }
 const char* to_string(Transport v) { return enum_name(v); }
 const char* to_string(NonFinitePolicy v) { return enum_name(v); }
+const char* to_string(Recompute v) { return enum_name(v); }
 
 }  // namespace moe

@@ -21,6 +21,7 @@ enum class BackendKind { Auto, Cpu, Cuda };
 enum class Precision { Float32, Float64, BFloat16 };
 enum class Transport { Auto, Mpi, Nccl };
 enum class NonFinitePolicy { Skip, Stop };
+enum class Recompute { None, Selective, Full };
 
 struct ModelConfig {
   int vocab_size = 32064;
@@ -90,6 +91,13 @@ struct TrainConfig {
   // Tokens per chunk of the LM head + cross-entropy (the logits of one chunk
   // are in memory at a time); 0 = auto, about 256 MiB of logits.
   int64_t loss_chunk_tokens = 0;
+  // Distributed optimizer: 0 = every rank holds the AdamW moments of all its
+  // parameters; 1 = ZeRO stage 1, each rank holds and updates one shard
+  // (docs/parallel.md).
+  int zero = 0;
+  // Activation recomputation in backward (docs/parallel.md): none, selective
+  // (the cheap-to-redo activations) or full (each layer from its input).
+  Recompute recompute = Recompute::None;
   bool operator==(const TrainConfig&) const = default;
 };
 
@@ -186,5 +194,6 @@ const char* to_string(BackendKind v);
 const char* to_string(Precision v);
 const char* to_string(Transport v);
 const char* to_string(NonFinitePolicy v);
+const char* to_string(Recompute v);
 
 }  // namespace moe
