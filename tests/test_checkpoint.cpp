@@ -158,8 +158,8 @@ TEST(Checkpoint, EveryTensorRoundTripsAndBiasSurvives) {
   b.trainer->resume_from(path);
   EXPECT_EQ(b.params(), a.params());
   std::vector<float> am, av, bm, bv;
-  a.trainer->model().params().moments_to_host(am, av);
-  b.trainer->model().params().moments_to_host(bm, bv);
+  a.trainer->optimizer().moments_to_host(am, av);
+  b.trainer->optimizer().moments_to_host(bm, bv);
   EXPECT_EQ(am, bm);
   EXPECT_EQ(av, bv);
   EXPECT_EQ(b.trainer->balancer().bias(), bias);

@@ -63,7 +63,7 @@ TEST(Cli, PlanPrintsTheMemoryPlanAndAllocatesNothing) {
                               " --set parallel.ep_size=8 --set train.micro_batch=16 "
                               "--set train.global_batch=128 --plan --world-size 8");
   EXPECT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("rank 0 of 8 (ep_size 8), bfloat16 on cuda"), std::string::npos)
+  EXPECT_NE(r.out.find("rank 0 of 8 (ep_size 8, zero 0), bfloat16 on cuda"), std::string::npos)
       << r.out;
   for (const char* row : {"weights", "gradients", "optimizer state", "bf16 weight copies",
                           "activations", "scratch", "workspace", "total", "FLOPs per token"})

@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "model/flops.h"
 #include "model/transformer.h"
+#include "train/optimizer.h"
 
 namespace moe {
 namespace {
@@ -34,7 +35,9 @@ Config small_config() {
 template <typename T, typename A>
 size_t allocated(const Config& c) {
   auto be = make_cpu_backend<T, A>(1);
+  LocalComm local;
   Transformer<T, A> model(c, *be, c.train.micro_batch);
+  Optimizer<T, A> optimizer(*be, model.params(), c.train.zero, local, local, nullptr);
   return be->current_bytes();
 }
 
@@ -73,6 +76,45 @@ TEST(MemoryPlan, ExpertParallelismShardsTheExperts) {
   EXPECT_EQ(one.local_params - half.local_params, experts / 2);
   EXPECT_EQ(half.total_params, one.total_params);
   EXPECT_THROW(plan_memory(c, BackendKind::Cpu, 3), ConfigError);  // 2 does not divide 3
+}
+
+// ZeRO-1: each rank's AdamW moments are its shards, 1/W of the dense
+// parameters and 1/(W/ep_size) of its experts (shards of 64 elements, the
+// last one shorter); nothing else changes.
+TEST(MemoryPlan, ZeroOneShardsTheOptimizerState) {
+  for (int ep : {1, 2}) {
+    Config c = small_config();
+    c.parallel.ep_size = ep;
+    c.train.global_batch = 12;
+    c.train.micro_batch = 1;
+    for (int W : {2, 4}) {
+      if (W % ep != 0) continue;
+      c.train.zero = 0;
+      const MemoryPlan full = plan_memory(c, BackendKind::Cpu, W);
+      c.train.zero = 1;
+      size_t summed = 0;
+      for (int r = 0; r < W; ++r) {
+        const MemoryPlan z = plan_memory(c, BackendKind::Cpu, W, r);
+        EXPECT_EQ(z.zero, 1);
+        EXPECT_EQ(z.total() - z.optimizer, full.total() - full.optimizer);
+        // Routed experts: 2 MoE layers x 8 x (w13 [32, 32] + w2 [32, 16]),
+        // n_routed / ep of them on a rank, split over its W / ep replicas.
+        const size_t experts = 2 * 8 * (2 * 16 * 32 + 32 * 16);
+        const size_t dense = size_t(full.total_params) - experts;
+        const size_t share = experts / ep / (W / ep) + dense / W;
+        EXPECT_LE(z.optimizer, 2 * sizeof(float) * (share + 2 * 64))
+            << "W " << W << " ep " << ep << " rank " << r;
+        EXPECT_GE(z.optimizer, 2 * sizeof(float) * (share - 2 * 64))
+            << "W " << W << " ep " << ep << " rank " << r;
+        summed += z.optimizer;
+      }
+      // Every expert is held by one EP rank of each of the W/ep groups:
+      // summed over the world, the shards are the whole model's state once.
+      const size_t whole = 2 * size_t(full.total_params) * sizeof(float);
+      EXPECT_EQ(summed, whole) << "W " << W << " ep " << ep;
+      EXPECT_EQ(full.optimizer, 2 * full.local_params * sizeof(float));
+    }
+  }
 }
 
 TEST(MemoryPlan, OneBillionPresetAtMicroBatch16FitsUnder40GiB) {

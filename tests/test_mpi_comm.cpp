@@ -122,6 +122,68 @@ TEST(MpiComm, AllreduceClosedForm) {
   }
 }
 
+// Parts of `data` for reduce_scatter_sum / allgather: even (every rank the
+// same) or uneven with an empty part (rank 0's) and a large last one.
+std::vector<int64_t> part_counts(int W, bool even) {
+  std::vector<int64_t> c(static_cast<size_t>(W));
+  for (int p = 0; p < W; ++p)
+    c[size_t(p)] = even ? 300 : (p == 0 && W > 1 ? 0 : 7 * p + 1000 * (p == W - 1));
+  return c;
+}
+
+// Rank r holds (r+1)*(i+1)*scale everywhere: after the reduce-scatter its own
+// part holds (i+1)*W(W+1)/2*scale (exact), the other parts are not read.
+// Then each rank writes r-specific values in its part, and the all-gather
+// must bring every rank's part to every rank.
+template <typename T>
+void check_reduce_scatter_allgather(Comm& c, bool even, bool dev = false) {
+  const int W = c.size(), r = c.rank();
+  const std::vector<int64_t> counts = part_counts(W, even);
+  int64_t n = 0, mine = 0;
+  for (int p = 0; p < W; ++p) {
+    if (p == r) mine = n;
+    n += counts[size_t(p)];
+  }
+  std::vector<T> init(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) init[size_t(i)] = T(r + 1) * T(i % 1000 + 1) * T(0.25);
+  Buf<T> buf(init, dev);
+  c.reduce_scatter_sum(buf.ptr(), counts.data());
+  std::vector<T> v = buf.values();
+  size_t bad = 0;
+  for (int64_t i = mine; i < mine + counts[size_t(r)]; ++i)
+    bad += v[size_t(i)] != T(i % 1000 + 1) * T(W * (W + 1) / 2) * T(0.25);
+  EXPECT_EQ(bad, 0u) << "reduce_scatter, even " << even;
+
+  int64_t off = 0;
+  for (int p = 0; p < W; ++p) {
+    for (int64_t i = off; i < off + counts[size_t(p)]; ++i)
+      v[size_t(i)] = p == r ? T(p * 100000 + (i - off)) : T(-1);
+    off += counts[size_t(p)];
+  }
+  Buf<T> gathered(v, dev);
+  c.allgather(gathered.ptr(), counts.data());
+  const std::vector<T>& g = gathered.values();
+  bad = 0;
+  off = 0;
+  for (int p = 0; p < W; ++p) {
+    for (int64_t i = off; i < off + counts[size_t(p)]; ++i)
+      bad += g[size_t(i)] != T(p * 100000 + (i - off));
+    off += counts[size_t(p)];
+  }
+  EXPECT_EQ(bad, 0u) << "allgather, even " << even;
+}
+
+TEST(MpiComm, ReduceScatterAndAllgatherParts) {
+  auto self = self_comm();
+  for (Comm* c : {&world(), static_cast<Comm*>(self.get())})
+    for (bool even : {true, false}) {
+      check_reduce_scatter_allgather<float>(*c, even);
+      check_reduce_scatter_allgather<double>(*c, even);
+    }
+  LocalComm local;
+  check_reduce_scatter_allgather<float>(local, false);
+}
+
 TEST(MpiComm, AllreduceInt64BeyondInt32) {
   int64_t v = (int64_t(1) << 40) + world().rank();
   world().allreduce_sum(&v, 1);
@@ -275,6 +337,10 @@ TEST(NcclComm, CollectivesOnDevice) {
   check_alltoallv<int64_t>(nc, true);
   check_alltoallv<float>(nc, true);
   check_alltoallv<double>(nc, true);
+  for (bool even : {true, false}) {
+    check_reduce_scatter_allgather<float>(nc, even, true);
+    check_reduce_scatter_allgather<double>(nc, even, true);
+  }
   check_broadcast(nc, true);
   check_communicators(nc, true);
   EXPECT_NE(nc.describe().find("nccl rank"), std::string::npos);

@@ -218,5 +218,182 @@ TEST(Equivalence, ExpertParallelCheckpointLoadsOnOneRank) {
   if (world.rank() == 0) std::filesystem::remove_all(dir);
 }
 
+// ---- ZeRO-1 (train.zero: 1): the same run as without it ----
+
+// A trainer on `world` with expert parallelism ep_size (its communicators
+// kept alive beside it).
+struct RankRun {
+  Communicators comms;
+  std::unique_ptr<Backend<float>> be = make_cpu_backend<float>(1);
+  std::unique_ptr<TokenSource> data;
+  std::unique_ptr<Trainer<float>> trainer;
+  RankRun(const Config& c, Comm& world) {
+    const Topology topo(world.rank(), world.size(), c.parallel.ep_size, c.moe.n_routed);
+    comms = make_communicators(world, topo);
+    data = make_train_source(c);
+    trainer = std::make_unique<Trainer<float>>(c, *be, world, *data, nullptr, comms.ep.get(),
+                                               comms.replica.get());
+  }
+};
+
+// Reduce-scatter and all-gather sum in another order than the all-reduce,
+// so losses and norms agree to float rounding; the routing, and therefore
+// the counts and the Loss-Free biases, exactly.
+TEST(ZeroOne, SameRunAsWithoutZero) {
+  Comm& world = test::world();
+  for (int ep_size : std::set<int>{1, 2, world.size()}) {
+    if (world.size() % ep_size != 0) continue;
+    for (BalanceMethod method : {BalanceMethod::LossFree, BalanceMethod::AuxLoss}) {
+      SCOPED_TRACE("ep_size " + std::to_string(ep_size) + ", " + to_string(method));
+      Config c = small_config(method);
+      c.parallel.ep_size = ep_size;
+      RankRun plain(c, world);
+      const Trace want = record(*plain.trainer, c.train.steps);
+      c.train.zero = 1;
+      RankRun zero(c, world);
+      const Trace got = record(*zero.trainer, c.train.steps);
+      expect_same_run(got, want, 1e-5);
+      for (size_t s = 0; s < want.grad_norm.size(); ++s)
+        EXPECT_LT(rel(got.grad_norm[s], want.grad_norm[s]), 1e-5) << "step " << s;
+    }
+  }
+}
+
+// The in-place path (Optimizer::use_device_comms; NCCL on GPUs) with MPI
+// standing in for NCCL on host memory, as Equivalence.DeviceComms does.
+TEST(ZeroOne, DeviceCommsSameRunAsWithoutZero) {
+  Comm& world = test::world();
+  for (int ep_size : std::set<int>{1, world.size()}) {
+    SCOPED_TRACE("ep_size " + std::to_string(ep_size));
+    Config c = small_config(BalanceMethod::LossFree);
+    c.parallel.ep_size = ep_size;
+    RankRun plain(c, world);
+    const Trace want = record(*plain.trainer, c.train.steps);
+    c.train.zero = 1;
+    RankRun zero(c, world);
+    zero.trainer->use_device_comms(&world, zero.comms.ep.get(), zero.comms.replica.get());
+    expect_same_run(record(*zero.trainer, c.train.steps), want, 1e-5);
+  }
+}
+
+// Each rank keeps the moments of its shards only: the backend holds
+// 2 x (1 - 1/W) x dense parameters fewer bytes, and the shards of all ranks
+// add up to every parameter of the model once.
+TEST(ZeroOne, OptimizerBytesFallAsOneOverW) {
+  Comm& world = test::world();
+  const int W = world.size();
+  for (int ep_size : std::set<int>{1, W}) {
+    SCOPED_TRACE("ep_size " + std::to_string(ep_size));
+    Config c = small_config(BalanceMethod::LossFree);
+    c.parallel.ep_size = ep_size;
+    RankRun plain(c, world);
+    c.train.zero = 1;
+    RankRun zero(c, world);
+    const ParamSet<float>& ps = zero.trainer->model().params();
+    const size_t local = ps.size(), experts = ps.expert_size(), dense = local - experts;
+    EXPECT_EQ(plain.trainer->optimizer().moment_elements(), local);
+    const size_t mine = zero.trainer->optimizer().moment_elements();
+    const size_t want = experts / size_t(W / ep_size) + dense / size_t(W);
+    EXPECT_LE(mine, want + 2 * 64);
+    EXPECT_GE(mine + 2 * 64 * size_t(W), want);
+    EXPECT_EQ(plain.be->current_bytes() - zero.be->current_bytes(),
+              2 * sizeof(float) * (local - mine));
+    int64_t summed = int64_t(mine), model = int64_t(dense) * (world.rank() == 0) +
+                                            int64_t(experts) * (world.rank() < ep_size);
+    world.allreduce_sum(&summed, 1);
+    world.allreduce_sum(&model, 1);
+    EXPECT_EQ(summed, model);
+  }
+}
+
+std::string scratch_dir(const std::string& what) {
+  return (std::filesystem::temp_directory_path() /
+          ("moe_zero_" + what + "_" + std::to_string(test::world().size())))
+      .string();
+}
+
+// Checkpoints do not depend on the layout that wrote them: a ZeRO-1 run on
+// W ranks resumes on one rank without ZeRO and on W/2 ranks with and
+// without it, and a one-rank run's checkpoint resumes under ZeRO-1 on W
+// ranks; every continuation matches the writer's own next steps.
+TEST(ZeroOne, CheckpointsMoveBetweenLayouts) {
+  Comm& world = test::world();
+  const int W = world.size();
+  Config c = small_config(BalanceMethod::LossFree);
+  c.train.global_batch = 8;
+  c.train.micro_batch = 2;
+  auto continue_from = [&](Config rc, Comm& comm, const std::string& ckpt) {
+    std::vector<double> loss;
+    RankRun run(rc, comm);
+    run.trainer->resume_from(ckpt);
+    EXPECT_EQ(run.trainer->next_step(), 3);
+    for (int64_t s = 3; s < 6; ++s) loss.push_back(run.trainer->train_step(s).loss);
+    return loss;
+  };
+  auto expect_close = [](const std::vector<double>& got, const std::vector<double>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_LT(rel(got[i], want[i]), 1e-5) << "step " << i + 3;
+  };
+  // A half-size world: ranks [0, W/2) form it, the others idle.
+  const bool in_half = W == 1 || world.rank() < W / 2;
+  std::unique_ptr<Comm> half = world.split(in_half ? 0 : 1, world.rank());
+
+  {  // ZeRO-1 on W ranks (experts sharded by EP over all of them) writes.
+    SCOPED_TRACE("from ZeRO-1 on W ranks");
+    const std::string dir = scratch_dir("from_w");
+    if (world.rank() == 0) std::filesystem::remove_all(dir);
+    world.barrier();
+    Config wc = c;
+    wc.train.zero = 1;
+    wc.parallel.ep_size = W;
+    wc.checkpoint.dir = dir;
+    RankRun writer(wc, world);
+    record(*writer.trainer, 3);
+    writer.trainer->save_checkpoint();
+    std::vector<double> want;
+    for (int64_t s = 3; s < 6; ++s) want.push_back(writer.trainer->train_step(s).loss);
+    const std::string ckpt = find_latest_checkpoint(dir);
+    LocalComm local;
+    Config one = c;
+    expect_close(continue_from(one, local, ckpt), want);
+    if (in_half) {
+      for (int zero : {0, 1}) {
+        SCOPED_TRACE("W/2 ranks, zero " + std::to_string(zero));
+        Config hc = c;
+        hc.train.zero = zero;
+        hc.parallel.ep_size = half->size();
+        expect_close(continue_from(hc, *half, ckpt), want);
+      }
+    }
+    world.barrier();
+    if (world.rank() == 0) std::filesystem::remove_all(dir);
+  }
+  {  // One rank without ZeRO writes (rank 0), ZeRO-1 on W ranks resumes.
+    SCOPED_TRACE("from one rank to ZeRO-1 on W ranks");
+    const std::string dir = scratch_dir("from_1");
+    std::vector<double> want(3, 0.0);
+    if (world.rank() == 0) {
+      std::filesystem::remove_all(dir);
+      Config oc = c;
+      oc.checkpoint.dir = dir;
+      LocalComm local;
+      RankRun writer(oc, local);
+      record(*writer.trainer, 3);
+      writer.trainer->save_checkpoint();
+      for (int64_t s = 3; s < 6; ++s) want[size_t(s - 3)] = writer.trainer->train_step(s).loss;
+    }
+    world.allreduce_sum(want.data(), want.size());  // rank 0's values to every rank
+    for (int ep_size : std::set<int>{1, W}) {
+      SCOPED_TRACE("ep_size " + std::to_string(ep_size));
+      Config zc = c;
+      zc.train.zero = 1;
+      zc.parallel.ep_size = ep_size;
+      expect_close(continue_from(zc, world, find_latest_checkpoint(dir)), want);
+    }
+    world.barrier();
+    if (world.rank() == 0) std::filesystem::remove_all(dir);
+  }
+}
+
 }  // namespace
 }  // namespace moe

@@ -9,6 +9,7 @@
 #include "dist/topology.h"
 #include "model/flops.h"
 #include "model/transformer.h"
+#include "train/optimizer.h"
 
 namespace moe {
 namespace {
@@ -117,6 +118,10 @@ class ShapeComm final : public Comm {
   void allreduce_sum(int64_t*, size_t) override { fail(); }
   void allreduce_sum(float*, size_t) override { fail(); }
   void allreduce_sum(double*, size_t) override { fail(); }
+  void reduce_scatter_sum(float*, const int64_t*) override { fail(); }
+  void reduce_scatter_sum(double*, const int64_t*) override { fail(); }
+  void allgather(float*, const int64_t*) override { fail(); }
+  void allgather(double*, const int64_t*) override { fail(); }
   void alltoallv(const int64_t*, const int64_t*, int64_t*, const int64_t*) override { fail(); }
   void alltoallv(const float*, const int64_t*, float*, const int64_t*) override { fail(); }
   void alltoallv(const double*, const int64_t*, double*, const int64_t*) override { fail(); }
@@ -155,14 +160,19 @@ MemoryPlan count(const Config& cfg, BackendKind kind, const Topology& topo) {
   MemoryPlan p;
   std::unique_ptr<ShapeComm> ep;
   if (topo.ep_size > 1) ep = std::make_unique<ShapeComm>(topo.ep_rank, topo.ep_size);
+  ShapeComm world(topo.world_rank, topo.world_size), replica(topo.ep_group, topo.dp_size);
   {
     Transformer<T, A> model(cfg, be, cfg.train.micro_batch, ep.get());
-    const ParamSet<T>& ps = model.params();
+    ParamSet<T>& ps = model.params();
     p.local_params = ps.size();
     p.weights = p.grads = ps.size() * sizeof(T);
-    p.optimizer = 2 * ps.size() * sizeof(T);
     p.scratch = model.scratch_bytes();
-    p.activations = be.current_bytes() - p.weights - p.grads - p.optimizer - p.scratch;
+    p.activations = be.current_bytes() - p.weights - p.grads - p.scratch;
+    const size_t before = be.current_bytes();
+    Optimizer<T, A> optimizer(be, ps, cfg.train.zero, world, topo.ep_size > 1 ? replica : world,
+                              ep.get());
+    p.optimizer = be.current_bytes() - before;
+    p.zero = cfg.train.zero;
     p.loss_chunk_rows = model.loss_chunk_rows();
     if (kind == BackendKind::Cuda && is_bf16_v<A>) {
       // Every 2-D weight a bf16 matmul reads: all but the embedding table
@@ -220,15 +230,16 @@ std::string format_plan(const MemoryPlan& p) {
   auto row = [&](const char* what, size_t b, const std::string& note) {
     add("  %-18s %s%s\n", what, size_text(b, mib).c_str(), note.c_str());
   };
-  add("memory plan: rank %d of %d (ep_size %d), %s on %s, micro-batch %d x %d tokens\n", p.rank,
-      p.world_size, p.ep_size, p.precision.c_str(), to_string(p.backend), p.micro_batch,
-      p.seq_len);
+  add("memory plan: rank %d of %d (ep_size %d, zero %d), %s on %s, micro-batch %d x %d tokens\n",
+      p.rank, p.world_size, p.ep_size, p.zero, p.precision.c_str(), to_string(p.backend),
+      p.micro_batch, p.seq_len);
   add("  parameters         %.2fM total, %.2fM active per token, %.2fM on this rank\n",
       double(p.total_params) / 1e6, double(p.active_params) / 1e6, double(p.local_params) / 1e6);
   add("  FLOPs per token    %.4g (training: forward + backward)\n", double(p.flops_per_token));
   row("weights", p.weights, "");
   row("gradients", p.grads, "");
-  row("optimizer state", p.optimizer, "  (AdamW m and v)");
+  row("optimizer state", p.optimizer,
+      p.zero ? "  (AdamW m and v of this rank's ZeRO-1 shards)" : "  (AdamW m and v)");
   row("bf16 weight copies", p.weight_copies, "");
   row("activations", p.activations, "  (kept for backward)");
   row("scratch", p.scratch,
@@ -246,6 +257,7 @@ nlohmann::json plan_to_json(const MemoryPlan& p) {
           {"world_size", p.world_size},
           {"rank", p.rank},
           {"ep_size", p.ep_size},
+          {"zero", p.zero},
           {"micro_batch", p.micro_batch},
           {"total_parameters", p.total_params},
           {"active_parameters", p.active_params},

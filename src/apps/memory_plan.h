@@ -21,12 +21,13 @@ struct MemoryPlan {
   std::string precision;        // train.precision
   BackendKind backend = BackendKind::Cpu;
   int world_size = 1, rank = 0, ep_size = 1, micro_batch = 1, seq_len = 0;
+  int zero = 0;                 // train.zero
   int64_t total_params = 0, active_params = 0, flops_per_token = 0;  // the whole model
   size_t local_params = 0;      // parameters on this rank (experts sharded by EP)
   // Bytes, this rank.
   size_t weights = 0;           // fp32 master weights (fp64 in float64 runs)
   size_t grads = 0;             // their gradients
-  size_t optimizer = 0;         // AdamW first and second moments
+  size_t optimizer = 0;         // AdamW first and second moments (ZeRO-1: this rank's shards)
   size_t weight_copies = 0;     // bf16 copies of the matmul weights (CUDA bf16)
   size_t activations = 0;       // everything kept for backward, and the token buffers
   size_t scratch = 0;           // shared: one layer's backward, one loss chunk

@@ -43,7 +43,7 @@ nlohmann::json evaluate_checkpoint(const moe::Config& cfg, moe::BackendKind kind
   moe::Transformer<T, A> model(cfg, *be, batch);
   moe::Balancer balancer(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed);
   const moe::TrainerState st =
-      moe::load_checkpoint(ckpt, model.params(), balancer, cfg.model.first_dense_layers, false);
+      moe::load_checkpoint(ckpt, model.params(), balancer, cfg.model.first_dense_layers);
   model.set_router_bias(balancer.bias());
   spdlog::info("checkpoint {} (step {}), validation {}", ckpt, st.step, val.describe());
   const moe::EvalResult r = moe::evaluate(model, val, batch, max_tokens, comm);

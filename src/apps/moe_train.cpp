@@ -142,6 +142,9 @@ int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
                "{} steps",
                cfg.train.global_batch, cfg.model.seq_len, cfg.train.micro_batch,
                cfg.train.global_batch / cfg.train.micro_batch / world.size(), cfg.train.steps);
+  spdlog::info("optimizer: AdamW moments of {} parameters on this rank{}",
+               trainer.optimizer().moment_elements(),
+               cfg.train.zero ? " (ZeRO-1 shards of " + std::to_string(ps.size()) + ")" : "");
   if (val) spdlog::info("validation: {}", val->describe());
   std::unique_ptr<moe::MetricsLog> log;
   if (world.rank() == 0) {

@@ -28,6 +28,16 @@ class Comm {
   virtual void allreduce_sum(float* data, size_t n) = 0;
   virtual void allreduce_sum(double* data, size_t n) = 0;
 
+  // The two halves of an all-reduce, over `data` split into consecutive parts,
+  // counts[p] elements for rank p (the same counts on every rank), in place.
+  // reduce_scatter_sum: this rank's part ends up holding the sum of that part
+  // over all ranks; the other parts are left unspecified. allgather: every
+  // rank's part, as that rank holds it, is copied into every rank's `data`.
+  virtual void reduce_scatter_sum(float* data, const int64_t* counts) = 0;
+  virtual void reduce_scatter_sum(double* data, const int64_t* counts) = 0;
+  virtual void allgather(float* data, const int64_t* counts) = 0;
+  virtual void allgather(double* data, const int64_t* counts) = 0;
+
   // All-to-all with per-peer counts: rank r sends send_counts[p] elements
   // (consecutive in `send`, peers in rank order) to peer p and receives
   // recv_counts[p] elements from p (consecutive in `recv`, in rank order).
@@ -61,6 +71,10 @@ class LocalComm final : public Comm {
   void allreduce_sum(int64_t*, size_t) override {}
   void allreduce_sum(float*, size_t) override {}
   void allreduce_sum(double*, size_t) override {}
+  void reduce_scatter_sum(float*, const int64_t*) override {}
+  void reduce_scatter_sum(double*, const int64_t*) override {}
+  void allgather(float*, const int64_t*) override {}
+  void allgather(double*, const int64_t*) override {}
   void alltoallv(const int64_t* s, const int64_t* sc, int64_t* r, const int64_t*) override {
     copy(s, sc, r);
   }

@@ -1,6 +1,8 @@
 #include "dist/mpi_comm.h"
 
+#include <algorithm>
 #include <climits>
+#include <cstring>
 #include <cstdlib>
 #include <vector>
 
@@ -50,7 +52,7 @@ void to_int_layout(const int64_t* counts, int n, std::vector<int>& c, std::vecto
   int64_t offset = 0;
   for (int p = 0; p < n; ++p) {
     if (counts[p] < 0 || counts[p] > INT_MAX || offset > INT_MAX)
-      throw InternalError(std::string("mpi: alltoallv: ") + side + " count " +
+      throw InternalError(std::string("mpi: ") + side + " count " +
                           std::to_string(counts[p]) + " at offset " + std::to_string(offset) +
                           " for peer " + std::to_string(p) + " is negative or exceeds INT_MAX");
     c[size_t(p)] = int(counts[p]);
@@ -64,12 +66,41 @@ void to_int_layout(const int64_t* counts, int n, std::vector<int>& c, std::vecto
 void MpiComm::alltoallv(const void* send, const int64_t* send_counts, void* recv,
                         const int64_t* recv_counts, MPI_Datatype type) {
   std::vector<int> sc, sd, rc, rd;
-  to_int_layout(send_counts, size_, sc, sd, "send");
-  to_int_layout(recv_counts, size_, rc, rd, "recv");
+  to_int_layout(send_counts, size_, sc, sd, "alltoallv: send");
+  to_int_layout(recv_counts, size_, rc, rd, "alltoallv: recv");
   mpi_check(MPI_Alltoallv(send, sc.data(), sd.data(), type, recv, rc.data(), rd.data(), type,
                           comm_),
             "MPI_Alltoallv");
 }
+
+void MpiComm::reduce_scatter(void* data, const int64_t* counts, MPI_Datatype type, size_t elem) {
+  std::vector<int> c, displ;
+  to_int_layout(counts, size_, c, displ, "reduce_scatter");
+  // MPI_IN_PLACE would leave the result at the start of the buffer, not at
+  // this rank's part: the part is summed into a buffer of its own.
+  const size_t mine = size_t(c[size_t(rank_)]);
+  std::vector<char> part(std::max<size_t>(mine, 1) * elem);
+  mpi_check(MPI_Reduce_scatter(data, part.data(), c.data(), type, MPI_SUM, comm_),
+            "MPI_Reduce_scatter");
+  std::memcpy(static_cast<char*>(data) + size_t(displ[size_t(rank_)]) * elem, part.data(),
+              mine * elem);
+}
+
+void MpiComm::allgather(void* data, const int64_t* counts, MPI_Datatype type) {
+  std::vector<int> c, displ;
+  to_int_layout(counts, size_, c, displ, "allgather");
+  mpi_check(MPI_Allgatherv(MPI_IN_PLACE, 0, type, data, c.data(), displ.data(), type, comm_),
+            "MPI_Allgatherv");
+}
+
+void MpiComm::reduce_scatter_sum(float* d, const int64_t* c) {
+  reduce_scatter(d, c, MPI_FLOAT, sizeof(float));
+}
+void MpiComm::reduce_scatter_sum(double* d, const int64_t* c) {
+  reduce_scatter(d, c, MPI_DOUBLE, sizeof(double));
+}
+void MpiComm::allgather(float* d, const int64_t* c) { allgather(d, c, MPI_FLOAT); }
+void MpiComm::allgather(double* d, const int64_t* c) { allgather(d, c, MPI_DOUBLE); }
 
 void MpiComm::alltoallv(const int64_t* s, const int64_t* sc, int64_t* r, const int64_t* rc) {
   alltoallv(s, sc, r, rc, MPI_INT64_T);

@@ -25,6 +25,11 @@ class MpiComm final : public Comm {
   void allreduce_sum(float* data, size_t n) override;
   void allreduce_sum(double* data, size_t n) override;
 
+  void reduce_scatter_sum(float* data, const int64_t* counts) override;
+  void reduce_scatter_sum(double* data, const int64_t* counts) override;
+  void allgather(float* data, const int64_t* counts) override;
+  void allgather(double* data, const int64_t* counts) override;
+
   void alltoallv(const int64_t* send, const int64_t* send_counts, int64_t* recv,
                  const int64_t* recv_counts) override;
   void alltoallv(const float* send, const int64_t* send_counts, float* recv,
@@ -42,6 +47,8 @@ class MpiComm final : public Comm {
 
  private:
   void allreduce(void* data, size_t n, MPI_Datatype type);
+  void reduce_scatter(void* data, const int64_t* counts, MPI_Datatype type, size_t elem);
+  void allgather(void* data, const int64_t* counts, MPI_Datatype type);
   void alltoallv(const void* send, const int64_t* send_counts, void* recv,
                  const int64_t* recv_counts, MPI_Datatype type);
 

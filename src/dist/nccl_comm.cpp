@@ -199,6 +199,63 @@ void NcclComm::alltoallv(const void* send, const int64_t* send_counts, void* rec
   end("alltoallv");
 }
 
+// reduce: the reduce-scatter, else the all-gather (comm.h), in place.
+void NcclComm::partwise(void* data, const int64_t* counts, size_t elem, ncclDataType_t type,
+                        bool reduce) {
+  const char* what = reduce ? "reduce_scatter" : "allgather";
+  bool equal = true;
+  for (int p = 0; p < size_; ++p) {
+    if (counts[p] < 0)
+      throw InternalError(std::string("nccl: ") + what + ": negative count for rank " +
+                          std::to_string(p));
+    equal = equal && counts[p] == counts[0];
+  }
+  char* base = static_cast<char*>(data);
+  begin(what);
+  if (equal) {
+    const size_t n = size_t(counts[0]);
+    char* mine = base + size_t(rank_) * n * elem;
+    if (n > 0) {
+      if (reduce)
+        check(ncclReduceScatter(base, mine, n, type, ncclSum, comm_, stream_), what);
+      else
+        check(ncclAllGather(mine, base, n, type, comm_, stream_), what);
+    }
+    end(what);
+    return;
+  }
+  ncclResult_t first = ncclGroupStart();
+  if (first != ncclSuccess) fail(what, ncclGetErrorString(first));
+  auto keep = [&](ncclResult_t rc) {
+    if (first == ncclSuccess && rc != ncclSuccess && rc != ncclInProgress) first = rc;
+  };
+  size_t off = 0;
+  for (int p = 0; p < size_; ++p) {
+    const size_t n = size_t(counts[p]);
+    char* part = base + off * elem;
+    if (n > 0)
+      keep(reduce ? ncclReduce(part, part, n, type, ncclSum, p, comm_, stream_)
+                  : ncclBroadcast(part, part, n, type, p, comm_, stream_));
+    off += n;
+  }
+  keep(ncclGroupEnd());
+  if (first != ncclSuccess) fail(what, ncclGetErrorString(first));
+  end(what);
+}
+
+void NcclComm::reduce_scatter_sum(float* d, const int64_t* c) {
+  partwise(d, c, sizeof(float), ncclFloat32, true);
+}
+void NcclComm::reduce_scatter_sum(double* d, const int64_t* c) {
+  partwise(d, c, sizeof(double), ncclFloat64, true);
+}
+void NcclComm::allgather(float* d, const int64_t* c) {
+  partwise(d, c, sizeof(float), ncclFloat32, false);
+}
+void NcclComm::allgather(double* d, const int64_t* c) {
+  partwise(d, c, sizeof(double), ncclFloat64, false);
+}
+
 void NcclComm::alltoallv(const int64_t* s, const int64_t* sc, int64_t* r, const int64_t* rc) {
   alltoallv(s, sc, r, rc, sizeof(int64_t), ncclInt64);
 }

@@ -40,6 +40,13 @@ class NcclComm final : public Comm {
   void allreduce_sum(float* data, size_t n) override;
   void allreduce_sum(double* data, size_t n) override;
 
+  // Equal parts run as ncclReduceScatter / ncclAllGather in place; unequal
+  // ones as one grouped ncclReduce / ncclBroadcast per part.
+  void reduce_scatter_sum(float* data, const int64_t* counts) override;
+  void reduce_scatter_sum(double* data, const int64_t* counts) override;
+  void allgather(float* data, const int64_t* counts) override;
+  void allgather(double* data, const int64_t* counts) override;
+
   void alltoallv(const int64_t* send, const int64_t* send_counts, int64_t* recv,
                  const int64_t* recv_counts) override;
   void alltoallv(const float* send, const int64_t* send_counts, float* recv,
@@ -67,6 +74,8 @@ class NcclComm final : public Comm {
   void allreduce(void* data, size_t n, ncclDataType_t type, const char* what);
   void alltoallv(const void* send, const int64_t* send_counts, void* recv,
                  const int64_t* recv_counts, size_t elem, ncclDataType_t type);
+  void partwise(void* data, const int64_t* counts, size_t elem, ncclDataType_t type,
+                bool reduce);
 
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;

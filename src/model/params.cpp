@@ -49,14 +49,12 @@ void ParamSet<T>::finalize(BackendBase& be) {
   total_ = off;
   params_ = alloc_array<T>(be, total_);
   grads_ = alloc_array<T>(be, total_);
-  m_ = alloc_array<T>(be, total_);
-  v_ = alloc_array<T>(be, total_);
 }
 
 template <typename T>
 ParamSet<T>::~ParamSet() {
   if (!be_) return;
-  for (T* p : {params_, grads_, m_, v_}) be_->free_bytes(p);
+  for (T* p : {params_, grads_}) be_->free_bytes(p);
 }
 
 template <typename T>
@@ -76,8 +74,6 @@ void ParamSet<T>::init(uint64_t seed, double std) {
     }
   }
   params_from_host(host);
-  be_->zero(m_, total_ * sizeof(T));
-  be_->zero(v_, total_ * sizeof(T));
 }
 
 template <typename T>
@@ -103,21 +99,6 @@ std::vector<T> ParamSet<T>::grads_to_host() const {
   std::vector<T> h(total_);
   be_->to_host(h.data(), grads_, total_ * sizeof(T));
   return h;
-}
-
-template <typename T>
-void ParamSet<T>::moments_to_host(std::vector<T>& m, std::vector<T>& v) const {
-  m.resize(total_);
-  v.resize(total_);
-  be_->to_host(m.data(), m_, total_ * sizeof(T));
-  be_->to_host(v.data(), v_, total_ * sizeof(T));
-}
-
-template <typename T>
-void ParamSet<T>::moments_from_host(const std::vector<T>& m, const std::vector<T>& v) {
-  MOE_CHECK(m.size() == total_ && v.size() == total_, "moments_from_host: size mismatch");
-  be_->to_device(m_, m.data(), total_ * sizeof(T));
-  be_->to_device(v_, v.data(), total_ * sizeof(T));
 }
 
 template class ParamSet<float>;

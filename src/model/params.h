@@ -1,6 +1,7 @@
 // The parameter set: every trainable tensor of the model, named, in one flat
-// backend buffer (with gradients and AdamW moments alongside), so that the
-// optimizer, gradient norm and all-reduce each see one contiguous array.
+// backend buffer (with the gradients alongside), so that the optimizer,
+// gradient norm and all-reduce each see one contiguous array. The AdamW
+// moments belong to the Optimizer (src/train/optimizer.h), in this layout.
 //
 // Layout: [routed-expert matrices | other matrices | norm weights]. The first
 // two regions have weight decay (AdamW runs as two calls); the first holds
@@ -39,7 +40,7 @@ class ParamSet {
   // Registration (before finalize).
   Id add(const std::string& name, std::vector<int64_t> shape, ParamInit init, bool decay,
          bool expert = false);
-  // Assigns offsets and allocates params, grads, m, v (all zero).
+  // Assigns offsets and allocates params and grads (both zero).
   void finalize(BackendBase& be);
   ~ParamSet();
 
@@ -59,22 +60,17 @@ class ParamSet {
 
   T* params() const { return params_; }
   T* grads() const { return grads_; }
-  T* adam_m() const { return m_; }
-  T* adam_v() const { return v_; }
 
   void zero_grads();
   std::vector<T> params_to_host() const;
   void params_from_host(const std::vector<T>& host);
   std::vector<T> grads_to_host() const;
-  // AdamW first and second moments (checkpoints).
-  void moments_to_host(std::vector<T>& m, std::vector<T>& v) const;
-  void moments_from_host(const std::vector<T>& m, const std::vector<T>& v);
 
  private:
   BackendBase* be_ = nullptr;
   std::vector<ParamInfo> info_;
   size_t total_ = 0, n_decay_ = 0, n_expert_ = 0;
-  T *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
+  T *params_ = nullptr, *grads_ = nullptr;
 };
 
 }  // namespace moe

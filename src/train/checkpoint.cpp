@@ -84,10 +84,10 @@ std::string router_bias_name(int layer) {
 }
 
 template <typename T>
-std::vector<TensorState<T>> tensor_states(const ParamSet<T>& params) {
+std::vector<TensorState<T>> tensor_states(const ParamSet<T>& params, const std::vector<T>& m,
+                                          const std::vector<T>& v) {
+  MOE_CHECK(m.size() == params.size() && v.size() == params.size(), "tensor_states: moments size");
   const std::vector<T> p = params.params_to_host();
-  std::vector<T> m, v;
-  params.moments_to_host(m, v);
   std::vector<TensorState<T>> out;
   for (const ParamInfo& info : params.all()) {
     auto slice = [&](const std::vector<T>& x) {
@@ -173,7 +173,7 @@ TrainerState read_trainer_state(const std::string& ckpt_dir) {
 
 template <typename T>
 TrainerState load_checkpoint(const std::string& ckpt_dir, ParamSet<T>& params, Balancer& balancer,
-                             int first_moe_layer, bool with_optimizer) {
+                             int first_moe_layer, HostMoments<T>* moments) {
   const TrainerState st = read_trainer_state(ckpt_dir);
   const std::string model_path = (fs::path(ckpt_dir) / "model.safetensors").string();
   const SafeTensorFile model = read_safetensors(model_path);
@@ -201,17 +201,19 @@ TrainerState load_checkpoint(const std::string& ckpt_dir, ParamSet<T>& params, B
   params.params_from_host(p);
   balancer.set_bias(bias);
 
-  if (with_optimizer) {
+  if (moments) {
     const std::string optim_path = (fs::path(ckpt_dir) / "optimizer.safetensors").string();
     const SafeTensorFile optim = read_safetensors(optim_path);
-    std::vector<T> m(params.size()), v(params.size());
+    std::vector<T>& m = moments->m;
+    std::vector<T>& v = moments->v;
+    m.assign(params.size(), T(0));
+    v.assign(params.size(), T(0));
     for (const ParamInfo& info : params.all()) {
       copy_float_tensor(find(optim, optim_path, "adam_m." + info.name, info.shape),
                         m.data() + info.offset, info.numel, optim_path + ": adam_m." + info.name);
       copy_float_tensor(find(optim, optim_path, "adam_v." + info.name, info.shape),
                         v.data() + info.offset, info.numel, optim_path + ": adam_v." + info.name);
     }
-    params.moments_from_host(m, v);
   }
   return st;
 }
@@ -232,8 +234,12 @@ std::string find_latest_checkpoint(const std::string& root) {
   return best < 0 ? "" : (dir / step_dir_name(best)).string();
 }
 
-template std::vector<TensorState<float>> tensor_states(const ParamSet<float>&);
-template std::vector<TensorState<double>> tensor_states(const ParamSet<double>&);
+template std::vector<TensorState<float>> tensor_states(const ParamSet<float>&,
+                                                       const std::vector<float>&,
+                                                       const std::vector<float>&);
+template std::vector<TensorState<double>> tensor_states(const ParamSet<double>&,
+                                                        const std::vector<double>&,
+                                                        const std::vector<double>&);
 template std::string save_checkpoint<float>(const std::string&,
                                             const std::vector<TensorState<float>>&,
                                             const Balancer&, int, const TrainerState&, int);
@@ -241,8 +247,8 @@ template std::string save_checkpoint<double>(const std::string&,
                                              const std::vector<TensorState<double>>&,
                                              const Balancer&, int, const TrainerState&, int);
 template TrainerState load_checkpoint<float>(const std::string&, ParamSet<float>&, Balancer&, int,
-                                             bool);
+                                             HostMoments<float>*);
 template TrainerState load_checkpoint<double>(const std::string&, ParamSet<double>&, Balancer&,
-                                              int, bool);
+                                              int, HostMoments<double>*);
 
 }  // namespace moe

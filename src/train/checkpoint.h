@@ -35,9 +35,17 @@ struct TensorState {
   std::vector<int64_t> shape;
   std::vector<T> param, m, v;
 };
-// Every tensor of a parameter set (host copies).
+// Every tensor of a parameter set (host copies), with its AdamW moments
+// taken from m and v in the parameter set's layout (Optimizer::moments_to_host).
 template <typename T>
-std::vector<TensorState<T>> tensor_states(const ParamSet<T>& params);
+std::vector<TensorState<T>> tensor_states(const ParamSet<T>& params, const std::vector<T>& m,
+                                          const std::vector<T>& v);
+
+// AdamW moments in a parameter set's layout (host).
+template <typename T>
+struct HostMoments {
+  std::vector<T> m, v;
+};
 
 // Writes a checkpoint of `state.step` under root; prunes to keep_last;
 // updates `latest`. Returns the checkpoint's directory. Refuses
@@ -50,11 +58,12 @@ std::string save_checkpoint(const std::string& root, const std::vector<TensorSta
 // Reads trainer_state.json of a checkpoint directory (for its config).
 TrainerState read_trainer_state(const std::string& ckpt_dir);
 
-// Loads parameters, AdamW moments and biases into params/balancer, checking
-// every tensor's presence and shape. Returns the trainer state.
+// Loads parameters and biases into params/balancer and, unless `moments` is
+// null, the AdamW moments into it (params' layout), checking every tensor's
+// presence and shape. Returns the trainer state.
 template <typename T>
 TrainerState load_checkpoint(const std::string& ckpt_dir, ParamSet<T>& params, Balancer& balancer,
-                             int first_moe_layer, bool with_optimizer = true);
+                             int first_moe_layer, HostMoments<T>* moments = nullptr);
 
 // The newest complete checkpoint under root (via `latest`, else by scanning
 // step_* directories); "" when there is none.

@@ -25,6 +25,8 @@ Trainer<T, A>::Trainer(const Config& cfg, Backend<T, A>& be, Comm& comm, const T
                comm.size()),
       val_(val),
       model_(std::make_unique<Transformer<T, A>>(cfg, be, cfg.train.micro_batch, ep_)),
+      optimizer_(std::make_unique<Optimizer<T, A>>(be, model_->params(), cfg.train.zero, comm,
+                                                   *replica_, ep_)),
       balancer_(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed),
       tokens_(size_t(cfg.train.micro_batch) * cfg.model.seq_len),
       targets_(tokens_.size()),
@@ -43,47 +45,8 @@ void Trainer<T, A>::use_device_comms(Comm* world, Comm* ep, Comm* replica) {
                         " ranks, the world " + std::to_string(comm_.size()));
   if (world && ep_ && (!ep || !replica))
     throw InternalError("trainer: expert parallelism needs device EP and replica communicators");
-  device_world_ = world;
-  device_replica_ = world && ep_ ? replica : nullptr;
+  optimizer_->use_device_comms(world, ep_ ? replica : world);
   model_->set_device_ep_comm(world && ep_ ? ep : nullptr);
-}
-
-// Dense gradients are summed over all ranks; an expert's over the ranks that
-// hold a replica of it (DESIGN.md section 4). Either in place in backend
-// memory (a device communicator, data parallelism) or staged through host
-// memory (MPI).
-template <typename T, typename A>
-void Trainer<T, A>::allreduce_gradients() {
-  if (comm_.size() == 1) return;
-  ParamSet<T>& ps = model_->params();
-  if (device_world_) {
-    be_.synchronize();  // the communicator's stream must see the finished backward
-    if (!ep_) {
-      device_world_->allreduce_sum(ps.grads(), ps.size());
-      return;
-    }
-    const size_t ne = ps.expert_size();
-    if (device_replica_->size() > 1) device_replica_->allreduce_sum(ps.grads(), ne);
-    device_world_->allreduce_sum(ps.grads() + ne, ps.size() - ne);
-    return;
-  }
-  grad_host_.resize(ps.size());
-  be_.to_host(grad_host_.data(), ps.grads(), ps.size() * sizeof(T));
-  const size_t ne = ps.expert_size();
-  if (replica_ && replica_->size() > 1) replica_->allreduce_sum(grad_host_.data(), ne);
-  comm_.allreduce_sum(grad_host_.data() + ne, ps.size() - ne);
-  be_.to_device(ps.grads(), grad_host_.data(), ps.size() * sizeof(T));
-}
-
-// Norm over every parameter of the model: the dense part is the same on all
-// ranks, the expert part is spread over the EP group.
-template <typename T, typename A>
-double Trainer<T, A>::global_grad_norm() {
-  ParamSet<T>& ps = model_->params();
-  const size_t ne = ps.expert_size();
-  double expert_sq = be_.sum_squares(ps.grads(), ne);
-  if (ep_) ep_->allreduce_sum(&expert_sq, 1);
-  return std::sqrt(expert_sq + be_.sum_squares(ps.grads() + ne, ps.size() - ne));
 }
 
 // A computation batch is one micro-batch of every rank of an EP group: the
@@ -147,7 +110,7 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
   std::fill(counts_.begin(), counts_.end(), 0);
   for (int m = 0; m < M; ++m)
     for (size_t i = 0; i < LE; ++i) counts_[i] += micro_counts_[size_t(m) * LE + i];
-  allreduce_gradients();
+  optimizer_->reduce_gradients();
   comm_.allreduce_sum(sums, 2);
   comm_.allreduce_sum(counts_.data(), counts_.size());
   if (after_backward_hook) after_backward_hook(step, ps);
@@ -159,7 +122,7 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
   st.aux_loss = sums[1] * opt.aux_grad_scale;
   {
     PhaseScope phase(be_, Phase::Optimizer);  // the clipping norm
-    st.grad_norm = global_grad_norm();
+    st.grad_norm = optimizer_->grad_norm();
   }
   st.skipped = !std::isfinite(st.loss) || !std::isfinite(st.aux_loss) ||
                !std::isfinite(st.grad_norm);
@@ -175,8 +138,7 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
                         ? tc.grad_clip / (st.grad_norm + 1e-6)
                         : 1.0;
     ap.weight_decay = tc.weight_decay;
-    ap.decay_count = ps.decay_size();  // the decayed matrices lead the parameter array
-    be_.adamw_step(ps.params(), ps.grads(), ps.adam_m(), ps.adam_v(), ps.size(), ap);
+    optimizer_->step(ap);
 
     // Loss-Free Balancing: the bias for the next step comes from this step's
     // global counts (never the current batch's future).
@@ -207,18 +169,22 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
 template <typename T, typename A>
 std::vector<TensorState<T>> Trainer<T, A>::checkpoint_tensors() {
   const ParamSet<T>& ps = model_->params();
-  if (!ep_) return comm_.rank() == 0 ? tensor_states(ps) : std::vector<TensorState<T>>{};
+  // Rank 0 writes; with expert parallelism the other ranks of the first EP
+  // group send it their experts. ZeRO-1 shards are gathered on every rank
+  // (a collective).
+  const bool writes = comm_.rank() == 0 || (ep_ && comm_.rank() < ep_->size());
+  std::vector<T> m, v;
+  if (writes || optimizer_->sharded()) optimizer_->moments_to_host(m, v);
+  if (!ep_) return comm_.rank() == 0 ? tensor_states(ps, m, v) : std::vector<TensorState<T>>{};
   // Expert parallelism: the first EP group holds every expert between its
   // ranks; they send their expert block (parameters and both moments) to
   // rank 0, which names the tensors by the layout every rank shares.
-  const bool first_group = comm_.rank() < ep_->size();
-  if (!first_group) return {};
+  if (!writes) return {};
   const size_t ne = ps.expert_size();
   const int P = ep_->size();
   std::vector<T> mine(3 * ne), all;
   {
-    std::vector<T> p = ps.params_to_host(), m, v;
-    ps.moments_to_host(m, v);
+    std::vector<T> p = ps.params_to_host();
     std::copy(p.begin(), p.begin() + ne, mine.begin());
     std::copy(m.begin(), m.begin() + ne, mine.begin() + ne);
     std::copy(v.begin(), v.begin() + ne, mine.begin() + 2 * ne);
@@ -232,7 +198,7 @@ std::vector<TensorState<T>> Trainer<T, A>::checkpoint_tensors() {
   if (comm_.rank() != 0) return {};
 
   std::vector<TensorState<T>> out;
-  for (auto& t : tensor_states(ps))
+  for (auto& t : tensor_states(ps, m, v))
     if (!ps.info(ps.find(t.name)).expert) out.push_back(std::move(t));
   const Config& c = cfg_;
   const int El = c.moe.n_routed / P, D = c.model.hidden, Fe = c.moe.expert_intermediate;
@@ -272,8 +238,10 @@ std::string Trainer<T, A>::save_checkpoint() {
 
 template <typename T, typename A>
 void Trainer<T, A>::resume_from(const std::string& ckpt_dir) {
+  HostMoments<T> moments;
   const TrainerState loaded = load_checkpoint(ckpt_dir, model_->params(), balancer_,
-                                              cfg_.model.first_dense_layers, true);
+                                              cfg_.model.first_dense_layers, &moments);
+  optimizer_->moments_from_host(moments.m, moments.v);
   model_->set_router_bias(balancer_.bias());
   state_.step = loaded.step;
   state_.tokens_seen = loaded.tokens_seen;

@@ -1,5 +1,6 @@
 // The training loop: gradient accumulation over micro-batches to the global
-// batch, gradient all-reduce, global-norm clipping, AdamW, and the Loss-Free
+// batch, gradient sums over the ranks, global-norm clipping and AdamW
+// (Optimizer: all-reduce, or ZeRO-1's reduce-scatter and all-gather), the Loss-Free
 // bias update from the all-reduced per-expert counts of the step; plus the
 // run around it: checkpoints, resume, graceful stop on SIGINT/SIGTERM,
 // non-finite step handling and periodic evaluation.
@@ -18,6 +19,7 @@
 #include "moe/balancer.h"
 #include "train/checkpoint.h"
 #include "train/metrics.h"
+#include "train/optimizer.h"
 
 namespace moe {
 
@@ -60,6 +62,7 @@ class Trainer {
   int64_t next_step() const { return state_.step; }
   const TrainerState& state() const { return state_; }
   Transformer<T, A>& model() { return *model_; }
+  Optimizer<T, A>& optimizer() { return *optimizer_; }
   Balancer& balancer() { return balancer_; }
 
   // Test seam: called after the gradients of a step are summed, before the
@@ -70,8 +73,6 @@ class Trainer {
   std::function<void()> on_progress;
 
  private:
-  void allreduce_gradients();
-  double global_grad_norm();
   // Every tensor of the model, experts of the whole EP group included, for
   // the checkpoint written by rank 0 (empty on other ranks).
   std::vector<TensorState<T>> checkpoint_tensors();
@@ -84,16 +85,14 @@ class Trainer {
   Comm& comm_;
   Comm* ep_;       // null: all experts local
   Comm* replica_;  // ranks holding the same experts (null: all ranks)
-  Comm* device_world_ = nullptr;    // see use_device_comms
-  Comm* device_replica_ = nullptr;
   BatchSampler sampler_;
   const ValidationReader* val_;
   std::unique_ptr<Transformer<T, A>> model_;
+  std::unique_ptr<Optimizer<T, A>> optimizer_;  // AdamW, its moments and the gradient sums
   Balancer balancer_;
   std::vector<int32_t> tokens_, targets_;
   std::vector<int64_t> counts_;        // [moe_layers * n_routed]: the step's global batch
   std::vector<int64_t> micro_counts_;  // [micro-batches per rank][moe_layers * n_routed]
-  std::vector<T> grad_host_;  // staging for host all-reduce (multi-rank only)
   TrainerState state_;
   int consecutive_skips_ = 0;
   EvalResult last_eval_;           // the latest in-training evaluation ...
