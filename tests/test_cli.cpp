@@ -68,6 +68,16 @@ TEST(Cli, PlanPrintsTheMemoryPlanAndAllocatesNothing) {
   for (const char* row : {"weights", "gradients", "optimizer state", "bf16 weight copies",
                           "activations", "scratch", "workspace", "total", "FLOPs per token"})
     EXPECT_NE(r.out.find(row), std::string::npos) << row;
+  // ZeRO-1 over the 8 ranks (ep_size 1): the optimizer line is the shards'.
+  const CommandResult z = run("--config " + one_b +
+                              " --set train.zero=1 --set train.micro_batch=16 "
+                              "--set train.global_batch=128 --plan --world-size 8");
+  EXPECT_EQ(z.code, 0) << z.out;
+  EXPECT_NE(z.out.find("(ep_size 1, zero 1)"), std::string::npos) << z.out;
+  EXPECT_NE(z.out.find("ZeRO-1 shards"), std::string::npos) << z.out;
+  expect_one_line_error(run("--config " + kTiny + " --set train.zero=2 --plan"), "train.zero");
+  expect_one_line_error(run("--config " + kTiny + " --set train.recompute=some --plan"),
+                        "train.recompute");
   // A layout the config cannot run: one line, exit 2.
   expect_one_line_error(run("--config " + one_b +
                             " --set parallel.ep_size=8 --set train.global_batch=48 --plan --world-size 3"),
