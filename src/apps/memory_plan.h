@@ -19,6 +19,7 @@ namespace moe {
 
 struct MemoryPlan {
   std::string precision;        // train.precision
+  std::string recompute;        // train.recompute
   BackendKind backend = BackendKind::Cpu;
   int world_size = 1, rank = 0, ep_size = 1, micro_batch = 1, seq_len = 0;
   int64_t total_params = 0, active_params = 0, flops_per_token = 0;  // the whole model
