@@ -207,6 +207,7 @@ MemoryPlan plan_memory(const Config& cfg, BackendKind kind, int world_size, int 
     return count<T, A>(cfg, kind, topo);
   });
   p.precision = to_string(cfg.train.precision);
+  p.recompute = to_string(cfg.train.recompute);
   p.backend = kind;
   p.world_size = world_size;
   p.rank = rank;
@@ -230,9 +231,10 @@ std::string format_plan(const MemoryPlan& p) {
   auto row = [&](const char* what, size_t b, const std::string& note) {
     add("  %-18s %s%s\n", what, size_text(b, mib).c_str(), note.c_str());
   };
-  add("memory plan: rank %d of %d (ep_size %d, zero %d), %s on %s, micro-batch %d x %d tokens\n",
+  add("memory plan: rank %d of %d (ep_size %d, zero %d), %s on %s, micro-batch %d x %d tokens, "
+      "recompute %s\n",
       p.rank, p.world_size, p.ep_size, p.zero, p.precision.c_str(), to_string(p.backend),
-      p.micro_batch, p.seq_len);
+      p.micro_batch, p.seq_len, p.recompute.c_str());
   add("  parameters         %.2fM total, %.2fM active per token, %.2fM on this rank\n",
       double(p.total_params) / 1e6, double(p.active_params) / 1e6, double(p.local_params) / 1e6);
   add("  FLOPs per token    %.4g (training: forward + backward)\n", double(p.flops_per_token));
@@ -253,6 +255,7 @@ std::string format_plan(const MemoryPlan& p) {
 
 nlohmann::json plan_to_json(const MemoryPlan& p) {
   return {{"precision", p.precision},
+          {"recompute", p.recompute},
           {"backend", to_string(p.backend)},
           {"world_size", p.world_size},
           {"rank", p.rank},

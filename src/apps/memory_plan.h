@@ -19,6 +19,7 @@ namespace moe {
 
 struct MemoryPlan {
   std::string precision;        // train.precision
+  std::string recompute;        // train.recompute
   BackendKind backend = BackendKind::Cpu;
   int world_size = 1, rank = 0, ep_size = 1, micro_batch = 1, seq_len = 0;
   int zero = 0;                 // train.zero

@@ -10,11 +10,11 @@ Attention<T, A>::Attention(ParamSet<T>& ps, const std::string& prefix, const Mod
 }
 
 template <typename T, typename A>
-void Attention<T, A>::allocate(Arena& arena, int max_seqs) {
+void Attention<T, A>::allocate(Activations& acts, int max_seqs) {
   const size_t n = size_t(max_seqs) * S_;
-  qkv_ = arena.alloc<A>(n * 3 * D_);
-  att_ = arena.alloc<A>(n * D_);
-  lse_ = arena.alloc<T>(size_t(max_seqs) * H_ * S_);
+  acts.take(qkv_, n * 3 * D_, acts.full());
+  acts.take(att_, n * D_, acts.full());
+  acts.take(lse_, size_t(max_seqs) * H_ * S_, acts.full());
 }
 
 template <typename T, typename A>

@@ -6,8 +6,8 @@
 #include <string>
 
 #include "config/config.h"
-#include "model/arena.h"
 #include "model/params.h"
+#include "model/recompute.h"
 #include "model/scratch.h"
 
 namespace moe {
@@ -16,8 +16,11 @@ template <typename T, typename A = T>
 class Attention {
  public:
   Attention(ParamSet<T>& ps, const std::string& prefix, const ModelConfig& mc);
-  // The activations kept for backward (qkv after RoPE, attention output, lse).
-  void allocate(Arena& arena, int max_seqs);
+  // The activations backward reads (qkv after RoPE, attention output, lse):
+  // kept, except under full, where forward() itself redoes them before
+  // backward (recomputing the output is a whole attention forward, too dear
+  // for selective).
+  void allocate(Activations& acts, int max_seqs);
   size_t backward_scratch_bytes(int max_seqs) const;
 
   // y[B*S, D] overwritten.

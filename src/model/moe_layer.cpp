@@ -39,15 +39,17 @@ size_t MoeLayer<T, A>::expert_rows_capacity(int max_tokens) const {
 }
 
 template <typename T, typename A>
-void MoeLayer<T, A>::allocate(Arena& arena, int max_tokens) {
+void MoeLayer<T, A>::allocate(Activations& acts, int max_tokens) {
   const size_t erows = expert_rows_capacity(max_tokens);
-  if (shared_) shared_->allocate(arena, max_tokens);
-  router_.allocate(arena, max_tokens, with_aux_);
-  dispatcher_.allocate(arena, max_tokens, D_);
-  xe_ = arena.alloc<A>(erows * D_);
-  a13e_ = arena.alloc<A>(erows * 2 * Fe_);
-  he_ = arena.alloc<A>(erows * Fe_);
-  ye_ = arena.alloc<A>(erows * D_);
+  policy_ = acts.policy();
+  if (shared_) shared_->allocate(acts, max_tokens);
+  router_.allocate(acts, max_tokens, with_aux_);
+  dispatcher_.allocate(acts, max_tokens, D_);
+  const bool full = acts.full();
+  acts.take(xe_, erows * D_, full);
+  acts.take(a13e_, erows * 2 * Fe_, full);
+  acts.take(he_, erows * Fe_, acts.selective_or_full());  // elementwise from a13e: cheap to redo
+  acts.take(ye_, erows * D_, full);
 }
 
 // The takes of backward(), in order.
@@ -94,6 +96,35 @@ double MoeLayer<T, A>::forward(Backend<T, A>& be, const ParamSet<T>& ps, A* y, c
   y_local_ = dispatcher_.gather_outputs(be, ye_, D_);
   dispatcher_.combine(be, y, y_local_, router_.gates(), N, D_);
   return aux_loss;
+}
+
+template <typename T, typename A>
+void MoeLayer<T, A>::recompute(Backend<T, A>& be, const ParamSet<T>& ps, const A* x, int N) {
+  if (policy_ == Recompute::None) return;
+  const int rows = int(dispatcher_.expert_rows());
+  if (policy_ == Recompute::Selective) {
+    PhaseScope phase(be, Phase::ExpertGemm);
+    if (shared_) shared_->recompute(be, ps, x, N);
+    be.swiglu_forward(he_, a13e_, rows, Fe_);
+    return;
+  }
+  // Full: forward() from the router on, minus top-K, the plan and the
+  // combine, in the same order (the same all-to-alls on every rank).
+  {
+    PhaseScope phase(be, Phase::ExpertGemm);
+    if (shared_) shared_->recompute(be, ps, x, N);
+  }
+  router_.recompute(be, ps, x, N);
+  const int El = dispatcher_.local_experts();
+  const int64_t* off = dispatcher_.expert_offsets().data();
+  dispatcher_.dispatch(be, xe_, x, N, D_);
+  {
+    PhaseScope phase(be, Phase::ExpertGemm);
+    be.grouped_linear_forward(a13e_, xe_, ps.param(w13_first_), off, El, D_, 2 * Fe_);
+    be.swiglu_forward(he_, a13e_, rows, Fe_);
+    be.grouped_linear_forward(ye_, he_, ps.param(w2_first_), off, El, Fe_, D_);
+  }
+  y_local_ = dispatcher_.gather_outputs(be, ye_, D_);
 }
 
 template <typename T, typename A>

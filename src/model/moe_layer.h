@@ -21,8 +21,10 @@ template <typename T, typename A = T>
 class MoeLayer {
  public:
   MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& cfg, Comm* ep = nullptr);
-  // The activations kept for backward, for up to max_tokens tokens.
-  void allocate(Arena& arena, int max_tokens);
+  // The activations backward reads, for up to max_tokens tokens: the expert
+  // intermediate rows he are redone under selective; under full everything
+  // but the routing decision (expert ids, gates) and the dispatch plan.
+  void allocate(Activations& acts, int max_tokens);
   // Scratch that backward takes (its own, the shared experts' and the router's).
   size_t backward_scratch_bytes(int max_tokens) const;
 
@@ -31,6 +33,15 @@ class MoeLayer {
   // aux loss of the micro-batch's groups (0 without aux).
   double forward(Backend<T, A>& be, const ParamSet<T>& ps, A* y, const A* x, int N,
                  const float* bias, int64_t* counts, const AuxLossSpec* aux);
+  // Before backward: what the policy did not keep, from the same input x
+  // (the caller restores it first). The routing decision and the plan of the
+  // training forward are reused: nothing is routed, planned or counted again,
+  // hence no bias, counts or aux parameter. Under full this reruns the
+  // shared experts, the router's scores, the dispatch (with expert
+  // parallelism, its all-to-alls: every rank of the EP group recomputes the
+  // same layer at the same point of its backward), the expert GEMMs and the
+  // gathering of their outputs; not the combine.
+  void recompute(Backend<T, A>& be, const ParamSet<T>& ps, const A* x, int N);
   // dx[N,D] overwritten.
   void backward(Backend<T, A>& be, ParamSet<T>& ps, Scratch& scratch, A* dx, const A* dy,
                 const A* x, int N);
@@ -42,6 +53,7 @@ class MoeLayer {
  private:
   int D_, E_, K_, Fe_;
   bool with_aux_;
+  Recompute policy_ = Recompute::None;
   // Rows of the local experts, expert-major, for up to this many tokens.
   size_t expert_rows_capacity(int max_tokens) const;
 

@@ -10,10 +10,11 @@ SwiGluMlp<T, A>::SwiGluMlp(ParamSet<T>& ps, const std::string& prefix, int D, in
 }
 
 template <typename T, typename A>
-void SwiGluMlp<T, A>::allocate(Arena& arena, int max_tokens) {
+void SwiGluMlp<T, A>::allocate(Activations& acts, int max_tokens) {
   const size_t n = size_t(max_tokens);
-  a13_ = arena.alloc<A>(n * 2 * F_);
-  h_ = arena.alloc<A>(n * F_);
+  policy_ = acts.policy();
+  acts.take(a13_, n * 2 * F_, acts.full());
+  acts.take(h_, n * F_, acts.selective_or_full());  // elementwise from a13: cheap to redo
 }
 
 template <typename T, typename A>
@@ -27,6 +28,13 @@ void SwiGluMlp<T, A>::forward(Backend<T, A>& be, const ParamSet<T>& ps, A* y, co
   be.linear_forward(a13_, x, ps.param(w13_), N, D_, 2 * F_);
   be.swiglu_forward(h_, a13_, N, F_);
   be.linear_forward(y, h_, ps.param(w2_), N, F_, D_);
+}
+
+template <typename T, typename A>
+void SwiGluMlp<T, A>::recompute(Backend<T, A>& be, const ParamSet<T>& ps, const A* x, int N) {
+  if (policy_ == Recompute::None) return;
+  if (policy_ == Recompute::Full) be.linear_forward(a13_, x, ps.param(w13_), N, D_, 2 * F_);
+  be.swiglu_forward(h_, a13_, N, F_);
 }
 
 template <typename T, typename A>

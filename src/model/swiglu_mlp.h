@@ -5,8 +5,8 @@
 
 #include <string>
 
-#include "model/arena.h"
 #include "model/params.h"
+#include "model/recompute.h"
 #include "model/scratch.h"
 
 namespace moe {
@@ -15,19 +15,24 @@ template <typename T, typename A = T>
 class SwiGluMlp {
  public:
   SwiGluMlp(ParamSet<T>& ps, const std::string& prefix, int D, int F);
-  // The activations kept for backward (a13, h) of up to max_tokens rows.
-  void allocate(Arena& arena, int max_tokens);
+  // The activations backward reads (a13, h) of up to max_tokens rows: h is
+  // redone under selective, both under full.
+  void allocate(Activations& acts, int max_tokens);
   // Scratch that backward takes for max_tokens rows.
   size_t backward_scratch_bytes(int max_tokens) const;
 
   // y[N,D] = mlp(x) (overwritten). Keeps what backward needs.
   void forward(Backend<T, A>& be, const ParamSet<T>& ps, A* y, const A* x, int N);
+  // Before backward: what the policy did not keep, from the same input x
+  // (a13 = x W13^T under full, then h = swiglu(a13)); y is not redone.
+  void recompute(Backend<T, A>& be, const ParamSet<T>& ps, const A* x, int N);
   // dx[N,D] overwritten (or accumulated); weight gradients accumulated.
   void backward(Backend<T, A>& be, ParamSet<T>& ps, Scratch& scratch, A* dx, const A* dy,
                 const A* x, int N, bool accumulate_dx);
 
  private:
   int D_, F_;
+  Recompute policy_ = Recompute::None;
   typename ParamSet<T>::Id w13_, w2_;
   A *a13_ = nullptr, *h_ = nullptr;  // activations
 };

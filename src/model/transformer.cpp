@@ -44,23 +44,48 @@ Transformer<T, A>::Transformer(const Config& cfg, Backend<T, A>& be, int max_seq
 
   const size_t N = size_t(max_seqs) * mc.seq_len;
   size_t scratch_bytes = 0;
+  // The norm outputs (elementwise from the kept stream) are redone under
+  // selective and full, mid under full: one set for every layer, taken
+  // first (model/recompute.h). Every layer keeps its input resid.
+  Activations acts(arena_, cfg.train.recompute);
+  const bool redo_norms = acts.selective_or_full(), full = acts.full();
+  if (redo_norms) {
+    acts.redo(norms_.ln1_out, N * D);
+    acts.redo(norms_.rstd1, N);
+    acts.redo(norms_.ln2_out, N * D);
+    acts.redo(norms_.rstd2, N);
+    if (full) acts.redo(norms_.mid, N * D);
+  }
   for (Layer& L : layers_) {
-    L.resid = arena_.alloc<T>(N * D);
-    L.ln1_out = arena_.alloc<A>(N * D);
-    L.rstd1 = arena_.alloc<T>(N);
-    L.mid = arena_.alloc<T>(N * D);
-    L.ln2_out = arena_.alloc<A>(N * D);
-    L.rstd2 = arena_.alloc<T>(N);
-    L.attn->allocate(arena_, max_seqs);
+    acts.begin_layer();
+    acts.keep(L.resid, N * D);
+    if (!redo_norms) {
+      acts.keep(L.ln1_out, N * D);
+      acts.keep(L.rstd1, N);
+    }
+    if (!full) acts.keep(L.mid, N * D);
+    if (!redo_norms) {
+      acts.keep(L.ln2_out, N * D);
+      acts.keep(L.rstd2, N);
+    }
+    L.attn->allocate(acts, max_seqs);
     scratch_bytes = std::max(scratch_bytes, L.attn->backward_scratch_bytes(max_seqs));
     if (L.dense) {
-      L.dense->allocate(arena_, int(N));
+      L.dense->allocate(acts, int(N));
       scratch_bytes = std::max(scratch_bytes, L.dense->backward_scratch_bytes(int(N)));
     }
     if (L.moe) {
-      L.moe->allocate(arena_, int(N));
+      L.moe->allocate(acts, int(N));
       scratch_bytes = std::max(scratch_bytes, L.moe->backward_scratch_bytes(int(N)));
     }
+  }
+  acts.commit();
+  for (Layer& L : layers_) {
+    if (redo_norms) {
+      L.ln1_out = norms_.ln1_out, L.rstd1 = norms_.rstd1;
+      L.ln2_out = norms_.ln2_out, L.rstd2 = norms_.rstd2;
+    }
+    if (full) L.mid = norms_.mid;
   }
   loss_chunk_ = chunk_rows_for(cfg, N, sizeof(A));
   scratch_bytes = std::max(scratch_bytes, Scratch::bytes<A>(size_t(loss_chunk_) * mc.vocab_size));
@@ -185,6 +210,7 @@ void Transformer<T, A>::backward() {
                        rstdf_, N, D);
   for (size_t i = layers_.size(); i-- > 0;) {
     Layer& L = layers_[i];
+    recompute(L, B);
     scratch_.reset();
     if (L.dense)
       L.dense->backward(be_, params_, scratch_, dnorm_, tmp_, L.ln2_out, N, false);
@@ -198,6 +224,32 @@ void Transformer<T, A>::backward() {
                          params_.param(L.ln1), L.rstd1, N, D);
   }
   be_.embedding_backward(params_.grad(embed_), dres_, tokens_, N, D);
+}
+
+// Each redone value comes from the op and inputs that made it in forward, so
+// its bits are the same: the norm outputs from rmsnorm_forward on the kept
+// stream, which computes each row as residual_rmsnorm_forward does from the
+// sum it stored; under full, mid from the same fused add on the attention
+// output rerun from resid. The attention output goes to dnorm_ (free here:
+// tmp_ holds the gradient from above).
+template <typename T, typename A>
+void Transformer<T, A>::recompute(Layer& L, int B) {
+  const Recompute policy = cfg_.train.recompute;
+  if (policy == Recompute::None) return;
+  const ModelConfig& mc = cfg_.model;
+  const int D = mc.hidden, N = B * mc.seq_len;
+  be_.rmsnorm_forward(L.ln1_out, L.rstd1, L.resid, params_.param(L.ln1), N, D, mc.norm_eps);
+  if (policy == Recompute::Full) {
+    L.attn->forward(be_, params_, dnorm_, L.ln1_out, B);
+    be_.residual_rmsnorm_forward(L.mid, L.ln2_out, L.rstd2, L.resid, dnorm_,
+                                 params_.param(L.ln2), N, D, mc.norm_eps);
+  } else {
+    be_.rmsnorm_forward(L.ln2_out, L.rstd2, L.mid, params_.param(L.ln2), N, D, mc.norm_eps);
+  }
+  if (L.dense)
+    L.dense->recompute(be_, params_, L.ln2_out, N);
+  else
+    L.moe->recompute(be_, params_, L.ln2_out, N);
 }
 
 template <typename T, typename A>

@@ -6,7 +6,9 @@
 // DeepSeekMoE layer after. All activations are allocated once, for up to
 // `max_seqs` sequences per forward.
 //
-// Memory: each layer keeps the activations its backward needs; gradient
+// Memory: each layer keeps the activations its backward needs, except those
+// train.recompute redoes before the layer's backward (model/recompute.h:
+// they share one region across layers); gradient
 // scratch is one Scratch shared by all layers (one layer runs backward at a
 // time), which also holds the logits of one loss chunk: the LM head and the
 // cross-entropy run over chunks of train.loss_chunk_tokens tokens, so the
@@ -34,7 +36,9 @@ struct ForwardOptions {
   // d(objective)/d(sum of aux group losses); used when balance.method is
   // aux_loss and ce_grad_scale != 0.
   double aux_grad_scale = 0.0;
-  // If non-null: += tokens per expert, int64 [moe_layers * n_routed].
+  // If non-null: += tokens per expert, int64 [moe_layers * n_routed]. Only
+  // this forward counts: the recomputation in backward() cannot (it reuses
+  // the routing and takes no counts).
   int64_t* counts = nullptr;
 };
 
@@ -76,7 +80,8 @@ class Transformer {
   // on backend memory, e.g. NcclComm) instead of through host memory.
   void set_device_ep_comm(Comm* ep_device);
 
-  // Router state of MoE layer m after the last forward (tests, diagnostics).
+  // Router state of MoE layer m after the last forward (tests, diagnostics;
+  // under recompute full the scores are those of the last layer computed).
   const Router<T, A>& router(int m) const;
 
  private:
@@ -85,9 +90,17 @@ class Transformer {
     std::unique_ptr<Attention<T, A>> attn;
     std::unique_ptr<SwiGluMlp<T, A>> dense;
     std::unique_ptr<MoeLayer<T, A>> moe;
-    T *resid = nullptr, *rstd1 = nullptr, *mid = nullptr, *rstd2 = nullptr;  // kept for backward
+    T* resid = nullptr;  // the layer's input: always kept
+    // Kept per layer, or (those the policy redoes) the shared set norms_.
+    T *rstd1 = nullptr, *mid = nullptr, *rstd2 = nullptr;
     A *ln1_out = nullptr, *ln2_out = nullptr;
   };
+  struct Norms {
+    A *ln1_out = nullptr, *ln2_out = nullptr;
+    T *rstd1 = nullptr, *rstd2 = nullptr, *mid = nullptr;
+  };
+  // Before a layer's backward: what the policy did not keep (B sequences).
+  void recompute(Layer& L, int B);
 
   Config cfg_;
   Backend<T, A>& be_;
@@ -98,6 +111,7 @@ class Transformer {
   Scratch scratch_;
   typename ParamSet<T>::Id embed_, lnf_, head_;
   std::vector<Layer> layers_;
+  Norms norms_;  // the redone norm outputs (full: and mid), one set for all layers
   std::vector<int> moe_index_;  // layer index of each MoE layer
   float* bias_ = nullptr;       // [moe_layers * E] fp32
   int32_t *tokens_ = nullptr, *targets_ = nullptr;

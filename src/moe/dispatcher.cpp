@@ -20,18 +20,18 @@ Dispatcher<T, A>::Dispatcher(int E, int K, Comm* ep)
 }
 
 template <typename T, typename A>
-void Dispatcher<T, A>::allocate(Arena& arena, int max_tokens, int D) {
+void Dispatcher<T, A>::allocate(Activations& acts, int max_tokens, int D) {
   const size_t rows = size_t(max_tokens) * K_;
-  row_of_slot_ = arena.alloc<int32_t>(rows);
+  acts.keep(row_of_slot_, rows);
   if (!parallel()) return;
   // Dropless: in the worst case every peer sends all its rows to this rank.
   const size_t max_recv = rows * P_;
   order_host_.resize(max_recv);
-  order_ = arena.alloc<int32_t>(max_recv);
-  inverse_ = arena.alloc<int32_t>(max_recv);
-  local_ = arena.alloc<A>(rows * D);
-  out_local_ = arena.alloc<A>(rows * D);
-  recv_ = arena.alloc<A>(max_recv * D);
+  acts.keep(order_, max_recv);
+  acts.keep(inverse_, max_recv);
+  acts.take(local_, rows * D, acts.selective_or_full());
+  acts.take(out_local_, rows * D, acts.full());
+  acts.take(recv_, max_recv * D, acts.selective_or_full());
 }
 
 template <typename T, typename A>

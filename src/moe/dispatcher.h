@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "dist/comm.h"
-#include "model/arena.h"
+#include "model/recompute.h"
 
 namespace moe {
 
@@ -21,7 +21,11 @@ class Dispatcher {
  public:
   // ep: the expert-parallel group (null or one rank: all experts are local).
   Dispatcher(int E, int K, Comm* ep);
-  void allocate(Arena& arena, int max_tokens, int D);
+  // The plan is always kept (a recompute reuses it: no new plan, no counts);
+  // the staging rows of expert parallelism are dead after each exchange
+  // (redone under selective and full) and the gathered outputs are redone
+  // under full.
+  void allocate(Activations& acts, int max_tokens, int D);
 
   int local_experts() const { return E_ / P_; }
   int first_expert() const { return rank_ * local_experts(); }

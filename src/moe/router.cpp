@@ -15,13 +15,14 @@ Router<T, A>::Router(ParamSet<T>& ps, const std::string& prefix, int D, const Mo
 }
 
 template <typename T, typename A>
-void Router<T, A>::allocate(Arena& arena, int max_tokens, bool with_aux_loss) {
+void Router<T, A>::allocate(Activations& acts, int max_tokens, bool with_aux_loss) {
   const size_t n = size_t(max_tokens), E = spec_.E, K = spec_.K;
-  logits_ = arena.alloc<T>(n * E);
-  scores_ = arena.alloc<T>(n * E);
-  gates_ = arena.alloc<T>(n * K);
-  idx_ = arena.alloc<int32_t>(n * K);
-  if (with_aux_loss) dscores_aux_ = arena.alloc<T>(n * E);
+  policy_ = acts.policy();
+  acts.take(logits_, n * E, acts.selective_or_full());  // backward never reads them
+  acts.take(scores_, n * E, acts.full());
+  acts.keep(gates_, n * K);
+  acts.keep(idx_, n * K);
+  if (with_aux_loss) acts.take(dscores_aux_, n * E, acts.full());
 }
 
 template <typename T, typename A>
@@ -38,11 +39,26 @@ double Router<T, A>::forward(Backend<T, A>& be, const ParamSet<T>& ps, const A* 
   be.topk_route(idx_, gates_, scores_, bias, N, spec_);
   aux_active_ = aux != nullptr && dscores_aux_ != nullptr;
   if (!aux_active_) return 0.0;
+  aux_ = *aux;
   // The aux gradient depends only on this forward's selection and scores, so
   // it is computed here, once, and added in backward.
   be.zero(dscores_aux_, size_t(N) * spec_.E * sizeof(T));
   return be.aux_loss_forward_backward(dscores_aux_, scores_, idx_, aux->groups, aux->group_len,
                                       spec_.E, spec_.K, aux->alpha, aux->grad_scale);
+}
+
+template <typename T, typename A>
+void Router<T, A>::recompute(Backend<T, A>& be, const ParamSet<T>& ps, const A* x, int N) {
+  if (policy_ != Recompute::Full) return;
+  PhaseScope phase(be, Phase::Router);
+  be.linear_forward_fp32(logits_, x, ps.param(w_), N, D_, spec_.E);
+  be.router_scores_forward(scores_, logits_, N, spec_.E, fn_);
+  if (!aux_active_) return;
+  // The same call on the same scores and selection as in forward; its
+  // value (the loss) was the training forward's and is dropped here.
+  be.zero(dscores_aux_, size_t(N) * spec_.E * sizeof(T));
+  be.aux_loss_forward_backward(dscores_aux_, scores_, idx_, aux_.groups, aux_.group_len, spec_.E,
+                               spec_.K, aux_.alpha, aux_.grad_scale);
 }
 
 template <typename T, typename A>

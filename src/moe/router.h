@@ -7,8 +7,8 @@
 #include <string>
 
 #include "config/config.h"
-#include "model/arena.h"
 #include "model/params.h"
+#include "model/recompute.h"
 #include "model/scratch.h"
 
 namespace moe {
@@ -29,19 +29,28 @@ template <typename T, typename A = T>
 class Router {
  public:
   Router(ParamSet<T>& ps, const std::string& prefix, int D, const MoeConfig& mc, BiasMode mode);
-  void allocate(Arena& arena, int max_tokens, bool with_aux_loss);
+  // Logits are dead after forward (redone under selective and full); scores
+  // and the aux gradient are redone under full; the selection and gates are
+  // always kept.
+  void allocate(Activations& acts, int max_tokens, bool with_aux_loss);
   size_t backward_scratch_bytes(int max_tokens) const;
 
   // Routes N tokens. bias: fp32 [E] backend memory. aux: null or the aux-loss
   // spec. Returns the summed aux loss of the groups (0 without aux).
   double forward(Backend<T, A>& be, const ParamSet<T>& ps, const A* x, int N, const float* bias,
                  const AuxLossSpec* aux);
+  // Before backward, under full: logits, scores and the aux loss's score
+  // gradient from the same input x and the kept selection. The routing is
+  // not redecided (no top-K) and no aux loss value comes out: what the
+  // training forward counted and returned stays its own.
+  void recompute(Backend<T, A>& be, const ParamSet<T>& ps, const A* x, int N);
   // dx += router input gradient; dW_r accumulated. dgates [N,K] from combine.
   void backward(Backend<T, A>& be, ParamSet<T>& ps, Scratch& scratch, A* dx, const T* dgates,
                 const A* x, int N);
 
   const int32_t* expert_idx() const { return idx_; }
   const T* gates() const { return gates_; }
+  // Under recompute full, scores are those of the layer computed last.
   const T* scores() const { return scores_; }
   const RouteSpec& spec() const { return spec_; }
 
@@ -50,7 +59,9 @@ class Router {
   GateFn fn_;
   RouteSpec spec_;
   typename ParamSet<T>::Id w_;
+  Recompute policy_ = Recompute::None;
   bool aux_active_ = false;  // the last forward stored an aux-loss gradient
+  AuxLossSpec aux_;          // its spec (recompute redoes the gradient)
   T *logits_ = nullptr, *scores_ = nullptr, *gates_ = nullptr;
   int32_t* idx_ = nullptr;
   T* dscores_aux_ = nullptr;  // the aux loss's score gradient, from forward to backward
