@@ -11,6 +11,7 @@
 
 #include "data/token_source.h"
 #include "dist/topology.h"
+#include "mpi_small_config.h"
 #include "mpi_test_main.h"
 #include "train/trainer.h"
 
@@ -18,25 +19,8 @@ namespace moe {
 namespace {
 
 Config small_config(BalanceMethod method) {
-  Config c;
-  c.model = {.vocab_size = 40, .hidden = 16, .heads = 2, .layers = 3, .first_dense_layers = 1,
-             .dense_intermediate = 24, .seq_len = 8, .rope_theta = 10000, .norm_eps = 1e-6,
-             .init_std = 0.05};
-  c.moe.n_shared = 1;
-  c.moe.n_routed = 8;
-  c.moe.top_k = 2;
-  c.moe.expert_intermediate = 8;
-  c.balance.method = method;
-  c.balance.update_rate = 0.01;
-  c.balance.aux_alpha = 0.01;
+  Config c = test::mpi_small_config(method);
   c.train.steps = 4;
-  c.train.global_batch = 8;
-  c.train.micro_batch = 2;
-  c.train.lr = 5e-3;
-  c.train.warmup_steps = 1;
-  c.train.min_lr = 5e-4;
-  c.train.threads = 1;
-  c.data.synthetic_branching = 3;
   return c;
 }
 
