@@ -9,6 +9,8 @@
 # loss. Then the import direction: --from-hf gives back the checkpoint's
 # model.safetensors bit for bit and moe-eval's identical loss. Bad inputs
 # (a missing directory, a softmax-gate checkpoint) exit 2 with one line.
+# Also: a sharded export reads the same, and a bfloat16 export keeps the bias
+# in float32 and rounds the rest to nearest even.
 #   tests/export_test.sh BUILD_DIR
 # Exit 0 passed, 1 failed, 77 skipped (sanitizer build).
 set -uo pipefail
@@ -45,14 +47,18 @@ cd "$tmp" || exit 1
   { cat check.log; fail "tests/glm4_moe_reference_check.py"; }
 
 # 1. Train: 3 layers (1 dense), hidden 32, 2 heads, 8 routed experts top-2 + 1
-# shared, seq_len 32, fp32 on the CPU, 30 steps of Loss-Free with u = 0.05.
+# shared, seq_len 32, fp32 on the CPU, 30 steps of Loss-Free with u = 0.05
+# init_std 0.3: a model this short-trained is otherwise nearly uniform (loss ~
+# ln 512), where a wrong export moves the loss by less than the 1e-4 tolerance;
+# at 0.3 a swapped expert pair, gate/up swapped, RoPE pairing or partial
+# rotary, or a permuted bias each move it by 9e-4 to 9e-3 (see 3c).
 S=32
 "$py" "$repo/tests/write_val_shard.py" val 2561 || fail "cannot write the validation shard"  # 80 sequences
 train() {
   local out=$1; shift
   "$build/moe-train" --config "$repo/configs/tiny.yaml" \
     --set model.hidden=32 --set model.heads=2 --set model.layers=3 --set model.first_dense_layers=1 \
-    --set model.dense_intermediate=96 --set model.seq_len=$S \
+    --set model.dense_intermediate=96 --set model.seq_len=$S --set model.init_std=0.3 \
     --set moe.n_routed=8 --set moe.top_k=2 --set moe.n_shared=1 --set moe.expert_intermediate=16 \
     --set balance.method=loss_free --set balance.update_rate=0.05 \
     --set train.global_batch=8 --set train.micro_batch=8 --set train.warmup_steps=4 \
@@ -71,7 +77,10 @@ ckpt="$tmp/run/checkpoints/step_00000030"
 [ -f hf/config.json ] || fail "moe-export wrote no hf/config.json"
 
 # 3. moe-eval on the checkpoint vs. the reference on the exported directory.
-"$build/moe-eval" --checkpoint "$ckpt" --data "$tmp/val" --backend cpu --threads 2 \
+# --batch 8 on both moe-eval runs: the imported checkpoint's config holds the
+# built-in defaults outside the model (train.micro_batch 1, moe-eval's default
+# batch), and the batch changes the float summation order of the loss.
+"$build/moe-eval" --checkpoint "$ckpt" --data "$tmp/val" --backend cpu --threads 2 --batch 8 \
   --output eval.json > eval.log 2>&1 || { cat eval.log; fail "moe-eval exited non-zero"; }
 "$py" "$reference" --hf hf --val "$tmp/val" --seq-len $S > ref.json 2> ref.err ||
   { cat ref.err; fail "glm4_moe_reference.py exited non-zero"; }
@@ -83,6 +92,7 @@ rel = abs(rf["loss"] - ev["loss"]) / abs(ev["loss"])
 print(f"moe-eval loss {ev['loss']:.9f} ({ev['tokens']} tokens, {ev['sequences']} sequences)")
 print(f"reference loss {rf['loss']:.9f} ({rf['tokens']} tokens, {rf['sequences']} sequences, "
       f"{rf['compute']}); relative difference {rel:.3e}")
+print(f"expert loads (tokens per routed expert) equal: {rf['expert_loads'] == ev['expert_loads']}")
 print(f"bias-changed selections per MoE layer {rf['bias_changed_selections']}; "
       f"loss without the bias {rf['loss_without_bias']:.9f}; "
       f"smallest top-k margin per MoE layer {rf['min_selection_margin']}")
@@ -91,17 +101,94 @@ if (rf["tokens"], rf["sequences"]) != (ev["tokens"], ev["sequences"]):
     print("FAIL: the two evaluated different tokens"); ok = False
 if not rel <= 1e-4:
     print("FAIL: losses differ by more than 1e-4 relative"); ok = False
+if rf["expert_loads"] != ev["expert_loads"]:
+    print(f"FAIL: expert loads differ: reference {rf['expert_loads']}, moe-eval {ev['expert_loads']}")
+    ok = False
 if not sum(rf["bias_changed_selections"]) > 0:
     print("FAIL: the exported e_score_correction_bias changes no selection"); ok = False
-if not rf["loss_without_bias"] != rf["loss"]:
-    print("FAIL: the loss without the bias equals the loss"); ok = False
+# The bias's effect on the loss must stand far above the two sides' disagreement.
+effect = abs(rf["loss_without_bias"] - rf["loss"]) / abs(ev["loss"])
+print(f"effect of the bias on the loss {effect:.3e} relative")
+if not effect > max(100 * rel, 1e-6):
+    print("FAIL: the loss without the bias is not clearly another loss"); ok = False
 sys.exit(0 if ok else 1)
 PY
 
+# 3b. The same export split into several files with an index gives the
+# reference the identical result; a bfloat16 export (the default dtype) keeps
+# e_score_correction_bias in float32, byte for byte, and holds every other
+# tensor as the float32 export's values rounded to nearest even.
+"$build/moe-export" --checkpoint "$ckpt" --output hf_sharded --dtype float32 --max-shard-mb 0.1 \
+  > export_sharded.log 2>&1 || { cat export_sharded.log; fail "moe-export --max-shard-mb 0.1"; }
+[ -f hf_sharded/model.safetensors.index.json ] || fail "--max-shard-mb 0.1 wrote no index"
+"$py" "$reference" --hf hf_sharded --val "$tmp/val" --seq-len $S > ref_sharded.json 2> ref.err ||
+  { cat ref.err; fail "glm4_moe_reference.py on the sharded export"; }
+cmp -s ref.json ref_sharded.json || fail "the sharded export gives another result: $(cat ref_sharded.json)"
+"$build/moe-export" --checkpoint "$ckpt" --output hf_bf16 > export_bf16.log 2>&1 ||
+  { cat export_bf16.log; fail "moe-export (bfloat16)"; }
+"$py" - hf/model.safetensors hf_bf16/model.safetensors "$repo/tests" <<'PY' || fail "the bfloat16 export"
+import sys
+sys.path.insert(0, sys.argv[3])
+from glm4_moe_reference import read_safetensors, np
+a, b = read_safetensors(sys.argv[1]), read_safetensors(sys.argv[2])
+a.pop("__metadata__", None)
+b.pop("__metadata__", None)
+assert set(a) == set(b), "the bfloat16 and float32 exports hold different tensor names"
+for n in sorted(a):
+    (da, sa, ra), (db, sb, rb) = a[n], b[n]
+    if n.endswith("e_score_correction_bias"):
+        assert (db, sb, rb) == (da, sa, ra), f"{n}: {db} {sb}, not the float32 export's bytes"
+        continue
+    assert db == "BF16" and sb == sa, f"{n}: {db} {sb}, expected BF16 {sa}"
+    u = np.frombuffer(ra, "<u4").astype(np.uint64)
+    rne = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    got = np.frombuffer(rb, "<u2")
+    assert np.array_equal(rne, got), \
+        f"{n}: element {int(np.argmax(rne != got))} is not the float32 value rounded to nearest even"
+print(f"bfloat16 export: {len(b)} tensors, the bias float32, the rest round-to-nearest-even")
+PY
+
+# 3c. The check can fail: the export with layer 2's experts 0 and 1 swapped
+# (the smallest of the errors tried above) is more than 1e-4 away.
+"$py" - hf hf_swapped "$repo/tests" <<'PY' || fail "cannot write the swapped-experts copy"
+import json, os, shutil, struct, sys
+sys.path.insert(0, sys.argv[3])
+from glm4_moe_reference import read_safetensors
+shutil.copytree(sys.argv[1], sys.argv[2])
+st = read_safetensors(os.path.join(sys.argv[2], "model.safetensors"))
+st.pop("__metadata__", None)
+for k in ("gate_proj", "up_proj", "down_proj"):
+    a, b = f"model.layers.2.mlp.experts.0.{k}.weight", f"model.layers.2.mlp.experts.1.{k}.weight"
+    st[a], st[b] = st[b], st[a]
+header, blobs, off = {}, [], 0
+for n, (dt, sh, raw) in st.items():
+    header[n] = {"dtype": dt, "shape": sh, "data_offsets": [off, off + len(raw)]}
+    blobs.append(raw)
+    off += len(raw)
+h = json.dumps(header).encode()
+with open(os.path.join(sys.argv[2], "model.safetensors"), "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+PY
+"$py" "$reference" --hf hf_swapped --val "$tmp/val" --seq-len $S > ref_swapped.json 2> ref.err ||
+  { cat ref.err; fail "glm4_moe_reference.py on the swapped copy"; }
+"$py" - eval.json ref_swapped.json <<'PY' || fail "swapping two experts goes unnoticed: the check is too weak"
+import json, sys
+ev, rf = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+rel = abs(rf["loss"] - ev["loss"]) / abs(ev["loss"])
+print(f"negative control (layer 2 experts 0 and 1 swapped): loss {rf['loss']:.9f}, {rel:.3e} relative from moe-eval")
+sys.exit(0 if rel > 1e-4 else 1)
+PY
+
 # 4. The round trip: --from-hf gives the checkpoint's tensors bit for bit.
+# The import writes a checkpoint directory: CKPT2/step_00000000 (named by
+# CKPT2/latest), or the checkpoint itself in CKPT2.
 "$build/moe-export" --from-hf hf --output ckpt2 > import.log 2>&1 ||
   { cat import.log; fail "moe-export --from-hf exited non-zero"; }
-"$py" - "$ckpt/model.safetensors" ckpt2/model.safetensors "$repo/tests" <<'PY' ||
+ckpt2=ckpt2
+[ -f ckpt2/latest ] && ckpt2="ckpt2/$(cat ckpt2/latest)"
+[ -f "$ckpt2/model.safetensors" ] || { ls -R ckpt2; fail "no model.safetensors in the imported $ckpt2"; }
+[ -f "$ckpt2/trainer_state.json" ] || fail "no trainer_state.json in the imported $ckpt2"
+"$py" - "$ckpt/model.safetensors" "$ckpt2/model.safetensors" "$repo/tests" <<'PY' ||
 import sys
 sys.path.insert(0, sys.argv[3])
 from glm4_moe_reference import read_safetensors
@@ -123,7 +210,7 @@ print(f"round trip: {len(a)} tensors compared, {len(bad)} differences")
 sys.exit(1 if bad else 0)
 PY
   fail "the imported checkpoint's model.safetensors differs from the original's"
-"$build/moe-eval" --checkpoint ckpt2 --data "$tmp/val" --backend cpu --threads 2 \
+"$build/moe-eval" --checkpoint "$ckpt2" --data "$tmp/val" --backend cpu --threads 2 --batch 8 \
   --output eval2.json > eval2.log 2>&1 || { cat eval2.log; fail "moe-eval on the imported checkpoint"; }
 "$py" - eval.json eval2.json <<'PY' || fail "moe-eval on the imported checkpoint gives another loss"
 import json, sys

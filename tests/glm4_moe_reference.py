@@ -28,6 +28,8 @@ Prints one JSON line:
   min_selection_margin      per MoE layer: the smallest gap between the k-th
                             and (k+1)-th choice score (a near tie that another
                             precision could break the other way)
+  expert_loads              per MoE layer and routed expert: tokens routed
+                            there (with the bias), as moe-eval counts them
   compute                   "float64"
 
 Exit codes: 0 done; 2 bad input (one line naming the problem); 1 internal error
@@ -386,7 +388,8 @@ def moe_block(cfg, w, p, x, use_bias, stats):
     if stats is not None:
         idx0, _, _ = route(cfg, t, gate_w, np.zeros_like(bias))
         changed = int((np.sort(idx, axis=-1) != np.sort(idx0, axis=-1)).any(axis=-1).sum())
-        stats.append((changed, margin))
+        loads = np.bincount(idx.ravel(), minlength=cfg.n_routed_experts)
+        stats.append((changed, margin, loads))
     out = np.zeros_like(t)
     for e in range(cfg.n_routed_experts):
         rows, slot = np.nonzero(idx == e)
@@ -524,19 +527,22 @@ def main(argv):
     inputs, targets = validation_sequences(a.val, a.seq_len, a.max_seqs, cfg.vocab_size)
     n_moe = cfg.num_hidden_layers - min(cfg.first_k_dense_replace, cfg.num_hidden_layers)
     changed, margins = [0] * n_moe, [float("inf")] * n_moe
+    loads = np.zeros((n_moe, cfg.n_routed_experts), dtype=np.int64)
     loss, loss0 = 0.0, 0.0
     for b in range(0, inputs.shape[0], a.batch):
         x, y = inputs[b:b + a.batch], targets[b:b + a.batch]
         stats = []
         loss += forward_loss(cfg, w, x, y, True, stats)
         loss0 += forward_loss(cfg, w, x, y, False)
-        for i, (c, m) in enumerate(stats):
+        for i, (c, m, ld) in enumerate(stats):
             changed[i] += c
             margins[i] = min(margins[i], m)
+            loads[i] += ld
     n = int(targets.size)
     print(json.dumps({"loss": loss / n, "tokens": n, "sequences": int(inputs.shape[0]),
                       "bias_changed_selections": changed, "loss_without_bias": loss0 / n,
                       "min_selection_margin": [None if m == float("inf") else m for m in margins],
+                      "expert_loads": loads.tolist(),
                       "compute": "float64"}))
     return 0
 
