@@ -24,7 +24,7 @@ usage: scripts/bundle.sh [--build-dir DIR] [--out FILE.tar.gz] [--with-tests] [-
   --include-cuda    also bundle the CUDA runtime, cuBLAS and NCCL (hundreds of MB);
                     by default the host provides them
   --help            this text
-Bundled: bin/ (moe-train, moe-eval, moe-data, moe-bench when built), lib/ (the
+Bundled: bin/ (moe-train, moe-eval, moe-data, moe-bench and moe-export when built), lib/ (the
 shared libraries the host lacks, RUNPATH $ORIGIN), configs/, README.txt.
 Left to the host: glibc, libstdc++, libgcc_s, the NVIDIA driver, MPI (so the
 programs match the host's mpirun) and, without --include-cuda, CUDA and NCCL.
@@ -82,7 +82,9 @@ for name in moe-train moe-eval moe-data; do
 done
 [ ${#missing[@]} -eq 0 ] ||
   die "missing in $build_dir: ${missing[*]} (build them: cmake --build $build_dir --target moe-train moe-eval moe-data)"
-if f=$(find_program moe-bench); then bins+=("$f"); fi
+for optional in moe-bench moe-export; do
+  if f=$(find_program "$optional"); then bins+=("$f"); fi
+done
 if [ "$with_tests" = 1 ]; then
   ntests=0
   for f in "$build_dir"/tests/test_* "$build_dir"/tests/mpi_fail_probe; do

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/bf16.h"
 #include "core/error.h"
 
 namespace moe {
@@ -16,6 +17,7 @@ namespace {
 
 size_t dtype_bytes(const std::string& dtype) {
   if (dtype == "F32") return 4;
+  if (dtype == "BF16") return 2;
   if (dtype == "F64" || dtype == "I64") return 8;
   return 0;
 }
@@ -44,6 +46,11 @@ SafeTensor make_f32(const float* data, std::vector<int64_t> shape) {
 }
 SafeTensor make_f64(const double* data, std::vector<int64_t> shape) {
   return make_tensor("F64", data, std::move(shape));
+}
+SafeTensor make_bf16(const float* data, std::vector<int64_t> shape) {
+  std::vector<uint16_t> bits(numel_of(shape));
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = bf16(data[i]).bits;
+  return make_tensor("BF16", bits.data(), std::move(shape));
 }
 SafeTensor make_i64(const int64_t* data, std::vector<int64_t> shape) {
   return make_tensor("I64", data, std::move(shape));
@@ -141,7 +148,7 @@ SafeTensorFile read_safetensors(const std::string& path) {
 template <typename T>
 void copy_float_tensor(const SafeTensor& t, T* out, size_t numel, const std::string& what) {
   const size_t width = dtype_bytes(t.dtype);
-  if ((t.dtype != "F32" && t.dtype != "F64") || t.data.size() != numel * width)
+  if ((t.dtype != "F32" && t.dtype != "F64" && t.dtype != "BF16") || t.data.size() != numel * width)
     throw DataError(what + ": expected " + std::to_string(numel) + " float values, found " +
                     t.dtype + " of " + std::to_string(t.data.size() / std::max<size_t>(width, 1)));
   for (size_t i = 0; i < numel; ++i) {
@@ -149,6 +156,10 @@ void copy_float_tensor(const SafeTensor& t, T* out, size_t numel, const std::str
       float v;
       std::memcpy(&v, t.data.data() + 4 * i, 4);
       out[i] = T(v);
+    } else if (t.dtype == "BF16") {
+      uint16_t b;
+      std::memcpy(&b, t.data.data() + 2 * i, 2);
+      out[i] = T(float(bf16::from_bits(b)));
     } else {
       double v;
       std::memcpy(&v, t.data.data() + 8 * i, 8);
