@@ -1,4 +1,4 @@
-// The main multi-rank test (DESIGN.md section 4): a run on W ranks with
+// The main multi-rank test (docs/design.md section 4): a run on W ranks with
 // expert-parallel size P sees the same global batch each step as a run on
 // one rank, so it must give the same losses (up to float summation order),
 // the same per-expert counts, MaxVio and Loss-Free biases. Every rank also

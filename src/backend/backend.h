@@ -2,7 +2,7 @@
 //
 // Model code (src/model, src/moe) is written once against this interface; the
 // CPU (OpenBLAS + OpenMP) and CUDA backends differ only below it. Two element
-// types (DESIGN.md section 2, "Precision"):
+// types (docs/design.md section 2, "Precision"):
 // - T, parameters and everything kept in full precision: master weights,
 //   gradients, AdamW moments, the residual stream and its gradient, the
 //   router (logits, scores, gates), norm and softmax statistics, losses;
@@ -204,7 +204,7 @@ class Backend : public BackendBase {
   // dx[N,I] (= or += by accumulate_dx) dy W ; dW[O,I] += dy^T x (in T). dx may be null.
   virtual void linear_backward(A* dx, T* dW, const A* dy, const A* x, const T* W, int N, int I,
                                int O, bool accumulate_dx) = 0;
-  // The router's matmul (DESIGN.md section 2): the same two ops with T
+  // The router's matmul (docs/design.md section 2): the same two ops with T
   // logits and their gradient, computed in full T precision from the
   // activation x (exact in T) and the unrounded W.
   virtual void linear_forward_fp32(T* y, const A* x, const T* W, int N, int I, int O) = 0;

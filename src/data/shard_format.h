@@ -1,4 +1,4 @@
-// Token shard format (DESIGN.md section 5). A shard is a little-endian file:
+// Token shard format (docs/design.md section 5). A shard is a little-endian file:
 //
 //   offset  size  field
 //   0       8     magic "MOELFBTK"

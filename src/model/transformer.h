@@ -1,4 +1,4 @@
-// Decoder-only MoE transformer (DESIGN.md section 2), forward and backward
+// Decoder-only MoE transformer (docs/design.md section 2), forward and backward
 // written once against the Backend interface. Pre-norm:
 //   x = Embed[token]; per layer x += Attn(RMSNorm(x)); x += FFN(RMSNorm(x));
 //   logits = Head(RMSNorm(x)), untied; loss = token cross-entropy.

@@ -1,4 +1,4 @@
-// Checkpoints (DESIGN.md section 5). One directory per step under
+// Checkpoints (docs/design.md section 5). One directory per step under
 // checkpoint.dir:
 //   step_00001000/model.safetensors      parameters (one tensor per expert) and
 //                                        the router selection biases

@@ -1,5 +1,5 @@
 // AdamW over the parameter set and the gradient synchronisation before it:
-// the owner of the AdamW moments (DESIGN.md section 4, docs/parallel.md).
+// the owner of the AdamW moments (docs/design.md section 4, docs/parallel.md).
 //
 // The flat parameter array has two regions with different replicas: the
 // routed experts [0, expert_size) are held by the ranks of this rank's
