@@ -13,7 +13,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "dist/mpi_env.h"
+#include "comm/mpi_env.h"
 
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "ok";

@@ -6,8 +6,8 @@
 // (a rank that returns early leaves the others waiting until the ctest timeout).
 #pragma once
 
-#include "dist/comm.h"
-#include "dist/mpi_env.h"
+#include "comm/comm.h"
+#include "comm/mpi_env.h"
 
 namespace moe::test {
 

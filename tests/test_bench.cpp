@@ -16,7 +16,7 @@
 #include "command.h"
 #include "config/config.h"
 #include "data/token_source.h"
-#include "dist/comm.h"
+#include "comm/comm.h"
 #include "model/flops.h"
 #include "model/transformer.h"
 #include "train/trainer.h"

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "dist/comm.h"
-#include "dist/nccl_comm.h"
+#include "comm/comm.h"
+#include "comm/nccl_comm.h"
 #include "data/token_source.h"
 #include "gpu_test_util.h"
 #include "train/trainer.h"

@@ -18,14 +18,14 @@
 #include <vector>
 
 #include "core/error.h"
-#include "dist/mpi_comm.h"
-#include "dist/topology.h"
+#include "comm/mpi_comm.h"
+#include "comm/topology.h"
 #include "mpi_test_main.h"
 
 #ifdef MOE_WITH_CUDA
 #include <cuda_runtime_api.h>
 
-#include "dist/nccl_comm.h"
+#include "comm/nccl_comm.h"
 #endif
 
 extern char** environ;

@@ -12,7 +12,7 @@
 
 #include "core/error.h"
 #include "data/token_source.h"
-#include "dist/topology.h"
+#include "comm/topology.h"
 #include "mpi_small_config.h"
 #include "mpi_test_main.h"
 #include "train/checkpoint.h"

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "data/token_source.h"
-#include "dist/topology.h"
+#include "comm/topology.h"
 #include "mpi_small_config.h"
 #include "mpi_test_main.h"
 #include "train/trainer.h"

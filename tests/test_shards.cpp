@@ -14,7 +14,7 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "data/shard_dataset.h"
-#include "dist/comm.h"
+#include "comm/comm.h"
 #include "train/trainer.h"
 
 namespace moe {

@@ -6,7 +6,7 @@
 #include <chrono>
 #include <thread>
 
-#include "dist/watchdog.h"
+#include "comm/watchdog.h"
 
 namespace moe {
 namespace {

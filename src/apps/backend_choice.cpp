@@ -7,7 +7,7 @@
 
 #ifdef MOE_WITH_CUDA
 #include "backend/cuda/cuda_device.h"
-#include "dist/nccl_comm.h"
+#include "comm/nccl_comm.h"
 #endif
 
 namespace moe {

@@ -8,7 +8,7 @@
 
 #include "backend/backend.h"
 #include "config/config.h"
-#include "dist/comm.h"
+#include "comm/comm.h"
 
 namespace moe {
 

@@ -6,7 +6,7 @@
 #include "apps/backend_choice.h"
 #include "backend/backend.h"
 #include "core/error.h"
-#include "dist/topology.h"
+#include "comm/topology.h"
 #include "model/flops.h"
 #include "model/transformer.h"
 #include "train/optimizer.h"

@@ -25,7 +25,7 @@
 #include "apps/perf_model.h"
 #include "backend/backend.h"
 #include "data/token_source.h"
-#include "dist/comm.h"
+#include "comm/comm.h"
 #include "model/flops.h"
 #include "train/trainer.h"
 

@@ -13,7 +13,7 @@
 #include "apps/device_info.h"
 #include "backend/backend.h"
 #include "data/shard_dataset.h"
-#include "dist/comm.h"
+#include "comm/comm.h"
 #include "eval/evaluator.h"
 #include "model/transformer.h"
 #include "train/checkpoint.h"

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "data/shard_dataset.h"
-#include "dist/comm.h"
+#include "comm/comm.h"
 #include "model/transformer.h"
 #include "moe/load_stats.h"
 

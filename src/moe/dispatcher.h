@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "dist/comm.h"
+#include "comm/comm.h"
 #include "model/recompute.h"
 
 namespace moe {

@@ -18,7 +18,7 @@
 
 #include "backend/backend.h"
 #include "config/config.h"
-#include "dist/comm.h"
+#include "comm/comm.h"
 #include "model/params.h"
 
 namespace moe {

@@ -13,7 +13,7 @@
 
 #include "data/shard_dataset.h"
 #include "data/token_source.h"
-#include "dist/comm.h"
+#include "comm/comm.h"
 #include "eval/evaluator.h"
 #include "model/transformer.h"
 #include "moe/balancer.h"

@@ -1,4 +1,4 @@
-#include "dist/topology.h"
+#include "comm/topology.h"
 
 #include "core/error.h"
 

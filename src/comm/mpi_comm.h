@@ -5,7 +5,7 @@
 
 #include <mpi.h>
 
-#include "dist/comm.h"
+#include "comm/comm.h"
 
 namespace moe {
 

@@ -12,7 +12,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
-#include "dist/comm.h"
+#include "comm/comm.h"
 
 namespace moe {
 

@@ -4,7 +4,7 @@
 
 #include <memory>
 
-#include "dist/comm.h"
+#include "comm/comm.h"
 
 namespace moe {
 

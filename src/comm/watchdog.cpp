@@ -1,4 +1,4 @@
-#include "dist/watchdog.h"
+#include "comm/watchdog.h"
 
 namespace moe {
 

@@ -1,6 +1,6 @@
 #include <cstdlib>
 
-#include "dist/comm.h"
+#include "comm/comm.h"
 
 namespace moe {
 

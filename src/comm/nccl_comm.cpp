@@ -1,7 +1,7 @@
 // Compiled by g++ (not nvcc): CUDA runtime C API and nccl.h only.
 #ifdef MOE_WITH_CUDA
 
-#include "dist/nccl_comm.h"
+#include "comm/nccl_comm.h"
 
 #include <mpi.h>
 

@@ -1,10 +1,10 @@
-#include "dist/mpi_env.h"
+#include "comm/mpi_env.h"
 
 #include <mpi.h>
 
 #include <cstdlib>
 
-#include "dist/mpi_comm.h"
+#include "comm/mpi_comm.h"
 
 namespace moe {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/comm.h"
+#include "comm/comm.h"
 
 namespace moe {
 

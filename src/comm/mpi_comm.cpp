@@ -1,4 +1,4 @@
-#include "dist/mpi_comm.h"
+#include "comm/mpi_comm.h"
 
 #include <algorithm>
 #include <climits>
