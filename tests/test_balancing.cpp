@@ -114,8 +114,10 @@ TEST(Routing, BiasSelectsButNeverGates) {
   ForwardOptions opt;
   opt.ce_grad_scale = 1.0;
 
+  Balancer balancer(c.balance, m.moe_layers(), c.moe.n_routed, be.get());
+  m.use_router_bias(balancer.device_bias());
   auto run = [&](const std::vector<float>& bias) {
-    m.set_router_bias(bias);
+    balancer.set_bias(bias);
     m.params().zero_grads();
     const double loss = m.forward(tok.data(), tgt.data(), 2, opt).loss_sum;
     const Router<double>& r = m.router(0);

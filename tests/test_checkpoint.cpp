@@ -378,7 +378,7 @@ TEST(Eval, HandComputedPerplexityAndMaxVio) {
   EXPECT_DOUBLE_EQ(r.maxvio_global.mean, 1.0);
   // With a selection bias on expert 3 (as a checkpoint of a Loss-Free run
   // would carry) every token picks experts 3 and 0.
-  a.trainer->model().set_router_bias({0.0f, 0.0f, 0.0f, 0.1f});
+  a.trainer->balancer().set_bias({0.0f, 0.0f, 0.0f, 0.1f});
   const EvalResult rb = evaluate(a.trainer->model(), *val, 2, 0, comm);
   EXPECT_EQ(rb.loads, (std::vector<int64_t>{160, 0, 0, 160}));
   // max_tokens keeps whole sequences.

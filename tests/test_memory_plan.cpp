@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "model/flops.h"
 #include "model/transformer.h"
+#include "moe/balancer.h"
 #include "train/optimizer.h"
 
 namespace moe {
@@ -38,6 +39,7 @@ size_t allocated(const Config& c) {
   auto be = make_cpu_backend<T, A>(1);
   LocalComm local;
   Transformer<T, A> model(c, *be, c.train.micro_batch);
+  Balancer balancer(c.balance, model.moe_layers(), c.moe.n_routed, be.get());
   Optimizer<T, A> optimizer(*be, model.params(), c.train.zero, local, local, nullptr);
   return be->current_bytes();
 }

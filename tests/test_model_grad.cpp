@@ -10,6 +10,7 @@
 #include "backend/backend.h"
 #include "config/config.h"
 #include "model/transformer.h"
+#include "moe/balancer.h"
 
 namespace moe {
 namespace {
@@ -71,7 +72,9 @@ double gradient_check(const Config& c, const std::vector<float>& bias = {}) {
   const double aux_scale = 0.7;
   Transformer<double> model(c, *be, B);
   model.init_params(42);
-  if (!bias.empty()) model.set_router_bias(bias);
+  Balancer balancer(c.balance, model.moe_layers(), c.moe.n_routed, be.get());
+  if (!bias.empty()) balancer.set_bias(bias);
+  model.use_router_bias(balancer.device_bias());
   const Batch batch = make_batch(c, B);
 
   auto& ps = model.params();

@@ -151,7 +151,6 @@ TEST(Equivalence, AllTokensOnOneRanksExperts) {
     auto data = make_train_source(c);
     Trainer<float> t(c, *be, comm, *data, nullptr, ep, replica);
     t.balancer().set_bias(bias);
-    t.model().set_router_bias(bias);
     return record(t, 3);
   };
   LocalComm local;

@@ -42,7 +42,6 @@ Trace run(const Config& c, Comm& world, bool skew = false) {
     std::vector<float> bias(size_t(c.model.moe_layers()) * c.moe.n_routed, 0.0f);
     for (int l = 0; l < c.model.moe_layers(); ++l) bias[l * 8 + 6] = bias[l * 8 + 7] = 5.0f;
     t.balancer().set_bias(bias);
-    t.model().set_router_bias(bias);
   }
   Trace tr;
   for (int64_t s = 0; s < c.train.steps; ++s) {

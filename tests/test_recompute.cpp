@@ -86,7 +86,9 @@ Pass forward_backward(const Config& c) {
   std::uniform_real_distribution<float> u(-0.02f, 0.02f);
   std::vector<float> bias(size_t(L) * E);
   for (float& b : bias) b = u(rng);
-  model.set_router_bias(bias);
+  Balancer balancer(c.balance, L, E, be.get());  // owns the bias the routers read
+  balancer.set_bias(bias);
+  model.use_router_bias(balancer.device_bias());
   const int B = c.train.micro_batch, N = B * c.model.seq_len;
   std::vector<int32_t> tokens(N), targets(N);
   for (int i = 0; i < N; ++i) tokens[i] = int32_t(rng() % c.model.vocab_size);

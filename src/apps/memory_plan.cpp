@@ -9,6 +9,7 @@
 #include "comm/topology.h"
 #include "model/flops.h"
 #include "model/transformer.h"
+#include "moe/balancer.h"
 #include "train/optimizer.h"
 
 namespace moe {
@@ -163,6 +164,7 @@ MemoryPlan count(const Config& cfg, BackendKind kind, const Topology& topo) {
   ShapeComm world(topo.world_rank, topo.world_size), replica(topo.ep_group, topo.dp_size);
   {
     Transformer<T, A> model(cfg, be, cfg.train.micro_batch, ep.get());
+    Balancer balancer(cfg.balance, model.moe_layers(), cfg.moe.n_routed, &be);  // the bias
     ParamSet<T>& ps = model.params();
     p.local_params = ps.size();
     p.weights = p.grads = ps.size() * sizeof(T);

@@ -30,7 +30,7 @@ struct MemoryPlan {
   size_t grads = 0;             // their gradients
   size_t optimizer = 0;         // AdamW first and second moments (ZeRO-1: this rank's shards)
   size_t weight_copies = 0;     // bf16 copies of the matmul weights (CUDA bf16)
-  size_t activations = 0;       // everything kept for backward, and the token buffers
+  size_t activations = 0;       // everything kept for backward, the token buffers, the router bias
   size_t scratch = 0;           // shared: one layer's backward, one loss chunk
   size_t workspace = 0;         // the CUDA backend's own buffers (estimated)
   int loss_chunk_rows = 0;

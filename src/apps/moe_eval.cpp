@@ -41,10 +41,10 @@ nlohmann::json evaluate_checkpoint(const moe::Config& cfg, moe::BackendKind kind
     spdlog::warn("{}", caveat);
   moe::LocalComm comm;
   moe::Transformer<T, A> model(cfg, *be, batch);
-  moe::Balancer balancer(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed);
+  moe::Balancer balancer(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed, be.get());
   const moe::TrainerState st =
       moe::load_checkpoint(ckpt, model.params(), balancer, cfg.model.first_dense_layers);
-  model.set_router_bias(balancer.bias());
+  model.use_router_bias(balancer.device_bias());
   spdlog::info("checkpoint {} (step {}), validation {}", ckpt, st.step, val.describe());
   const moe::EvalResult r = moe::evaluate(model, val, batch, max_tokens, comm);
   nlohmann::json j = moe::eval_report(r, st.step, val.describe(), ckpt);

@@ -90,10 +90,6 @@ Transformer<T, A>::Transformer(const Config& cfg, Backend<T, A>& be, int max_seq
   loss_chunk_ = chunk_rows_for(cfg, N, sizeof(A));
   scratch_bytes = std::max(scratch_bytes, Scratch::bytes<A>(size_t(loss_chunk_) * mc.vocab_size));
   scratch_.allocate(arena_, scratch_bytes);
-  bias_ = arena_.alloc<float>(size_t(moe_layers()) * cfg.moe.n_routed);
-  set_router_bias(std::vector<float>(
-      size_t(moe_layers()) * cfg.moe.n_routed,
-      cfg.balance.bias_mode == BiasMode::Multiplicative ? 1.0f : 0.0f));
   tokens_ = arena_.alloc<int32_t>(N);
   targets_ = arena_.alloc<int32_t>(N);
   resid_final_ = arena_.alloc<T>(N * D);
@@ -107,12 +103,6 @@ Transformer<T, A>::Transformer(const Config& cfg, Backend<T, A>& be, int max_seq
 
 template <typename T, typename A>
 Transformer<T, A>::~Transformer() = default;
-
-template <typename T, typename A>
-void Transformer<T, A>::set_router_bias(const std::vector<float>& bias) {
-  MOE_CHECK(bias.size() == size_t(moe_layers()) * cfg_.moe.n_routed, "router bias size");
-  if (!bias.empty()) be_.to_device(bias_, bias.data(), bias.size() * sizeof(float));
-}
 
 template <typename T, typename A>
 const Router<T, A>& Transformer<T, A>::router(int m) const {
@@ -157,7 +147,8 @@ ForwardResult Transformer<T, A>::forward(const int32_t* tokens, const int32_t* t
       L.dense->forward(be_, params_, tmp_, L.ln2_out, N);
     } else {
       int64_t* counts = opt.counts ? opt.counts + size_t(m) * E : nullptr;
-      r.aux_loss_sum += L.moe->forward(be_, params_, tmp_, L.ln2_out, N, bias_ + size_t(m) * E,
+      const float* bias = bias_ ? bias_ + size_t(m) * E : nullptr;
+      r.aux_loss_sum += L.moe->forward(be_, params_, tmp_, L.ln2_out, N, bias,
                                        counts, aux_ptr);
       ++m;
     }

@@ -61,8 +61,11 @@ class Transformer {
   int moe_layers() const { return int(moe_index_.size()); }
   const Config& config() const { return cfg_; }
 
-  // Selection bias of every MoE layer, host fp32 [moe_layers * n_routed].
-  void set_router_bias(const std::vector<float>& bias);
+  // The selection bias the routers read: fp32 backend memory [moe_layers *
+  // n_routed], borrowed from its owner (Balancer::device_bias); it must
+  // outlive the model's forwards. Null (the default): select on the scores
+  // alone, which is the bias's start value.
+  void use_router_bias(const float* bias) { bias_ = bias; }
 
   // B sequences of seq_len tokens (host int32 [B*S]) and their next-token
   // targets. With ce_grad_scale != 0, keeps what backward() needs.
@@ -113,7 +116,7 @@ class Transformer {
   std::vector<Layer> layers_;
   Norms norms_;  // the redone norm outputs (full: and mid), one set for all layers
   std::vector<int> moe_index_;  // layer index of each MoE layer
-  float* bias_ = nullptr;       // [moe_layers * E] fp32
+  const float* bias_ = nullptr;  // [moe_layers * E] fp32, borrowed (use_router_bias)
   int32_t *tokens_ = nullptr, *targets_ = nullptr;
   T *resid_final_ = nullptr, *rstdf_ = nullptr, *losses_ = nullptr;
   A* lnf_out_ = nullptr;

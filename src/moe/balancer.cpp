@@ -4,16 +4,30 @@
 
 namespace moe {
 
-Balancer::Balancer(const BalanceConfig& cfg, int moe_layers, int n_routed)
+Balancer::Balancer(const BalanceConfig& cfg, int moe_layers, int n_routed, BackendBase* be)
     : cfg_(cfg),
       layers_(moe_layers),
       E_(n_routed),
-      bias_(size_t(moe_layers) * n_routed,
-            cfg.bias_mode == BiasMode::Multiplicative ? 1.0f : 0.0f) {}
+      bias_(size_t(moe_layers) * n_routed, start_value(cfg.bias_mode)),
+      be_(be) {
+  if (be_ && !bias_.empty()) {
+    device_ = alloc_array<float>(*be_, bias_.size());
+    to_device();
+  }
+}
+
+Balancer::~Balancer() {
+  if (device_) be_->free_bytes(device_);
+}
+
+void Balancer::to_device() {
+  if (device_) be_->to_device(device_, bias_.data(), bias_.size() * sizeof(float));
+}
 
 void Balancer::set_bias(const std::vector<float>& b) {
   MOE_CHECK(b.size() == bias_.size(), "Balancer::set_bias: size mismatch");
   bias_ = b;
+  to_device();
 }
 
 void Balancer::update(const std::vector<int64_t>& counts) {
@@ -37,13 +51,14 @@ void Balancer::update(const std::vector<int64_t>& counts) {
     if (cfg_.center_bias) {
       // Keeps the bias around its start value; selection is unchanged for the
       // additive bias (a common shift), and centring stops drift.
-      const double start = cfg_.bias_mode == BiasMode::Multiplicative ? 1.0 : 0.0;
+      const double start = start_value(cfg_.bias_mode);
       double mean_b = 0;
       for (int i = 0; i < E_; ++i) mean_b += b[i];
       mean_b /= E_;
       for (int i = 0; i < E_; ++i) b[i] = float(double(b[i]) - mean_b + start);
     }
   }
+  to_device();
 }
 
 }  // namespace moe

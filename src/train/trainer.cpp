@@ -27,13 +27,13 @@ Trainer<T, A>::Trainer(const Config& cfg, Backend<T, A>& be, Comm& comm, const T
       model_(std::make_unique<Transformer<T, A>>(cfg, be, cfg.train.micro_batch, ep_)),
       optimizer_(std::make_unique<Optimizer<T, A>>(be, model_->params(), cfg.train.zero, comm,
                                                    *replica_, ep_)),
-      balancer_(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed),
+      balancer_(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed, &be),
       tokens_(size_t(cfg.train.micro_batch) * cfg.model.seq_len),
       targets_(tokens_.size()),
       counts_(size_t(cfg.model.moe_layers()) * cfg.moe.n_routed),
       micro_counts_(counts_.size() * size_t(sampler_.micro_batches_per_rank())) {
   model_->init_params(cfg.train.seed);
-  model_->set_router_bias(balancer_.bias());
+  model_->use_router_bias(balancer_.device_bias());
   state_.config_yaml = config_to_yaml(cfg);
   state_.version = MOE_VERSION;
 }
@@ -143,7 +143,6 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
     // Loss-Free Balancing: the bias for the next step comes from this step's
     // global counts (never the current batch's future).
     balancer_.update(counts_);
-    if (balancer_.updates_bias()) model_->set_router_bias(balancer_.bias());
     consecutive_skips_ = 0;
   } else {
     ++state_.skipped_steps;
@@ -242,7 +241,6 @@ void Trainer<T, A>::resume_from(const std::string& ckpt_dir) {
   const TrainerState loaded = load_checkpoint(ckpt_dir, model_->params(), balancer_,
                                               cfg_.model.first_dense_layers, &moments);
   optimizer_->moments_from_host(moments.m, moments.v);
-  model_->set_router_bias(balancer_.bias());
   state_.step = loaded.step;
   state_.tokens_seen = loaded.tokens_seen;
   state_.skipped_steps = loaded.skipped_steps;
