@@ -4,6 +4,21 @@
 
 namespace moe {
 
+ExpertParam expert_param(const std::string& layer_prefix, int expert, bool w13, int D, int Fe) {
+  return {layer_prefix + ".experts." + std::to_string(expert) + (w13 ? ".w13" : ".w2"),
+          w13 ? std::vector<int64_t>{2 * int64_t(Fe), D} : std::vector<int64_t>{D, Fe}};
+}
+
+std::vector<ExpertParam> expert_region_layout(const Config& cfg, int first, int count) {
+  std::vector<ExpertParam> out;
+  for (int l = cfg.model.first_dense_layers; l < cfg.model.layers; ++l)
+    for (bool w13 : {true, false})
+      for (int e = first; e < first + count; ++e)
+        out.push_back(expert_param("layers." + std::to_string(l) + ".moe", e, w13,
+                                   cfg.model.hidden, cfg.moe.expert_intermediate));
+  return out;
+}
+
 template <typename T, typename A>
 MoeLayer<T, A>::MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Config& cfg, Comm* ep)
     : D_(cfg.model.hidden),
@@ -20,16 +35,12 @@ MoeLayer<T, A>::MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Confi
   // under any expert layout); the local ones registered back to back so each
   // projection is one [E/P, out, in] block.
   const int first = dispatcher_.first_expert(), last = first + dispatcher_.local_experts();
-  for (int e = first; e < last; ++e) {
-    auto id = ps.add(prefix + ".experts." + std::to_string(e) + ".w13", {2 * Fe_, D_},
-                     ParamInit::Normal, true, true);
-    if (e == first) w13_first_ = id;
-  }
-  for (int e = first; e < last; ++e) {
-    auto id = ps.add(prefix + ".experts." + std::to_string(e) + ".w2", {D_, Fe_},
-                     ParamInit::Normal, true, true);
-    if (e == first) w2_first_ = id;
-  }
+  for (bool w13 : {true, false})
+    for (int e = first; e < last; ++e) {
+      ExpertParam p = expert_param(prefix, e, w13, D_, Fe_);
+      auto id = ps.add(p.name, std::move(p.shape), ParamInit::Normal, true, true);
+      if (e == first) (w13 ? w13_first_ : w2_first_) = id;
+    }
 }
 
 template <typename T, typename A>

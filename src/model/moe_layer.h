@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "model/swiglu_mlp.h"
@@ -16,6 +17,19 @@
 #include "moe/router.h"
 
 namespace moe {
+
+// One routed expert's projection as a named parameter: "<layer>.experts.<e>.w13"
+// [2 Fe, D] (W1 and W3 stacked) or ".w2" [D, Fe], e the global expert index.
+// The one definition the layer registers and the checkpoint gathers by.
+struct ExpertParam {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+ExpertParam expert_param(const std::string& layer_prefix, int expert, bool w13, int D, int Fe);
+// The expert region of the parameter set of a rank holding experts
+// [first, first + count): per MoE layer ("layers.<l>.moe"), the w13 of each
+// of them, then their w2, in registration order.
+std::vector<ExpertParam> expert_region_layout(const Config& cfg, int first, int count);
 
 template <typename T, typename A = T>
 class MoeLayer {

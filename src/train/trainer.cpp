@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "eval/evaluator.h"
 #include "moe/load_stats.h"
+#include "train/checkpoint_gather.h"
 #include "train/lr_schedule.h"
 #include "train/stop_signal.h"
 
@@ -166,67 +167,10 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
 }
 
 template <typename T, typename A>
-std::vector<TensorState<T>> Trainer<T, A>::checkpoint_tensors() {
-  const ParamSet<T>& ps = model_->params();
-  // Rank 0 writes; with expert parallelism the other ranks of the first EP
-  // group send it their experts. ZeRO-1 shards are gathered on every rank
-  // (a collective).
-  const bool writes = comm_.rank() == 0 || (ep_ && comm_.rank() < ep_->size());
-  std::vector<T> m, v;
-  if (writes || optimizer_->sharded()) optimizer_->moments_to_host(m, v);
-  if (!ep_) return comm_.rank() == 0 ? tensor_states(ps, m, v) : std::vector<TensorState<T>>{};
-  // Expert parallelism: the first EP group holds every expert between its
-  // ranks; they send their expert block (parameters and both moments) to
-  // rank 0, which names the tensors by the layout every rank shares.
-  if (!writes) return {};
-  const size_t ne = ps.expert_size();
-  const int P = ep_->size();
-  std::vector<T> mine(3 * ne), all;
-  {
-    std::vector<T> p = ps.params_to_host();
-    std::copy(p.begin(), p.begin() + ne, mine.begin());
-    std::copy(m.begin(), m.begin() + ne, mine.begin() + ne);
-    std::copy(v.begin(), v.begin() + ne, mine.begin() + 2 * ne);
-  }
-  std::vector<int64_t> send(P, 0), recv(P, 0);
-  send[0] = int64_t(mine.size());
-  if (ep_->rank() == 0)
-    for (int q = 0; q < P; ++q) recv[q] = int64_t(mine.size());
-  all.resize(ep_->rank() == 0 ? mine.size() * P : 0);
-  ep_->alltoallv(mine.data(), send.data(), all.data(), recv.data());
-  if (comm_.rank() != 0) return {};
-
-  std::vector<TensorState<T>> out;
-  for (auto& t : tensor_states(ps, m, v))
-    if (!ps.info(ps.find(t.name)).expert) out.push_back(std::move(t));
-  const Config& c = cfg_;
-  const int El = c.moe.n_routed / P, D = c.model.hidden, Fe = c.moe.expert_intermediate;
-  for (int q = 0; q < P; ++q) {
-    const T* base = all.data() + size_t(q) * 3 * ne;
-    size_t off = 0;
-    // Registration order of the expert region: per MoE layer, the w13 of
-    // the local experts, then their w2.
-    for (int l = c.model.first_dense_layers; l < c.model.layers; ++l)
-      for (const char* proj : {"w13", "w2"})
-        for (int e = q * El; e < (q + 1) * El; ++e) {
-          TensorState<T> t;
-          t.name = "layers." + std::to_string(l) + ".moe.experts." + std::to_string(e) + "." + proj;
-          t.shape = proj[1] == '1' ? std::vector<int64_t>{2 * Fe, D} : std::vector<int64_t>{D, Fe};
-          const size_t n = size_t(t.shape[0] * t.shape[1]);
-          t.param.assign(base + off, base + off + n);
-          t.m.assign(base + ne + off, base + ne + off + n);
-          t.v.assign(base + 2 * ne + off, base + 2 * ne + off + n);
-          off += n;
-          out.push_back(std::move(t));
-        }
-  }
-  return out;
-}
-
-template <typename T, typename A>
 std::string Trainer<T, A>::save_checkpoint() {
   if (cfg_.checkpoint.dir.empty()) return "";
-  const std::vector<TensorState<T>> tensors = checkpoint_tensors();
+  const std::vector<TensorState<T>> tensors =
+      gather_checkpoint_tensors(cfg_, model_->params(), *optimizer_, comm_, ep_);
   std::string path;
   if (comm_.rank() == 0)
     path = moe::save_checkpoint(cfg_.checkpoint.dir, tensors, balancer_,

@@ -73,9 +73,6 @@ class Trainer {
   std::function<void()> on_progress;
 
  private:
-  // Every tensor of the model, experts of the whole EP group included, for
-  // the checkpoint written by rank 0 (empty on other ranks).
-  std::vector<TensorState<T>> checkpoint_tensors();
   void evaluate_and_log(MetricsLog* log);
   void final_evaluation(MetricsLog* log, const std::string& checkpoint);
   std::vector<double> computation_batch_maxvio();
