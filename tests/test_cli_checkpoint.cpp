@@ -117,7 +117,7 @@ TEST(CliCheckpoint, CrashDuringSaveKeepsThePreviousCheckpoint) {
   auto args = train_args(d, 4, 2);
   args.insert(args.end(), {"--resume", "auto"});
   // The process dies between writing step 4 and renaming it into place.
-  EXPECT_EQ(run(kTrain, args, d / "log2", "MOE_TEST_CHECKPOINT_FAULT=before_rename"), 3);
+  EXPECT_EQ(run(kTrain, args, d / "log2", "MOE_FAULT_INJECTION=checkpoint.before_rename"), 3);
   EXPECT_TRUE(fs::exists(d / "ckpt" / ".step_00000004.tmp"));
   const std::string latest = moe::find_latest_checkpoint((d / "ckpt").string());
   EXPECT_EQ(fs::path(latest).filename(), "step_00000002");

@@ -63,7 +63,7 @@ TEST(CliMpi, TwoRanksExpertParallelMatchOneRank) {
 
 TEST(CliMpi, AFailingRankEndsTheJobWithinSeconds) {
   const fs::path d = temp_dir("fail");
-  const CommandResult r = run("MOE_TEST_FAIL_RANK=1 " + kMpirun + kTrain +
+  const CommandResult r = run("MOE_FAULT_INJECTION=train.fail_rank=1 " + kMpirun + kTrain +
                        " --set train.steps=1000 --set log.out_dir=" + d.string());
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_NE(r.code, 124) << "the job hung until the timeout";

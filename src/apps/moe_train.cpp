@@ -125,11 +125,6 @@ int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
     trainer.resume_from(resume_dir);
     spdlog::info("resumed from {} at step {}", resume_dir, trainer.next_step());
   }
-  // Testing hook (tests/test_cli_mpi.cpp): this rank fails in its second step.
-  if (const char* r = std::getenv("MOE_TEST_FAIL_RANK"); r && std::atoi(r) == world.rank())
-    trainer.after_backward_hook = [](int64_t step, moe::ParamSet<T>&) {
-      if (step >= 1) throw moe::InternalError("injected failure (MOE_TEST_FAIL_RANK)");
-    };
   const auto& ps = trainer.model().params();
   spdlog::info("model: {} parameters on this rank ({} tensors), {} layers ({} MoE), {} routed + "
                "{} shared experts, top-{}",

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/fault.h"
 #include "train/safetensors.h"
 
 namespace moe {
@@ -70,11 +71,10 @@ void require_finite(const std::vector<T>& v, const char* what) {
       throw InternalError(std::string("refusing to write a checkpoint with non-finite ") + what);
 }
 
-// Testing hook: lets the checkpoint tests crash the process between writing
-// a checkpoint and making it visible, as a power loss would.
+// Fault point (core/fault.h): the checkpoint tests crash the process
+// between writing a checkpoint and making it visible, as a power loss would.
 void maybe_crash_before_rename() {
-  const char* fault = std::getenv("MOE_TEST_CHECKPOINT_FAULT");
-  if (fault && std::string(fault) == "before_rename") std::_Exit(3);
+  if (injected_fault("checkpoint.before_rename")) std::_Exit(3);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/fault.h"
 #include "eval/evaluator.h"
 #include "moe/load_stats.h"
 #include "train/checkpoint_gather.h"
@@ -35,6 +36,11 @@ Trainer<T, A>::Trainer(const Config& cfg, Backend<T, A>& be, Comm& comm, const T
       micro_counts_(counts_.size() * size_t(sampler_.micro_batches_per_rank())) {
   model_->init_params(cfg.train.seed);
   model_->use_router_bias(balancer_.device_bias());
+  // Fault point (core/fault.h): this rank fails in its second step.
+  if (const auto r = injected_fault("train.fail_rank"); r && *r == std::to_string(comm.rank()))
+    after_backward_hook = [](int64_t step, ParamSet<T>&) {
+      if (step >= 1) throw InternalError("injected failure (MOE_FAULT_INJECTION train.fail_rank)");
+    };
   state_.config_yaml = config_to_yaml(cfg);
   state_.version = MOE_VERSION;
 }

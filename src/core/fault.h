@@ -1,0 +1,21 @@
+// Fault injection, the one mechanism the failure tests use: the environment
+// variable MOE_FAULT_INJECTION lists the faults to inject, comma-separated,
+// each "point" or "point=value". Unset (every production run) nothing is
+// armed, and an armed fault logs a warning where it is read, so no run can
+// trip one silently. The points (docs/design.md, section 6):
+//   checkpoint.before_rename   the process exits with code 3 after writing a
+//                              checkpoint and before renaming it into place
+//   train.fail_rank=R          world rank R throws an internal error in its
+//                              second training step
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace moe {
+
+// The value of `point` in MOE_FAULT_INJECTION ("" for a point without one),
+// or nothing when it is not armed.
+std::optional<std::string> injected_fault(const std::string& point);
+
+}  // namespace moe
