@@ -63,12 +63,6 @@ void topk_route(int32_t* expert_idx, float* gates, const float* scores, const fl
                 int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
                 cudaStream_t stream);
 
-// counts[e] += #{(t,k) : expert_idx[t*K+k] == e} for e in [0,E) (int64, device).
-// Integer atomics only, so the result is exact and order-independent. Indices
-// outside [0,E) are ignored. Requires E <= 8192 (a shared-memory histogram).
-void expert_counts(int64_t* counts, const int32_t* expert_idx, int N, int K, int E,
-                   cudaStream_t stream);
-
 }  // namespace moe::kernels
 
 // The other op families, one header each beside their .cu files.

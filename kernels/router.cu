@@ -1,5 +1,5 @@
-// Router: top-K expert selection with a selection-only bias, and per-expert
-// token counts for load balancing.
+// Router: top-K expert selection with a selection-only bias. (The per-expert
+// counts come from the dispatch plan, kernels/dispatch.cu.)
 //
 // topk: one warp per token. K rounds; in each round every lane scans its
 // experts (lane, lane+32, ...) for the best one not yet taken, then the warp
@@ -20,9 +20,6 @@ namespace moe::kernels {
 namespace {
 
 constexpr int kTopkWarps = 4;  // tokens per block
-constexpr int kCountThreads = 256;
-constexpr int kMaxCountBlocks = 1024;
-constexpr int kMaxCountExperts = 8192;  // shared histogram: 32 KiB
 
 __device__ __forceinline__ bool before(float ka, int ia, float kb, int ib) {
   return topk_before(ka, ia, kb, ib);
@@ -80,25 +77,6 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
   }
 }
 
-// Block-local histogram in shared memory (int atomics, cheap), then one
-// 64-bit integer atomic per non-empty bin. Integer addition is associative,
-// so the totals are exact in any order.
-__global__ void __launch_bounds__(kCountThreads)
-    expert_counts_kernel(unsigned long long* __restrict__ counts,
-                         const int32_t* __restrict__ expert_idx, size_t total, int E) {
-  extern __shared__ unsigned int hist[];
-  for (int e = threadIdx.x; e < E; e += kCountThreads) hist[e] = 0;
-  __syncthreads();
-  for (size_t i = static_cast<size_t>(blockIdx.x) * kCountThreads + threadIdx.x; i < total;
-       i += static_cast<size_t>(gridDim.x) * kCountThreads) {
-    const int e = expert_idx[i];
-    if (e >= 0 && e < E) atomicAdd(&hist[e], 1u);
-  }
-  __syncthreads();
-  for (int e = threadIdx.x; e < E; e += kCountThreads)
-    if (hist[e] != 0) atomicAdd(&counts[e], static_cast<unsigned long long>(hist[e]));
-}
-
 }  // namespace
 
 void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
@@ -112,23 +90,6 @@ void topk_route(int32_t* expert_idx, float* gates, const float* scores, const fl
   const int blocks = (N + kTopkWarps - 1) / kTopkWarps;
   topk_route_kernel<<<blocks, kTopkWarps * 32, 0, stream>>>(
       expert_idx, gates, scores, bias, N, E, K, multiplicative_bias, normalize, route_scale);
-  MOE_CUDA_CHECK(cudaGetLastError());
-}
-
-void expert_counts(int64_t* counts, const int32_t* expert_idx, int N, int K, int E,
-                   cudaStream_t stream) {
-  static_assert(sizeof(int64_t) == sizeof(unsigned long long));
-  MOE_CHECK(N >= 0 && K >= 1 && E >= 1 && E <= kMaxCountExperts,
-            "expert_counts: bad sizes N=" + std::to_string(N) + " K=" + std::to_string(K) +
-                " E=" + std::to_string(E));
-  const size_t total = static_cast<size_t>(N) * static_cast<size_t>(K);
-  if (total == 0) return;
-  MOE_CHECK(counts && expert_idx, "expert_counts: null pointer");
-  const size_t want = (total + kCountThreads - 1) / kCountThreads;
-  const int blocks = static_cast<int>(want < kMaxCountBlocks ? want : kMaxCountBlocks);
-  // Two's-complement int64 += is the same bit operation as unsigned 64-bit +=.
-  expert_counts_kernel<<<blocks, kCountThreads, E * sizeof(unsigned int), stream>>>(
-      reinterpret_cast<unsigned long long*>(counts), expert_idx, total, E);
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 

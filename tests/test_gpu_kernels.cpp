@@ -444,53 +444,6 @@ TEST(GpuRouter, BadSizesThrow) {
                                            false, 1.0f, nullptr));
 }
 
-TEST(GpuRouter, ExpertCountsAreExactAndAccumulate) {
-  SKIP_WITHOUT_DEVICE();
-  std::mt19937_64 rng(5);
-  for (const auto& [N, K, E] : {std::tuple{1, 1, 1}, std::tuple{1000, 6, 64},
-                               std::tuple{100003, 8, 64}, std::tuple{4097, 2, 3000}}) {
-    SCOPED_TRACE("N=" + std::to_string(N) + " K=" + std::to_string(K) + " E=" + std::to_string(E));
-    // Skewed loads (a few hot experts), plus out-of-range ids that must be ignored.
-    std::uniform_int_distribution<int> any(-1, E);
-    std::uniform_int_distribution<int> hot(0, std::min(E, 4) - 1);
-    std::bernoulli_distribution pick_hot(0.5);
-    std::vector<int32_t> idx(static_cast<size_t>(N) * K);
-    for (auto& e : idx) e = pick_hot(rng) ? hot(rng) : any(rng);
-    std::vector<int64_t> counts0(E);
-    for (int e = 0; e < E; ++e) counts0[e] = (int64_t{1} << 40) + e;  // big: exercises 64 bits
-    std::vector<int64_t> ref = counts0;
-    for (int32_t e : idx)
-      if (e >= 0 && e < E) ++ref[e];
-
-    DeviceBuffer<int32_t> d_idx(idx);
-    DeviceBuffer<int64_t> d_counts(counts0);
-    moe::kernels::expert_counts(d_counts.get(), d_idx.get(), N, K, E, nullptr);
-    MOE_CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_EQ(d_counts.download(), ref);
-  }
-}
-
-TEST(GpuRouter, CountsOfARoutingSumToNK) {
-  SKIP_WITHOUT_DEVICE();
-  std::mt19937_64 rng(21);
-  const int N = 3001, E = 64, K = 6;
-  const auto s = sigmoid_scores(static_cast<size_t>(N) * E, rng);
-  const auto b = uniform(E, rng, -0.05, 0.05);
-  DeviceBuffer<float> d_s(s), d_b(b), d_g(static_cast<size_t>(N) * K);
-  DeviceBuffer<int32_t> d_i(static_cast<size_t>(N) * K);
-  DeviceBuffer<int64_t> d_c(std::vector<int64_t>(E, 0));
-  moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), d_b.get(), N, E, K, false, false,
-                           1.0f, nullptr);
-  moe::kernels::expert_counts(d_c.get(), d_i.get(), N, K, E, nullptr);
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
-  const auto idx = d_i.download();
-  const auto counts = d_c.download();
-  std::vector<int64_t> ref(E, 0);
-  for (int32_t e : idx) ++ref.at(e);
-  EXPECT_EQ(counts, ref);
-  EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t{0}), int64_t{N} * K);
-}
-
 }  // namespace
 
 #else  // !MOE_WITH_CUDA
