@@ -1,4 +1,5 @@
-// Causal softmax attention over the fused qkv buffer, fp32, flash-style.
+// Causal softmax attention over the fused qkv buffer, fp32, flash-style, and
+// the rotary embedding applied to its q and k parts (RoPE, at the end).
 //
 // Layout: qkv [B*S, 3*H*hd] = q | k | v (head h at columns h*hd of each part),
 // out [B*S, H*hd], lse [B, H, S]; scale 1/sqrt(hd).
@@ -33,12 +34,14 @@
 // double-buffered cp.async (or TMA on sm_90) loads, and skip the per-element
 // causal mask on tiles fully below the diagonal. The math and the one-writer
 // structure of the backward would stay the same.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
+#include "attention.h"
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
-#include "kernels_attention_dispatch.h"
+#include "elem.cuh"
 
 namespace moe::kernels {
 namespace {
@@ -462,5 +465,76 @@ void attention_backward(float* dqkv, const float* dout, const float* out, const 
   else
     backward_impl<128>(dqkv, dout, lse, Dv, qkv, B, S, H, hd, scale, stream);
 }
+
+
+// RoPE, on the q and k parts of the same fused qkv rows attention reads.
+namespace {
+
+constexpr int kRopeThreads = 256;
+constexpr size_t kRopeMaxBlocks = 65536;  // grid-stride beyond this
+
+// ------------------------------------------------------------------- RoPE --
+
+// One thread per (row n, pair i < hd/2). Its angle (n % S) * theta^(-2i/hd),
+// cos and sin are computed once in fp64 and applied to the pair in each of the
+// 2H q and k heads of the row; the rotation itself is also done in fp64 and
+// rounded to fp32 once, as on the CPU. fp64 matters: in fp32 an angle of a
+// few thousand radians already carries an absolute error of ~1e-4.
+// Consecutive threads take consecutive i, so each head's loads coalesce.
+template <typename A>
+__global__ void __launch_bounds__(kRopeThreads)
+    rope_kernel(A* qkv, size_t total, int S, int H, int hd, double theta, double dir) {
+  const int half = hd / 2;
+  const size_t W = static_cast<size_t>(3) * H * hd;
+  for (size_t t = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x); t < total; t += (static_cast<size_t>(gridDim.x) * blockDim.x)) {
+    const size_t n = t / half;
+    const int i = static_cast<int>(t % half);
+    const double inv_freq = pow(theta, -2.0 * i / hd);
+    const double angle = static_cast<double>(n % S) * inv_freq;
+    double sn, cs;
+    sincos(angle, &sn, &cs);
+    sn *= dir;
+    A* row = qkv + n * W;
+    for (int h = 0; h < 2 * H; ++h) {  // q heads then k heads: the first 2*H*hd columns
+      A* x = row + static_cast<size_t>(h) * hd;
+      const double a = to_f32(x[i]), b = to_f32(x[i + half]);
+      store(&x[i], static_cast<float>(a * cs - b * sn));
+      store(&x[i + half], static_cast<float>(b * cs + a * sn));
+    }
+  }
+}
+
+template <typename A>
+void rope_launch(const char* what, A* qkv, int B, int S, int H, int hd, double theta,
+                 double dir, cudaStream_t stream) {
+  MOE_CHECK(B >= 0 && S > 0 && H > 0 && hd > 0 && hd % 2 == 0,
+            std::string(what) + ": bad shape B=" + std::to_string(B) + " S=" +
+                std::to_string(S) + " H=" + std::to_string(H) + " hd=" + std::to_string(hd) +
+                " (hd must be even)");
+  MOE_CHECK(theta > 0.0, std::string(what) + ": theta must be positive");
+  const size_t total = static_cast<size_t>(B) * S * (hd / 2);
+  if (total == 0) return;
+  MOE_CHECK(qkv, std::string(what) + ": null pointer");
+  rope_kernel<<<static_cast<unsigned>(std::min(kRopeMaxBlocks, (total + kRopeThreads - 1) / kRopeThreads)), kRopeThreads, 0, stream>>>(qkv, total, S, H, hd, theta, dir);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+template <typename A>
+void rope_forward(A* qkv, int B, int S, int H, int hd, double theta, cudaStream_t stream) {
+  rope_launch("rope_forward", qkv, B, S, H, hd, theta, 1.0, stream);
+}
+
+template <typename A>
+void rope_backward(A* dqkv, int B, int S, int H, int hd, double theta, cudaStream_t stream) {
+  rope_launch("rope_backward", dqkv, B, S, H, hd, theta, -1.0, stream);
+}
+
+#define INSTANTIATE(A)                                                          \
+  template void rope_forward<A>(A*, int, int, int, int, double, cudaStream_t); \
+  template void rope_backward<A>(A*, int, int, int, int, double, cudaStream_t);
+MOE_FOR_ACTIVATIONS(INSTANTIATE)
+#undef INSTANTIATE
 
 }  // namespace moe::kernels

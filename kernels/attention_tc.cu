@@ -1,6 +1,6 @@
 // Causal softmax attention on tensor cores: bf16 operands, fp32 accumulation,
 // FlashAttention-2 style (Dao, 2023), forward and a deterministic backward.
-// Launchers: kernels_attention_tc.h. Same math and layout as the fp32 SIMT
+// Launchers: attention_tc.h. Same math and layout as the fp32 SIMT
 // kernel in attention.cu (its one-writer backward included); only the
 // arithmetic moves to mma.sync.
 //
@@ -97,7 +97,7 @@
 
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
-#include "kernels_attention_tc.h"
+#include "attention_tc.h"
 #endif
 
 #include <cmath>

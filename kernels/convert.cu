@@ -1,11 +1,11 @@
-// fp32 <-> bf16 conversions for the bf16 matmul path (kernels_convert.h).
+// fp32 <-> bf16 conversions for the bf16 matmul path (convert.h).
 // Memory-bound: 4 elements per thread per iteration when the pointers allow
 // a vector access, a scalar grid-stride loop otherwise.
 #include <algorithm>
 #include <cstdint>
 
 #include "backend/cuda/cuda_device.h"
-#include "kernels_convert.h"
+#include "convert.h"
 
 namespace moe::kernels {
 namespace {

@@ -27,7 +27,7 @@
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
 #include "elem.cuh"
-#include "kernels_attention_dispatch.h"
+#include "dispatch.h"
 
 namespace moe::kernels {
 namespace {

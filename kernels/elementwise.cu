@@ -1,9 +1,9 @@
 // Elementwise kernels: add / scale, token embedding forward and backward,
-// SwiGLU forward and backward, RoPE forward and backward (rotate-half).
+// SwiGLU forward and backward (RoPE is with attention, kernels/attention.cu).
 //
 // Embedding rows and the add/scale ops are fp32 (the residual stream and
-// parameters); SwiGLU and RoPE run on activations, A = float or bf16
-// (kernels/elem.cuh), in fp32 (RoPE in fp64). Every kernel is deterministic: nothing here sums in a
+// parameters); SwiGLU runs on activations, A = float or bf16
+// (kernels/elem.cuh), in fp32. Every kernel is deterministic: nothing here sums in a
 // scheduling-dependent order and there are no float atomics (see
 // embedding_backward for the one scatter-add).
 #include <algorithm>
@@ -12,7 +12,7 @@
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
 #include "elem.cuh"
-#include "kernels_elementwise.h"
+#include "elementwise.h"
 
 namespace moe::kernels {
 namespace {
@@ -118,53 +118,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// ------------------------------------------------------------------- RoPE --
-
-// One thread per (row n, pair i < hd/2). Its angle (n % S) * theta^(-2i/hd),
-// cos and sin are computed once in fp64 and applied to the pair in each of the
-// 2H q and k heads of the row; the rotation itself is also done in fp64 and
-// rounded to fp32 once, as on the CPU. fp64 matters: in fp32 an angle of a
-// few thousand radians already carries an absolute error of ~1e-4.
-// Consecutive threads take consecutive i, so each head's loads coalesce.
-template <typename A>
-__global__ void __launch_bounds__(kThreads)
-    rope_kernel(A* qkv, size_t total, int S, int H, int hd, double theta, double dir) {
-  const int half = hd / 2;
-  const size_t W = static_cast<size_t>(3) * H * hd;
-  for (size_t t = global_tid(); t < total; t += grid_stride()) {
-    const size_t n = t / half;
-    const int i = static_cast<int>(t % half);
-    const double inv_freq = pow(theta, -2.0 * i / hd);
-    const double angle = static_cast<double>(n % S) * inv_freq;
-    double sn, cs;
-    sincos(angle, &sn, &cs);
-    sn *= dir;
-    A* row = qkv + n * W;
-    for (int h = 0; h < 2 * H; ++h) {  // q heads then k heads: the first 2*H*hd columns
-      A* x = row + static_cast<size_t>(h) * hd;
-      const double a = to_f32(x[i]), b = to_f32(x[i + half]);
-      store(&x[i], static_cast<float>(a * cs - b * sn));
-      store(&x[i + half], static_cast<float>(b * cs + a * sn));
-    }
-  }
-}
-
 void check_launch() { MOE_CUDA_CHECK(cudaGetLastError()); }
-
-template <typename A>
-void rope_launch(const char* what, A* qkv, int B, int S, int H, int hd, double theta,
-                 double dir, cudaStream_t stream) {
-  MOE_CHECK(B >= 0 && S > 0 && H > 0 && hd > 0 && hd % 2 == 0,
-            std::string(what) + ": bad shape B=" + std::to_string(B) + " S=" +
-                std::to_string(S) + " H=" + std::to_string(H) + " hd=" + std::to_string(hd) +
-                " (hd must be even)");
-  MOE_CHECK(theta > 0.0, std::string(what) + ": theta must be positive");
-  const size_t total = static_cast<size_t>(B) * S * (hd / 2);
-  if (total == 0) return;
-  MOE_CHECK(qkv, std::string(what) + ": null pointer");
-  rope_kernel<<<grid_for(total), kThreads, 0, stream>>>(qkv, total, S, H, hd, theta, dir);
-  check_launch();
-}
 
 }  // namespace
 
@@ -226,21 +180,9 @@ void swiglu_backward(A* da13, const A* dh, const A* a13, int N, int F, cudaStrea
   check_launch();
 }
 
-template <typename A>
-void rope_forward(A* qkv, int B, int S, int H, int hd, double theta, cudaStream_t stream) {
-  rope_launch("rope_forward", qkv, B, S, H, hd, theta, 1.0, stream);
-}
-
-template <typename A>
-void rope_backward(A* dqkv, int B, int S, int H, int hd, double theta, cudaStream_t stream) {
-  rope_launch("rope_backward", dqkv, B, S, H, hd, theta, -1.0, stream);
-}
-
 #define INSTANTIATE(A)                                                                         \
   template void swiglu_forward<A>(A*, const A*, int, int, cudaStream_t);                      \
-  template void swiglu_backward<A>(A*, const A*, const A*, int, int, cudaStream_t);           \
-  template void rope_forward<A>(A*, int, int, int, int, double, cudaStream_t);                \
-  template void rope_backward<A>(A*, int, int, int, int, double, cudaStream_t);
+  template void swiglu_backward<A>(A*, const A*, const A*, int, int, cudaStream_t);
 MOE_FOR_ACTIVATIONS(INSTANTIATE)
 #undef INSTANTIATE
 

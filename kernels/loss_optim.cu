@@ -11,7 +11,7 @@
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
 #include "elem.cuh"
-#include "kernels_elementwise.h"
+#include "loss_optim.h"
 
 namespace moe::kernels {
 namespace {

@@ -16,7 +16,7 @@
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
 #include "elem.cuh"
-#include "kernels.h"
+#include "rmsnorm.h"
 
 namespace moe::kernels {
 namespace {

@@ -10,11 +10,13 @@
 // order gives ties to the lower expert index, lists experts in selection order
 // and, being total, always yields K distinct experts in [0, E), NaN or not.
 #include <climits>
+#include <string>
+#include <vector>
 
 #include "backend/cuda/cuda_device.h"
 #include "backend/topk_order.h"
 #include "core/error.h"
-#include "kernels.h"
+#include "router.h"
 
 namespace moe::kernels {
 namespace {
@@ -91,6 +93,260 @@ void topk_route(int32_t* expert_idx, float* gates, const float* scores, const fl
   topk_route_kernel<<<blocks, kTopkWarps * 32, 0, stream>>>(
       expert_idx, gates, scores, bias, N, E, K, multiplicative_bias, normalize, route_scale);
   MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace moe::kernels
+
+// ---- gate scores, the backward of selection, the aux loss ----
+// Router gate scores (sigmoid / softmax) forward and backward, the top-K
+// gate backward, and the auxiliary balance loss with its score gradient.
+//
+// Softmax rows: one warp per token; the max and the double normaliser / dot
+// are reduced with an xor butterfly (fp addition is commutative, so every
+// lane ends with the same bits, and the tree is fixed). topk backward: one
+// thread per token (K is small), the CPU formula in double. Aux loss: one
+// block per group; counts by shared-memory integer atomics (exact), P per
+// expert by a fixed [rows x experts] partial-sum layout that depends on E
+// only, then the per-group loss summed over experts in index order.
+
+namespace moe::kernels {
+namespace {
+
+constexpr int kEltThreads = 256;
+constexpr int kMaxEltBlocks = 65535;
+constexpr int kRowWarps = 4;  // tokens per block for the softmax kernels
+constexpr int kTokThreads = 128;
+constexpr int kAuxThreads = 256;
+constexpr int kMaxAuxExperts = 8192;  // count[E] in shared memory: 32 KiB
+
+__global__ void __launch_bounds__(kEltThreads)
+    sigmoid_forward_kernel(float* __restrict__ s, const float* __restrict__ l, size_t n) {
+  for (size_t i = static_cast<size_t>(blockIdx.x) * kEltThreads + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * kEltThreads)
+    s[i] = 1.f / (1.f + expf(-l[i]));
+}
+
+__global__ void __launch_bounds__(kEltThreads)
+    sigmoid_backward_kernel(float* __restrict__ dl, const float* __restrict__ ds,
+                            const float* __restrict__ s, size_t n) {
+  for (size_t i = static_cast<size_t>(blockIdx.x) * kEltThreads + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * kEltThreads)
+    dl[i] = ds[i] * s[i] * (1.f - s[i]);
+}
+
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__global__ void __launch_bounds__(kRowWarps * 32)
+    softmax_forward_kernel(float* __restrict__ scores, const float* __restrict__ logits, int N,
+                           int E) {
+  const int lane = threadIdx.x % 32;
+  const int t = blockIdx.x * kRowWarps + threadIdx.x / 32;
+  if (t >= N) return;  // whole warp leaves together
+  const float* l = logits + static_cast<size_t>(t) * E;
+  float* s = scores + static_cast<size_t>(t) * E;
+  float m = -INFINITY;
+  for (int e = lane; e < E; e += 32) m = fmaxf(m, l[e]);
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  double z = 0.0;
+  for (int e = lane; e < E; e += 32) {
+    const float v = expf(l[e] - m);
+    s[e] = v;
+    z += v;
+  }
+  z = warp_sum(z);
+  for (int e = lane; e < E; e += 32) s[e] = static_cast<float>(s[e] / z);
+}
+
+__global__ void __launch_bounds__(kRowWarps * 32)
+    softmax_backward_kernel(float* __restrict__ dlogits, const float* __restrict__ dscores,
+                            const float* __restrict__ scores, int N, int E) {
+  const int lane = threadIdx.x % 32;
+  const int t = blockIdx.x * kRowWarps + threadIdx.x / 32;
+  if (t >= N) return;
+  const size_t o = static_cast<size_t>(t) * E;
+  const float* ds = dscores + o;
+  const float* s = scores + o;
+  float* dl = dlogits + o;
+  double dot = 0.0;
+  for (int e = lane; e < E; e += 32) dot += static_cast<double>(ds[e]) * s[e];
+  dot = warp_sum(dot);
+  for (int e = lane; e < E; e += 32) dl[e] = static_cast<float>(s[e] * (ds[e] - dot));
+}
+
+__global__ void __launch_bounds__(kTokThreads)
+    topk_route_backward_kernel(float* __restrict__ dscores, const float* __restrict__ dgates,
+                               const float* __restrict__ scores,
+                               const int32_t* __restrict__ expert_idx, int N, int E, int K,
+                               bool normalize, double c) {
+  const int t = blockIdx.x * kTokThreads + threadIdx.x;
+  if (t >= N) return;
+  const float* s = scores + static_cast<size_t>(t) * E;
+  const float* dg = dgates + static_cast<size_t>(t) * K;
+  const int32_t* idx = expert_idx + static_cast<size_t>(t) * K;
+  float* ds = dscores + static_cast<size_t>(t) * E;
+  if (!normalize) {
+    for (int k = 0; k < K; ++k) ds[idx[k]] += static_cast<float>(c * dg[k]);
+    return;
+  }
+  double S = 0.0, dot = 0.0;
+  for (int k = 0; k < K; ++k) {
+    const float sv = s[idx[k]];
+    S += sv;
+    dot += static_cast<double>(dg[k]) * sv;
+  }
+  for (int k = 0; k < K; ++k) ds[idx[k]] += static_cast<float>(c * (dg[k] / S - dot / (S * S)));
+}
+
+// One block per group. Shared memory: part[kAuxThreads] and term[kAuxThreads]
+// doubles (static), count[E] ints (dynamic).
+__global__ void __launch_bounds__(kAuxThreads)
+    aux_loss_kernel(double* __restrict__ loss, float* __restrict__ dscores,
+                    const float* __restrict__ scores, const int32_t* __restrict__ expert_idx,
+                    int L, int E, int K, double alpha, double grad_scale) {
+  __shared__ double part[kAuxThreads];
+  __shared__ double term[kAuxThreads];
+  extern __shared__ int count[];  // [E]
+  const int tid = threadIdx.x;
+  const size_t t0 = static_cast<size_t>(blockIdx.x) * L;
+
+  for (int e = tid; e < E; e += kAuxThreads) count[e] = 0;
+  __syncthreads();
+  const size_t nk = static_cast<size_t>(L) * K;
+  for (size_t i = tid; i < nk; i += kAuxThreads) {
+    const int e = expert_idx[t0 * K + i];
+    if (e >= 0 && e < E) atomicAdd(&count[e], 1);
+  }
+  // E / (K L), the CPU backend's expression
+  const double fcoef = static_cast<double>(E) / (static_cast<double>(K) * L);
+
+  // P: experts in chunks of Ec columns, R = kAuxThreads / Ec rows of tokens;
+  // thread (row, col) sums tokens row, row+R, ... in order, then the row
+  // partials are added in row order; the loss terms in expert order.
+  const int Ec = E < kAuxThreads ? E : kAuxThreads;
+  const int R = kAuxThreads / Ec;
+  const int col = tid % Ec, row = tid / Ec;
+  double lg = 0.0;  // thread 0 only
+  for (int eb = 0; eb < E; eb += Ec) {
+    const int e = eb + col;
+    double acc = 0.0;
+    if (row < R && e < E)
+      for (int t = row; t < L; t += R) acc += scores[(t0 + t) * E + e];
+    part[tid] = acc;
+    __syncthreads();  // also orders the counts above before their first use
+    if (row == 0 && e < E) {
+      double P = 0.0;
+      for (int r = 0; r < R; ++r) P += part[r * Ec + col];
+      const double f = count[e] * fcoef;
+      term[col] = f * (P / L);
+    }
+    __syncthreads();
+    if (tid == 0) {
+      const int n = E - eb < Ec ? E - eb : Ec;
+      for (int c = 0; c < n; ++c) lg += term[c];
+    }
+    __syncthreads();  // part/term are reused by the next chunk
+  }
+  if (tid == 0) loss[blockIdx.x] = alpha * lg;
+  if (dscores) {
+    const size_t ne = static_cast<size_t>(L) * E;
+    float* ds = dscores + t0 * E;
+    for (size_t i = tid; i < ne; i += kAuxThreads) {
+      const int e = static_cast<int>(i % E);
+      const double f = count[e] * fcoef;
+      ds[i] += static_cast<float>(grad_scale * alpha * f / L);
+    }
+  }
+}
+
+int elt_blocks(size_t n) {
+  const size_t want = (n + kEltThreads - 1) / kEltThreads;
+  return static_cast<int>(want < kMaxEltBlocks ? want : kMaxEltBlocks);
+}
+
+void check_sizes(const char* op, int N, int E) {
+  MOE_CHECK(N >= 0 && E >= 1, std::string(op) + ": bad sizes N=" + std::to_string(N) +
+                                  " E=" + std::to_string(E));
+}
+
+}  // namespace
+
+void router_scores_forward(float* scores, const float* logits, int N, int E, bool softmax,
+                           cudaStream_t stream) {
+  check_sizes("router_scores_forward", N, E);
+  if (N == 0) return;
+  MOE_CHECK(scores && logits, "router_scores_forward: null pointer");
+  if (softmax) {
+    softmax_forward_kernel<<<(N + kRowWarps - 1) / kRowWarps, kRowWarps * 32, 0, stream>>>(
+        scores, logits, N, E);
+  } else {
+    const size_t n = static_cast<size_t>(N) * E;
+    sigmoid_forward_kernel<<<elt_blocks(n), kEltThreads, 0, stream>>>(scores, logits, n);
+  }
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+void router_scores_backward(float* dlogits, const float* dscores, const float* scores, int N,
+                            int E, bool softmax, cudaStream_t stream) {
+  check_sizes("router_scores_backward", N, E);
+  if (N == 0) return;
+  MOE_CHECK(dlogits && dscores && scores, "router_scores_backward: null pointer");
+  if (softmax) {
+    softmax_backward_kernel<<<(N + kRowWarps - 1) / kRowWarps, kRowWarps * 32, 0, stream>>>(
+        dlogits, dscores, scores, N, E);
+  } else {
+    const size_t n = static_cast<size_t>(N) * E;
+    sigmoid_backward_kernel<<<elt_blocks(n), kEltThreads, 0, stream>>>(dlogits, dscores, scores,
+                                                                        n);
+  }
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+void topk_route_backward(float* dscores, const float* dgates, const float* scores,
+                         const int32_t* expert_idx, int N, int E, int K, bool normalize,
+                         double route_scale, cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && E >= 1 && K >= 1 && K <= E,
+            "topk_route_backward: bad sizes N=" + std::to_string(N) + " E=" + std::to_string(E) +
+                " K=" + std::to_string(K) + " (need 1 <= K <= E)");
+  if (N == 0) return;
+  MOE_CHECK(dscores && dgates && scores && expert_idx, "topk_route_backward: null pointer");
+  topk_route_backward_kernel<<<(N + kTokThreads - 1) / kTokThreads, kTokThreads, 0, stream>>>(
+      dscores, dgates, scores, expert_idx, N, E, K, normalize, route_scale);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
+
+double aux_loss_forward_backward(float* dscores, const float* scores, const int32_t* expert_idx,
+                                 int groups, int group_len, int E, int K, double alpha,
+                                 double grad_scale, cudaStream_t stream) {
+  MOE_CHECK(groups >= 0 && group_len >= 1 && E >= 1 && E <= kMaxAuxExperts && K >= 1,
+            "aux_loss_forward_backward: bad sizes groups=" + std::to_string(groups) +
+                " group_len=" + std::to_string(group_len) + " E=" + std::to_string(E) +
+                " K=" + std::to_string(K) + " (need E <= 8192)");
+  if (groups == 0) return 0.0;
+  MOE_CHECK(scores && expert_idx, "aux_loss_forward_backward: null pointer");
+  double* dloss = nullptr;
+  MOE_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&dloss),
+                                 static_cast<size_t>(groups) * sizeof(double), stream));
+  const size_t shmem = static_cast<size_t>(E) * sizeof(int);
+  aux_loss_kernel<<<groups, kAuxThreads, shmem, stream>>>(dloss, dscores, scores, expert_idx,
+                                                          group_len, E, K, alpha, grad_scale);
+  const cudaError_t launch = cudaGetLastError();
+  std::vector<double> loss(static_cast<size_t>(groups));
+  cudaError_t copy = cudaSuccess;
+  if (launch == cudaSuccess)
+    copy = cudaMemcpyAsync(loss.data(), dloss, loss.size() * sizeof(double),
+                           cudaMemcpyDeviceToHost, stream);
+  const cudaError_t freed = cudaFreeAsync(dloss, stream);
+  const cudaError_t synced = cudaStreamSynchronize(stream);
+  MOE_CUDA_CHECK(launch);
+  MOE_CUDA_CHECK(copy);
+  MOE_CUDA_CHECK(freed);
+  MOE_CUDA_CHECK(synced);
+  double total = 0.0;
+  for (double l : loss) total += l;  // group order, like the CPU backend
+  return total;
 }
 
 }  // namespace moe::kernels

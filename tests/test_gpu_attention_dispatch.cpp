@@ -20,7 +20,8 @@
 #include "backend/cuda/cuda_device.h"
 #include "gpu_test_util.h"
 #include "core/error.h"
-#include "kernels_attention_dispatch.h"
+#include "attention.h"
+#include "dispatch.h"
 
 namespace {
 

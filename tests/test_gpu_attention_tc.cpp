@@ -29,8 +29,9 @@
 #include "attention_reference.h"
 #include "core/error.h"
 #include "gpu_test_util.h"
-#include "kernels_attention_dispatch.h"
-#include "kernels_attention_tc.h"
+#include "attention.h"
+#include "dispatch.h"
+#include "attention_tc.h"
 
 namespace {
 

@@ -21,7 +21,9 @@
 #include "backend/cuda/cuda_device.h"
 #include "gpu_test_util.h"
 #include "core/error.h"
-#include "kernels_elementwise.h"
+#include "attention.h"  // RoPE
+#include "elementwise.h"
+#include "loss_optim.h"
 
 namespace {
 

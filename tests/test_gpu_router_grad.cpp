@@ -1,5 +1,5 @@
 // GPU router gate-score forward/backward, top-K gate backward and auxiliary
-// balance loss kernels (kernels/router_grad.cu) against the CPU backend on
+// balance loss kernels (kernels/router.cu) against the CPU backend on
 // random data, plus a determinism check (a second run from the same inputs
 // gives the same bits). Every test skips cleanly when no CUDA device is
 // visible, and the whole file reduces to one skipped test in a CPU-only build.
@@ -20,7 +20,7 @@
 #include "backend/cuda/cuda_device.h"
 #include "gpu_test_util.h"
 #include "core/error.h"
-#include "kernels_router_grad.h"
+#include "router.h"
 
 namespace {
 

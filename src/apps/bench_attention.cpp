@@ -15,7 +15,7 @@
 #include <cuda_runtime.h>
 
 #include "backend/cuda/cuda_device.h"
-#include "kernels_attention_tc.h"
+#include "attention_tc.h"
 #endif
 
 namespace moe {

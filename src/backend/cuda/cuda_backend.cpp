@@ -21,7 +21,7 @@
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
 #include "kernels.h"
-#include "kernels_router_grad.h"
+#include "router.h"
 
 namespace moe {
 namespace {

@@ -1,21 +1,42 @@
-// Host-callable launchers for the router gate-score kernels and the router
-// backward / auxiliary-loss kernels (kernels/router_grad.cu).
+// Launchers of kernels/router.cu: gate scores (sigmoid / softmax) and their
+// backward, top-K selection with the selection-only bias and its backward,
+// and the auxiliary balance loss. aux_loss_forward_backward returns its loss
+// to the host and therefore synchronizes the stream.
 //
-// Same contract as kernels.h: plain C++ declarations, device pointers, every
-// launcher asynchronous on `stream` (except aux_loss_forward_backward, which
-// returns the loss to the host and therefore synchronizes the stream), sizes
-// validated with moe::InternalError on bad arguments or a failed launch.
-// Semantics match the ops of the same name in src/backend/backend.h ("+="
-// accumulates, everything else is overwritten). Deterministic: fixed
-// summation order, no floating-point atomics, same bits on every run.
+// Plain C++ declarations (no CUDA syntax): callers pass device pointers and a
+// stream; every launcher is asynchronous on that stream, validates its sizes
+// and throws moe::InternalError on bad arguments or a failed launch. Semantics
+// match the ops of the same name in src/backend/backend.h ("+=" accumulates,
+// everything else is overwritten). Deterministic: fixed reduction order, no
+// floating-point atomics, same bits on every run. Launchers templated on A
+// are instantiated for float and __nv_bfloat16 (kernels/elem.cuh).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 namespace moe::kernels {
+
+// ---- Router (kernels/router.cu) ----
+
+// Per token t: picks the K experts with the largest key s+b (additive) or s*b
+// (multiplicative), computed in fp32; ties go to the lower expert index;
+// expert_idx[t*K+k] lists them in selection order. gates[t*K+k] = s of that
+// expert (the bias only selects), divided by the sum of the selected s when
+// normalize, times route_scale. scores [N,E], bias [E] or null (select on s
+// alone, whatever multiplicative_bias says). Requires 1 <= K <= min(E, 32).
+// Any keys, non-finite too: the order is total (backend/topk_order.h: +inf
+// first, NaN last, below -inf, NaNs by index), so every token gets K distinct
+// experts in [0, E), the same as the CPU backend's. A NaN score still reaches
+// the gates when picked (and the score backward when not), so the step's loss
+// or gradient norm is non-finite and the trainer skips it.
+void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
+                int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
+                cudaStream_t stream);
+
 
 // scores[N,E] = sigmoid(logits) elementwise (softmax == false), or the softmax
 // over the E experts of each token (max-subtracted, normaliser summed in double).

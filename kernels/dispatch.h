@@ -1,12 +1,13 @@
-// Host-callable launchers for causal attention (kernels/attention.cu) and
-// dropless token dispatch (kernels/dispatch.cu).
+// Launchers of kernels/dispatch.cu: the dispatch plan (a stable counting
+// sort of the token slots by expert) and the row moves of dropless dispatch.
 //
-// Same conventions as kernels.h: plain C++ declarations, device pointers, one
+// Plain C++ declarations (no CUDA syntax): callers pass device pointers and a
 // stream; every launcher is asynchronous on that stream, validates its sizes
 // and throws moe::InternalError on bad arguments or a failed launch. Semantics
 // match the ops of the same name in src/backend/backend.h ("+=" accumulates,
-// everything else is overwritten). Everything is deterministic: fixed
-// reduction order, no floating-point atomics, same bits on every run.
+// everything else is overwritten). Deterministic: fixed reduction order, no
+// floating-point atomics, same bits on every run. Launchers templated on A
+// are instantiated for float and __nv_bfloat16 (kernels/elem.cuh).
 #pragma once
 
 #include <cstddef>
@@ -16,27 +17,6 @@
 #include <cuda_runtime.h>
 
 namespace moe::kernels {
-
-// ---- Causal attention over a fused qkv buffer (kernels/attention.cu) ----
-//
-// qkv [B*S, 3*H*hd] = q | k | v, head h at columns h*hd of each part; scale
-// 1/sqrt(hd). Requires 1 <= hd <= 128.
-
-// out [B*S, H*hd]; lse [B, H, S] = log-sum-exp of each query's scaled scores.
-// Flash-style: online softmax over key tiles, no S x S matrix in memory.
-void attention_forward(float* out, float* lse, const float* qkv, int B, int S, int H, int hd,
-                       cudaStream_t stream);
-
-// Bytes of device workspace attention_backward needs (D_i = <dout_i, out_i>).
-size_t attention_backward_workspace_bytes(int B, int S, int H);
-
-// dqkv [B*S, 3*H*hd] overwritten (q, k and v parts). Probabilities are
-// recomputed from q, k and lse. One writer per output element (a dq pass over
-// query tiles, a dk/dv pass over key tiles), so no atomics.
-// workspace: >= attention_backward_workspace_bytes(B, S, H) bytes (clobbered).
-void attention_backward(float* dqkv, const float* dout, const float* out, const float* lse,
-                        const float* qkv, int B, int S, int H, int hd, void* workspace,
-                        size_t workspace_bytes, cudaStream_t stream);
 
 // ---- Token dispatch (kernels/dispatch.cu) ----
 
