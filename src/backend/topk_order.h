@@ -1,5 +1,5 @@
 // The order top-K routing picks experts in, shared by the CPU backend
-// (src/backend/cpu/cpu_router.cpp) and the CUDA kernel (kernels/router.cu) so
+// (src/backend/cpu/router.cpp) and the CUDA kernel (kernels/router.cu) so
 // that both pick the same experts for any scores, non-finite ones included.
 //
 // (key, index) pairs are totally ordered: larger key first, +inf above every

@@ -1,4 +1,5 @@
-// The CPU ops as free function templates, one file per concern (llm.c style).
+// The CPU ops as free function templates, one file per concern (llm.c style),
+// named after its CUDA twin in kernels/ (router.cpp and router.cu, ...).
 // Every op takes nt, the OpenMP thread count of its parallel regions, first;
 // the rest mirrors the Backend method of the same name (backend.h documents
 // the semantics). Parallel loops run over independent outputs with a static
@@ -25,7 +26,7 @@ constexpr size_t kReduceChunk = 4096;
 // Column block of the column-parallel reductions (embedding, rmsnorm dw).
 constexpr int kColBlock = 64;
 
-// ---- memory and elementwise (cpu_memory.cpp) ----
+// ---- memory (memory.cpp); add / scale (elementwise.cpp); sums (loss_optim.cpp) ----
 void* alloc_bytes(size_t bytes);
 void free_bytes(void* p);
 void copy_bytes(void* dst, const void* src, size_t bytes);
@@ -46,7 +47,7 @@ double sum_squares(int nt, const T* x, size_t n);
 // With A = bf16 every op computes in float or double and rounds once when it
 // stores a bf16 result: the same points at which the CUDA backend stores bf16.
 
-// ---- linear (cpu_linear.cpp) ----
+// ---- linear (linear.cpp) ----
 // With A = bf16 the weights are read rounded to bf16 (the CUDA backend's
 // bf16 weight copies), the products summed in fp32.
 template <typename T, typename A>
@@ -67,7 +68,7 @@ template <typename T, typename A>
 void grouped_linear_backward(int nt, A* dx, T* dW, const A* dy, const A* x, const T* W,
                              const int64_t* offsets_host, int groups, int I, int O);
 
-// ---- embedding and RMSNorm (cpu_norm_embed.cpp) ----
+// ---- embedding (elementwise.cpp) and RMSNorm (rmsnorm.cpp) ----
 template <typename T>
 void embedding_forward(int nt, T* y, const T* table, const int32_t* tokens, int N, int D);
 template <typename T>
@@ -81,7 +82,7 @@ template <typename T, typename A>
 void rmsnorm_backward(int nt, T* dx, A* dx_act, T* dw, const A* dy, const T* x, const T* w,
                       const T* rstd, int N, int D);
 
-// ---- RoPE and attention (cpu_attention.cpp) ----
+// ---- RoPE and attention (attention.cpp) ----
 template <typename A>
 void rope_forward(int nt, A* qkv, int B, int S, int H, int hd, double theta);
 template <typename A>
@@ -92,7 +93,7 @@ template <typename T, typename A>
 void attention_backward(int nt, A* dqkv, const A* dout, const A* out, const T* lse, const A* qkv,
                         int B, int S, int H, int hd);
 
-// ---- SwiGLU (cpu_swiglu.cpp); router scores, top-k, aux loss (cpu_router.cpp) ----
+// ---- SwiGLU (elementwise.cpp); router scores, top-k, aux loss (router.cpp) ----
 template <typename A>
 void swiglu_forward(int nt, A* h, const A* a13, int N, int F);
 template <typename A>
@@ -113,7 +114,7 @@ double aux_loss_forward_backward(int nt, T* dscores, const T* scores, const int3
                                  int groups, int group_len, int E, int K, double alpha,
                                  double grad_scale);
 
-// ---- token dispatch (cpu_dispatch.cpp) ----
+// ---- token dispatch (dispatch.cpp) ----
 void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* expert_idx, int N,
                    int E, int K);
 template <typename A>
@@ -130,7 +131,7 @@ template <typename T, typename A>
 void combine_backward(int nt, A* dyp, T* dgates, const A* dy, const A* yp, const T* gates,
                       const int32_t* row_of_slot, int N, int K, int D);
 
-// ---- loss and optimizer (cpu_loss_optim.cpp) ----
+// ---- loss and optimizer (loss_optim.cpp) ----
 template <typename T, typename A>
 void cross_entropy(int nt, T* losses, A* dlogits, const A* logits, const int32_t* targets, int N,
                    int V, double grad_scale);

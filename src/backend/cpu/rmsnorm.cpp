@@ -1,35 +1,10 @@
-// Token embedding and RMSNorm, forward and backward.
+// RMSNorm forward (plain and fused with the residual add) and backward, the
+// twins of kernels/rmsnorm.cu.
 #include <cmath>
 
 #include "backend/cpu/cpu_ops.h"
 
 namespace moe::cpu {
-
-template <typename T>
-void embedding_forward(int nt, T* y, const T* table, const int32_t* tokens, int N, int D) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int n = 0; n < N; n++) {
-    const T* src = table + static_cast<size_t>(tokens[n]) * D;
-    T* dst = y + static_cast<size_t>(n) * D;
-    for (int d = 0; d < D; d++) dst[d] = src[d];
-  }
-}
-
-// Parallel over column blocks of D, tokens in order inside: repeated tokens
-// never race and every entry sums its rows in the same order.
-template <typename T>
-void embedding_backward(int nt, T* dtable, const T* dy, const int32_t* tokens, int N, int D) {
-  const int blocks = (D + kColBlock - 1) / kColBlock;
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int blk = 0; blk < blocks; blk++) {
-    const int d0 = blk * kColBlock, d1 = d0 + kColBlock < D ? d0 + kColBlock : D;
-    for (int n = 0; n < N; n++) {
-      T* dst = dtable + static_cast<size_t>(tokens[n]) * D;
-      const T* src = dy + static_cast<size_t>(n) * D;
-      for (int d = d0; d < d1; d++) dst[d] += src[d];
-    }
-  }
-}
 
 // One row: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); mean of squares
 // in double, y computed in T and stored as A.
@@ -99,21 +74,15 @@ void rmsnorm_backward(int nt, T* dx, A* dx_act, T* dw, const A* dy, const T* x, 
   }
 }
 
-#define INSTANTIATE_EMBED(T)                                                           \
-  template void embedding_forward<T>(int, T*, const T*, const int32_t*, int, int);     \
-  template void embedding_backward<T>(int, T*, const T*, const int32_t*, int, int);
 #define INSTANTIATE(T, A)                                                                       \
   template void rmsnorm_forward<T, A>(int, A*, T*, const T*, const T*, int, int, double);      \
   template void residual_rmsnorm_forward<T, A>(int, T*, A*, T*, const T*, const A*, const T*,  \
                                                int, int, double);                              \
   template void rmsnorm_backward<T, A>(int, T*, A*, T*, const A*, const T*, const T*, const T*, \
                                        int, int);
-INSTANTIATE_EMBED(float)
-INSTANTIATE_EMBED(double)
 INSTANTIATE(float, float)
 INSTANTIATE(double, double)
 INSTANTIATE(float, bf16)
 #undef INSTANTIATE
-#undef INSTANTIATE_EMBED
 
 }  // namespace moe::cpu

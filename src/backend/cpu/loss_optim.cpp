@@ -1,4 +1,5 @@
-// Cross-entropy loss and the AdamW update.
+// Deterministic fp64 reductions (sum, sum of squares), the cross-entropy loss
+// and the AdamW update: the twins of kernels/loss_optim.cu.
 #include <cmath>
 #include <vector>
 
@@ -6,6 +7,39 @@
 #include "core/error.h"
 
 namespace moe::cpu {
+
+// Sums f(x[i]) in double: fixed chunks in parallel, then the partials in order.
+template <typename T, typename F>
+static double chunked_sum(int nt, const T* x, size_t n, F f) {
+  size_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
+  std::vector<double> part(chunks, 0.0);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (size_t c = 0; c < chunks; c++) {
+    size_t lo = c * kReduceChunk, hi = lo + kReduceChunk < n ? lo + kReduceChunk : n;
+    double acc = 0.0;
+    for (size_t i = lo; i < hi; i++) acc += f(static_cast<double>(x[i]));
+    part[c] = acc;
+  }
+  double total = 0.0;
+  for (double p : part) total += p;
+  return total;
+}
+
+template <typename T>
+double sum(int nt, const T* x, size_t n) {
+  return chunked_sum(nt, x, n, [](double v) { return v; });
+}
+
+template <typename T>
+double sum_squares(int nt, const T* x, size_t n) {
+  return chunked_sum(nt, x, n, [](double v) { return v * v; });
+}
+
+template double sum<float>(int, const float*, size_t);
+template double sum<double>(int, const double*, size_t);
+template double sum_squares<float>(int, const float*, size_t);
+template double sum_squares<double>(int, const double*, size_t);
+
 
 namespace {
 
