@@ -5,6 +5,8 @@
 //   moe-export --from-hf HF_DIR --output CKPT_DIR [--config FILE]
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -277,12 +279,13 @@ int import_hf(const Args& a) {
   std::vector<moe::TensorState<float>> states;
   std::vector<float> bias;
   for (const auto& [name, t] : ours.tensors) {
+    if (name.size() > 12 && name.compare(name.size() - 12, 12, ".router_bias") == 0)
+      continue;  // the Balancer's, below
     moe::TensorState<float> s;
     s.name = name;
     s.shape = t.shape;
     s.param.resize(t.data.size() / sizeof(float));
     std::memcpy(s.param.data(), t.data.data(), t.data.size());
-    if (name.size() > 12 && name.compare(name.size() - 12, 12, ".router_bias") == 0) continue;
     s.m.assign(s.param.size(), 0.0f);
     s.v.assign(s.param.size(), 0.0f);
     states.push_back(std::move(s));
