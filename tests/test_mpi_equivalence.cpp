@@ -23,26 +23,8 @@ namespace {
 
 Config small_config(BalanceMethod method) { return test::mpi_small_config(method); }
 
-struct Trace {
-  std::vector<double> loss, aux, grad_norm, maxvio, maxvio_compute;
-  std::vector<std::vector<int64_t>> counts;
-  std::vector<float> bias;
-};
-
-Trace record(Trainer<float>& t, int64_t steps) {
-  Trace tr;
-  for (int64_t s = 0; s < steps; ++s) {
-    const StepStats st = t.train_step(s);
-    tr.loss.push_back(st.loss);
-    tr.aux.push_back(st.aux_loss);
-    tr.grad_norm.push_back(st.grad_norm);
-    tr.maxvio.push_back(st.maxvio_batch);
-    tr.maxvio_compute.push_back(st.maxvio_compute);
-    tr.counts.push_back(st.counts);
-  }
-  tr.bias = t.balancer().bias();
-  return tr;
-}
+using test::record;
+using test::Trace;
 
 Trace single_rank(const Config& c) {
   auto be = make_cpu_backend<float>(1);
@@ -143,8 +125,7 @@ TEST(Equivalence, AllTokensOnOneRanksExperts) {
   Comm& world = test::world();
   Config c = small_config(BalanceMethod::None);
   c.parallel.ep_size = world.size();
-  std::vector<float> bias(size_t(c.model.moe_layers()) * c.moe.n_routed, 0.0f);
-  for (int l = 0; l < c.model.moe_layers(); ++l) bias[l * 8 + 6] = bias[l * 8 + 7] = 5.0f;
+  const std::vector<float> bias = test::bias_to_experts_6_and_7(c);
 
   auto run = [&](Comm& comm, Comm* ep, Comm* replica) {
     auto be = make_cpu_backend<float>(1);

@@ -24,36 +24,17 @@ Config small_config(BalanceMethod method) {
   return c;
 }
 
-struct Trace {
-  std::vector<double> loss, aux, grad_norm, maxvio;
-  std::vector<std::vector<int64_t>> counts;
-  std::vector<float> bias;
-};
+using test::Trace;
 
-// skew: a selection bias that sends every token to experts 6 and 7 (one
-// rank of the EP group gets all rows, the others none).
+// skew: every token to experts 6 and 7 (test::bias_to_experts_6_and_7).
 Trace run(const Config& c, Comm& world, bool skew = false) {
   const Topology topo(world.rank(), world.size(), c.parallel.ep_size, c.moe.n_routed);
   Communicators comms = make_communicators(world, topo);
   auto be = make_cpu_backend<float>(1);
   auto data = make_train_source(c);
   Trainer<float> t(c, *be, world, *data, nullptr, comms.ep.get(), comms.replica.get());
-  if (skew) {
-    std::vector<float> bias(size_t(c.model.moe_layers()) * c.moe.n_routed, 0.0f);
-    for (int l = 0; l < c.model.moe_layers(); ++l) bias[l * 8 + 6] = bias[l * 8 + 7] = 5.0f;
-    t.balancer().set_bias(bias);
-  }
-  Trace tr;
-  for (int64_t s = 0; s < c.train.steps; ++s) {
-    const StepStats st = t.train_step(s);
-    tr.loss.push_back(st.loss);
-    tr.aux.push_back(st.aux_loss);
-    tr.grad_norm.push_back(st.grad_norm);
-    tr.maxvio.push_back(st.maxvio_batch);
-    tr.counts.push_back(st.counts);
-  }
-  tr.bias = t.balancer().bias();
-  return tr;
+  if (skew) t.balancer().set_bias(test::bias_to_experts_6_and_7(c));
+  return test::record(t, c.train.steps);
 }
 
 template <typename U>
