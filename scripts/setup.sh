@@ -11,6 +11,7 @@ packages=(
   libspdlog-dev libfmt-dev
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev
+  libcli11-dev              # command-line parsing of the programs
   libgtest-dev googletest
   zlib1g-dev
   patchelf                  # scripts/bundle.sh

@@ -41,30 +41,6 @@ int run_main(const char* program, const std::function<int()>& body) {
   }
 }
 
-bool parse_flags(int argc, char** argv, const char* program, const char* usage,
-                 const FlagHandlers& flags, const SwitchHandlers& switches) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(usage, stdout);
-      return false;
-    }
-    if (arg == "--version") {
-      std::printf("%s %s\n", program, MOE_VERSION);
-      return false;
-    }
-    if (const auto sw = switches.find(arg); sw != switches.end()) {
-      sw->second();
-      continue;
-    }
-    const auto it = flags.find(arg);
-    if (it == flags.end()) throw InputError("unknown argument '" + arg + "' (see --help)");
-    if (i + 1 >= argc) throw InputError(arg + " needs a value (see --help)");
-    it->second(argv[++i]);
-  }
-  return true;
-}
-
 void ensure_passive_thread_waits(char** argv) {
   bool set = false;
   for (const auto& [name, value] : {std::pair{"OMP_WAIT_POLICY", "PASSIVE"},
@@ -79,20 +55,6 @@ void ensure_passive_thread_waits(char** argv) {
 void setup_logging(const std::string& level) {
   spdlog::set_pattern("[%H:%M:%S] %v");
   spdlog::set_level(spdlog::level::from_str(level));
-}
-
-int64_t parse_count(const std::string& flag, const std::string& value, int64_t min) {
-  size_t used = 0;
-  int64_t n = 0;
-  try {
-    n = std::stoll(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != value.size() || n < min)
-    throw InputError(flag + ": expected an integer >= " + std::to_string(min) + ", got '" + value +
-                     "'");
-  return n;
 }
 
 std::string describe_balance(const BalanceConfig& b) {

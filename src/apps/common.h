@@ -1,9 +1,7 @@
 // Shared plumbing of the mains: error-to-exit-code mapping, logging setup.
 #pragma once
 
-#include <cstdint>
 #include <functional>
-#include <map>
 #include <string>
 
 #include "config/config.h"
@@ -19,18 +17,6 @@ int run_main(const char* program, const std::function<int()>& body);
 // wait in their next collective forever): run_main calls this hook, if set,
 // with the exit code after printing the error. `rank` prefixes messages.
 void set_job_abort(std::function<void(int code)> abort, int rank);
-
-// Walks "--flag value" arguments, calling flags[flag](value), and bare
-// switches, calling switches[flag](). --help/-h prints usage and --version
-// the version; both return false (the program exits 0). An unknown argument
-// or a flag without its value is an InputError.
-using FlagHandlers = std::map<std::string, std::function<void(const std::string& value)>>;
-using SwitchHandlers = std::map<std::string, std::function<void()>>;
-bool parse_flags(int argc, char** argv, const char* program, const char* usage,
-                 const FlagHandlers& flags, const SwitchHandlers& switches = {});
-
-// A flag's whole value as an integer >= min, else an InputError naming the flag.
-int64_t parse_count(const std::string& flag, const std::string& value, int64_t min = 0);
 
 // Idle threads must sleep, not spin: OpenMP threads that spin-wait between
 // parallel regions starve OpenBLAS's own thread pool (several times slower on

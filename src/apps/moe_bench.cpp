@@ -18,6 +18,7 @@
 
 #include "apps/backend_choice.h"
 #include "apps/bench_attention.h"
+#include "apps/cli.h"
 #include "apps/common.h"
 #include "apps/cpu_gemm_peak.h"
 #include "apps/device_info.h"
@@ -31,49 +32,12 @@
 
 namespace {
 
-constexpr const char* kUsage =
-    "usage: moe-bench --config FILE [--set key.path=value]... [--steps N] [--warmup N]\n"
-    "                 [--backend cpu|cuda] [--peak-tflops X] [--json FILE] [--op attention]\n"
-    "       moe-bench --config FILE [--set key.path=value]... --expect h100|h100-pcie|h200|a100\n"
-    "  --config FILE      model and batch to measure (YAML; data.* is replaced by synthetic\n"
-    "                     tokens)\n"
-    "  --set k=v          override one config key, e.g. --set train.micro_batch=8\n"
-    "  --steps N          timed steps (default 10)\n"
-    "  --warmup N         untimed steps first (default 2)\n"
-    "  --backend B        cpu or cuda (default: train.backend of the config; auto = cuda when\n"
-    "                     this build has CUDA and a device is visible, else cpu)\n"
-    "  --peak-tflops X    the device's dense peak in TFLOP/s for MFU (default: the bf16 table\n"
-    "                     of docs/bench.md on a known GPU; none on the CPU, which also\n"
-    "                     reports its share of a GEMM peak it measures, \"gemm MFU\")\n"
-    "  --json FILE        also write the results as JSON\n"
-    "  --op attention     time only the tensor-core attention kernels (forward, backward) at\n"
-    "                     train.micro_batch x model.seq_len x model.heads x head_dim, on CUDA;\n"
-    "                     --warmup / --steps calls each; TFLOP/s and % of the bf16 peak\n"
-    "  --expect GPU       print the expected time of a step, phase by phase, on that GPU\n"
-    "                     (docs/bench.md, \"Expected time\") and exit; runs nothing. On a\n"
-    "                     known GPU a run prints its expectation beside what it measured\n"
-    "  --help             this text\n"
-    "  --version          print the version\n";
-
 struct Args {
   std::string config_path, backend, json_path, expect, op;
   std::vector<std::string> overrides;
   int64_t steps = 10, warmup = 2;
   std::optional<double> peak_tflops;
 };
-
-double parse_positive(const std::string& flag, const std::string& v) {
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != v.size() || !(x > 0) || x > 1e9)
-    throw moe::InputError(flag + ": expected a positive number, got '" + v + "'");
-  return x;
-}
 
 // --backend wins over the config's train.backend; then the rules every
 // program shares (apps/backend_choice.h).
@@ -340,30 +304,49 @@ int main(int argc, char** argv) {
   moe::ensure_passive_thread_waits(argv);
   return moe::run_main("moe-bench", [&]() {
     Args a;
-    if (!moe::parse_flags(
-            argc, argv, "moe-bench", kUsage,
-            {{"--config", [&](const std::string& v) { a.config_path = v; }},
-             {"--set", [&](const std::string& v) { a.overrides.push_back(v); }},
-             {"--steps", [&](const std::string& v) { a.steps = moe::parse_count("--steps", v, 1); }},
-             {"--warmup", [&](const std::string& v) { a.warmup = moe::parse_count("--warmup", v, 0); }},
-             {"--backend",
-              [&](const std::string& v) {
-                if (v != "cpu" && v != "cuda")
-                  throw moe::InputError("--backend: expected cpu or cuda, got '" + v + "'");
-                a.backend = v;
-              }},
-             {"--peak-tflops",
-              [&](const std::string& v) { a.peak_tflops = parse_positive("--peak-tflops", v); }},
-             {"--json", [&](const std::string& v) { a.json_path = v; }},
-             {"--expect", [&](const std::string& v) { a.expect = v; }},
-             {"--op",
-              [&](const std::string& v) {
-                if (v != "attention")
-                  throw moe::InputError("--op: expected attention, got '" + v + "'");
-                a.op = v;
-              }}}))
-      return 0;
-    if (a.config_path.empty()) throw moe::InputError("--config is required (see --help)");
+    double peak_tflops = 0;
+    CLI::App app{"Training throughput of a config on synthetic tokens: tokens/s, step time, MFU, "
+                 "peak memory and the time per phase of a step (docs/bench.md)."};
+    moe::cli::configure(app, "moe-bench");
+    app.add_option("--config", a.config_path,
+                   "model and batch to measure (YAML; data.* is replaced by synthetic tokens)")
+        ->type_name("FILE")
+        ->required();
+    app.add_option("--set", a.overrides,
+                   "override one config key, e.g. --set train.micro_batch=8 (repeatable)")
+        ->type_name("KEY=VALUE")
+        ->allow_extra_args(false);
+    app.add_option("--steps", a.steps, "timed steps (default 10)")
+        ->type_name("N")
+        ->check(moe::cli::integer_at_least(1));
+    app.add_option("--warmup", a.warmup, "untimed steps first (default 2)")
+        ->type_name("N")
+        ->check(moe::cli::integer_at_least(0));
+    app.add_option("--backend", a.backend,
+                   "cpu or cuda (default: train.backend of the config; auto = cuda when this "
+                   "build has CUDA and a device is visible, else cpu)")
+        ->type_name("B")
+        ->check(CLI::IsMember({"cpu", "cuda"}));
+    app.add_option("--peak-tflops", peak_tflops,
+                   "the device's dense peak in TFLOP/s for MFU (default: the bf16 table of "
+                   "docs/bench.md on a known GPU; none on the CPU, which also reports its share "
+                   "of a GEMM peak it measures, \"gemm MFU\")")
+        ->type_name("X")
+        ->check(moe::cli::positive_number());
+    app.add_option("--json", a.json_path, "also write the results as JSON")->type_name("FILE");
+    app.add_option("--op", a.op,
+                   "attention: time only the tensor-core attention kernels (forward, backward) "
+                   "at train.micro_batch x model.seq_len x model.heads x head_dim, on CUDA; "
+                   "--warmup / --steps calls each; TFLOP/s and % of the bf16 peak")
+        ->type_name("OP")
+        ->check(CLI::IsMember({"attention"}));
+    app.add_option("--expect", a.expect,
+                   "print the expected time of a step, phase by phase, on that GPU "
+                   "(docs/bench.md, \"Expected time\") and exit; runs nothing. On a known GPU a "
+                   "run prints its expectation beside what it measured")
+        ->type_name("h100|h100-pcie|h200|a100");
+    if (!moe::cli::parse(app, argc, argv)) return 0;
+    if (app.count("--peak-tflops") > 0) a.peak_tflops = peak_tflops;
     if (a.op == "attention") {  // apps/bench_attention.h
       if (a.backend == "cpu")
         throw moe::InputError("--op attention runs on CUDA, not --backend cpu");

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "apps/backend_choice.h"
+#include "apps/cli.h"
 #include "apps/common.h"
 #include "apps/device_info.h"
 #include "backend/backend.h"
@@ -19,18 +20,6 @@
 #include "train/checkpoint.h"
 
 namespace {
-
-constexpr const char* kUsage =
-    "usage: moe-eval --checkpoint DIR [--data VAL] [--max-tokens N] [--batch B] [--output FILE]\n"
-    "  --checkpoint DIR  a checkpoint (step_* directory) or a checkpoint.dir (its newest)\n"
-    "  --data VAL        validation shards: a moe-data output directory (its val_*.bin), a glob\n"
-    "                    or a shard file; default: the checkpoint config's validation data\n"
-    "  --max-tokens N    evaluate only the first whole sequences holding N tokens (default: all)\n"
-    "  --batch B         sequences per forward pass (default: train.micro_batch)\n"
-    "  --output FILE     result JSON (default: DIR/eval.json)\n"
-    "  --threads T       CPU threads (default: all cores)\n"
-    "  --backend B       cpu, cuda or auto (default: auto = CUDA when a device is visible; a\n"
-    "                    bfloat16 checkpoint evaluates in float32 on the CPU)\n";
 
 template <typename T, typename A>
 nlohmann::json evaluate_checkpoint(const moe::Config& cfg, moe::BackendKind kind,
@@ -61,22 +50,38 @@ int main(int argc, char** argv) {
     std::string ckpt, data, output;
     std::optional<moe::BackendKind> backend;
     int64_t max_tokens = 0, batch = 0, threads = 0;
-    if (!moe::parse_flags(
-            argc, argv, "moe-eval", kUsage,
-            {{"--checkpoint", [&](const std::string& v) { ckpt = v; }},
-             {"--data", [&](const std::string& v) { data = v; }},
-             {"--output", [&](const std::string& v) { output = v; }},
-             {"--max-tokens", [&](const std::string& v) { max_tokens = moe::parse_count("--max-tokens", v); }},
-             {"--batch", [&](const std::string& v) { batch = moe::parse_count("--batch", v); }},
-             {"--threads", [&](const std::string& v) { threads = moe::parse_count("--threads", v); }},
-             {"--backend", [&](const std::string& v) {
-                if (v == "cpu") backend = moe::BackendKind::Cpu;
-                else if (v == "cuda") backend = moe::BackendKind::Cuda;
-                else if (v == "auto") backend = moe::BackendKind::Auto;
-                else throw moe::InputError("--backend: expected cpu, cuda or auto, got '" + v + "'");
-              }}}))
-      return 0;
-    if (ckpt.empty()) throw moe::InputError("--checkpoint is required (see --help)");
+    std::string backend_name;
+    CLI::App app{"Held-out perplexity and MaxVio_global of a checkpoint."};
+    moe::cli::configure(app, "moe-eval");
+    app.add_option("--checkpoint", ckpt,
+                   "a checkpoint (step_* directory) or a checkpoint.dir (its newest)")
+        ->type_name("DIR")
+        ->required();
+    app.add_option("--data", data,
+                   "validation shards: a moe-data output directory (its val_*.bin), a glob or a "
+                   "shard file (default: the checkpoint config's validation data)")
+        ->type_name("VAL");
+    app.add_option("--max-tokens", max_tokens,
+                   "evaluate only the first whole sequences holding N tokens (default: all)")
+        ->type_name("N")
+        ->check(moe::cli::integer_at_least(0));
+    app.add_option("--batch", batch, "sequences per forward pass (default: train.micro_batch)")
+        ->type_name("B")
+        ->check(moe::cli::integer_at_least(0));
+    app.add_option("--output", output, "result JSON (default: DIR/eval.json)")
+        ->type_name("FILE");
+    app.add_option("--threads", threads, "CPU threads (default: all cores)")
+        ->type_name("T")
+        ->check(moe::cli::integer_in(0, 4096));
+    app.add_option("--backend", backend_name,
+                   "cpu, cuda or auto (default: auto = CUDA when a device is visible; a bfloat16 "
+                   "checkpoint evaluates in float32 on the CPU)")
+        ->type_name("B")
+        ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+    if (!moe::cli::parse(app, argc, argv)) return 0;
+    if (backend_name == "cpu") backend = moe::BackendKind::Cpu;
+    if (backend_name == "cuda") backend = moe::BackendKind::Cuda;
+    if (backend_name == "auto") backend = moe::BackendKind::Auto;
     moe::setup_logging("info");
     namespace fs = std::filesystem;
     if (!fs::exists(fs::path(ckpt) / "trainer_state.json")) {

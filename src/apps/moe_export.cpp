@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "apps/cli.h"
 #include "apps/common.h"
 #include "apps/hf_glm4_moe.h"
 #include "data/shard_dataset.h"
@@ -22,23 +23,6 @@
 namespace fs = std::filesystem;
 
 namespace {
-
-const char* kUsage =
-    "usage: moe-export --checkpoint DIR --output HF_DIR [--dtype bfloat16|float32]\n"
-    "                  [--tokenizer M.model] [--max-shard-mb N]\n"
-    "       moe-export --from-hf HF_DIR --output CKPT_DIR [--config FILE]\n"
-    "  --checkpoint DIR   a checkpoint (step_* directory) or a checkpoint.dir (its newest)\n"
-    "  --output DIR       the directory to write; must not exist or be empty\n"
-    "  --dtype D          weights in bfloat16 (default) or float32; the router's\n"
-    "                     e_score_correction_bias is float32 either way\n"
-    "  --tokenizer FILE   the SentencePiece model of the training data (default: the one\n"
-    "                     recorded in the shard directory's summary.json, if any)\n"
-    "  --max-shard-mb N   weight files above N MiB (a number > 0) are split, with an index\n"
-    "                     (default 5000)\n"
-    "  --from-hf DIR      import: a glm4_moe directory (config.json, safetensors) into a\n"
-    "                     checkpoint under CKPT_DIR (step_00000000, zero AdamW moments)\n"
-    "  --config FILE      import: the run config whose non-model keys the checkpoint keeps\n"
-    "                     (default: the built-in defaults)\n";
 
 struct Args {
   std::string checkpoint, output, dtype = "bfloat16", tokenizer, from_hf, config;
@@ -200,8 +184,6 @@ std::string model_card(const moe::Config& cfg, const moe::TrainerState& st,
 }
 
 int export_checkpoint(const Args& a) {
-  if (a.dtype != "bfloat16" && a.dtype != "float32")
-    throw moe::InputError("--dtype: expected bfloat16 or float32, got " + a.dtype);
   std::string ckpt = a.checkpoint;
   if (!fs::exists(fs::path(ckpt) / "trainer_state.json")) {
     ckpt = moe::find_latest_checkpoint(a.checkpoint);
@@ -313,27 +295,38 @@ int main(int argc, char** argv) {
   return moe::run_main("moe-export", [&] {
     moe::setup_logging("info");
     Args a;
-    const moe::FlagHandlers flags = {
-        {"--checkpoint", [&](const std::string& v) { a.checkpoint = v; }},
-        {"--output", [&](const std::string& v) { a.output = v; }},
-        {"--dtype", [&](const std::string& v) { a.dtype = v; }},
-        {"--tokenizer", [&](const std::string& v) { a.tokenizer = v; }},
-        {"--max-shard-mb",
-         [&](const std::string& v) {
-           size_t used = 0;
-           try {
-             a.max_shard_mb = std::stod(v, &used);
-           } catch (const std::exception&) {
-             used = 0;
-           }
-           if (used != v.size() || !(a.max_shard_mb > 0))
-             throw moe::InputError("--max-shard-mb: expected a size in MiB > 0, got " + v);
-         }},
-        {"--from-hf", [&](const std::string& v) { a.from_hf = v; }},
-        {"--config", [&](const std::string& v) { a.config = v; }},
-    };
-    if (!moe::parse_flags(argc, argv, "moe-export", kUsage, flags)) return 0;
-    if (a.output.empty()) throw moe::InputError("--output is required");
+    CLI::App app{"A checkpoint as a Hugging Face transformers glm4_moe model directory "
+                 "(--checkpoint), or such a directory back into a checkpoint (--from-hf); "
+                 "docs/export.md."};
+    moe::cli::configure(app, "moe-export");
+    app.add_option("--checkpoint", a.checkpoint,
+                   "export: a checkpoint (step_* directory) or a checkpoint.dir (its newest)")
+        ->type_name("DIR");
+    app.add_option("--output", a.output, "the directory to write; must not exist or be empty")
+        ->type_name("DIR")
+        ->required();
+    app.add_option("--dtype", a.dtype,
+                   "export: weights in bfloat16 (default) or float32; the router's "
+                   "e_score_correction_bias is float32 either way")
+        ->type_name("D")
+        ->check(CLI::IsMember({"bfloat16", "float32"}));
+    app.add_option("--tokenizer", a.tokenizer,
+                   "export: the SentencePiece model of the training data (default: the one "
+                   "recorded in the shard directory's summary.json, if any)")
+        ->type_name("FILE");
+    app.add_option("--max-shard-mb", a.max_shard_mb,
+                   "export: weight files above N MiB are split, with an index (default 5000)")
+        ->type_name("N")
+        ->check(moe::cli::positive_number());
+    app.add_option("--from-hf", a.from_hf,
+                   "import: a glm4_moe directory (config.json, safetensors) into a checkpoint "
+                   "under --output (step_00000000, zero AdamW moments)")
+        ->type_name("DIR");
+    app.add_option("--config", a.config,
+                   "import: the run config whose non-model keys the checkpoint keeps (default: "
+                   "the built-in defaults)")
+        ->type_name("FILE");
+    if (!moe::cli::parse(app, argc, argv)) return 0;
     if (a.from_hf.empty() == a.checkpoint.empty())
       throw moe::InputError("give exactly one of --checkpoint (export) and --from-hf (import)");
     return a.from_hf.empty() ? export_checkpoint(a) : import_hf(a);

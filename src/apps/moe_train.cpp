@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "apps/backend_choice.h"
+#include "apps/cli.h"
 #include "apps/common.h"
 #include "apps/device_info.h"
 #include "apps/memory_plan.h"
@@ -27,22 +28,8 @@
 
 namespace {
 
-constexpr const char* kUsage =
-    "usage: moe-train --config FILE [--set key.path=value]... [--resume auto|DIR]\n"
-    "       moe-train --config FILE [--set key.path=value]... --plan [--world-size W]\n"
-    "       moe-train --config FILE [--set key.path=value]... --print-config\n"
-    "  --config FILE      run configuration (YAML; keys in docs/config.md)\n"
-    "  --set k=v          override one config key, e.g. --set train.steps=100\n"
-    "  --resume auto|DIR  continue from the newest checkpoint under checkpoint.dir (auto;\n"
-    "                     starts fresh when there is none) or from checkpoint directory DIR\n"
-    "  --plan             print the memory plan of one rank (weights, gradients, optimizer,\n"
-    "                     activations, scratch) and FLOPs per token, then exit; allocates\n"
-    "                     nothing, needs no GPU (plans for CUDA unless train.backend is cpu)\n"
-    "  --world-size W     ranks to plan for (default: the ranks launched, 1 without mpirun)\n"
-    "  --print-config     print the resolved config (bases, file and --set applied; every\n"
-    "                     key) as YAML and exit\n"
-    "  --help             this text\n"
-    "  --version          print the version\n"
+constexpr const char* kFooter =
+    "Keys of --config and --set: docs/config.md.\n"
     "SIGINT/SIGTERM: finish the step, write a checkpoint, exit 0; a second signal exits at once.\n";
 
 struct Args {
@@ -186,19 +173,33 @@ int main(int argc, char** argv) {
   }
   return moe::run_main("moe-train", [&]() {
     Args a;
-    if (!moe::parse_flags(argc, argv, "moe-train", kUsage,
-                          {{"--config", [&](const std::string& v) { a.config_path = v; }},
-                           {"--set", [&](const std::string& v) { a.overrides.push_back(v); }},
-                           {"--resume", [&](const std::string& v) { a.resume = v; }},
-                           {"--world-size",
-                            [&](const std::string& v) {
-                              a.world_size = moe::parse_count("--world-size", v, 1);
-                            }}},
-                          {{"--plan", [&] { a.plan = true; }},
-                           {"--print-config", [&] { a.print_config = true; }}}))
-      return 0;
-    if (a.config_path.empty()) throw moe::InputError("--config is required (see --help)");
-    if (a.world_size > 0 && !a.plan) throw moe::InputError("--world-size goes with --plan");
+    CLI::App app{"Pretrain a MoE language model from a YAML config."};
+    moe::cli::configure(app, "moe-train", kFooter);
+    app.add_option("--config", a.config_path, "run configuration (YAML)")
+        ->type_name("FILE")
+        ->required();
+    app.add_option("--set", a.overrides,
+                   "override one config key, e.g. --set train.steps=100 (repeatable)")
+        ->type_name("KEY=VALUE")
+        ->allow_extra_args(false);
+    app.add_option("--resume", a.resume,
+                   "continue from the newest checkpoint under checkpoint.dir (auto; starts "
+                   "fresh when there is none) or from checkpoint directory DIR")
+        ->type_name("auto|DIR");
+    CLI::Option* plan =
+        app.add_flag("--plan", a.plan,
+                     "print the memory plan of one rank (weights, gradients, optimizer, "
+                     "activations, scratch) and FLOPs per token, then exit; allocates nothing, "
+                     "needs no GPU (plans for CUDA unless train.backend is cpu)");
+    app.add_option("--world-size", a.world_size,
+                   "ranks to plan for (default: the ranks launched, 1 without mpirun)")
+        ->type_name("W")
+        ->check(moe::cli::integer_at_least(1))
+        ->needs(plan);
+    app.add_flag("--print-config", a.print_config,
+                 "print the resolved config (bases, file and --set applied; every key) as YAML "
+                 "and exit");
+    if (!moe::cli::parse(app, argc, argv)) return 0;
     if (a.plan) return print_plan(a, world->size(), world->rank());
     if (a.print_config) {
       const moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
