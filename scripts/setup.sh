@@ -16,6 +16,7 @@ packages=(
   zlib1g-dev
   patchelf                  # scripts/bundle.sh
   python3 python3-numpy python3-matplotlib   # scripts/report.py
+  clang libclang-rt-dev libomp-dev           # scripts/fuzz.sh (libFuzzer)
 )
 
 missing=()
