@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/file_io.h"
 #include "core/philox.h"
 #include "data/shard_format.h"
 #include "data_tools/inputs.h"
@@ -184,10 +185,10 @@ void prepare(const PrepareOptions& o) {
       {"mb_per_s", mbps},
   };
   {
-    const std::string path = out.staging() + "/summary.json";
-    std::ofstream f(path);
-    f << summary.dump(2) << "\n";
-    if (!f.flush()) throw DataError(path + ": write failed");
+    const std::string text = summary.dump(2) + "\n";
+    io::FileWriter f(out.staging() + "/summary.json");
+    f.write(text.data(), text.size());
+    f.sync_and_close();
   }
   out.commit();
 

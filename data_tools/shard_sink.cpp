@@ -1,13 +1,12 @@
 #include "data_tools/shard_sink.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/file_io.h"
 
 namespace moe::data {
 
@@ -69,14 +68,6 @@ std::vector<fs::path> shards_in(const std::string& dir) {
   return out;
 }
 
-void sync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
 }  // namespace
 
 OutputDir::OutputDir(std::string dir, bool force) : dir_(std::move(dir)) {
@@ -92,8 +83,7 @@ OutputDir::OutputDir(std::string dir, bool force) : dir_(std::move(dir)) {
                     "); use --force to replace them, or another --output");
   staging_ = dir_ + "/.moe-data.partial";
   fs::remove_all(staging_, ec);  // left over from an interrupted run
-  fs::create_directory(staging_, ec);
-  if (ec) throw DataError(staging_ + ": cannot create directory: " + ec.message());
+  io::make_dirs(staging_);
 }
 
 OutputDir::~OutputDir() {
@@ -115,13 +105,21 @@ void OutputDir::commit() {
     (it->path().filename() == "summary.json" ? last : staged).push_back(it->path());
   if (ec) throw DataError(staging_ + ": cannot list directory: " + ec.message());
   staged.insert(staged.end(), last.begin(), last.end());
-  for (const auto& p : staged) {
-    const fs::path to = fs::path(dir_) / p.filename();
-    fs::rename(p, to, ec);
-    if (ec) throw DataError(to.string() + ": cannot move into place: " + ec.message());
+  // A failure part way takes back what was moved: the directory never holds
+  // part of a run (summary.json comes last, so it is never among them).
+  std::vector<std::string> moved;
+  try {
+    for (const auto& p : staged) {
+      const std::string to = (fs::path(dir_) / p.filename()).string();
+      io::rename_path(p.string(), to);
+      moved.push_back(to);
+    }
+    io::sync_dir(dir_);
+  } catch (...) {
+    for (const std::string& m : moved) io::remove_quietly(m);
+    throw;
   }
   fs::remove(staging_, ec);
-  sync_dir(dir_);
   committed_ = true;
 }
 

@@ -52,7 +52,8 @@ class OutputDir {
   ~OutputDir();  // an uncommitted staging directory is removed
   const std::string& staging() const { return staging_; }
   // Removes the shards of an earlier run (with force) and moves every
-  // staged file into the directory.
+  // staged file into the directory, summary.json last. A failing file
+  // operation (IoError) leaves none of the new files in the directory.
   void commit();
 
  private:

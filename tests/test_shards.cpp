@@ -191,6 +191,17 @@ TEST(ShardSet, HeaderErrorsNameTheFile) {
     EXPECT_MSG_HAS(m, p);
     EXPECT_MSG_HAS(m, "3 trailing bytes");
   }
+  {  // a token count whose byte size wraps around 2^64 onto the file's real size
+    // 50 uint16 tokens are 100 bytes; 2^63 + 50 tokens are 2^64 + 100 bytes.
+    const auto p = fresh("wraps.bin");
+    const uint64_t lie = (uint64_t(1) << 63) + 50;
+    std::vector<unsigned char> bytes(8);
+    for (int i = 0; i < 8; ++i) bytes[size_t(i)] = uint8_t(lie >> (8 * i));
+    patch(p, 32, bytes);
+    const auto m = open_err(p);
+    EXPECT_MSG_HAS(m, p);
+    EXPECT_MSG_HAS(m, "truncated");
+  }
   for (uintmax_t size : {uintmax_t(0), uintmax_t(100), uintmax_t(255)}) {
     const auto p = fresh("short" + std::to_string(size) + ".bin");
     fs::resize_file(p, size);

@@ -36,6 +36,8 @@ int run_main(const char* program, const std::function<int()>& body) {
     return body();
   } catch (const InputError& e) {
     return fail(program, "error: ", e.what(), 2);
+  } catch (const IoError& e) {
+    return fail(program, "error: ", e.what(), 1);
   } catch (const std::exception& e) {
     return fail(program, "internal error: ", e.what(), 1);
   }

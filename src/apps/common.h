@@ -10,7 +10,8 @@
 namespace moe {
 
 // Runs body; turns InputError (bad config, data, arguments) into one line on
-// stderr and exit code 2, any other failure into one line and exit code 1.
+// stderr and exit code 2, an IoError (a full or failing disk) into one line
+// and exit code 1, any other failure into one "internal error" line and 1.
 int run_main(const char* program, const std::function<int()>& body);
 
 // In a multi-rank job a failing rank must end the whole job (the others would

@@ -14,6 +14,7 @@
 #include "apps/cli.h"
 #include "apps/common.h"
 #include "apps/hf_glm4_moe.h"
+#include "core/file_io.h"
 #include "data/shard_dataset.h"
 #include "data/shard_format.h"
 #include "data_tools/tokenizer.h"
@@ -36,9 +37,11 @@ void require_fresh_output(const std::string& dir) {
     throw moe::InputError("--output: " + dir + " exists and is not an empty directory");
 }
 
+// Written and fsynced through core/file_io.h: a full disk is an IoError.
 void write_text(const fs::path& p, const std::string& text) {
-  std::ofstream f(p, std::ios::trunc);
-  if (!(f << text) || !f.flush()) throw moe::DataError(p.string() + ": write failed");
+  moe::io::FileWriter f(p.string());
+  f.write(text.data(), text.size());
+  f.sync_and_close();
 }
 
 nlohmann::json read_json(const fs::path& p) {
@@ -96,7 +99,12 @@ moe::SpecialTokens export_tokenizer(const std::string& path, const moe::Config& 
   std::string back;
   if (!tok.sp->Encode(probe, &ids).ok() || !tok.sp->Decode(ids, &back).ok() || back != probe)
     throw moe::DataError("--tokenizer: " + path + " does not round-trip a probe text");
-  fs::copy_file(path, out / "tokenizer.model");
+  {
+    std::ifstream in(path, std::ios::binary);
+    const std::string model((std::istreambuf_iterator<char>(in)), {});
+    if (!in && !in.eof()) throw moe::DataError("--tokenizer: " + path + ": read failed");
+    write_text(out / "tokenizer.model", model);
+  }
   auto piece = [&](int id) { return id >= 0 ? nlohmann::json(tok.sp->IdToPiece(id)) : nlohmann::json(); };
   nlohmann::ordered_json cfgj = {{"tokenizer_class", "LlamaTokenizer"},
                                  {"legacy", true},
@@ -197,38 +205,50 @@ int export_checkpoint(const Args& a) {
       moe::read_safetensors((fs::path(ckpt) / "model.safetensors").string());
   const std::vector<moe::HfTensor> tensors = moe::to_glm4_moe(ours, cfg);
 
-  // Written under a temporary name and renamed: a directory at --output is complete.
+  // Written under a temporary name and renamed: a directory at --output is
+  // complete. A failure (a full disk) removes the temporary directory.
   const fs::path out(a.output);
   const fs::path tmp = out.string() + ".tmp";
   fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  const std::string tok = a.tokenizer.empty() ? recorded_tokenizer(cfg) : a.tokenizer;
-  moe::SpecialTokens ids;
-  if (!tok.empty())
-    ids = export_tokenizer(tok, cfg, tmp);
-  else
-    spdlog::info("tokenizer: none given or recorded (synthetic data?): no tokenizer files");
-  write_text(tmp / "config.json", moe::glm4_moe_config(cfg, ids, a.dtype).dump(2) + "\n");
-  nlohmann::ordered_json gen = {{"_from_model_config", true}, {"do_sample", false}};
-  if (ids.bos >= 0) gen["bos_token_id"] = ids.bos;
-  if (ids.eos >= 0) gen["eos_token_id"] = ids.eos;
-  if (ids.pad >= 0) gen["pad_token_id"] = ids.pad;
-  gen["max_length"] = cfg.model.seq_len;
-  write_text(tmp / "generation_config.json", gen.dump(2) + "\n");
-  write_weights(tensors, a.dtype == "bfloat16", size_t(a.max_shard_mb * double(1 << 20)), tmp);
+  try {
+    moe::io::make_dirs(tmp.string());
+    const std::string tok = a.tokenizer.empty() ? recorded_tokenizer(cfg) : a.tokenizer;
+    moe::SpecialTokens ids;
+    if (!tok.empty())
+      ids = export_tokenizer(tok, cfg, tmp);
+    else
+      spdlog::info("tokenizer: none given or recorded (synthetic data?): no tokenizer files");
+    write_text(tmp / "config.json", moe::glm4_moe_config(cfg, ids, a.dtype).dump(2) + "\n");
+    nlohmann::ordered_json gen = {{"_from_model_config", true}, {"do_sample", false}};
+    if (ids.bos >= 0) gen["bos_token_id"] = ids.bos;
+    if (ids.eos >= 0) gen["eos_token_id"] = ids.eos;
+    if (ids.pad >= 0) gen["pad_token_id"] = ids.pad;
+    gen["max_length"] = cfg.model.seq_len;
+    write_text(tmp / "generation_config.json", gen.dump(2) + "\n");
+    write_weights(tensors, a.dtype == "bfloat16", size_t(a.max_shard_mb * double(1 << 20)), tmp);
 
-  // eval.json of the run (log.out_dir, the parent of checkpoint.dir by default).
-  nlohmann::json eval;
-  for (const fs::path& p : {fs::path(ckpt).parent_path().parent_path() / "eval.json",
-                            fs::path(cfg.log.out_dir) / "eval.json"})
-    if (fs::exists(p)) {
-      eval = read_json(p);
-      spdlog::info("model card: evaluation from {}", p.string());
-      break;
+    // eval.json of the run (log.out_dir, the parent of checkpoint.dir by default).
+    nlohmann::json eval;
+    for (const fs::path& p : {fs::path(ckpt).parent_path().parent_path() / "eval.json",
+                              fs::path(cfg.log.out_dir) / "eval.json"})
+      if (fs::exists(p)) {
+        eval = read_json(p);
+        spdlog::info("model card: evaluation from {}", p.string());
+        break;
+      }
+    write_text(tmp / "README.md", model_card(cfg, st, ckpt, eval.is_null() ? nullptr : &eval));
+    fs::remove(out);  // an empty directory, if any (require_fresh_output)
+    moe::io::rename_path(tmp.string(), out.string());
+    try {
+      moe::io::sync_dir(fs::absolute(out).parent_path().string());
+    } catch (...) {  // not known to be on disk: not there
+      moe::io::remove_quietly(out.string());
+      throw;
     }
-  write_text(tmp / "README.md", model_card(cfg, st, ckpt, eval.is_null() ? nullptr : &eval));
-  fs::remove(out);  // an empty directory, if any (require_fresh_output)
-  fs::rename(tmp, out);
+  } catch (...) {
+    moe::io::remove_quietly(tmp.string());
+    throw;
+  }
   spdlog::info("exported {} (step {}) to {}", ckpt, st.step, a.output);
   return 0;
 }

@@ -1,6 +1,6 @@
 // Typed errors. Library code throws; the mains turn them into one line and an
 // exit code (2 for bad input: config, data, command line, checkpoint; 1 for
-// internal failures).
+// a failing disk and internal failures).
 #pragma once
 
 #include <stdexcept>
@@ -19,6 +19,11 @@ struct ConfigError : InputError {
 // A data file is missing, unreadable or malformed; the message names the file.
 struct DataError : InputError {
   using InputError::InputError;
+};
+// The system refused a file operation: a full disk (ENOSPC), an I/O error
+// (EIO), a missing permission. The message names the file. Exit code 1.
+struct IoError : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 // A broken invariant or a failing library/device call. Exit code 1.
 struct InternalError : std::runtime_error {

@@ -7,6 +7,8 @@
 //                              checkpoint and before renaming it into place
 //   train.fail_rank=R          world rank R throws an internal error in its
 //                              second training step
+//   io.fail_op=N[:EIO]         the N-th file operation of core/file_io.h
+//                              fails with ENOSPC (or EIO)
 #pragma once
 
 #include <optional>

@@ -72,72 +72,76 @@ ShardHeader decode_shard_header(const unsigned char* b, size_t size, const std::
 }
 
 void check_shard_size(const ShardHeader& h, uint64_t file_bytes, const std::string& path) {
-  const uint64_t want = kShardHeaderBytes + h.token_count * h.token_bytes;
-  if (file_bytes < want)
+  // Compared by division: token_count * token_bytes can wrap around 2^64, and
+  // a header that lies by a multiple of it must not pass (found by fuzz_shard).
+  const uint64_t body = file_bytes >= kShardHeaderBytes ? file_bytes - kShardHeaderBytes : 0;
+  const uint64_t whole = body / h.token_bytes;
+  if (file_bytes < kShardHeaderBytes || h.token_count > whole)
     throw DataError(path + ": truncated: header promises " + std::to_string(h.token_count) +
-                    " tokens (" + std::to_string(want) + " bytes), file has " +
+                    " tokens of " + std::to_string(h.token_bytes) + " bytes, file has " +
                     std::to_string(file_bytes) + " bytes");
-  if (file_bytes > want)
-    throw DataError(path + ": " + std::to_string(file_bytes - want) +
+  if (h.token_count < whole || body % h.token_bytes != 0)
+    throw DataError(path + ": " + std::to_string(body - h.token_count * h.token_bytes) +
                     " trailing bytes after the tokens the header promises");
 }
+
+namespace {
+constexpr size_t kShardWriteBuffer = size_t(1) << 20;
+}  // namespace
 
 ShardWriter::ShardWriter(const std::string& path, const ShardHeader& header_template)
     : path_(path), tmp_path_(path + ".tmp"), header_(header_template) {
   header_.token_count = 0;
   header_.doc_count = 0;
   header_.version = kShardVersion;
-  f_ = std::fopen(tmp_path_.c_str(), "wb");
-  if (!f_) throw DataError(tmp_path_ + ": cannot create: " + std::strerror(errno));
-  unsigned char blank[kShardHeaderBytes] = {};
-  if (std::fwrite(blank, 1, kShardHeaderBytes, f_) != kShardHeaderBytes)
-    throw DataError(tmp_path_ + ": write failed: " + std::strerror(errno));
+  file_ = std::make_unique<io::FileWriter>(tmp_path_);
+  buffer_.reserve(kShardWriteBuffer);
+  buffer_.resize(kShardHeaderBytes);  // zeros until finish() writes the counts
 }
 
 ShardWriter::~ShardWriter() {
-  if (f_) {
-    std::fclose(f_);
-    std::remove(tmp_path_.c_str());
+  if (file_) {
+    file_.reset();
+    io::remove_quietly(tmp_path_);
   }
+}
+
+void ShardWriter::flush() {
+  file_->write(buffer_.data(), buffer_.size());
+  buffer_.clear();
 }
 
 void ShardWriter::append(const uint32_t* tokens, size_t n) {
   if (n == 0) return;
-  if (header_.token_bytes == 2) {
-    std::vector<uint16_t> narrow(n);
-    for (size_t i = 0; i < n; ++i) {
-      MOE_CHECK(tokens[i] < header_.vocab_size, "ShardWriter: token id outside the vocab");
-      narrow[i] = uint16_t(tokens[i]);
-    }
-    if (std::fwrite(narrow.data(), 2, n, f_) != n)
-      throw DataError(tmp_path_ + ": write failed: " + std::strerror(errno));
-  } else {
-    for (size_t i = 0; i < n; ++i)
-      MOE_CHECK(tokens[i] < header_.vocab_size, "ShardWriter: token id outside the vocab");
-    if (std::fwrite(tokens, 4, n, f_) != n)
-      throw DataError(tmp_path_ + ": write failed: " + std::strerror(errno));
-  }
+  for (size_t i = 0; i < n; ++i)
+    MOE_CHECK(tokens[i] < header_.vocab_size, "ShardWriter: token id outside the vocab");
+  const size_t width = header_.token_bytes;
+  const size_t at = buffer_.size();
+  buffer_.resize(at + n * width);
+  unsigned char* out = buffer_.data() + at;
+  for (size_t i = 0; i < n; ++i)  // little-endian, 2 or 4 bytes
+    for (size_t b = 0; b < width; ++b) out[i * width + b] = uint8_t(tokens[i] >> (8 * b));
   header_.token_count += n;
+  if (buffer_.size() >= kShardWriteBuffer) flush();
 }
 
 void ShardWriter::end_document() { ++header_.doc_count; }
 
 ShardHeader ShardWriter::finish() {
-  MOE_CHECK(f_ != nullptr, "ShardWriter::finish called twice");
+  MOE_CHECK(file_ != nullptr, "ShardWriter::finish called twice");
   unsigned char hdr[kShardHeaderBytes];
   encode_shard_header(header_, hdr);
-  const bool ok = std::fseek(f_, 0, SEEK_SET) == 0 &&
-                  std::fwrite(hdr, 1, kShardHeaderBytes, f_) == kShardHeaderBytes &&
-                  std::fflush(f_) == 0 && ::fsync(fileno(f_)) == 0;
-  const int err = errno;
-  std::fclose(f_);
-  f_ = nullptr;
-  if (!ok) {
-    std::remove(tmp_path_.c_str());
-    throw DataError(tmp_path_ + ": write failed: " + std::strerror(err));
+  try {
+    if (!buffer_.empty()) flush();
+    file_->write_at(0, hdr, kShardHeaderBytes);
+    file_->sync_and_close();
+    io::rename_path(tmp_path_, path_);
+  } catch (...) {
+    file_.reset();
+    io::remove_quietly(tmp_path_);
+    throw;
   }
-  if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0)
-    throw DataError(path_ + ": rename failed: " + std::strerror(errno));
+  file_.reset();
   return header_;
 }
 

@@ -17,7 +17,11 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <vector>
+
+#include "core/file_io.h"
 
 namespace moe {
 
@@ -51,7 +55,8 @@ void check_shard_size(const ShardHeader& h, uint64_t file_bytes, const std::stri
 
 // Writes one shard: tokens are appended as they come, then the header is
 // written with the final counts, the file fsynced and renamed from a
-// temporary name, so a shard that exists is complete.
+// temporary name, so a shard that exists is complete. File operations go
+// through core/file_io.h (IoError on a full disk).
 class ShardWriter {
  public:
   ShardWriter(const std::string& path, const ShardHeader& header_template);
@@ -66,9 +71,11 @@ class ShardWriter {
   ShardHeader finish();
 
  private:
+  void flush();
   std::string path_, tmp_path_;
   ShardHeader header_;
-  std::FILE* f_ = nullptr;
+  std::unique_ptr<io::FileWriter> file_;
+  std::vector<unsigned char> buffer_;  // tokens not yet written
 };
 
 // FNV-1a of a whole file (the tokenizer hash); throws DataError if unreadable.

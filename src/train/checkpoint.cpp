@@ -1,7 +1,6 @@
 #include "train/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cmath>
@@ -13,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/fault.h"
+#include "core/file_io.h"
 #include "train/safetensors.h"
 
 namespace moe {
@@ -36,24 +36,6 @@ int64_t parse_step_dir(const std::string& name) {
     v = v * 10 + (name[i] - '0');
   }
   return v;
-}
-
-void fsync_path(const fs::path& p, bool directory) {
-  const int fd = ::open(p.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) throw DataError(p.string() + ": cannot open for fsync");
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) throw DataError(p.string() + ": fsync failed");
-}
-
-void write_text_durably(const fs::path& p, const std::string& text) {
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    if (!(f << text)) throw DataError(tmp.string() + ": write failed");
-  }
-  fsync_path(tmp, false);
-  fs::rename(tmp, p);
 }
 
 template <typename T>
@@ -125,31 +107,66 @@ std::string save_checkpoint(const std::string& root, const std::vector<TensorSta
 
   const std::string name = step_dir_name(state.step);
   const fs::path final_dir = dir / name, tmp_dir = dir / ("." + name + ".tmp");
-  fs::remove_all(tmp_dir);
-  fs::create_directories(tmp_dir);
-  write_safetensors((tmp_dir / "model.safetensors").string(), model);
-  write_safetensors((tmp_dir / "optimizer.safetensors").string(), optim);
-  const nlohmann::ordered_json js = {{"step", state.step},
-                                     {"tokens_seen", state.tokens_seen},
-                                     {"skipped_steps", state.skipped_steps},
-                                     {"version", state.version},
-                                     {"config", state.config_yaml}};
-  write_text_durably(tmp_dir / "trainer_state.json", js.dump(2) + "\n");
-  fsync_path(tmp_dir, true);
-  maybe_crash_before_rename();
-  fs::remove_all(final_dir);  // an older copy of the same step (a repeated save)
-  fs::rename(tmp_dir, final_dir);
-  fsync_path(dir, true);
-  write_text_durably(dir / "latest", name + "\n");
-  fsync_path(dir, true);
+  const fs::path aside = dir / ("." + name + ".old"), latest = dir / "latest";
+  const std::string previous = find_latest_checkpoint(root);  // what a resume would take now
+  io::remove_quietly(tmp_dir.string());
+  io::remove_quietly(aside.string());
+  bool set_aside = false, renamed = false, pointed = false;
+  try {
+    io::make_dirs(tmp_dir.string());
+    write_safetensors((tmp_dir / "model.safetensors").string(), model);
+    write_safetensors((tmp_dir / "optimizer.safetensors").string(), optim);
+    const nlohmann::ordered_json js = {{"step", state.step},
+                                       {"tokens_seen", state.tokens_seen},
+                                       {"skipped_steps", state.skipped_steps},
+                                       {"version", state.version},
+                                       {"config", state.config_yaml}};
+    io::write_file_atomically((tmp_dir / "trainer_state.json").string(), js.dump(2) + "\n");
+    io::sync_dir(tmp_dir.string());
+    maybe_crash_before_rename();
+    if (fs::exists(final_dir)) {  // an older copy of the same step (a repeated save)
+      io::rename_path(final_dir.string(), aside.string());
+      set_aside = true;
+    }
+    io::rename_path(tmp_dir.string(), final_dir.string());
+    renamed = true;
+    io::sync_dir(dir.string());
+    io::write_file_atomically(latest.string(), name + "\n");
+    pointed = true;
+    io::sync_dir(dir.string());
+  } catch (const IoError& e) {
+    // Put the directory back as it was: the previous checkpoint stays the one
+    // a resume takes, and nothing half-written is left.
+    std::error_code ec;
+    if (pointed) {
+      if (previous.empty())
+        fs::remove(latest, ec);
+      else
+        try {
+          io::write_file_atomically(latest.string(), fs::path(previous).filename().string() + "\n");
+        } catch (const IoError&) {  // find_latest_checkpoint falls back to the newest step dir
+        }
+    }
+    if (renamed) io::remove_quietly(final_dir.string());
+    if (set_aside) fs::rename(aside, final_dir, ec);
+    io::remove_quietly(tmp_dir.string());
+    throw IoError("checkpoint of step " + std::to_string(state.step) + " not saved: " + e.what() +
+                  (previous.empty() ? "; there is no earlier checkpoint"
+                                    : "; the latest checkpoint is still " + previous));
+  }
+  io::remove_quietly(aside.string());
 
-  // Prune the oldest complete checkpoints beyond keep_last.
+  // Prune the oldest complete checkpoints beyond keep_last. A failure here
+  // loses nothing: the new checkpoint is complete and `latest`.
   std::vector<std::pair<int64_t, fs::path>> all;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory() && parse_step_dir(e.path().filename().string()) >= 0)
-      all.emplace_back(parse_step_dir(e.path().filename().string()), e.path());
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_directory() && parse_step_dir(it->path().filename().string()) >= 0)
+      all.emplace_back(parse_step_dir(it->path().filename().string()), it->path());
   std::sort(all.begin(), all.end());
-  for (size_t i = 0; i + size_t(keep_last) < all.size(); ++i) fs::remove_all(all[i].second);
+  for (size_t i = 0; i + size_t(keep_last) < all.size(); ++i) {
+    fs::remove_all(all[i].second, ec);
+    if (ec) spdlog::warn("checkpoint: cannot prune {}: {}", all[i].second.string(), ec.message());
+  }
   return final_dir.string();
 }
 

@@ -49,7 +49,10 @@ struct HostMoments {
 
 // Writes a checkpoint of `state.step` under root; prunes to keep_last;
 // updates `latest`. Returns the checkpoint's directory. Refuses
-// (InternalError) to write non-finite parameters or moments.
+// (InternalError) to write non-finite parameters or moments. A file
+// operation that fails (a full disk: core/file_io.h) leaves root as it was:
+// the partial directory is removed, the previous checkpoint stays `latest`
+// and intact, and the IoError says which step was not saved and why.
 template <typename T>
 std::string save_checkpoint(const std::string& root, const std::vector<TensorState<T>>& tensors,
                             const Balancer& balancer, int first_moe_layer,

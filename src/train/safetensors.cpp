@@ -1,7 +1,5 @@
 #include "train/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -10,6 +8,7 @@
 
 #include "core/bf16.h"
 #include "core/error.h"
+#include "core/file_io.h"
 
 namespace moe {
 
@@ -70,27 +69,11 @@ void write_safetensors(const std::string& path, const SafeTensorFile& file) {
   unsigned char len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
 
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw DataError(path + ": cannot create: " + std::strerror(errno));
-  auto write_all = [&](const void* p, size_t bytes) {
-    const char* c = static_cast<const char*>(p);
-    while (bytes > 0) {
-      const ssize_t w = ::write(fd, c, bytes);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        const int err = errno;
-        ::close(fd);
-        throw DataError(path + ": write failed: " + std::strerror(err));
-      }
-      c += w;
-      bytes -= size_t(w);
-    }
-  };
-  write_all(len, 8);
-  write_all(text.data(), text.size());
-  for (const auto& [name, t] : file.tensors) write_all(t.data.data(), t.data.size());
-  if (::fsync(fd) != 0 || ::close(fd) != 0)
-    throw DataError(path + ": fsync/close failed: " + std::strerror(errno));
+  io::FileWriter f(path);
+  f.write(len, 8);
+  f.write(text.data(), text.size());
+  for (const auto& [name, t] : file.tensors) f.write(t.data.data(), t.data.size());
+  f.sync_and_close();
 }
 
 SafeTensorFile read_safetensors(const std::string& path) {

@@ -23,7 +23,7 @@ struct SafeTensorFile {
   std::map<std::string, std::string> metadata;  // "__metadata__"
 };
 
-// Writes `file` to `path` and fsyncs it. Throws DataError naming the path.
+// Writes `file` to `path` and fsyncs it (core/file_io.h). Throws IoError naming the path.
 void write_safetensors(const std::string& path, const SafeTensorFile& file);
 // Reads and validates (header bounds, offsets inside the file, sizes match
 // dtype x shape). Throws DataError naming the path and the problem.

@@ -2,8 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <utility>
 
 #include "core/error.h"
 #include "core/fault.h"
@@ -174,15 +176,32 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
 
 template <typename T, typename A>
 std::string Trainer<T, A>::save_checkpoint() {
-  if (cfg_.checkpoint.dir.empty()) return "";
+  std::string path;
+  if (!save_checkpoint_or_log(&path) && comm_.rank() != 0)
+    throw IoError("rank 0 could not write the checkpoint of step " + std::to_string(state_.step));
+  if (!last_save_error_.empty()) throw IoError(std::exchange(last_save_error_, ""));
+  return path;
+}
+
+template <typename T, typename A>
+bool Trainer<T, A>::save_checkpoint_or_log(std::string* path) {
+  path->clear();
+  last_save_error_.clear();
+  if (cfg_.checkpoint.dir.empty()) return true;
   const std::vector<TensorState<T>> tensors =
       gather_checkpoint_tensors(cfg_, model_->params(), *optimizer_, comm_, ep_);
-  std::string path;
-  if (comm_.rank() == 0)
-    path = moe::save_checkpoint(cfg_.checkpoint.dir, tensors, balancer_,
-                                cfg_.model.first_dense_layers, state_, cfg_.checkpoint.keep_last);
-  comm_.barrier();
-  return path;
+  int64_t failed = 0;
+  if (comm_.rank() == 0) {
+    try {
+      *path = moe::save_checkpoint(cfg_.checkpoint.dir, tensors, balancer_,
+                                   cfg_.model.first_dense_layers, state_, cfg_.checkpoint.keep_last);
+    } catch (const IoError& e) {
+      last_save_error_ = e.what();
+      failed = 1;
+    }
+  }
+  comm_.allreduce_sum(&failed, 1);  // also the barrier: every rank knows
+  return failed == 0;
 }
 
 template <typename T, typename A>
@@ -236,18 +255,25 @@ RunOutcome Trainer<T, A>::run(MetricsLog* log) {
       if (cfg_.train.nonfinite == NonFinitePolicy::Stop ||
           consecutive_skips_ >= cfg_.train.max_consecutive_skips) {
         // The parameters are those of the last good step: safe to keep.
-        const std::string path = save_checkpoint();
+        std::string path;
+        const bool saved = save_checkpoint_or_log(&path);
         throw InternalError("stopping after " + std::to_string(consecutive_skips_) +
                             " non-finite step(s) in a row (train.nonfinite " +
                             to_string(cfg_.train.nonfinite) + ")" +
-                            (path.empty() ? "" : "; last good state saved in " + path));
+                            (!saved ? "; the last good state could not be saved: " + last_save_error_
+                             : path.empty() ? "" : "; last good state saved in " + path));
       }
     }
     if (cfg_.train.eval_interval > 0 && st.step % cfg_.train.eval_interval == 0)
       evaluate_and_log(log);
     if (ck.interval > 0 && st.step % ck.interval == 0) {
-      last_path = save_checkpoint();
-      last_saved = st.step;
+      if (save_checkpoint_or_log(&last_path)) {
+        last_saved = st.step;
+      } else if (comm_.rank() == 0) {
+        spdlog::error("{}; training goes on, the next try at step {}",
+                      std::exchange(last_save_error_, ""),
+                      std::min(st.step + ck.interval, cfg_.train.steps));
+      }
     }
     if (on_progress) on_progress();
     // Every rank must stop at the same step (the checkpoint is collective),

@@ -44,10 +44,15 @@ class Trainer {
   // checkpoint.interval steps and at the end, evaluates every
   // train.eval_interval steps and, when done, the whole validation split
   // (train.final_eval: eval.json); on a stop signal checkpoints and returns
-  // Stopped. Throws InternalError when non-finite steps stop the run.
+  // Stopped. Throws InternalError when non-finite steps stop the run. A
+  // periodic checkpoint that cannot be written is logged and the run goes
+  // on (the next interval tries again); the last one (end of run, stop
+  // signal) failing ends the run with its IoError (docs/reliability.md).
   RunOutcome run(MetricsLog* log);
 
-  // Checkpoint of the current state under checkpoint.dir; returns its path.
+  // Checkpoint of the current state under checkpoint.dir (collective: rank
+  // 0 writes); returns its path on rank 0. A failed write (a full disk) is
+  // an IoError on every rank, after which checkpoint.dir is as it was.
   std::string save_checkpoint();
   // Restores a checkpoint directory (parameters, AdamW moments, bias, step).
   void resume_from(const std::string& ckpt_dir);
@@ -73,6 +78,9 @@ class Trainer {
   std::function<void()> on_progress;
 
  private:
+  // save_checkpoint() that logs a failed write instead of throwing: false
+  // on every rank when it failed.
+  bool save_checkpoint_or_log(std::string* path);
   void evaluate_and_log(MetricsLog* log);
   void final_evaluation(MetricsLog* log, const std::string& checkpoint);
   std::vector<double> computation_batch_maxvio();
@@ -93,6 +101,7 @@ class Trainer {
   TrainerState state_;
   int consecutive_skips_ = 0;
   EvalResult last_eval_;           // the latest in-training evaluation ...
+  std::string last_save_error_;  // rank 0: why the last checkpoint could not be written
   int64_t last_eval_step_ = -1;    // ... after this many steps
 };
 
