@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -129,6 +130,38 @@ TEST(Cli, MissingAndCorruptTokenFiles) {
   expect_one_line_error(run("--config " + kTiny + " --set data.source=tokens --set data.path=" +
                             (d / "big.bin").string()),
                         "vocab_size");
+  fs::remove_all(d);
+}
+
+// A token file truncated while moe-train has it mapped: the run ends at its
+// next read with one line naming the file and exit code 2 (no SIGBUS).
+TEST(Cli, ATokenFileTruncatedUnderARunningJobEndsItWithOneLine) {
+  const fs::path d = temp_dir("truncated");
+  {
+    std::ofstream f(d / "tokens.bin", std::ios::binary);
+    for (int i = 0; i < 200000; ++i) {
+      const uint16_t t = uint16_t((i * 7 + 3) % 512);
+      f.write(reinterpret_cast<const char*>(&t), 2);
+    }
+  }
+  const std::string log = (d / "train.log").string();
+  const std::string cmd =
+      std::string(MOE_BINARY_DIR) + "/moe-train --config " + kTiny +
+      " --set train.steps=100000 --set train.threads=1 --set log.interval=1" +
+      " --set data.source=tokens --set data.path=" + (d / "tokens.bin").string() +
+      " --set log.out_dir=" + (d / "run").string();
+  // Started in the background; once step 2 is logged the file loses half its tokens.
+  const CommandResult r = moe::test::run_command(
+      "bash -c '" + cmd + " > " + log + " 2>&1 & pid=$!; "
+      "for i in $(seq 600); do grep -q \"step  *2/\" " + log + " && break; sleep 0.1; done; "
+      "truncate -s 200000 " + (d / "tokens.bin").string() + "; wait $pid; echo exit=$?'");
+  EXPECT_NE(r.out.find("exit=2"), std::string::npos) << r.out;
+  std::ifstream f(log);
+  const std::string out((std::istreambuf_iterator<char>(f)), {});
+  const std::string want = "moe-train: error: " + (d / "tokens.bin").string() +
+                           ": token file changed on disk while this run reads it";
+  EXPECT_NE(out.find(want), std::string::npos) << out;
+  EXPECT_EQ(out.find("Bus error"), std::string::npos) << out;
   fs::remove_all(d);
 }
 

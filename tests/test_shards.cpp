@@ -2,6 +2,8 @@
 // stream, path resolution, the stateless training sampler, the in-order
 // validation reader, and a short training run on generated shards.
 #include <gtest/gtest.h>
+
+#include <chrono>
 #include <unistd.h>
 
 #include <cmath>
@@ -13,6 +15,7 @@
 
 #include "backend/backend.h"
 #include "core/error.h"
+#include "data/mapped_file.h"
 #include "data/shard_dataset.h"
 #include "comm/comm.h"
 #include "train/trainer.h"
@@ -238,6 +241,62 @@ TEST(ShardSet, HeaderErrorsNameTheFile) {
     const auto m = data_error([&] { ShardSet s({good, bad}, 1000, "spec"); });
     EXPECT_MSG_HAS(m, bad);
   }
+}
+
+// A shard changed on disk under a running job (data/mapped_file.h): the next
+// read is a DataError naming the file; a replacement by rename is not a
+// change (the mapped file stays readable); a read that faults all the same is
+// one line and exit code 2, not a silent SIGBUS.
+TEST(ShardSet, AShardChangedOnDiskIsAnErrorNamingIt) {
+  TempDir d;
+  const ShardHeader h = header_for(1000);
+  std::vector<int32_t> w(20);
+  {  // truncated
+    const std::string p = d / "truncated.bin";
+    write_shard(p, h, 0, 50, tok16);
+    ShardSet s({p}, 1000, "spec");
+    s.read(0, 20, w.data());
+    fs::resize_file(p, fs::file_size(p) - 40);
+    const auto m = data_error([&] { s.read(0, 20, w.data()); });
+    EXPECT_MSG_HAS(m, p);
+    EXPECT_MSG_HAS(m, "changed on disk");
+    EXPECT_MSG_HAS(m, "356 bytes when opened, now 316");
+  }
+  {  // rewritten in place, same size (a later modification time)
+    const std::string p = d / "rewritten.bin";
+    write_shard(p, h, 0, 50, tok16);
+    ShardSet s({p}, 1000, "spec");
+    patch(p, kShardHeaderBytes, {0x01, 0x00});
+    fs::last_write_time(p, fs::last_write_time(p) + std::chrono::seconds(5));
+    const auto m = data_error([&] { s.read(0, 20, w.data()); });
+    EXPECT_MSG_HAS(m, p);
+    EXPECT_MSG_HAS(m, "rewritten");
+  }
+  {  // replaced by a rename: the run reads the file it mapped, unchanged
+    const std::string p = d / "replaced.bin", other = d / "other.bin";
+    write_shard(p, h, 0, 50, tok16);
+    write_shard(other, h, 7, 10, tok16);
+    ShardSet s({p}, 1000, "spec");
+    fs::rename(other, p);
+    s.read(0, 20, w.data());
+    for (int t = 0; t < 20; ++t) EXPECT_EQ(w[size_t(t)], int32_t(tok16(t)));
+  }
+}
+
+TEST(ShardSetDeathTest, AReadThatFaultsIsOneLineAndExitCode2) {
+  TempDir d;
+  const std::string p = d / "sigbus.bin";
+  write_shard(p, header_for(1000), 0, 20000, tok16);  // ~40 KB: several pages
+  EXPECT_EXIT(
+      {
+        MappedFile f(p, "shard");
+        fs::resize_file(p, 0);
+        // Past the check, as when truncated between check_unchanged and the read.
+        volatile unsigned char byte = f.data()[f.size() - 1];
+        (void)byte;
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(2), "error: " + p + ": truncated on disk while this run reads it");
 }
 
 TEST(ShardSet, ShardsThatDisagreeNameBothFilesAndTheField) {

@@ -1,10 +1,6 @@
 #include "data/shard_dataset.h"
 
-#include <fcntl.h>
 #include <glob.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
@@ -101,84 +97,27 @@ ShardSet::ShardSet(const std::vector<std::string>& paths, int64_t model_vocab,
                    const std::string& spec)
     : spec_(spec) {
   if (paths.empty()) throw DataError(spec + ": no token shards to read");
-  try {
-    for (const std::string& p : paths) {
-      const int fd = ::open(p.c_str(), O_RDONLY);
-      if (fd < 0) throw DataError(p + ": cannot open shard: " + std::strerror(errno));
-      struct stat st {};
-      if (::fstat(fd, &st) != 0) {
-        const int err = errno;
-        ::close(fd);
-        throw DataError(p + ": cannot stat shard: " + std::strerror(err));
-      }
-      Shard s;
-      s.path = p;
-      s.bytes = size_t(st.st_size);
-      if (s.bytes > 0) {  // mmap of 0 bytes fails; the header check reports it
-        void* m = ::mmap(nullptr, s.bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-          const int err = errno;
-          ::close(fd);
-          throw DataError(p + ": mmap failed: " + std::strerror(err));
-        }
-        s.map = static_cast<const unsigned char*>(m);
-      }
-      ::close(fd);
-      shards_.push_back(s);  // owned from here on: unmapped on any later throw
-
-      static const unsigned char kNone[1] = {};
-      const ShardHeader h = decode_shard_header(s.map ? s.map : kNone, s.bytes, p);
-      check_shard_size(h, s.bytes, p);
-      if (int64_t(h.vocab_size) > model_vocab)
-        throw DataError(p + ": shard vocab_size " + std::to_string(h.vocab_size) +
-                        " exceeds model.vocab_size " + std::to_string(model_vocab));
-      if (shards_.size() == 1) {
-        header_ = h;
-        header_.token_count = header_.doc_count = 0;
-      } else {
-        check_agree(header_, shards_[0].path, h, p);
-      }
-      shards_.back().first = total_;
-      shards_.back().count = int64_t(h.token_count);
-      total_ += int64_t(h.token_count);
-      header_.token_count += h.token_count;
-      header_.doc_count += h.doc_count;
+  for (const std::string& p : paths) {
+    MappedFile file(p, "shard");
+    static const unsigned char kNone[1] = {};
+    const ShardHeader h = decode_shard_header(file.data() ? file.data() : kNone, file.size(), p);
+    check_shard_size(h, file.size(), p);
+    if (int64_t(h.vocab_size) > model_vocab)
+      throw DataError(p + ": shard vocab_size " + std::to_string(h.vocab_size) +
+                      " exceeds model.vocab_size " + std::to_string(model_vocab));
+    if (shards_.empty()) {
+      header_ = h;
+      header_.token_count = header_.doc_count = 0;
+    } else {
+      check_agree(header_, shards_[0].file.path(), h, p);
     }
-    if (total_ == 0)
-      throw DataError(spec + ": the " + std::to_string(shards_.size()) +
-                      " shard(s) hold no tokens");
-  } catch (...) {
-    unmap_all();
-    throw;
+    shards_.push_back({std::move(file), total_, int64_t(h.token_count)});
+    total_ += int64_t(h.token_count);
+    header_.token_count += h.token_count;
+    header_.doc_count += h.doc_count;
   }
-}
-
-ShardSet::~ShardSet() { unmap_all(); }
-
-ShardSet::ShardSet(ShardSet&& o) noexcept
-    : spec_(std::move(o.spec_)), shards_(std::move(o.shards_)), header_(o.header_),
-      total_(o.total_) {
-  o.shards_.clear();
-  o.total_ = 0;
-}
-
-ShardSet& ShardSet::operator=(ShardSet&& o) noexcept {
-  if (this != &o) {
-    unmap_all();
-    spec_ = std::move(o.spec_);
-    shards_ = std::move(o.shards_);
-    header_ = o.header_;
-    total_ = o.total_;
-    o.shards_.clear();
-    o.total_ = 0;
-  }
-  return *this;
-}
-
-void ShardSet::unmap_all() {
-  for (Shard& s : shards_)
-    if (s.map) ::munmap(const_cast<unsigned char*>(s.map), s.bytes);
-  shards_.clear();
+  if (total_ == 0)
+    throw DataError(spec + ": the " + std::to_string(shards_.size()) + " shard(s) hold no tokens");
 }
 
 std::string ShardSet::describe() const {
@@ -201,7 +140,8 @@ void ShardSet::read(int64_t pos, int64_t n, int32_t* out) const {
     const Shard& s = shards_[i];
     const int64_t off = pos - s.first;
     const int64_t take = std::min(n, s.count - off);
-    const unsigned char* src = s.map + kShardHeaderBytes + size_t(off) * width;
+    if (take > 0) s.file.check_unchanged();
+    const unsigned char* src = s.file.data() + kShardHeaderBytes + size_t(off) * width;
     for (int64_t t = 0; t < take; ++t) {
       uint32_t v;
       if (width == 2) {
@@ -213,7 +153,7 @@ void ShardSet::read(int64_t pos, int64_t n, int32_t* out) const {
       }
       // A corrupt token would index past the embedding table; cheap to catch.
       if (v >= vocab)
-        throw DataError(s.path + ": token " + std::to_string(v) + " at index " +
+        throw DataError(s.file.path() + ": token " + std::to_string(v) + " at index " +
                         std::to_string(off + t) + " is outside the shard vocab " +
                         std::to_string(vocab));
       out[t] = int32_t(v);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "data/mapped_file.h"
 #include "data/shard_format.h"
 #include "data/token_source.h"
 
@@ -20,37 +21,31 @@ namespace moe {
 std::vector<std::string> resolve_shards(const std::string& spec, const std::string& split);
 
 // Shards, mmapped read-only and validated, concatenated into one stream.
-// Movable, not copyable (owns the mappings).
+// Movable, not copyable (owns the mappings). A shard that changes on disk
+// while mapped is a DataError at the next read (data/mapped_file.h).
 class ShardSet {
  public:
   // `spec` names the set in errors (the path or pattern the files came from).
   // Throws DataError: no files, a bad header or size, shards that disagree,
   // a shard vocab above model_vocab, or no tokens at all.
   ShardSet(const std::vector<std::string>& paths, int64_t model_vocab, const std::string& spec);
-  ~ShardSet();
-  ShardSet(ShardSet&&) noexcept;
-  ShardSet& operator=(ShardSet&&) noexcept;
-  ShardSet(const ShardSet&) = delete;
-  ShardSet& operator=(const ShardSet&) = delete;
 
   int64_t total_tokens() const { return total_; }
   size_t num_shards() const { return shards_.size(); }
-  const std::string& path(size_t i) const { return shards_[i].path; }
+  const std::string& path(size_t i) const { return shards_[i].file.path(); }
   // The common header; token_count and doc_count are the totals of the set.
   const ShardHeader& header() const { return header_; }
   std::string describe() const;
   // Tokens [pos, pos + n) of the stream, across shard boundaries. Throws
-  // DataError if a token is outside the shard's vocab (a corrupt file).
+  // DataError if a token is outside the shard's vocab (a corrupt file) or a
+  // shard read changed on disk since it was opened.
   void read(int64_t pos, int64_t n, int32_t* out) const;
 
  private:
   struct Shard {
-    std::string path;
-    const unsigned char* map = nullptr;  // whole file, header included
-    size_t bytes = 0;
+    MappedFile file;               // whole file, header included
     int64_t first = 0, count = 0;  // position in the stream, tokens
   };
-  void unmap_all();
 
   std::string spec_;
   std::vector<Shard> shards_;

@@ -1,10 +1,5 @@
 #include "data/token_source.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 
@@ -51,66 +46,48 @@ std::string SyntheticSource::describe() const {
 
 TokenFileSource::TokenFileSource(const std::string& path, TokenDType dtype, int vocab,
                                  uint64_t seed, int seq_len, int global_batch)
-    : path_(path), dtype_(dtype), seed_(seed), seq_len_(seq_len), global_batch_(global_batch) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) throw DataError(path + ": cannot open token file: " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    throw DataError(path + ": cannot stat token file: " + std::strerror(errno));
-  }
-  bytes_ = size_t(st.st_size);
+    : path_(path), dtype_(dtype), seed_(seed), seq_len_(seq_len), global_batch_(global_batch),
+      file_(path, "token file") {
+  const size_t bytes = file_.size();
   const size_t width = dtype == TokenDType::U16 ? 2 : 4;
-  if (bytes_ % width != 0) {
-    ::close(fd);
-    throw DataError(path + ": size " + std::to_string(bytes_) + " is not a multiple of " +
+  if (bytes % width != 0)
+    throw DataError(path + ": size " + std::to_string(bytes) + " is not a multiple of " +
                     std::to_string(width) + " bytes (data.dtype " + to_string(dtype) + ")");
-  }
-  n_tokens_ = int64_t(bytes_ / width);
-  if (n_tokens_ < seq_len + 1) {
-    ::close(fd);
+  n_tokens_ = int64_t(bytes / width);
+  if (n_tokens_ < seq_len + 1)
     throw DataError(path + ": holds " + std::to_string(n_tokens_) +
                     " tokens, fewer than model.seq_len + 1 = " + std::to_string(seq_len + 1));
-  }
-  void* p = ::mmap(nullptr, bytes_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) throw DataError(path + ": mmap failed: " + std::strerror(errno));
-  data_ = static_cast<const unsigned char*>(p);
   // One pass to reject out-of-vocabulary tokens up front rather than mid-run.
+  const unsigned char* data = file_.data();
   for (int64_t i = 0; i < n_tokens_; ++i) {
     uint32_t v;
     if (dtype_ == TokenDType::U16) {
       uint16_t x;
-      std::memcpy(&x, data_ + 2 * i, 2);
+      std::memcpy(&x, data + 2 * i, 2);
       v = x;
     } else {
-      std::memcpy(&v, data_ + 4 * i, 4);
+      std::memcpy(&v, data + 4 * i, 4);
     }
-    if (v >= uint32_t(vocab)) {
-      ::munmap(const_cast<unsigned char*>(data_), bytes_);
-      data_ = nullptr;
+    if (v >= uint32_t(vocab))
       throw DataError(path + ": token " + std::to_string(v) + " at position " + std::to_string(i) +
                       " is outside model.vocab_size " + std::to_string(vocab));
-    }
   }
 }
 
-TokenFileSource::~TokenFileSource() {
-  if (data_) ::munmap(const_cast<unsigned char*>(data_), bytes_);
-}
-
 void TokenFileSource::sequence(int64_t step, int j, int32_t* out) const {
+  file_.check_unchanged();
+  const unsigned char* data = file_.data();
   const uint64_t index = uint64_t(step) * global_batch_ + j;
   const int64_t start =
       int64_t(philox_uniform_int(seed_, kStreamFileOffset, index, uint64_t(n_tokens_ - seq_len_)));
   for (int t = 0; t <= seq_len_; ++t) {
     if (dtype_ == TokenDType::U16) {
       uint16_t x;
-      std::memcpy(&x, data_ + 2 * (start + t), 2);
+      std::memcpy(&x, data + 2 * (start + t), 2);
       out[t] = int32_t(x);
     } else {
       uint32_t x;
-      std::memcpy(&x, data_ + 4 * (start + t), 4);
+      std::memcpy(&x, data + 4 * (start + t), 4);
       out[t] = int32_t(x);
     }
   }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "data/mapped_file.h"
 
 namespace moe {
 
@@ -43,7 +44,6 @@ class TokenFileSource final : public TokenSource {
  public:
   TokenFileSource(const std::string& path, TokenDType dtype, int vocab, uint64_t seed,
                   int seq_len, int global_batch);
-  ~TokenFileSource() override;
   void sequence(int64_t step, int j, int32_t* out) const override;
   std::string describe() const override;
   int64_t tokens() const { return n_tokens_; }
@@ -53,8 +53,7 @@ class TokenFileSource final : public TokenSource {
   TokenDType dtype_;
   uint64_t seed_;
   int seq_len_, global_batch_;
-  const unsigned char* data_ = nullptr;
-  size_t bytes_ = 0;
+  MappedFile file_;
   int64_t n_tokens_ = 0;
 };
 
