@@ -310,6 +310,106 @@ TEST(NonFinite, NanRouterWeightIsASkippedStep) {
   fs::remove_all(d);
 }
 
+// NaN or Inf where routing reads it: the MoE layer's input (its RMSNorm
+// weight), the router's scores (a router row) and the Loss-Free bias (as a
+// corrupt checkpoint would leave it). Each makes step k a skipped step: every
+// token still goes to K valid experts, the parameters and the bias stay bit
+// for bit; with the value put back the run goes on, and ends bit-identical to
+// a run whose step k was skipped for an infinite gradient instead (so the
+// AdamW moments and step count were untouched as well).
+TEST(NonFinite, NonFiniteRoutingIsASkippedStepAndTheRunGoesOn) {
+  const fs::path d = temp_dir("nan_routing");
+  const Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+  constexpr int64_t k = 2, n = 5;
+  constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  TrainRun<float> ref(c);
+  ref.trainer->after_backward_hook = [](int64_t step, ParamSet<float>& ps) {
+    if (step == k) ps.grads()[3] = kInf;
+  };
+  ref.steps(n);
+  const auto ref_params = ref.params();
+  const auto ref_bias = ref.trainer->balancer().bias();
+
+  struct Case {
+    const char* what;
+    const char* param;  // "" for the bias
+    size_t first, count;
+    float value;
+  };
+  const Case cases[] = {
+      {"NaN in the MoE layer's input (layers.1.ln2[5])", "layers.1.ln2", 5, 1, kNaN},
+      {"+inf in the MoE layer's input (layers.1.ln2)", "layers.1.ln2", 0, 16, kInf},
+      {"+inf router row: expert 1's scores", "layers.1.moe.router", 16, 16, kInf},
+      {"NaN router scores: every router weight", "layers.1.moe.router", 0, 64, kNaN},
+      {"NaN Loss-Free bias of expert 3", "", 3, 1, kNaN},
+      {"-inf Loss-Free bias of every expert", "", 0, 4, -kInf},
+  };
+  for (const Case& cs : cases) {
+    SCOPED_TRACE(cs.what);
+    TrainRun<float> a(c);
+    a.steps(k);
+    ParamSet<float>& ps = a.trainer->model().params();
+    const auto good = a.params();
+    const auto good_bias = a.trainer->balancer().bias();
+    auto poisoned = good;
+    auto poisoned_bias = good_bias;
+    if (*cs.param) {
+      const ParamInfo& info = ps.info(ps.find(cs.param));
+      ASSERT_LE(cs.first + cs.count, info.numel);
+      std::fill_n(poisoned.begin() + info.offset + cs.first, cs.count, cs.value);
+      ps.params_from_host(poisoned);
+    } else {
+      std::fill_n(poisoned_bias.begin() + cs.first, cs.count, cs.value);
+      a.trainer->balancer().set_bias(poisoned_bias);
+    }
+
+    const StepStats st = a.trainer->train_step(k);
+    EXPECT_TRUE(st.skipped);
+    ASSERT_EQ(st.counts.size(), 4u);  // 1 MoE layer x 4 experts, each a real expert
+    EXPECT_EQ(std::accumulate(st.counts.begin(), st.counts.end(), int64_t{0}), 4 * 16 * 2);
+    for (int64_t cnt : st.counts) EXPECT_GE(cnt, 0);
+    const auto after = a.params();
+    EXPECT_EQ(std::memcmp(after.data(), poisoned.data(), after.size() * sizeof(float)), 0);
+    const auto bias_after = a.trainer->balancer().bias();
+    EXPECT_EQ(std::memcmp(bias_after.data(), poisoned_bias.data(), bias_after.size() * 4), 0);
+    EXPECT_EQ(a.trainer->state().skipped_steps, 1);
+
+    ps.params_from_host(good);
+    a.trainer->balancer().set_bias(good_bias);
+    a.steps(n - k - 1);
+    EXPECT_EQ(a.params(), ref_params);
+    EXPECT_EQ(a.trainer->balancer().bias(), ref_bias);
+  }
+  fs::remove_all(d);
+}
+
+TEST(Checkpoint, RefusesANonFiniteBiasBothWays) {
+  const fs::path d = temp_dir("nan_bias");
+  Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+  TrainRun<float> a(c);
+  a.steps(1);
+  const std::string good = a.trainer->save_checkpoint();
+  auto b = a.trainer->balancer().bias();
+  b[1] = std::numeric_limits<float>::quiet_NaN();
+  a.trainer->balancer().set_bias(b);
+  EXPECT_THROW(a.trainer->save_checkpoint(), InternalError);
+  // A checkpoint whose bias was corrupted on disk is refused when loaded.
+  SafeTensorFile model = read_safetensors((fs::path(good) / "model.safetensors").string());
+  model.tensors[router_bias_name(1)] = make_f32(b.data(), {4});
+  write_safetensors((fs::path(good) / "model.safetensors").string(), model);
+  TrainRun<float> fresh(c);
+  try {
+    fresh.trainer->resume_from(good);
+    ADD_FAILURE() << "a NaN bias was loaded";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("layers.1.moe.router_bias holds a non-finite value"),
+              std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(d);
+}
+
 TEST(NonFinite, RunStopsAfterTooManySkipsOrAtOnceWithStop) {
   const fs::path d = temp_dir("stop");
   for (NonFinitePolicy policy : {NonFinitePolicy::Skip, NonFinitePolicy::Stop}) {

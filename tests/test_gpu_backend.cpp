@@ -7,8 +7,11 @@
 
 #ifdef MOE_WITH_CUDA
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <string>
 #include <filesystem>
 #include <vector>
@@ -187,6 +190,80 @@ TEST(GpuBackend, ResumeIsBitExact) {
   for (int64_t s = 4; s < 8; ++s) resumed.push_back(t.train_step(s).loss);
   EXPECT_EQ(resumed, all);
   std::filesystem::remove_all(dir);
+}
+
+// NaN or Inf where routing reads it, on the CUDA backend (the CPU twin, with
+// a gradient-skipped reference, is test_checkpoint's
+// NonFinite.NonFiniteRoutingIsASkippedStepAndTheRunGoesOn): the MoE input,
+// a router row, the bias. Step k is skipped, every token goes to K valid
+// experts (the kernel's top-K order, backend/topk_order.h), nothing changes;
+// with the value put back every case ends bit-identical to the others.
+TEST(GpuBackend, NonFiniteRoutingIsASkippedStep) {
+  SKIP_WITHOUT_GPU();
+  const Config c = small_config();
+  constexpr int64_t k = 2, n = 5;
+  constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  struct Case {
+    const char* param;  // "" for the bias
+    size_t first, count;
+    float value;
+  };
+  const Case cases[] = {{"layers.1.ln2", 5, 1, kNaN},
+                        {"layers.2.ln2", 0, 64, kInf},
+                        {"layers.1.moe.router", 64, 64, kInf},
+                        {"layers.2.moe.router", 0, 512, kNaN},
+                        {"", 3, 1, kNaN},
+                        {"", 8, 8, -kInf}};
+  std::vector<float> first_params, first_bias;
+  for (const Case& cs : cases) {
+    SCOPED_TRACE(std::string(*cs.param ? cs.param : "bias") + " from " + std::to_string(cs.first));
+    auto gpu = make_cuda_backend<float>(0);
+    LocalComm comm;
+    auto data = make_train_source(c);
+    Trainer<float> t(c, *gpu, comm, *data);
+    for (int64_t s = 0; s < k; ++s) t.train_step(s);
+    ParamSet<float>& ps = t.model().params();
+    const auto good = ps.params_to_host();
+    const auto good_bias = t.balancer().bias();
+    auto poisoned = good;
+    auto poisoned_bias = good_bias;
+    if (*cs.param) {
+      const ParamInfo& info = ps.info(ps.find(cs.param));
+      ASSERT_LE(cs.first + cs.count, info.numel);
+      std::fill_n(poisoned.begin() + info.offset + cs.first, cs.count, cs.value);
+      ps.params_from_host(poisoned);
+    } else {
+      std::fill_n(poisoned_bias.begin() + cs.first, cs.count, cs.value);
+      t.balancer().set_bias(poisoned_bias);
+    }
+    const StepStats st = t.train_step(k);
+    EXPECT_TRUE(st.skipped);
+    ASSERT_EQ(st.counts.size(), 16u);
+    for (int l = 0; l < 2; ++l) {
+      int64_t sum = 0;
+      for (int e = 0; e < 8; ++e) {
+        EXPECT_GE(st.counts[size_t(l * 8 + e)], 0);
+        sum += st.counts[size_t(l * 8 + e)];
+      }
+      EXPECT_EQ(sum, 4 * 37 * 2) << "layer " << l;
+    }
+    const auto after = ps.params_to_host();
+    EXPECT_EQ(std::memcmp(after.data(), poisoned.data(), after.size() * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(t.balancer().bias().data(), poisoned_bias.data(),
+                          poisoned_bias.size() * sizeof(float)),
+              0);
+    ps.params_from_host(good);
+    t.balancer().set_bias(good_bias);
+    for (int64_t s = k + 1; s < n; ++s) EXPECT_FALSE(t.train_step(s).skipped);
+    if (first_params.empty()) {
+      first_params = ps.params_to_host();
+      first_bias = t.balancer().bias();
+    } else {
+      EXPECT_EQ(ps.params_to_host(), first_params);
+      EXPECT_EQ(t.balancer().bias(), first_bias);
+    }
+  }
 }
 
 }  // namespace

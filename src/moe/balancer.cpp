@@ -1,5 +1,8 @@
 #include "moe/balancer.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/error.h"
 
 namespace moe {
@@ -28,6 +31,10 @@ void Balancer::set_bias(const std::vector<float>& b) {
   MOE_CHECK(b.size() == bias_.size(), "Balancer::set_bias: size mismatch");
   bias_ = b;
   to_device();
+}
+
+bool Balancer::bias_finite() const {
+  return std::all_of(bias_.begin(), bias_.end(), [](float b) { return std::isfinite(b); });
 }
 
 void Balancer::update(const std::vector<int64_t>& counts) {

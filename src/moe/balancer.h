@@ -39,6 +39,10 @@ class Balancer {
 
   const std::vector<float>& bias() const { return bias_; }  // [moe_layers * n_routed]
   void set_bias(const std::vector<float>& b);
+  // False when a bias is NaN or infinite (a corrupt checkpoint or memory):
+  // the routers would then pick by it while loss and gradients stay finite,
+  // so the trainer skips such steps.
+  bool bias_finite() const;
   // The copy in backend memory, fp32 [moe_layers * n_routed] (null without a backend).
   const float* device_bias() const { return device_; }
   int layers() const { return layers_; }

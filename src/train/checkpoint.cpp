@@ -100,6 +100,7 @@ std::string save_checkpoint(const std::string& root, const std::vector<TensorSta
     optim.tensors["adam_m." + t.name] = make_native(t.m.data(), t.shape);
     optim.tensors["adam_v." + t.name] = make_native(t.v.data(), t.shape);
   }
+  require_finite(balancer.bias(), "router biases");
   const int E = balancer.experts();
   for (int l = 0; l < balancer.layers(); ++l)
     model.tensors[router_bias_name(first_moe_layer + l)] =
@@ -215,6 +216,10 @@ TrainerState load_checkpoint(const std::string& ckpt_dir, ParamSet<T>& params, B
     copy_float_tensor(find(model, model_path, name, {E}), bias.data() + size_t(l) * E, size_t(E),
                       model_path + ": " + name);
   }
+  for (size_t i = 0; i < bias.size(); ++i)
+    if (!std::isfinite(bias[i]))
+      throw DataError(model_path + ": " + router_bias_name(first_moe_layer + int(i) / E) +
+                      " holds a non-finite value (a corrupt checkpoint)");
   params.params_from_host(p);
   balancer.set_bias(bias);
 

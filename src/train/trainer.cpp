@@ -134,7 +134,7 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
     st.grad_norm = optimizer_->grad_norm();
   }
   st.skipped = !std::isfinite(st.loss) || !std::isfinite(st.aux_loss) ||
-               !std::isfinite(st.grad_norm);
+               !std::isfinite(st.grad_norm) || !balancer_.bias_finite();
   if (!st.skipped) {
     PhaseScope phase(be_, Phase::Optimizer);  // AdamW and the Loss-Free bias update
     AdamWParams ap;
@@ -250,8 +250,9 @@ RunOutcome Trainer<T, A>::run(MetricsLog* log) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (log) log->record(st, elapsed, s + 1 - first);
     if (st.skipped) {
-      spdlog::warn("step {}: non-finite loss {} or gradient norm {}: step skipped ({} in a row)",
-                   st.step, st.loss, st.grad_norm, consecutive_skips_);
+      spdlog::warn("step {}: loss {}, gradient norm {}{}: not finite, step skipped ({} in a row)",
+                   st.step, st.loss, st.grad_norm,
+                   balancer_.bias_finite() ? "" : ", Loss-Free bias", consecutive_skips_);
       if (cfg_.train.nonfinite == NonFinitePolicy::Stop ||
           consecutive_skips_ >= cfg_.train.max_consecutive_skips) {
         // The parameters are those of the last good step: safe to keep.
