@@ -54,7 +54,7 @@ int print_plan(const Args& a, int launched_world, int rank) {
 
 // The checkpoint to resume from ("" for a fresh start); checks that its
 // model matches this config and logs every other setting that changed.
-std::string resolve_resume(const Args& a, const moe::Config& cfg) {
+std::string resolve_resume(const Args& a, const moe::Config& cfg, int world_size) {
   if (a.resume.empty()) return "";
   std::string dir = a.resume;
   if (a.resume == "auto") {
@@ -67,11 +67,18 @@ std::string resolve_resume(const Args& a, const moe::Config& cfg) {
     }
   }
   const moe::TrainerState st = moe::read_trainer_state(dir);
+  // Checkpoints do not depend on the layout: the saved config is read for
+  // this job's world size, or, when its expert parallelism does not fit
+  // this world, without it (the layout then shows up as a changed setting).
   moe::Config saved;
   try {
-    saved = moe::parse_config(st.config_yaml);
-  } catch (const moe::ConfigError& e) {
-    throw moe::DataError(dir + ": its saved config is unreadable: " + e.what());
+    saved = moe::parse_config(st.config_yaml, {}, world_size);
+  } catch (const moe::ConfigError&) {
+    try {
+      saved = moe::parse_config(st.config_yaml, {"parallel.ep_size=1"}, world_size);
+    } catch (const moe::ConfigError& e) {
+      throw moe::DataError(dir + ": its saved config is unreadable: " + e.what());
+    }
   }
   for (const auto& d : moe::config_differences(saved, cfg)) {
     if (moe::is_architectural_key(d.key))
@@ -218,7 +225,7 @@ int main(int argc, char** argv) {
                              cfg.moe.n_routed);
     const moe::Communicators comms = moe::make_communicators(*world, topo);
     if (world->size() > 1) spdlog::info("{}", topo.describe());
-    const std::string resume_dir = resolve_resume(a, cfg);
+    const std::string resume_dir = resolve_resume(a, cfg, world->size());
     return moe::with_element_types(cfg, [&]<typename T, typename A>() {
       return train<T, A>(cfg, kind, mpi.local_rank(), resume_dir, *world, comms);
     });

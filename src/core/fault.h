@@ -3,8 +3,9 @@
 // each "point" or "point=value". Unset (every production run) nothing is
 // armed, and an armed fault logs a warning where it is read, so no run can
 // trip one silently. The points (docs/design.md, section 6):
-//   checkpoint.before_rename   the process exits with code 3 after writing a
-//                              checkpoint and before renaming it into place
+//   checkpoint.before_rename[=N]  the process exits with code 3 after writing a
+//                              checkpoint (of step N only, if given) and
+//                              before renaming it into place
 //   train.fail_rank=R          world rank R throws an internal error in its
 //                              second training step
 //   io.fail_op=N[:EIO]         the N-th file operation of core/file_io.h

@@ -54,9 +54,11 @@ void require_finite(const std::vector<T>& v, const char* what) {
 }
 
 // Fault point (core/fault.h): the checkpoint tests crash the process
-// between writing a checkpoint and making it visible, as a power loss would.
-void maybe_crash_before_rename() {
-  if (injected_fault("checkpoint.before_rename")) std::_Exit(3);
+// between writing a checkpoint and making it visible, as a power loss would:
+// at every save, or only at the save of step N (checkpoint.before_rename=N).
+void maybe_crash_before_rename(int64_t step) {
+  const auto at = injected_fault("checkpoint.before_rename");
+  if (at && (at->empty() || std::atoll(at->c_str()) == step)) std::_Exit(3);
 }
 
 }  // namespace
@@ -124,7 +126,7 @@ std::string save_checkpoint(const std::string& root, const std::vector<TensorSta
                                        {"config", state.config_yaml}};
     io::write_file_atomically((tmp_dir / "trainer_state.json").string(), js.dump(2) + "\n");
     io::sync_dir(tmp_dir.string());
-    maybe_crash_before_rename();
+    maybe_crash_before_rename(state.step);
     if (fs::exists(final_dir)) {  // an older copy of the same step (a repeated save)
       io::rename_path(final_dir.string(), aside.string());
       set_aside = true;
