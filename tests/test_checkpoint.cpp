@@ -12,6 +12,8 @@
 #include "core/error.h"
 #include "data/shard_format.h"
 #include "eval/evaluator.h"
+#include "nonfinite_routing.h"
+#include "small_run.h"
 #include "train/checkpoint.h"
 #include "train/safetensors.h"
 #include "train/trainer.h"
@@ -20,6 +22,8 @@ namespace moe {
 namespace {
 
 namespace fs = std::filesystem;
+using test::small_config;
+using test::TrainRun;
 
 fs::path temp_dir(const std::string& name) {
   const fs::path d = fs::temp_directory_path() / ("moe_ckpt_" + name + "_" + std::to_string(getpid()));
@@ -27,47 +31,6 @@ fs::path temp_dir(const std::string& name) {
   fs::create_directories(d);
   return d;
 }
-
-Config small_config(BalanceMethod method, const fs::path& ckpt_dir) {
-  Config c;
-  c.model = {.vocab_size = 48, .hidden = 16, .heads = 2, .layers = 2, .first_dense_layers = 1,
-             .dense_intermediate = 32, .seq_len = 16, .rope_theta = 10000, .norm_eps = 1e-6,
-             .init_std = 0.02};
-  c.moe.n_shared = 1;
-  c.moe.n_routed = 4;
-  c.moe.top_k = 2;
-  c.moe.expert_intermediate = 8;
-  c.balance.method = method;
-  c.balance.update_rate = 0.01;
-  c.balance.aux_alpha = 0.01;
-  c.train.steps = 8;
-  c.train.global_batch = 4;
-  c.train.micro_batch = 2;
-  c.train.lr = 3e-3;
-  c.train.warmup_steps = 2;
-  c.train.min_lr = 3e-4;
-  c.train.threads = 1;
-  c.checkpoint.dir = ckpt_dir.string();
-  c.checkpoint.keep_last = 2;
-  return c;
-}
-
-template <typename T>
-struct TrainRun {
-  std::unique_ptr<Backend<T>> be = make_cpu_backend<T>(1);
-  LocalComm comm;
-  std::unique_ptr<TokenSource> data;
-  std::unique_ptr<Trainer<T>> trainer;
-  explicit TrainRun(const Config& c) : data(make_train_source(c)) {
-    trainer = std::make_unique<Trainer<T>>(c, *be, comm, *data);
-  }
-  std::vector<double> steps(int64_t n) {
-    std::vector<double> losses;
-    for (int64_t i = 0; i < n; ++i) losses.push_back(trainer->train_step(trainer->next_step()).loss);
-    return losses;
-  }
-  std::vector<T> params() { return trainer->model().params().params_to_host(); }
-};
 
 TEST(SafeTensors, RoundTripAndCorruption) {
   const fs::path d = temp_dir("st");
@@ -331,13 +294,7 @@ TEST(NonFinite, NonFiniteRoutingIsASkippedStepAndTheRunGoesOn) {
   const auto ref_params = ref.params();
   const auto ref_bias = ref.trainer->balancer().bias();
 
-  struct Case {
-    const char* what;
-    const char* param;  // "" for the bias
-    size_t first, count;
-    float value;
-  };
-  const Case cases[] = {
+  const test::NonFiniteCase cases[] = {
       {"NaN in the MoE layer's input (layers.1.ln2[5])", "layers.1.ln2", 5, 1, kNaN},
       {"+inf in the MoE layer's input (layers.1.ln2)", "layers.1.ln2", 0, 16, kInf},
       {"+inf router row: expert 1's scores", "layers.1.moe.router", 16, 16, kInf},
@@ -345,38 +302,11 @@ TEST(NonFinite, NonFiniteRoutingIsASkippedStepAndTheRunGoesOn) {
       {"NaN Loss-Free bias of expert 3", "", 3, 1, kNaN},
       {"-inf Loss-Free bias of every expert", "", 0, 4, -kInf},
   };
-  for (const Case& cs : cases) {
+  for (const test::NonFiniteCase& cs : cases) {
     SCOPED_TRACE(cs.what);
     TrainRun<float> a(c);
     a.steps(k);
-    ParamSet<float>& ps = a.trainer->model().params();
-    const auto good = a.params();
-    const auto good_bias = a.trainer->balancer().bias();
-    auto poisoned = good;
-    auto poisoned_bias = good_bias;
-    if (*cs.param) {
-      const ParamInfo& info = ps.info(ps.find(cs.param));
-      ASSERT_LE(cs.first + cs.count, info.numel);
-      std::fill_n(poisoned.begin() + info.offset + cs.first, cs.count, cs.value);
-      ps.params_from_host(poisoned);
-    } else {
-      std::fill_n(poisoned_bias.begin() + cs.first, cs.count, cs.value);
-      a.trainer->balancer().set_bias(poisoned_bias);
-    }
-
-    const StepStats st = a.trainer->train_step(k);
-    EXPECT_TRUE(st.skipped);
-    ASSERT_EQ(st.counts.size(), 4u);  // 1 MoE layer x 4 experts, each a real expert
-    EXPECT_EQ(std::accumulate(st.counts.begin(), st.counts.end(), int64_t{0}), 4 * 16 * 2);
-    for (int64_t cnt : st.counts) EXPECT_GE(cnt, 0);
-    const auto after = a.params();
-    EXPECT_EQ(std::memcmp(after.data(), poisoned.data(), after.size() * sizeof(float)), 0);
-    const auto bias_after = a.trainer->balancer().bias();
-    EXPECT_EQ(std::memcmp(bias_after.data(), poisoned_bias.data(), bias_after.size() * 4), 0);
-    EXPECT_EQ(a.trainer->state().skipped_steps, 1);
-
-    ps.params_from_host(good);
-    a.trainer->balancer().set_bias(good_bias);
+    test::expect_skipped_step(*a.trainer, k, cs, 4 * 16 * 2);  // 4 sequences x 16 tokens x top-2
     a.steps(n - k - 1);
     EXPECT_EQ(a.params(), ref_params);
     EXPECT_EQ(a.trainer->balancer().bias(), ref_bias);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "command.h"
+#include "small_run.h"
 #include "core/error.h"
 #include "core/file_io.h"
 #include "train/checkpoint.h"
@@ -51,35 +52,17 @@ std::map<std::string, std::string> snapshot(const fs::path& root) {
   return out;
 }
 
+// small_run.h's model, 4 steps, no final evaluation.
 Config tiny_config(const fs::path& ckpt_dir) {
-  Config c;
-  c.model = {.vocab_size = 48, .hidden = 16, .heads = 2, .layers = 2, .first_dense_layers = 1,
-             .dense_intermediate = 32, .seq_len = 16, .rope_theta = 10000, .norm_eps = 1e-6,
-             .init_std = 0.02};
-  c.moe.n_shared = 1;
-  c.moe.n_routed = 4;
-  c.moe.top_k = 2;
-  c.moe.expert_intermediate = 8;
+  Config c = test::small_config(BalanceMethod::LossFree, ckpt_dir);
   c.train.steps = 4;
-  c.train.global_batch = 4;
-  c.train.micro_batch = 2;
-  c.train.warmup_steps = 1;
-  c.train.threads = 1;
   c.train.final_eval = false;
-  c.checkpoint.dir = ckpt_dir.string();
-  c.checkpoint.keep_last = 2;
   return c;
 }
 
-struct TinyRun {
-  std::unique_ptr<Backend<float>> be = make_cpu_backend<float>(1);
-  LocalComm comm;
-  std::unique_ptr<TokenSource> data;
-  std::unique_ptr<Trainer<float>> trainer;
-  explicit TinyRun(const Config& c) : data(make_train_source(c)) {
-    trainer = std::make_unique<Trainer<float>>(c, *be, comm, *data);
-  }
-  void step() { trainer->train_step(trainer->next_step()); }
+struct TinyRun : test::TrainRun<float> {
+  using test::TrainRun<float>::TrainRun;
+  void step() { steps(1); }
 };
 
 // Operations of one clean save of this config's model (every save of it

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_device.h"
+#include "nonfinite_routing.h"
 #include "config/config.h"
 #include "data/token_source.h"
 #include "train/checkpoint.h"
@@ -204,63 +205,27 @@ TEST(GpuBackend, NonFiniteRoutingIsASkippedStep) {
   constexpr int64_t k = 2, n = 5;
   constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
   constexpr float kInf = std::numeric_limits<float>::infinity();
-  struct Case {
-    const char* param;  // "" for the bias
-    size_t first, count;
-    float value;
-  };
-  const Case cases[] = {{"layers.1.ln2", 5, 1, kNaN},
-                        {"layers.2.ln2", 0, 64, kInf},
-                        {"layers.1.moe.router", 64, 64, kInf},
-                        {"layers.2.moe.router", 0, 512, kNaN},
-                        {"", 3, 1, kNaN},
-                        {"", 8, 8, -kInf}};
+  const test::NonFiniteCase cases[] = {{"NaN MoE input", "layers.1.ln2", 5, 1, kNaN},
+                                       {"+inf MoE input", "layers.2.ln2", 0, 64, kInf},
+                                       {"+inf router row", "layers.1.moe.router", 64, 64, kInf},
+                                       {"NaN router", "layers.2.moe.router", 0, 512, kNaN},
+                                       {"NaN bias", "", 3, 1, kNaN},
+                                       {"-inf biases", "", 8, 8, -kInf}};
   std::vector<float> first_params, first_bias;
-  for (const Case& cs : cases) {
-    SCOPED_TRACE(std::string(*cs.param ? cs.param : "bias") + " from " + std::to_string(cs.first));
+  for (const test::NonFiniteCase& cs : cases) {
+    SCOPED_TRACE(cs.what);
     auto gpu = make_cuda_backend<float>(0);
     LocalComm comm;
     auto data = make_train_source(c);
     Trainer<float> t(c, *gpu, comm, *data);
     for (int64_t s = 0; s < k; ++s) t.train_step(s);
-    ParamSet<float>& ps = t.model().params();
-    const auto good = ps.params_to_host();
-    const auto good_bias = t.balancer().bias();
-    auto poisoned = good;
-    auto poisoned_bias = good_bias;
-    if (*cs.param) {
-      const ParamInfo& info = ps.info(ps.find(cs.param));
-      ASSERT_LE(cs.first + cs.count, info.numel);
-      std::fill_n(poisoned.begin() + info.offset + cs.first, cs.count, cs.value);
-      ps.params_from_host(poisoned);
-    } else {
-      std::fill_n(poisoned_bias.begin() + cs.first, cs.count, cs.value);
-      t.balancer().set_bias(poisoned_bias);
-    }
-    const StepStats st = t.train_step(k);
-    EXPECT_TRUE(st.skipped);
-    ASSERT_EQ(st.counts.size(), 16u);
-    for (int l = 0; l < 2; ++l) {
-      int64_t sum = 0;
-      for (int e = 0; e < 8; ++e) {
-        EXPECT_GE(st.counts[size_t(l * 8 + e)], 0);
-        sum += st.counts[size_t(l * 8 + e)];
-      }
-      EXPECT_EQ(sum, 4 * 37 * 2) << "layer " << l;
-    }
-    const auto after = ps.params_to_host();
-    EXPECT_EQ(std::memcmp(after.data(), poisoned.data(), after.size() * sizeof(float)), 0);
-    EXPECT_EQ(std::memcmp(t.balancer().bias().data(), poisoned_bias.data(),
-                          poisoned_bias.size() * sizeof(float)),
-              0);
-    ps.params_from_host(good);
-    t.balancer().set_bias(good_bias);
+    test::expect_skipped_step(t, k, cs, 4 * 37 * 2);  // 4 sequences x 37 tokens x top-2
     for (int64_t s = k + 1; s < n; ++s) EXPECT_FALSE(t.train_step(s).skipped);
     if (first_params.empty()) {
-      first_params = ps.params_to_host();
+      first_params = t.model().params().params_to_host();
       first_bias = t.balancer().bias();
     } else {
-      EXPECT_EQ(ps.params_to_host(), first_params);
+      EXPECT_EQ(t.model().params().params_to_host(), first_params);
       EXPECT_EQ(t.balancer().bias(), first_bias);
     }
   }
