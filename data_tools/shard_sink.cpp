@@ -95,28 +95,36 @@ OutputDir::~OutputDir() {
 
 void OutputDir::commit() {
   std::error_code ec;
+  // An earlier run's summary goes first: a summary.json means the shards
+  // beside it are complete, which they are not once the old ones are removed.
+  const fs::path summary = fs::path(dir_) / "summary.json";
+  fs::remove(summary, ec);
+  if (ec) throw DataError(summary.string() + ": cannot remove: " + ec.message());
   for (const auto& p : shards_in(dir_)) {
     fs::remove(p, ec);
     if (ec) throw DataError(p.string() + ": cannot remove: " + ec.message());
   }
-  // Shards first, summary.json last: a summary means the shards beside it are complete.
-  std::vector<fs::path> staged, last;
+  std::vector<fs::path> shards, last;
   for (fs::directory_iterator it(staging_, ec), end; !ec && it != end; it.increment(ec))
-    (it->path().filename() == "summary.json" ? last : staged).push_back(it->path());
+    (it->path().filename() == "summary.json" ? last : shards).push_back(it->path());
   if (ec) throw DataError(staging_ + ": cannot list directory: " + ec.message());
-  staged.insert(staged.end(), last.begin(), last.end());
-  // A failure part way takes back what was moved: the directory never holds
-  // part of a run (summary.json comes last, so it is never among them).
+  // Shards, a directory sync, then summary.json and another sync. A failure
+  // part way takes back what was moved, the summary first: the directory
+  // never holds part of a run.
   std::vector<std::string> moved;
-  try {
-    for (const auto& p : staged) {
+  auto move_in = [&](const std::vector<fs::path>& files) {
+    for (const auto& p : files) {
       const std::string to = (fs::path(dir_) / p.filename()).string();
       io::rename_path(p.string(), to);
       moved.push_back(to);
     }
     io::sync_dir(dir_);
+  };
+  try {
+    move_in(shards);
+    move_in(last);
   } catch (...) {
-    for (const std::string& m : moved) io::remove_quietly(m);
+    for (auto m = moved.rbegin(); m != moved.rend(); ++m) io::remove_quietly(*m);
     throw;
   }
   fs::remove(staging_, ec);

@@ -314,6 +314,28 @@ TEST(NonFinite, NonFiniteRoutingIsASkippedStepAndTheRunGoesOn) {
   fs::remove_all(d);
 }
 
+// A resume from an older checkpoint while newer ones exist: its next save is
+// not the newest step, and pruning must not take it (it is `latest`).
+TEST(Checkpoint, PruningNeverRemovesTheCheckpointJustWritten) {
+  const fs::path d = temp_dir("prune_resumed");
+  Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
+  c.checkpoint.keep_last = 1;
+  TrainRun<float> a(c);
+  a.steps(2);
+  const std::string step2 = a.trainer->save_checkpoint();
+  fs::copy(step2, d / "saved_step2");
+  a.steps(2);
+  a.trainer->save_checkpoint();  // step 4; step 2 is pruned
+  TrainRun<float> b(c);
+  b.trainer->resume_from((d / "saved_step2").string());
+  b.steps(1);
+  const std::string step3 = b.trainer->save_checkpoint();
+  EXPECT_TRUE(fs::exists(fs::path(step3) / "trainer_state.json"));
+  EXPECT_EQ(find_latest_checkpoint(c.checkpoint.dir), step3);
+  EXPECT_FALSE(fs::exists(d / "ckpt" / "step_00000004"));  // the other one beyond keep_last
+  fs::remove_all(d);
+}
+
 TEST(Checkpoint, RefusesANonFiniteBiasBothWays) {
   const fs::path d = temp_dir("nan_bias");
   Config c = small_config(BalanceMethod::LossFree, d / "ckpt");

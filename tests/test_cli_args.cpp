@@ -81,7 +81,9 @@ TEST(CliArgs, BadArgumentsAreOneLineNamingTheOption) {
                         "--threads: expected an integer in [0, 4096], got '5000'");
   expect_one_line_error(run("moe-export", "--checkpoint x --output y --dtype fp8"), "--dtype");
   expect_one_line_error(run("moe-export", "--checkpoint x --output y --max-shard-mb 0"),
-                        "--max-shard-mb: expected a number > 0, got '0'");
+                        "--max-shard-mb: expected a number in [1e-06, 1000000000], got '0'");
+  expect_one_line_error(run("moe-export", "--checkpoint x --output y --max-shard-mb 1e300"),
+                        "got '1e300'");
   // A single-valued option given twice, and a stray word after --set's value.
   expect_one_line_error(run("moe-train", "--config a.yaml --config b.yaml"), "--config");
   expect_one_line_error(run("moe-train", "--config " + kTiny + " --set train.steps=1 extra"),

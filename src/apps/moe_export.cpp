@@ -102,7 +102,9 @@ moe::SpecialTokens export_tokenizer(const std::string& path, const moe::Config& 
   {
     std::ifstream in(path, std::ios::binary);
     const std::string model((std::istreambuf_iterator<char>(in)), {});
-    if (!in && !in.eof()) throw moe::DataError("--tokenizer: " + path + ": read failed");
+    std::error_code ec;
+    if (model.size() != fs::file_size(path, ec) || ec)
+      throw moe::DataError("--tokenizer: " + path + ": read failed");
     write_text(out / "tokenizer.model", model);
   }
   auto piece = [&](int id) { return id >= 0 ? nlohmann::json(tok.sp->IdToPiece(id)) : nlohmann::json(); };
@@ -207,7 +209,8 @@ int export_checkpoint(const Args& a) {
 
   // Written under a temporary name and renamed: a directory at --output is
   // complete. A failure (a full disk) removes the temporary directory.
-  const fs::path out(a.output);
+  fs::path out = fs::path(a.output).lexically_normal();
+  if (out.filename().empty()) out = out.parent_path();  // "hf/" is "hf"
   const fs::path tmp = out.string() + ".tmp";
   fs::remove_all(tmp);
   try {
@@ -337,7 +340,7 @@ int main(int argc, char** argv) {
     app.add_option("--max-shard-mb", a.max_shard_mb,
                    "export: weight files above N MiB are split, with an index (default 5000)")
         ->type_name("N")
-        ->check(moe::cli::positive_number());
+        ->check(moe::cli::number_in(1e-6, 1e9));
     app.add_option("--from-hf", a.from_hf,
                    "import: a glm4_moe directory (config.json, safetensors) into a checkpoint "
                    "under --output (step_00000000, zero AdamW moments)")

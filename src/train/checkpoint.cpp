@@ -88,8 +88,18 @@ std::string save_checkpoint(const std::string& root, const std::vector<TensorSta
                             const TrainerState& state, int keep_last) {
   const fs::path dir(root);
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw InputError("checkpoint.dir: cannot create " + root + ": " + ec.message());
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    throw InputError("checkpoint.dir: " + root + " exists and is not a directory");
+  auto not_saved = [&](const char* why, const std::string& previous) {
+    return IoError("checkpoint of step " + std::to_string(state.step) + " not saved: " + why +
+                   (previous.empty() ? "; there is no earlier checkpoint"
+                                     : "; the latest checkpoint is still " + previous));
+  };
+  try {
+    io::make_dirs(root);  // a full disk here is a failed save like any other
+  } catch (const IoError& e) {
+    throw not_saved(e.what(), fs::is_directory(dir, ec) ? find_latest_checkpoint(root) : "");
+  }
 
   SafeTensorFile model, optim;
   model.metadata["format"] = "moe-lfb";
@@ -111,6 +121,10 @@ std::string save_checkpoint(const std::string& root, const std::vector<TensorSta
   const std::string name = step_dir_name(state.step);
   const fs::path final_dir = dir / name, tmp_dir = dir / ("." + name + ".tmp");
   const fs::path aside = dir / ("." + name + ".old"), latest = dir / "latest";
+  // A crash between setting a same-step copy aside and renaming the new one
+  // in left the only copy aside: put it back before anything else.
+  if (!fs::exists(final_dir, ec) && fs::exists(aside / "trainer_state.json", ec))
+    fs::rename(aside, final_dir, ec);
   const std::string previous = find_latest_checkpoint(root);  // what a resume would take now
   io::remove_quietly(tmp_dir.string());
   io::remove_quietly(aside.string());
@@ -137,10 +151,9 @@ std::string save_checkpoint(const std::string& root, const std::vector<TensorSta
     io::write_file_atomically(latest.string(), name + "\n");
     pointed = true;
     io::sync_dir(dir.string());
-  } catch (const IoError& e) {
+  } catch (...) {
     // Put the directory back as it was: the previous checkpoint stays the one
     // a resume takes, and nothing half-written is left.
-    std::error_code ec;
     if (pointed) {
       if (previous.empty())
         fs::remove(latest, ec);
@@ -151,22 +164,29 @@ std::string save_checkpoint(const std::string& root, const std::vector<TensorSta
         }
     }
     if (renamed) io::remove_quietly(final_dir.string());
-    if (set_aside) fs::rename(aside, final_dir, ec);
+    if (set_aside) {
+      fs::rename(aside, final_dir, ec);  // if this fails, the next save puts it back
+      if (ec) spdlog::warn("checkpoint: cannot move {} back: {}", aside.string(), ec.message());
+    }
     io::remove_quietly(tmp_dir.string());
-    throw IoError("checkpoint of step " + std::to_string(state.step) + " not saved: " + e.what() +
-                  (previous.empty() ? "; there is no earlier checkpoint"
-                                    : "; the latest checkpoint is still " + previous));
+    try {
+      throw;
+    } catch (const IoError& e) {
+      throw not_saved(e.what(), previous);
+    }
   }
   io::remove_quietly(aside.string());
 
-  // Prune the oldest complete checkpoints beyond keep_last. A failure here
-  // loses nothing: the new checkpoint is complete and `latest`.
+  // Prune the oldest complete checkpoints beyond keep_last, never the one
+  // just written (after a resume from an older step it is not the newest).
+  // A failure here loses nothing: the new checkpoint is complete and `latest`.
   std::vector<std::pair<int64_t, fs::path>> all;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
-    if (it->is_directory() && parse_step_dir(it->path().filename().string()) >= 0)
+    if (it->is_directory() && parse_step_dir(it->path().filename().string()) >= 0 &&
+        it->path().filename() != name)
       all.emplace_back(parse_step_dir(it->path().filename().string()), it->path());
   std::sort(all.begin(), all.end());
-  for (size_t i = 0; i + size_t(keep_last) < all.size(); ++i) {
+  for (size_t i = 0; i + size_t(std::max(keep_last - 1, 0)) < all.size(); ++i) {
     fs::remove_all(all[i].second, ec);
     if (ec) spdlog::warn("checkpoint: cannot prune {}: {}", all[i].second.string(), ec.message());
   }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
 #include <utility>
 
 #include "core/error.h"
@@ -177,9 +178,7 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
 template <typename T, typename A>
 std::string Trainer<T, A>::save_checkpoint() {
   std::string path;
-  if (!save_checkpoint_or_log(&path) && comm_.rank() != 0)
-    throw IoError("rank 0 could not write the checkpoint of step " + std::to_string(state_.step));
-  if (!last_save_error_.empty()) throw IoError(std::exchange(last_save_error_, ""));
+  if (!save_checkpoint_or_log(&path)) throw IoError(std::exchange(last_save_error_, ""));
   return path;
 }
 
@@ -190,7 +189,10 @@ bool Trainer<T, A>::save_checkpoint_or_log(std::string* path) {
   if (cfg_.checkpoint.dir.empty()) return true;
   const std::vector<TensorState<T>> tensors =
       gather_checkpoint_tensors(cfg_, model_->params(), *optimizer_, comm_, ep_);
+  // 1: the disk refused (logged or thrown by the callers); 2: anything else,
+  // rethrown here. Every rank learns which, after the same collective.
   int64_t failed = 0;
+  std::exception_ptr other;
   if (comm_.rank() == 0) {
     try {
       *path = moe::save_checkpoint(cfg_.checkpoint.dir, tensors, balancer_,
@@ -198,9 +200,18 @@ bool Trainer<T, A>::save_checkpoint_or_log(std::string* path) {
     } catch (const IoError& e) {
       last_save_error_ = e.what();
       failed = 1;
+    } catch (...) {
+      other = std::current_exception();
+      failed = 2;
     }
   }
   comm_.allreduce_sum(&failed, 1);  // also the barrier: every rank knows
+  if (other) std::rethrow_exception(other);
+  if (failed == 2)
+    throw InternalError("rank 0 could not write the checkpoint of step " +
+                        std::to_string(state_.step) + " (see its message)");
+  if (failed == 1 && comm_.rank() != 0)
+    last_save_error_ = "rank 0 could not write it (see its message)";
   return failed == 0;
 }
 
@@ -255,9 +266,12 @@ RunOutcome Trainer<T, A>::run(MetricsLog* log) {
                    balancer_.bias_finite() ? "" : ", Loss-Free bias", consecutive_skips_);
       if (cfg_.train.nonfinite == NonFinitePolicy::Stop ||
           consecutive_skips_ >= cfg_.train.max_consecutive_skips) {
-        // The parameters are those of the last good step: safe to keep.
+        // The parameters are those of the last good step: safe to keep,
+        // unless the bias itself is what is not finite (then nothing is).
         std::string path;
-        const bool saved = save_checkpoint_or_log(&path);
+        if (!balancer_.bias_finite())
+          last_save_error_ = "the Loss-Free bias is not finite";
+        const bool saved = balancer_.bias_finite() && save_checkpoint_or_log(&path);
         throw InternalError("stopping after " + std::to_string(consecutive_skips_) +
                             " non-finite step(s) in a row (train.nonfinite " +
                             to_string(cfg_.train.nonfinite) + ")" +
