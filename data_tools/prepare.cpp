@@ -184,12 +184,7 @@ void prepare(const PrepareOptions& o) {
       {"seconds", seconds},
       {"mb_per_s", mbps},
   };
-  {
-    const std::string text = summary.dump(2) + "\n";
-    io::FileWriter f(out.staging() + "/summary.json");
-    f.write(text.data(), text.size());
-    f.sync_and_close();
-  }
+  io::write_file(out.staging() + "/summary.json", summary.dump(2) + "\n");
   out.commit();
 
   if (bad_lines > 0)

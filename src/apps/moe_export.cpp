@@ -39,9 +39,7 @@ void require_fresh_output(const std::string& dir) {
 
 // Written and fsynced through core/file_io.h: a full disk is an IoError.
 void write_text(const fs::path& p, const std::string& text) {
-  moe::io::FileWriter f(p.string());
-  f.write(text.data(), text.size());
-  f.sync_and_close();
+  moe::io::write_file(p.string(), text);
 }
 
 nlohmann::json read_json(const fs::path& p) {

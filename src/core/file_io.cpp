@@ -105,12 +105,16 @@ void FileWriter::sync_and_close() {
   if (::close(fd) != 0) fail(path_, "close", errno);
 }
 
+void write_file(const std::string& path, const std::string& text) {
+  FileWriter f(path);
+  f.write(text.data(), text.size());
+  f.sync_and_close();
+}
+
 void write_file_atomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   try {
-    FileWriter f(tmp);
-    f.write(text.data(), text.size());
-    f.sync_and_close();
+    write_file(tmp, text);
     rename_path(tmp, path);
   } catch (...) {
     remove_quietly(tmp);

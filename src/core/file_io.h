@@ -38,6 +38,9 @@ class FileWriter {
   int fd_ = -1;
 };
 
+// `text` as the whole of `path`, fsynced (for files inside a directory that
+// is itself renamed into place when complete).
+void write_file(const std::string& path, const std::string& text);
 // `text` into `path` through `path`.tmp, fsynced and renamed: `path` either
 // keeps its old content or holds all of `text`. The directory is not synced.
 void write_file_atomically(const std::string& path, const std::string& text);
