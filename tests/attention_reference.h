@@ -10,7 +10,8 @@
 //   dp_ij = dout_i.v_j,  D_i = sum_j p_ij dp_ij,  ds_ij = p_ij (dp_ij - D_i)
 //   dq_i = scale sum_j ds_ij k_j,  dk_j = scale sum_i ds_ij q_i,  dv_j = sum_i p_ij dout_i
 // Rows are spread over std::thread workers (row r to worker r % T, which
-// balances the causal triangle); each row's sums run in a fixed order.
+// balances the causal triangle); each row's sums run in a fixed order, so
+// the result does not depend on the number of threads.
 #pragma once
 
 #include <algorithm>

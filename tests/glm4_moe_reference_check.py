@@ -118,6 +118,10 @@ def main():
     check(x.shape == (2, 3), "--max-seqs")
     print("ok: validation sequences (stream order, S + 1 windows stepping S, val_* by name)")
 
+    # Tolerances: everything is float64. The router's logits go through an identity gate (exact),
+    # so its weights are a sigmoid or two away from the hand value: a few ulps, 1e-15 is 9 ulps
+    # at 0.88. Where numpy's BLAS or exp/log sums enter (attention, losses), results carry
+    # ~K * 2^-53 of sum|terms| (K <= 18 here, values O(10)): ~1e-14 at worst, held to 1e-12.
     # --- router: E = 4, k = 1; the bias moves the choice, the weight is the unbiased score.
     cfg = ref.Glm4MoeConfig(tiny_config(hidden_size=4, n_routed_experts=4, num_experts_per_tok=1))
     gate = np.eye(4)
@@ -267,6 +271,8 @@ def main():
                                 "--seq-len", "6", "--batch", "2"])
         check(rc == 0, f"{d}: rc {rc}: {err}")
         res.append(json.loads(out))
+    # Exact by construction: the same weights through the same code, shapes and BLAS on one machine
+    # (and a bf16 file reads as exactly its truncated f32 values).
     check(res[0] == res[1], f"sharded differs from single file: {res[0]} {res[1]}")
     check(res[2] == res[3], f"bf16 file differs from its truncated f32 values: {res[2]} {res[3]}")
     check(res[0]["loss"] != res[2]["loss"], "bf16 rounding changed nothing")

@@ -1,6 +1,23 @@
 // Shared helpers of the gpu tests (tests/test_gpu_*.cpp): device buffers,
 // random inputs, error measures against a reference, the CPU reference
 // backend, and the skip when no device is visible.
+//
+// Where the tolerances of those tests come from (u = 2^-24 ~ 6e-8):
+// - Exact (EXPECT_EQ, same_bits) only where both sides do the same IEEE
+//   operations on bitwise-identical inputs: copies, integers, one fp32 add or
+//   multiply per element, sums in a fixed order both sides share, top-K on
+//   the same fp32 keys, the same kernel run twice (no float atomics anywhere).
+// - fp32 against fp32 in another summation order (CPU: OpenBLAS, whose
+//   kernel, OPENBLAS_CORETYPE, picks the order; GPU: cuBLAS's algorithm,
+//   split-K or not, and the kernels' tiles; device expf within 2 ulp): a
+//   K-term dot product or sum errs by sqrt(K) u relative to the sum of its
+//   terms' magnitudes typically (7e-7 at K = 128), K u at worst. The op
+//   tests' 1e-5 is >= 10x the typical error of both sides together for
+//   K <= 128 and >= 4x up to K ~ 1000; the worst case K u would pass it only
+//   for K <= 160, but random data does not come near it.
+// - fp64 accumulation (sums, the loss, AdamW, the aux loss) rounded to fp32
+//   once: within an fp32 ulp or two of each other.
+// - bf16 outputs: see test_gpu_bf16.cpp (one bf16 ulp, 2^-8 .. 2^-7).
 #pragma once
 
 #ifdef MOE_WITH_CUDA
@@ -69,7 +86,8 @@ inline std::vector<float> uniform(size_t n, std::mt19937_64& rng, double lo, dou
   return v;
 }
 
-// The reference the GPU results are compared with: the CPU backend, 1 thread.
+// The reference the GPU results are compared with: the CPU backend, 1 thread
+// (its results still depend on the OpenBLAS kernel; see the top of the file).
 inline std::unique_ptr<Backend<float>> cpu() { return make_cpu_backend<float>(1); }
 
 // max_i |got_i - ref_i| / max_i |ref_i|: the normwise relative error, for

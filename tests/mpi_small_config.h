@@ -30,6 +30,9 @@ inline Config mpi_small_config(BalanceMethod method) {
   c.train.lr = 5e-3;
   c.train.warmup_steps = 1;
   c.train.min_lr = 5e-4;
+  // The Trainer does not read this: the tests build their backends with
+  // make_cpu_backend(1) themselves, one thread on both sides of every
+  // comparison (OpenBLAS's Haswell/Zen kernels round by thread count).
   c.train.threads = 1;
   c.data.synthetic_branching = 3;
   return c;

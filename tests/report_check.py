@@ -81,7 +81,16 @@ check(f4(last_line["perplexity"]) != f4(run["lf"]["ppl"]), "lf: eval.json and ev
 
 
 def cell(values):
-    """A variant's cell as docs/report.md defines it."""
+    """A variant's cell as docs/report.md defines it.
+
+    Computed here independently of report.py, from the same doubles of the
+    run files: a single value is the same number; a mean of two (the
+    two-seed variant, the last ceil(10%) = 2 of 16 steps) is one correctly
+    rounded addition and a division either way, so the same bits; the sample
+    std can differ from report.py's formula in its last bit (~1e-16
+    relative). The cells compare after rounding to 4 significant digits
+    (steps 1e-4 relative apart), so they could only differ for a value within
+    1e-16 of a rounding midpoint: a chance of ~1e-12 per cell."""
     if len(values) == 1:
         return f4(values[0])
     return (f"{f4(statistics.fmean(values))} ± {f4(statistics.stdev(values))} "

@@ -1,6 +1,8 @@
 // The small model and short runs of the checkpoint, non-finite and full-disk
 // tests (test_checkpoint, test_full_disk): 2 layers (1 MoE, 4 experts,
-// top-2), 4 sequences of 16 tokens per step, one CPU thread.
+// top-2), 4 sequences of 16 tokens per step, one CPU thread (train.threads
+// and the backend's: OpenBLAS may round a GEMM differently with another thread
+// count, and the tests compare runs of this model bit for bit).
 #pragma once
 
 #include <filesystem>

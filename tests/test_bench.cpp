@@ -45,7 +45,8 @@ TEST(Flops, PaperOneBillionByHand) {
   EXPECT_EQ(train_flops_per_token(c.model, c.moe), 1332725760);
   EXPECT_EQ(total_parameters(c.model, c.moe),
             184372224 + 32064LL * 1024 + 8LL * 58 * 1572864);
-  // 214K tokens/s of the PyTorch reference on an H100 is 285 TFLOP/s.
+  // 214K tokens/s of the PyTorch reference on an H100 is 285 TFLOP/s
+  // (285.2034; 0.1 is the quoted figure's rounding, not floating point).
   EXPECT_NEAR(214e3 * double(train_flops_per_token(c.model, c.moe)) / 1e12, 285.2, 0.1);
 
   // The bench preset measures exactly that model.
@@ -108,6 +109,8 @@ TEST(Flops, MetricsLogMfu) {
   std::getline(f, line);
   EXPECT_TRUE(nlohmann::json::parse(line)["mfu"].is_null());
   std::getline(f, line);
+  // MetricsLog's own expression (flops * tokens/s / peak) and JSON round-trips
+  // doubles: equal (DOUBLE_EQ's 4 ulps are slack).
   EXPECT_DOUBLE_EQ(nlohmann::json::parse(line)["mfu"].get<double>(), 1090176.0 * 2500 / 4e12);
   fs::remove_all(dir);
 }
@@ -308,6 +311,8 @@ TEST(BenchCli, TinyRunWritesConsistentJson) {
   EXPECT_EQ(j["device"].get<std::string>(),  // the run's thread count
             "cpu, " + std::to_string(gp["threads"].get<int>()) + " threads");
   EXPECT_GE(gp["calls"].get<int>(), 3);
+  // moe-bench's expression on the same doubles (JSON round-trips them): a
+  // few ulps at most; 1e-9 relative is slack, the check is the formula.
   const double share = j["flops_per_token"].get<double>() * j["tokens_per_s"].get<double>() /
                        (gp["gflops"].get<double>() * 1e9);
   EXPECT_NEAR(j["cpu_gemm_mfu"].get<double>(), share, 1e-12 + 1e-9 * share);
@@ -322,6 +327,7 @@ TEST(BenchCli, TinyRunWritesConsistentJson) {
   EXPECT_EQ(j["skipped_steps"].get<int>(), 0);
   EXPECT_EQ(r.out.find("warning"), std::string::npos) << r.out;
   const double step = j["step_s_mean"].get<double>();
+  // The same quotient, of a step time that went through JSON:
   EXPECT_NEAR(j["tokens_per_s"].get<double>(), 16 * 64 / step, 1e-6 * 16 * 64 / step);
   EXPECT_LE(j["step_s_min"].get<double>(), step);
   double named = 0, all = 0;
@@ -336,6 +342,7 @@ TEST(BenchCli, TinyRunWritesConsistentJson) {
   }
   EXPECT_EQ(j["phases"].size(), 6u);
   EXPECT_LE(named, step);
+  // other = step - named, so the six shares add up to step up to ~6 ulps.
   EXPECT_NEAR(all, step, 1e-9 + 1e-6 * step);
   fs::remove(out);
 }
@@ -349,6 +356,7 @@ TEST(BenchCli, MfuFromGivenPeak) {
   const nlohmann::json j = read_json(out);
   ASSERT_FALSE(j["mfu"].is_null());
   EXPECT_DOUBLE_EQ(j["peak_tflops"].get<double>(), 0.5);
+  // moe-bench divides by 0.5 * 1e12 = 0.5e12 exactly: a few ulps at most.
   const double want =
       j["flops_per_token"].get<double>() * j["tokens_per_s"].get<double>() / 0.5e12;
   EXPECT_NEAR(j["mfu"].get<double>(), want, 1e-12 + 1e-9 * want);
@@ -421,6 +429,7 @@ TEST(BenchCli, BadInput) {
 // hand, and its errors. Timing itself needs a GPU: test_gpu_attention_tc.
 TEST(BenchAttention, FlopConventionByHand) {
   // The 1B preset's micro-batch: 4 x B 8 x H 8 x S 2048^2 x hd 128 / 2.
+  // Integer values below 2^53 (and x 2.5): exact in double.
   EXPECT_DOUBLE_EQ(attention_forward_flops(8, 2048, 8, 128), 68719476736.0);
   EXPECT_DOUBLE_EQ(attention_backward_flops(8, 2048, 8, 128), 2.5 * 68719476736.0);
   EXPECT_DOUBLE_EQ(attention_forward_flops(1, 1, 1, 64), 128.0);  // 4 x 64 / 2

@@ -76,7 +76,12 @@ TEST(SafeTensors, RoundTripAndCorruption) {
 }
 
 // Train 2N steps straight, or N, checkpoint, a new process-like trainer
-// resumes, N more: every loss and every weight must be bit-identical.
+// resumes, N more: every loss and every weight must be bit-identical. Exact
+// by construction: every TrainRun is the same config on a one-thread CPU
+// backend (small_run.h) and a LocalComm, so the same GEMM shapes, thread
+// count and reduction order; the checkpoint holds the weights and AdamW
+// moments as raw T bytes (F32 or F64), the bias as F32 (its type), and the
+// step, which alone decides the next batch and learning rate.
 template <typename T>
 void expect_bit_exact_resume(BalanceMethod method) {
   const fs::path d = temp_dir("resume");
@@ -119,6 +124,8 @@ TEST(Checkpoint, EveryTensorRoundTripsAndBiasSurvives) {
 
   TrainRun<float> b(c);
   b.trainer->resume_from(path);
+  // Exact, here and below: the same floats (weights, moments, bias), written
+  // and read back as raw fp32 bytes.
   EXPECT_EQ(b.params(), a.params());
   std::vector<float> am, av, bm, bv;
   a.trainer->optimizer().moments_to_host(am, av);
@@ -279,7 +286,9 @@ TEST(NonFinite, NanRouterWeightIsASkippedStep) {
 // token still goes to K valid experts, the parameters and the bias stay bit
 // for bit; with the value put back the run goes on, and ends bit-identical to
 // a run whose step k was skipped for an infinite gradient instead (so the
-// AdamW moments and step count were untouched as well).
+// AdamW moments and step count were untouched as well). That comparison is
+// exact by construction: both runs are small_run.h's config on one CPU
+// thread, the same steps in the same shapes, from the same state after k.
 TEST(NonFinite, NonFiniteRoutingIsASkippedStepAndTheRunGoesOn) {
   const fs::path d = temp_dir("nan_routing");
   const Config c = small_config(BalanceMethod::LossFree, d / "ckpt");
@@ -458,6 +467,8 @@ TEST(Eval, InTrainingEvalDoesNotChangeTraining) {
   Trainer<float> t(c, *be, comm, *data, val.get());
   MetricsLog log(c, "");
   EXPECT_EQ(t.run(&log), RunOutcome::Completed);
+  // Exact: both trainers run the same steps on one thread (make_cpu_backend(1))
+  // in the same shapes, and an eval only reads the weights and bias.
   EXPECT_EQ(t.model().params().params_to_host(), plain.params());
   EXPECT_EQ(t.balancer().bias(), plain.trainer->balancer().bias());
   std::ifstream f(d / "run" / "eval.jsonl");

@@ -114,7 +114,14 @@ Disturbed run_and_disturb(const fs::path& d, const std::string& env, const std::
 
 // `--resume auto` on the same checkpoint.dir: the steps after the last
 // complete checkpoint `from` come out as in the reference, and so does the
-// final checkpoint, byte for byte.
+// final checkpoint, byte for byte. Exact by construction: the reference, the
+// disturbed run (whose steps up to `from` are the reference's) and the
+// resumed run are the same command (train_args: 2 ranks, EP 2, one thread
+// per rank by train.threads=1 and OMP_NUM_THREADS=1) on the same machine, so
+// the same kernel, GEMM shapes, thread count and reduction order (a sum of
+// two ranks' partials is one commutative addition); the checkpoint holds the
+// fp32 weights, AdamW moments and bias as raw bytes and the step, and each
+// step's batch is a function of the step.
 void expect_bit_exact_resume(const fs::path& d, int64_t from) {
   const CommandResult r =
       moe::test::run_command(kMpirun + train_args(d, "resumed") + " --resume auto");

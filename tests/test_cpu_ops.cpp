@@ -1,6 +1,20 @@
 // Op-level tests of the CPU backend, the reference every GPU kernel is
 // checked against. Gradients are checked in fp64 against central finite
 // differences on every input element: L = sum(R * output) with random R.
+//
+// Tolerances. Values are compared in fp64 (u = 2^-53 = 1.1e-16) but in
+// CpuOpsPrecision (fp32 against fp64, derived there) and where a float result
+// is exact (a copied score, bit-identity across thread counts). In fp64 a
+// different BLAS kernel or thread count moves a result by a few u of
+// sum|terms|, far below every tolerance here:
+//   - finite differences (kStep, kTol): central differences err by
+//     h^2/6 |f'''| ~ 1e-13 (0 for the bilinear ops) plus the rounding of L,
+//     ~u |L| / h ~ 1e-10 |L|; observed ~1e-10 relative. kTol = 1e-6 leaves
+//     1e4, while a wrong or missing backward term is O(1e-2 .. 1) relative;
+//   - values against hand formulas: a handful of fp64 operations on both
+//     sides, so a few ulps; each absolute tolerance is several ulps of the
+//     values it compares (ulp(1) = 2.2e-16, ulp(4) = 8.9e-16), and about one
+//     only where both sides evaluate the same expression (said there).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -109,7 +123,10 @@ TEST(CpuBackend, HasNoNativeStream) {
 }
 
 TEST_F(CpuOps, SumAndSumSquares) {
-  Vec x(10007);  // several reduction chunks plus a partial one
+  // several reduction chunks plus a partial one; small integer values, so
+  // every partial sum is an exact integer in double and any order (chunks,
+  // threads) gives the same bits: EXPECT_EQ.
+  Vec x(10007);
   double s = 0, ss = 0;
   for (size_t i = 0; i < x.size(); i++) {
     x[i] = static_cast<double>(static_cast<int>(i % 7) - 3);
@@ -119,7 +136,9 @@ TEST_F(CpuOps, SumAndSumSquares) {
   EXPECT_EQ(be->sum(x.data(), x.size()), s);
   EXPECT_EQ(be->sum_squares(x.data(), x.size()), ss);
   EXPECT_EQ(be->sum_squares(x.data(), 0), 0.0);
-  // float input accumulates in double: 1e6 copies of 0.1f are exact to ~1e-9.
+  // float input accumulates in double: 0.1f^2 is exact in double (48 bits);
+  // chunks of 4096 then 245 chunk sums err by <= (4096 + 245) 2^-53 * 1e4 =
+  // 5e-9 (an fp32 accumulation would be off by ~1e-2).
   auto bf = make_cpu_backend<float>(2);
   std::vector<float> xf(1000000, 0.1f);
   EXPECT_NEAR(bf->sum_squares(xf.data(), xf.size()), 1e6 * double(0.1f) * double(0.1f), 1e-6);
@@ -142,6 +161,8 @@ TEST_F(CpuOps, LinearForwardAndGradients) {
     for (int o = 0; o < O; o++) {
       double ref = 0;
       for (int i = 0; i < I; i++) ref += x[n * I + i] * W[o * I + i];
+      // dgemm vs this loop: each within I u sum|x w| of the exact value in
+      // any order; sum|x w| <= 7.2 here, so they differ by <= 6.4e-15.
       EXPECT_NEAR(y[n * O + o], ref, 1e-14);
     }
   auto L = [&] {
@@ -176,7 +197,7 @@ TEST_F(CpuOps, GroupedLinearWithEmptyGroup) {
       for (int o = 0; o < O; o++) {
         double ref = 0;
         for (int i = 0; i < I; i++) ref += x[n * I + i] * W[(g * O + o) * I + i];
-        EXPECT_NEAR(y[n * O + o], ref, 1e-14);
+        EXPECT_NEAR(y[n * O + o], ref, 1e-14);  // as above: <= 2 * 3 u * 3.0 = 2e-15
       }
   auto L = [&] {
     be->grouped_linear_forward(y.data(), x.data(), W.data(), off, G, I, O);
@@ -221,6 +242,8 @@ TEST_F(CpuOps, RmsNormForwardAndGradients) {
     double ms = 0;
     for (int d = 0; d < D; d++) ms += x[n * D + d] * x[n * D + d] / D;
     const double r = 1 / std::sqrt(ms + eps);
+    // The kernel's formula with the 6 squares in another order: a few ulps
+    // of rstd ~1 and of |y| <= 1.9.
     EXPECT_NEAR(rstd[n], r, 1e-14);
     for (int d = 0; d < D; d++) EXPECT_NEAR(y[n * D + d], x[n * D + d] * r * w[d], 1e-14);
   }
@@ -246,10 +269,13 @@ TEST_F(CpuOps, ResidualRmsNormIsAddThenNorm) {
   Vec sum_ref = resid;
   be->add_inplace(sum_ref.data(), delta.data(), N * D);
   be->rmsnorm_forward(y_ref.data(), rstd_ref.data(), sum_ref.data(), w.data(), N, D, eps);
-  EXPECT_EQ(sum, sum_ref);  // bit-identical: the model's results did not change with the fusion
+  // Bit-identical: the model's results did not change with the fusion. Exact
+  // by construction: the fused kernel does the same single add and calls the
+  // same row function (rmsnorm.cpp: rmsnorm_row) on it.
+  EXPECT_EQ(sum, sum_ref);
   EXPECT_EQ(y, y_ref);
   EXPECT_EQ(rstd, rstd_ref);
-  for (int i = 0; i < N * D; i++) EXPECT_NEAR(sum[i], resid[i] + delta[i], 1e-15);
+  for (int i = 0; i < N * D; i++) EXPECT_NEAR(sum[i], resid[i] + delta[i], 1e-15);  // same add
 }
 
 // ------------------------------------------------------------------ rope ----
@@ -278,7 +304,7 @@ TEST_F(CpuOps, RopeGradientNormsAndHandValue) {
         a += qkv0[n * W + h * hd + d] * qkv0[n * W + h * hd + d];
         b += out[n * W + h * hd + d] * out[n * W + h * hd + d];
       }
-      EXPECT_NEAR(a, b, 1e-12);
+      EXPECT_NEAR(a, b, 1e-12);  // a rotation in double: ~2 ulps per element, norms ~4
       if (h >= 2 * H || n % S == 0) {
         for (int d = 0; d < hd; d++) EXPECT_EQ(out[n * W + h * hd + d], qkv0[n * W + h * hd + d]);
       }
@@ -286,10 +312,12 @@ TEST_F(CpuOps, RopeGradientNormsAndHandValue) {
   // and the backward is its inverse
   Vec back = out;
   be->rope_backward(back.data(), B, S, H, hd, theta);
-  EXPECT_LT(rel_err(qkv0, back), 1e-14);
+  EXPECT_LT(rel_err(qkv0, back), 1e-14);  // two rotations in double: ~4 u = 4.4e-16
 
   // by hand at pos 1 (row 1), q head 0 = [1,2,3,4]: pairs (0,2) turn by 1 rad,
-  // (1,3) by 1 * 10000^(-1/2) = 0.01 rad.
+  // (1,3) by 1 * 10000^(-1/2) = 0.01 rad. The kernel evaluates the same
+  // double expression (a cos - b sin; pow gives 0.01 correctly rounded):
+  // equal up to an ulp, 8.9e-16 at 4.02.
   Vec h(B * S * W, 0.0);
   const double v[4] = {1, 2, 3, 4};
   for (int d = 0; d < 4; d++) h[1 * W + d] = v[d];
@@ -340,6 +368,8 @@ void check_attention(Backend<double>& be, int B, int S, int H, int hd) {
   Vec out(B * S * H * hd), lse(B * H * S), nout, nlse;
   be.attention_forward(out.data(), lse.data(), qkv.data(), B, S, H, hd);
   naive_attention(nout, nlse, qkv, B, S, H, hd);
+  // fp64, dgemm tiles vs plain loops: <= ~S u sum|terms| apart in any order
+  // (S = 150: ~5e-14 normwise at worst).
   EXPECT_LT(rel_err(nout, out), 1e-13);
   EXPECT_LT(rel_err(nlse, lse), 1e-13);
 
@@ -369,6 +399,7 @@ TEST_F(CpuOps, SwigluForwardAndGradient) {
   for (int n = 0; n < N; n++)
     for (int j = 0; j < F; j++) {
       const double a1 = a[n * 2 * F + j], a3 = a[n * 2 * F + F + j];
+      // the kernel's x * (1 / (1 + e)) * a3: ~2 ulps of |h| <= 7.1 (8.9e-16 each)
       EXPECT_NEAR(h[n * F + j], a1 / (1 + std::exp(-a1)) * a3, 1e-14);
     }
   auto L = [&] {
@@ -411,7 +442,7 @@ TEST_F(CpuOps, RouterScoresSigmoidAndSoftmax) {
   Vec big = {1000, 1001, 999, 1000, 1000}, s(5);
   be->router_scores_forward(s.data(), big.data(), 1, 5, GateFn::Softmax);
   for (double v : s) EXPECT_TRUE(std::isfinite(v));
-  EXPECT_NEAR(be->sum(s.data(), 5), 1.0, 1e-15);
+  EXPECT_NEAR(be->sum(s.data(), 5), 1.0, 1e-15);  // 5 quotients, 4 adds: <= ~8 u = 9e-16
 }
 
 TEST_F(CpuOps, TopkRouteBackwardNormalizeAndScale) {
@@ -640,6 +671,7 @@ TEST_F(CpuOps, CombineForwardBackward) {
     for (int d = 0; d < D; d++) {
       double ref = 0.5;
       for (int k = 0; k < K; k++) ref += gates[t * K + k] * yp[p.row[t * K + k] * D + d];
+      // the kernel's loop in the kernel's order: equal up to an ulp (|y| <= 3.3)
       EXPECT_NEAR(y[t * D + d], ref, 1e-15);
     }
   auto L = [&] {
@@ -766,16 +798,25 @@ TEST_F(CpuOps, AdamWDecaysOnlyTheLeadingElements) {
   be->adamw_step(q.data(), g.data(), mq.data(), vq.data(), 2, hp);
   hp.weight_decay = 0.0;
   be->adamw_step(q.data() + 2, g.data() + 2, mq.data() + 2, vq.data() + 2, 2, hp);
+  // Exact: the same per-element double expression; the undecayed tail is
+  // multiplied by 1.0 either way (decay_count, or 1 - lr * 0).
   EXPECT_EQ(p, q);
   EXPECT_EQ(m, mq);
   EXPECT_EQ(v, vq);
-  // Step 1 with |g| >> eps: p - lr * sign(g), times 0.999 on the head only.
+  // Step 1 with |g| >> eps: p - lr * sign(g), times 0.999 on the head only
+  // (off by lr * eps / |g| <= 1e-9).
   EXPECT_NEAR(p[0], 1.0 * 0.999 - 0.01, 1e-8);
   EXPECT_NEAR(p[3], 3.0 + 0.01, 1e-8);
 }
 
 // ------------------------------------------- precision and determinism ----
 
+// fp32 (inputs rounded to float, sgemm) against fp64 on the same values,
+// normwise. All roundings aligned would give at most 1.7e-5 (attention out),
+// 3.5e-6 (lse) and 7.7e-6 (linear, K = 32); a normwise error over 512 and 768
+// outputs sits near the typical ~sqrt(K) u instead: 8.6e-8 (out) and 3.7e-8
+// (lse) emulated in fp32 for sequential sums, ~1e-7 (linear). 1e-5 is ~100x
+// that for any BLAS kernel or thread count; a bf16-sized error (4e-3) fails.
 TEST(CpuOpsPrecision, FloatMatchesDouble) {
   auto bd = make_cpu_backend<double>(2);
   auto bf = make_cpu_backend<float>(2);
@@ -799,7 +840,13 @@ TEST(CpuOpsPrecision, FloatMatchesDouble) {
   EXPECT_LT(rel_err(y, Vec(yf.begin(), yf.end())), 1e-5);
 }
 
-// Thread counts 1 and 2 must give bit-identical results.
+// Thread counts 1 and 2 must give bit-identical results, exact by
+// construction: attention runs one (batch, head) tile per OpenMP iteration
+// with BLAS set to one thread inside (attention.cpp), so nt only changes
+// which thread computes a tile, never how; rmsnorm works by rows and by
+// fixed column blocks, sum_squares by fixed chunks of 4096. (Multi-threaded
+// GEMMs, e.g. linear_forward, are not compared across thread counts:
+// OpenBLAS's Haswell/Zen sgemm rounds differently with 1 and 2 threads.)
 template <typename T>
 void check_thread_independence() {
   auto b1 = make_cpu_backend<T>(1);

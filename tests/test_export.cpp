@@ -137,6 +137,8 @@ TEST(Glm4MoeExport, ConfigJsonReadsBackToTheModel) {
   EXPECT_EQ(j["tie_word_embeddings"], false);
   EXPECT_EQ(j["num_nextn_predict_layers"], 0);
   EXPECT_EQ(j["eos_token_id"], 2);
+  // Exact: the doubles (rope_theta, norm_eps, init_std, route_scale) are
+  // copied, and JSON dump/parse round-trips a double bit for bit.
   const Config back = config_from_glm4_moe(nlohmann::json::parse(j.dump()), Config{});
   EXPECT_EQ(back.model, c.model);
   EXPECT_EQ(back.moe, c.moe);

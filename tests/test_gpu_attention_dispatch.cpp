@@ -63,6 +63,10 @@ TEST(GpuAttention, ForwardMatchesCpuBackend) {
                                     nullptr);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     const auto out = d_out.download(), lse = d_lse.download();
+    // fp32 both sides, other orders (gpu_test_util.h): a score's q.k sums hd
+    // <= 128 terms, its error ~u hd / sqrt(2) scaled by 1/sqrt(hd): ~5e-7
+    // absolute, the relative error of each P (plus expf's 2 ulp); out sums
+    // S <= 70 keys. ~1e-6 expected, 1e-5 leaves ~10x.
     EXPECT_LT(normwise_rel_err(out, out_ref), 1e-5);
     EXPECT_LT(normwise_rel_err(lse, lse_ref), 1e-5);
 
@@ -102,7 +106,9 @@ TEST(GpuAttention, BackwardMatchesCpuBackend) {
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     const auto dqkv = d_dqkv.download();
     ASSERT_TRUE(std::all_of(dqkv.begin(), dqkv.end(), [](float v) { return std::isfinite(v); }));
-    // Each part (dq, dk, dv) on its own scale.
+    // Each part (dq, dk, dv) on its own scale. As the forward: dP and D are
+    // hd-term dots (relative ~sqrt(hd) u), dS = P (dP - D) keeps them at the
+    // scale of dP, and dq, dk, dv sum <= 70 rows: ~1e-6, 1e-5 leaves ~10x.
     for (int part = 0; part < 3; ++part) {
       SCOPED_TRACE("part " + std::to_string(part));
       std::vector<float> got, ref;
@@ -250,6 +256,9 @@ TEST(GpuDispatch, OutOfRangeIndexIsSkippedNotWrittenOutOfBounds) {
                                  d_row.get(), N, K, D, nullptr);
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
 
+  // Exact comparisons below although sums and products are involved: x and
+  // yp are small integers and the gates multiples of 1/8, so every product
+  // and sum is exact in fp32 and the order cannot matter.
   std::vector<float> xp_ref(rows * D), dx_ref(N * D, 0.f), y_ref(N * D, 0.f),
       dyp_ref(rows * D), dg_ref(N * K, 0.f);
   for (int slot = 0; slot < N * K; ++slot) {
@@ -305,6 +314,8 @@ TEST(GpuDispatch, RowOpsMatchCpu) {
                                           nullptr);
       MOE_CUDA_CHECK(cudaDeviceSynchronize());
       const auto dx = d_dx.download();
+      // dx0 plus <= K = 8 rows, perhaps in another order: <= K u of the terms'
+      // sum even in the worst case (~5e-7 relative to them).
       EXPECT_LT(normwise_rel_err(dx, dx_ref), 1e-5);
 
       // combine_forward: y += sum_k g yp[row].
@@ -316,9 +327,13 @@ TEST(GpuDispatch, RowOpsMatchCpu) {
                                     c.K, D, nullptr);
       MOE_CUDA_CHECK(cudaDeviceSynchronize());
       const auto y = d_y.download();
+      // y0 plus <= 8 products (2K + 1 roundings, FMA contraction or not).
       EXPECT_LT(normwise_rel_err(y, y_ref), 1e-5);
 
-      // combine_backward: dyp (a product, exact up to rounding) and dgates (dot products).
+      // combine_backward: dyp (one fp32 product of the same two inputs on both
+      // sides, correctly rounded: the same bits) and dgates (dots of D <= 300
+      // terms: fp64 on the CPU, an fp32 per-thread sum and shuffle tree on the
+      // GPU, ~10 roundings deep: ~1e-6).
       std::vector<float> dyp_ref(pD), dg_ref(pairs);
       be->combine_backward(dyp_ref.data(), dg_ref.data(), x.data(), xp_in.data(), gates.data(),
                            row.data(), c.N, c.K, D);

@@ -6,7 +6,10 @@
 // fp32, every activation op, and the fp32 <-> bf16 conversions bit for bit.
 // Results differ from the CPU only by fp32 summation order, which moves a
 // value across a bf16 rounding boundary now and then: normwise relative
-// error < 1e-2. Whole-model bf16 training: test_gpu_backend.
+// error < 1e-2 (kBf16Tol below). One exception: attention at head_dim 64 and
+// 128 runs the tensor-core kernel, which also rounds P and dS to bf16 where
+// the CPU keeps them fp32 (see ActivationOpsMatchCpu). Whole-model bf16
+// training: test_gpu_backend.
 // Skips without a device.
 #include <gtest/gtest.h>
 
@@ -29,6 +32,13 @@ namespace {
 
 using test::normal;
 
+// A bf16 output is an fp32 value rounded once, at the same point on both
+// sides; fp32 values a few fp32 ulps apart round to the same bf16 value or to
+// neighbours one bf16 ulp apart, 2^-8 .. 2^-7 = 7.8e-3 relative. So even if
+// every element went the other way, ||a - b|| / ||b|| <= 7.8e-3 < 1e-2, for
+// any summation order on either side (rel_error is Frobenius-normwise, so
+// elements near cancellation weigh little). fp32 results on the same bf16
+// operands (dW, the router) get the fp32 bounds of gpu_test_util.h instead.
 constexpr double kBf16Tol = 1e-2;
 
 // ||a - b|| / ||b||
@@ -148,7 +158,9 @@ TEST(GpuBf16, LinearMatchesCpu) {
     const auto got = run_linear(*gpu, x, W, dy, dW0, N, I, O);
     EXPECT_LT(rel_error(got.y, ref.y), kBf16Tol) << N << "x" << I << "x" << O;
     EXPECT_LT(rel_error(got.dx, ref.dx), kBf16Tol);
-    EXPECT_LT(rel_error(got.dW, ref.dW), 1e-5);  // fp32 from the same bf16 operands
+    // fp32 from the same bf16 operands (their products exact in fp32): a sum
+    // over K = N <= 64 rows, sqrt(K) u ~ 5e-7.
+    EXPECT_LT(rel_error(got.dW, ref.dW), 1e-5);
   }
 }
 
@@ -218,6 +230,13 @@ TEST(GpuBf16, GroupedLinearMatchesCpuWithEmptyExperts) {
     EXPECT_LT(rel_error(got.y, ref.y), kBf16Tol);
     EXPECT_LT(rel_error(got.dx, ref.dx), kBf16Tol);
     // Expert weight gradients: fp32 from bf16 operands, never rounded to bf16.
+    // Each element sums K = an expert's rows (<= 1699 in the 1B case): the
+    // CPU's sequential fp32 sum errs by ~sqrt(K/2) u = 1.7e-6 relative; the
+    // GPU's tensor cores add 16 exact products per mma and normalise the
+    // accumulator by truncation (not round-to-nearest), a bias of ~u/2 per
+    // mma that does not average out: ~(2/3)(K/16) u / 2 ~ 2e-6..3e-6. So ~4e-6
+    // expected at K ~ 1700, and 1e-5 leaves only ~2.5x there (the tightest
+    // GPU-vs-CPU tolerance here); ~10x for the small cases.
     EXPECT_LT(rel_error(got.dW, ref.dW), 1e-5);
     // Experts without tokens: their weight gradient is exactly what it was.
     for (int g = 0; g < G; ++g) {
@@ -291,6 +310,9 @@ TEST(GpuBf16, RouterLinearStaysFp32) {
                       as_float(download(be, dxd, x.size()))};
   };
   const auto got = run(*gpu), ref = run(*cpu);
+  // Logits: dots of K = I = 64 exact fp32 terms (sqrt(K) u ~ 5e-7); dW: sums
+  // over N = 33 rows. TF32 (W's mantissa cut to 10 bits, 2^-11 each) would
+  // give ~3e-4: the test tells PEDANTIC fp32 SGEMM from it.
   EXPECT_LT(rel_error(got[0], ref[0]), 1e-5);  // logits in fp32
   EXPECT_LT(rel_error(got[1], ref[1]), 1e-5);  // dW in fp32
   EXPECT_LT(rel_error(got[2], ref[2]), kBf16Tol);
@@ -388,12 +410,25 @@ TEST(GpuBf16, ActivationOpsMatchCpu) {
                          "permute", "gather", "losses", "dlogits"};
   ASSERT_EQ(got.size(), std::size(names));
   for (size_t i = 0; i < got.size(); ++i) {
-    // fp32 results of fp32 math on the same inputs agree to fp32 accuracy;
-    // bf16 results to about one bf16 rounding.
+    // fp32 results of fp32 math agree to fp32 accuracy (~1e-6: the residual
+    // sum is exact, the norm's dx and dw sum D = 128 or N = 134 terms, dgates
+    // dots of D = 128 exact products, the losses are fp64 rounded once),
+    // except lse, whose inputs may differ: each side ropes q and k itself (in
+    // double, so rarely), and a q or k element that rounds to the other bf16
+    // neighbour moves the scores it enters by up to 2^-8 |q k| / sqrt(hd) ~
+    // 5e-4, up to ~1e-5 of the lse vector's norm (~57) per such element.
+    // Hence 1e-4, not 1e-5.
+    // bf16 results: one bf16 rounding (kBf16Tol), except attention out and
+    // dqkv: the tensor-core kernel (hd 64) also rounds P and dS to bf16, the
+    // CPU keeps them fp32 (and each side uses its own out and lse); that kernel
+    // measures 1.5e-3 .. 7e-3 normwise against fp64 (max abs; docs/cuda.md,
+    // emulated), the CPU's bf16 mode ~1e-3, so ~3e-3 expected here: 3x under
+    // 1e-2.
     const bool fp32 = i == 0 || i == 2 || i == 3 || i == 7 || i == 13 || i == 17;
     EXPECT_LT(rel_error(got[i], ref[i]), fp32 ? 1e-4 : kBf16Tol) << names[i];
   }
-  // Pure moves are exact.
+  // Pure moves of the same bf16 input (dy; then each side's permute output,
+  // equal by the line before) are exact.
   EXPECT_EQ(got[15], ref[15]) << "permute";
   EXPECT_EQ(got[16], ref[16]) << "gather";
 }

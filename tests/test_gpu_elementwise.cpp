@@ -37,6 +37,9 @@ using moe::test::same_bits;
 
 namespace kn = moe::kernels;
 
+// fp32 against the CPU's fp32 in another order or with device expf (2 ulp):
+// see gpu_test_util.h. Most of these ops have no long sums, so their errors
+// are a few ulps (~3e-7); the comparisons below say where one is exact.
 constexpr double kTol = 1e-5;
 
 std::vector<int32_t> random_ints(size_t n, int lo, int hi, std::mt19937_64& rng) {
@@ -66,6 +69,7 @@ TEST(GpuElementwise, AddAndScaleMatchCpu) {
     kn::scale_inplace(dx.get(), -0.3721, n, nullptr);
     const auto sgot = dx.download();
     EXPECT_LT(elementwise_rel_err(sgot, sref), kTol) << "scale n=" << n;
+    // Exact: both round the double factor to float once, then one fp32 multiply.
     EXPECT_TRUE(same_bits(sgot, sref)) << "scale n=" << n;
   }
 }
@@ -134,6 +138,8 @@ TEST(GpuElementwise, SwigluForwardBackwardMatchCpu) {
     kn::swiglu_forward(d_h.get(), d_a13.get(), c.N, c.F, nullptr);
     kn::swiglu_backward(d_da.get(), d_dh.get(), d_a13.get(), c.N, c.F, nullptr);
     const auto h1 = d_h.download(), da1 = d_da.download();
+    // Per element: expf (2 ulp on the GPU, < 1 on the CPU) and ~4 roundings,
+    // no sums: ~5e-7.
     EXPECT_LT(normwise_rel_err(h1, h_ref), kTol) << tag;
     EXPECT_LT(normwise_rel_err(da1, da_ref), kTol) << tag;
 
@@ -170,6 +176,9 @@ TEST(GpuElementwise, RopeForwardBackwardMatchCpu) {
     kn::rope_forward(d_f.get(), c.B, c.S, c.H, c.hd, c.theta, nullptr);
     kn::rope_backward(d_b.get(), c.B, c.S, c.H, c.hd, c.theta, nullptr);
     const auto f1 = d_f.download(), b1 = d_b.download();
+    // Both compute the angle, sin, cos and the rotation in double and round
+    // once: ~1 ulp. An fp32 angle would be off by up to ulp(4095) / 2 =
+    // 1.2e-4 rad at S 4096, about that relative, which this tolerance catches.
     EXPECT_LT(normwise_rel_err(f1, fwd_ref), kTol) << tag;
     EXPECT_LT(normwise_rel_err(b1, bwd_ref), kTol) << tag;
 
@@ -197,7 +206,10 @@ TEST(GpuElementwise, SumAndSumSquaresMatchCpu) {
 
     const double s1 = kn::sum(d_x.get(), n, ws.get(), ws_bytes, nullptr);
     const double q1 = kn::sum_squares(d_x.get(), n, ws.get(), ws_bytes, nullptr);
-    // fp64 accumulation in a different (fixed) order: far below fp32 rounding.
+    // fp64 accumulation in a different (fixed) order: far below fp32
+    // rounding. Worst case, both sum chunks of 8192 and then the <= 367
+    // chunks' partials: <= (8192 + 367) 2^-53 = 9.5e-13 of sum |x| (or of
+    // the sum of squares), so 1e-11 holds for any order within the chunks.
     EXPECT_LE(std::abs(s1 - s_ref), kTol * abs_sum) << "n=" << n;
     EXPECT_LE(std::abs(s1 - s_ref), 1e-11 * abs_sum) << "n=" << n;
     EXPECT_LE(std::abs(q1 - q_ref), 1e-11 * q_ref) << "n=" << n;
@@ -235,6 +247,9 @@ TEST(GpuElementwise, CrossEntropyMatchesCpu) {
     // Separate dlogits.
     kn::cross_entropy(d_loss.get(), d_d.get(), d_logits.get(), d_t.get(), c.N, c.V, gs, nullptr);
     const auto loss1 = d_loss.download(), d1 = d_d.download();
+    // Both in fp64 (max, sum of exp, m + log z - x_t, p - 1) rounded to fp32
+    // once: within ~1 fp32 ulp, the confident row's ~1e-5 loss included (its
+    // cancellation costs ~2^-53 * 25 = 3e-15 absolute).
     EXPECT_LT(elementwise_rel_err(loss1, loss_ref), kTol) << tag;
     EXPECT_LT(normwise_rel_err(d1, d_ref), kTol) << tag;
     EXPECT_TRUE(same_bits(d_logits.download(), logits)) << "logits clobbered " << tag;
@@ -290,6 +305,8 @@ TEST(GpuElementwise, AdamWMatchesCpu) {
     kn::adamw_step(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, hp.lr, hp.beta1, hp.beta2,
                    hp.eps, hp.weight_decay, hp.decay_count, hp.step, hp.grad_scale, nullptr);
     const auto p1 = d_p.download(), m1 = d_m.download(), v1 = d_v.download();
+    // Both do the update in fp64 and round p, m, v to fp32 once: equal or one
+    // fp32 ulp apart each step, a few ulps (~3e-7) after 5 steps.
     EXPECT_LT(normwise_rel_err(p1, p_ref), kTol) << "step " << step;
     EXPECT_LT(normwise_rel_err(m1, m_ref), kTol) << "step " << step;
     EXPECT_LT(elementwise_rel_err(v1, v_ref), kTol) << "step " << step;

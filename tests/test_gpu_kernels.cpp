@@ -83,6 +83,10 @@ TEST(GpuRmsNorm, ForwardMatchesFp64Reference) {
     moe::kernels::rmsnorm_forward(dy.get(), drstd.get(), dx.get(), dw.get(), sh.N, sh.D,
                                   static_cast<float>(kEps), nullptr);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    // Against fp64, elementwise, worst case: sum(x^2) has positive terms, a
+    // thread sums <= ceil(1030 / 256) = 5 of them, then an 8-level tree: <=
+    // 13 u relative; r = 1/sqrtf(...) adds 3 roundings and halves the rest,
+    // y = x r w 2 more: < 1e-6 in all, 1e-5 holds for any order.
     EXPECT_LT(elementwise_rel_err(drstd.download(), rstd_ref), 1e-5);
     EXPECT_LT(elementwise_rel_err(dy.download(), y_ref), 1e-5);
   }
@@ -167,6 +171,10 @@ TEST(GpuRmsNorm, BackwardMatchesFp64ReferenceAndAccumulates) {
     };
     std::vector<float> dx1, dw1, dx2, dw2;
     run(dx1, dw1);
+    // Against fp64, normwise (sums of both signs): dx's row sum over D <= 1030
+    // terms is a short per-thread sum and a tree (errors ~ sqrt(13) u of the
+    // terms' size); dw sums N <= 20011 rows as <= 256 chunks of >= 32 rows in
+    // row order, then the chunks in order (sqrt(79 + 254) u ~ 1e-6 typical).
     EXPECT_LT(normwise_rel_err(dx1, dx_ref), 1e-5);
     EXPECT_LT(normwise_rel_err(dw1, dw_ref), 1e-5);
     // No float atomics: a second run gives the same bits.
@@ -247,12 +255,15 @@ void expect_matches_reference(const std::vector<float>& s, const std::vector<flo
   std::vector<int32_t> idx_ref;
   const auto gates_ref = topk_ref(idx_ref, s, b, N, c);
   const Route got = run_topk(s, b, N, c);
-  ASSERT_EQ(got.idx, idx_ref);
+  ASSERT_EQ(got.idx, idx_ref);  // exact: the same fp32 keys (one add or multiply each)
   if (!c.normalize && c.route_scale == 1.0) {
     // gates are the selected scores themselves: bit-exact.
     for (size_t i = 0; i < gates_ref.size(); ++i)
       ASSERT_EQ(got.gates[i], static_cast<float>(gates_ref[i])) << "slot " << i;
   } else {
+    // s / sum(picked s) * scale: a sum of K positive terms (<= (K-1) u), a
+    // division and a multiplication: <= (K+1) u = 5.4e-7 for K <= 8, the
+    // largest K any normalised case here uses (route_scale is exact in fp32).
     EXPECT_LT(elementwise_rel_err(got.gates, gates_ref), 1e-6);
   }
 }
@@ -384,6 +395,8 @@ void expect_gpu_matches_cpu(const std::vector<float>& s, const std::vector<float
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
   const auto idx = d_i.download();
   const auto g = d_g.download();
+  // Exact: the same fp32 scores and bias on both sides, one IEEE add or
+  // multiply per key, and the same total order (topk_order.h).
   ASSERT_EQ(idx, idx_cpu);
   EXPECT_EQ(idx, moe::test::reference_topk(s, bias, N, c.E, c.K, c.multiplicative));
   for (int32_t e : idx) ASSERT_TRUE(e >= 0 && e < c.E) << e;
@@ -393,6 +406,9 @@ void expect_gpu_matches_cpu(const std::vector<float>& s, const std::vector<float
     } else if (!c.normalize || std::isinf(g_cpu[i])) {
       EXPECT_EQ(g[i], g_cpu[i]) << "slot " << i;
     } else {
+      // Normalised gates: the GPU's in fp32 within (K+1) u of the exact value
+      // (K <= 8: 5.4e-7), the CPU's in double rounded once (u/2): <= 6e-7 |g|
+      // apart in the worst case, inside 1e-6 max(1, |g|).
       EXPECT_NEAR(g[i], g_cpu[i], 1e-6 * std::max(1.0f, std::fabs(g_cpu[i]))) << "slot " << i;
     }
   }

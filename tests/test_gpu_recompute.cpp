@@ -5,8 +5,10 @@
 // arithmetic is residual_rmsnorm_forward's on the stored sum; kernels/rmsnorm.cu),
 // and the backend is deterministic (test_gpu_backend: bit-identical reruns),
 // so losses and gradients are expected bit-identical, and counts and biases
-// exact. On a mismatch the largest relative difference is printed. Skips
-// without a device.
+// exact. cuBLAS could pick another algorithm for other pointer alignments,
+// but every activation buffer is its own cudaMalloc (model/arena.h), so the
+// redone GEMMs see the alignment of the original ones. On a mismatch the
+// largest relative difference is printed. Skips without a device.
 #include <gtest/gtest.h>
 
 #ifdef MOE_WITH_CUDA

@@ -96,7 +96,9 @@ TEST(MpiEnv, LaunchedAndLocalRanks) {
                                       std::to_string(world().size()));
 }
 
-// Rank r adds (r+1)*(i+1) (scaled per type): the sum is (i+1)*W(W+1)/2, exact in every type.
+// Rank r adds (r+1)*(i+1) (scaled per type): the sum is (i+1)*W(W+1)/2, exact in every type
+// and in any summation order, since every partial sum is an integer number of `scale` below
+// 2^24 (float: i < 4096, so for W < 90), hence the exact checks.
 template <typename T>
 void check_allreduce(Comm& c, size_t n, T scale, bool dev = false) {
   const int W = c.size(), r = c.rank();
@@ -132,7 +134,8 @@ std::vector<int64_t> part_counts(int W, bool even) {
 }
 
 // Rank r holds (r+1)*(i+1)*scale everywhere: after the reduce-scatter its own
-// part holds (i+1)*W(W+1)/2*scale (exact), the other parts are not read.
+// part holds (i+1)*W(W+1)/2*scale (exact in any order: integer numbers of
+// 0.25 below 2^24 of them, i < 1000), the other parts are not read.
 // Then each rank writes r-specific values in its part, and the all-gather
 // must bring every rank's part to every rank.
 template <typename T>

@@ -3,6 +3,13 @@
 // the same layer at the same point, so the collectives match; selective and
 // full give the bits of none with the same layout (losses, aux losses, grad
 // norms, counts, MaxVio, biases).
+//
+// Bit-exact by construction, hence the exact checks: both runs have the same
+// W, ep_size and communicators (the same reduction order), the same
+// micro-batches and one thread (make_cpu_backend(1)); a recompute reruns the
+// same op on the same inputs in the same shapes (the stored routing and
+// dispatch plan, so the expert GEMMs see the same rows in the same order),
+// and the counts come from the training forward alone.
 #include <gtest/gtest.h>
 
 #include <cstring>

@@ -26,6 +26,9 @@ TEST(PerfModel, MatmulFlopsAreSixTimesTheActiveMatmulParameters) {
   const double tokens = double(c.train.global_batch) * c.model.seq_len;
   const int64_t D = c.model.hidden;
   const int64_t norms = int64_t(2 * c.model.layers + 1) * D;  // no matmul
+  // FLOP counts are integers below 2^53 and tokens = 2^15: exact. The
+  // attention line rounds 7/12 once and the product once: <= 2 ulps, within
+  // DOUBLE_EQ's 4.
   EXPECT_DOUBLE_EQ(matmul / tokens, 6.0 * double(active_parameters(c.model, c.moe) - norms));
   // Causal attention: 7/12 of the 12 x layers x hidden x seq_len the MFU counts.
   const double mfu_attention = double(train_flops_per_token(c.model, c.moe)) -
@@ -40,6 +43,8 @@ TEST(PerfModel, SecondsAreTheRooflineSum) {
   Efficiency eff;
   eff.gemm = 0.5, eff.attention = 0.25, eff.fp32_gemm = 1.0, eff.memory = 0.5;
   for (const auto& p : expected_step(c, dev, eff)) {
+    // The model's divisors (0.5 * 2 * 1e12, ...) are these exactly: the same
+    // sum, so equal up to an ulp or two; 1e-12 relative is slack.
     const double want = p.matmul_flops / 1e12 + p.attention_flops / 0.5e12 +
                         p.fp32_flops / 0.5e12 + p.bytes / 2e12;
     EXPECT_NEAR(p.seconds, want, 1e-12 * want);

@@ -4,6 +4,13 @@
 // experts, Loss-Free and aux loss, over a forward + backward and over
 // Trainer steps; and the recomputation counts nothing: the counts of a step
 // are the hand count of the routing the training forward decided.
+//
+// Every comparison is exact because both sides are the same computation:
+// the same config but for train.recompute, the same shapes (micro-batch 3),
+// and a backend of the same thread count (c.train.threads = 2 on both sides;
+// OpenBLAS's Haswell/Zen kernels round by thread count, so it must match); a
+// recompute reruns the same op on the same inputs, reusing the stored
+// routing, and counts nothing.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -54,7 +61,7 @@ Config small_config(const Case& k, Recompute policy) {
   c.train.lr = 5e-3;
   c.train.warmup_steps = 1;
   c.train.min_lr = 5e-4;
-  c.train.threads = 2;
+  c.train.threads = 2;  // both sides of every comparison (header comment)
   c.train.precision = k.bf16 ? Precision::BFloat16 : Precision::Float32;
   c.train.recompute = policy;
   c.data.synthetic_branching = 3;
@@ -203,7 +210,8 @@ TEST(Recompute, TrainerStepsAreBitIdenticalToNone) {
   }
 }
 
-// An eval forward (no backward) under full gives the loss of none.
+// An eval forward (no backward) under full gives the loss of none: the same
+// model, input and shapes on one thread both times, so the same bits.
 TEST(Recompute, EvalForwardIsUnchanged) {
   for (Recompute policy : {Recompute::Selective, Recompute::Full}) {
     SCOPED_TRACE(to_string(policy));
