@@ -2,18 +2,43 @@
 # The project's test command (CI runs it through .ci/run):
 #   1. the normal build (CUDA compiled when nvcc is present) and every ctest
 #      label: cpu, mpi, and gpu (gpu tests skip when no device is visible);
-#   2. an AddressSanitizer + UBSan build of the CPU tests (which replay the
+#   2. the cpu label again with OPENBLAS_CORETYPE=Haswell (or unset, when the
+#      environment already forces Haswell): the AVX2 kernel that many hosts
+#      force, whose roundings differ from the AVX-512 one's and, for sgemm,
+#      with the thread count; no test may depend on a BLAS kernel's last bits;
+#   3. an AddressSanitizer + UBSan build of the CPU tests (which replay the
 #      fuzz corpus, fuzz_regression_*, under the sanitizers);
-#   3. each libFuzzer target for a few seconds (scripts/fuzz.sh, clang).
-# MOE_TEST_SKIP_ASAN=1 skips step 2, MOE_TEST_SKIP_FUZZ=1 step 3.
+#   4. each libFuzzer target for a few seconds (scripts/fuzz.sh, clang).
+# MOE_TEST_SKIP_ASAN=1 skips step 3, MOE_TEST_SKIP_FUZZ=1 step 4.
+#
+#   scripts/test.sh --portability [portability.sh options]
+# builds, then runs only the cpu and mpi labels under every OpenBLAS kernel
+# and thread count (scripts/portability.sh) and prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
+
+if [ "${1:-}" = "--portability" ]; then
+  shift
+  echo "== build (build/)"
+  scripts/build.sh
+  exec scripts/portability.sh "$@"
+fi
 
 echo "== build (build/)"
 scripts/build.sh
 echo "== ctest (build/)"
 ctest --test-dir build --output-on-failure -j "$jobs"
+if [ "${OPENBLAS_CORETYPE:-}" = "Haswell" ]; then
+  # The first run already forced Haswell: the second takes the CPU's own kernel.
+  echo "== ctest -L cpu with OPENBLAS_CORETYPE unset (build/)"
+  env -u OPENBLAS_CORETYPE ctest --test-dir build -L cpu --output-on-failure -j "$jobs"
+elif grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
+  echo "== ctest -L cpu with OPENBLAS_CORETYPE=Haswell (build/)"
+  OPENBLAS_CORETYPE=Haswell ctest --test-dir build -L cpu --output-on-failure -j "$jobs"
+else
+  echo "== no AVX2 on this CPU: the OPENBLAS_CORETYPE=Haswell run is skipped"
+fi
 
 if [ "${MOE_TEST_SKIP_ASAN:-0}" != "1" ]; then
   echo "== AddressSanitizer + UBSan build of the CPU tests (build-asan/)"
