@@ -17,6 +17,7 @@ packages=(
   patchelf                  # scripts/bundle.sh
   python3 python3-numpy python3-matplotlib   # scripts/report.py
   clang libclang-rt-dev libomp-dev           # scripts/fuzz.sh (libFuzzer)
+  libboost-context-dev      # emu/: the emulated device's fibers
 )
 
 missing=()
