@@ -238,6 +238,14 @@ uint64_t push(Device& d, CUstream_st* s, std::string what, std::function<void()>
   return id;
 }
 
+// Nothing runs behind the host's back here, so a query (cudaStreamQuery,
+// cudaEventQuery) moves the device one operation on: a polling loop ends,
+// and sees cudaErrorNotReady first.
+void run_one(Device& d) {
+  const size_t before = d.pending.size();
+  run_until(d, [&] { return d.pending.size() < before; });
+}
+
 void sync_stream(Device& d, CUstream_st* s) {
   if (s->queue.empty()) return;
   const uint64_t last = s->queue.back();
@@ -743,16 +751,12 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return emu::ok(d);
 }
 
-// Nothing runs behind the host's back here, so a query moves the device
-// one operation on: a polling loop ends, and sees cudaErrorNotReady first.
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
   Device& d = dev();
   std::lock_guard lock(d.mu);
   CUstream_st* s = emu::stream_of(d, stream);
   if (!s) return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaStreamQuery: unknown stream");
-  if (s->queue.empty()) return emu::ok(d);
-  const size_t before = d.pending.size();
-  emu::run_until(d, [&] { return d.pending.size() < before; });
+  if (!s->queue.empty()) emu::run_one(d);
   return s->queue.empty() ? emu::ok(d) : cudaErrorNotReady;
 }
 
@@ -816,9 +820,7 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
   Device& d = dev();
   std::lock_guard lock(d.mu);
   if (!d.events.count(event)) return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaEventQuery: unknown event");
-  if (!d.pending.count(event->op)) return emu::ok(d);
-  const size_t before = d.pending.size();
-  emu::run_until(d, [&] { return d.pending.size() < before; });
+  if (d.pending.count(event->op)) emu::run_one(d);
   return d.pending.count(event->op) ? cudaErrorNotReady : emu::ok(d);
 }
 

@@ -87,35 +87,33 @@ inline int __all_sync(unsigned mask, int pred) {
 
 // Atomics: the block's threads and all blocks run on one host thread, one
 // at a time, so a read-modify-write is indivisible as on the device.
+namespace emu::detail {
+template <class T, class F>
+T read_modify_write(T* address, F f) {
+  const T old = *address;
+  *address = f(old);
+  return old;
+}
+}  // namespace emu::detail
 template <class T>
 T atomicAdd(T* address, T v) {
-  const T old = *address;
-  *address = old + v;
-  return old;
+  return ::emu::detail::read_modify_write(address, [v](T o) { return o + v; });
 }
 template <class T>
 T atomicMax(T* address, T v) {
-  const T old = *address;
-  *address = old < v ? v : old;
-  return old;
+  return ::emu::detail::read_modify_write(address, [v](T o) { return o < v ? v : o; });
 }
 template <class T>
 T atomicMin(T* address, T v) {
-  const T old = *address;
-  *address = v < old ? v : old;
-  return old;
+  return ::emu::detail::read_modify_write(address, [v](T o) { return v < o ? v : o; });
 }
 template <class T>
 T atomicExch(T* address, T v) {
-  const T old = *address;
-  *address = v;
-  return old;
+  return ::emu::detail::read_modify_write(address, [v](T) { return v; });
 }
 template <class T>
 T atomicCAS(T* address, T compare, T v) {
-  const T old = *address;
-  if (old == compare) *address = v;
-  return old;
+  return ::emu::detail::read_modify_write(address, [=](T o) { return o == compare ? v : o; });
 }
 
 // Integer and bit intrinsics (CUDA Math API, "Integer Intrinsics", "Type
@@ -156,23 +154,32 @@ inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); 
 
 namespace emu {
 
-template <class... P>
-struct Launcher {
-  void (*fn)(P...);
+// Where and how a kernel is launched; enqueue() runs call(args...) on every
+// thread of the grid when the stream gets there. id: the kernel's address,
+// which cudaFuncSetAttribute names (null for a deduced template).
+struct LaunchConfig {
   Site site;
+  const void* id;
   dim3 grid, block;
   size_t smem;
   cudaStream_t stream;
-  // The arguments are converted to the parameters' types and copied now,
-  // as a launch does.
+  template <class Call, class Args>
+  void enqueue(Call call, Args args) const {
+    enqueue_kernel(site, id, grid, block, smem, stream,
+                   [call, args = std::move(args)]() { std::apply(call, args); });
+  }
+};
+
+// The arguments are converted to the parameters' types and copied at the
+// launch, as CUDA does.
+template <class... P>
+struct Launcher {
+  void (*fn)(P...);
+  LaunchConfig config;
   template <class... A>
   void operator()(A&&... a) const {
     static_assert(sizeof...(A) == sizeof...(P), "kernel launched with the wrong number of arguments");
-    auto body = [f = fn, args = std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)]() {
-      std::apply(f, args);
-    };
-    enqueue_kernel(site, reinterpret_cast<const void*>(fn), grid, block, smem, stream,
-                   std::move(body));
+    config.enqueue(fn, std::tuple<std::decay_t<P>...>(std::forward<A>(a)...));
   }
 };
 
@@ -182,29 +189,24 @@ struct Launcher {
 template <class Call>
 struct DeducedLauncher {
   Call call;
-  Site site;
-  dim3 grid, block;
-  size_t smem;
-  cudaStream_t stream;
+  LaunchConfig config;
   template <class... A>
   void operator()(A&&... a) const {
-    auto body = [c = call, args = std::tuple<std::decay_t<A>...>(std::forward<A>(a)...)]() {
-      std::apply(c, args);
-    };
-    enqueue_kernel(site, nullptr, grid, block, smem, stream, std::move(body));
+    config.enqueue(call, std::tuple<std::decay_t<A>...>(std::forward<A>(a)...));
   }
 };
 
 template <class Call>
 DeducedLauncher<Call> launch_deduced(Call call, Site site, dim3 grid, dim3 block, size_t smem = 0,
                                      cudaStream_t stream = 0) {
-  return DeducedLauncher<Call>{call, site, grid, block, smem, stream};
+  return DeducedLauncher<Call>{call, LaunchConfig{site, nullptr, grid, block, smem, stream}};
 }
 
 template <class... P>
 Launcher<P...> launch(void (*fn)(P...), Site site, dim3 grid, dim3 block, size_t smem = 0,
                       cudaStream_t stream = 0) {
-  return Launcher<P...>{fn, site, grid, block, smem, stream};
+  return Launcher<P...>{
+      fn, LaunchConfig{site, reinterpret_cast<const void*>(fn), grid, block, smem, stream}};
 }
 
 // __shared__ __align__(A) T name: storage aligned to A bytes.
