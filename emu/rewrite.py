@@ -9,7 +9,8 @@ Two mechanical changes, nothing else, so the kernels run unchanged:
     CALL a generic lambda calling it, so its arguments deduce the template's);
   * `__shared__ T name[N]...;` becomes a reference to the block's shared
     storage of that declaration (`::emu::shared_var<T[N]..., ID>("name")`),
-    and `extern __shared__ T name[];` a pointer to the dynamic shared memory.
+    and `extern __shared__ T name[];` a pointer to the dynamic shared memory
+    (a `static` before `__shared__` is dropped: the storage is the block's anyway).
 Every line keeps its number (replacements never add or remove newlines) and
 a #line directive names the original file, so compiler messages and
 __FILE__/__LINE__ point at the .cu. Inline PTX is left alone.
@@ -23,7 +24,7 @@ import zlib
 TEMPLATE_KERNEL = re.compile(
     r'template\s*<[^;{]*?>\s*__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
 SHARED = re.compile(
-    r'(?P<extern>\bextern\s+)?\b__shared__\s+(?P<align>__align__\s*\(\s*\d+\s*\)\s+)?'
+    r'(?P<static>\bstatic\s+)?(?P<extern>\bextern\s+)?\b__shared__\s+(?P<align>__align__\s*\(\s*\d+\s*\)\s+)?'
     r'(?P<type>[A-Za-z_][\w:<>,\s\*]*?)\s+(?P<name>[A-Za-z_]\w*)\s*(?P<dims>(\[[^\]]*\]\s*)*);')
 
 

@@ -266,10 +266,10 @@ bool complete_collectives(Grid& g, unsigned warp) {
         ready = false;
         continue;
       }
-      if (o.op != t.op || o.mask != mask) {
-        g.error = who(g, t) + ": lanes of one warp wait in different collectives: lane " + std::to_string(l) + " in " + name + " (mask " + hex(mask) + "), lane " + std::to_string(m) + " in " + op_name(o.op) + " (mask " + hex(o.mask) + ")";
-        return false;
-      }
+      // Another collective first (legal under independent thread
+      // scheduling: it may complete and this lane come here later); if
+      // nothing can move, stuck() reports who waits where.
+      if (o.op != t.op || o.mask != mask) ready = false;
     }
     if (!ready) continue;
     for (unsigned m = 0; m < lanes; ++m) {
@@ -288,8 +288,9 @@ bool complete_collectives(Grid& g, unsigned warp) {
         case detail::WarpOp::ShflUp: src = int(m) - me.arg >= seg ? int(m) - me.arg : int(m); break;
         case detail::WarpOp::ShflDown: src = int(m) + me.arg < seg + width ? int(m) + me.arg : int(m); break;
         case detail::WarpOp::ShflXor: {
-          const int j = int(m) ^ me.arg;
-          src = j / width == int(m) / width ? j : int(m);
+          // A group may read earlier groups; a later one gives its own value.
+          const int j = int(m) ^ (me.arg & 31);
+          src = j < seg + width ? j : int(m);
           break;
         }
         case detail::WarpOp::MatchAny:
@@ -310,11 +311,10 @@ bool complete_collectives(Grid& g, unsigned warp) {
         }
       }
       if (me.op >= detail::WarpOp::ShflIdx && me.op <= detail::WarpOp::ShflXor) {
-        if (src < 0 || src >= int(lanes) || !(mask >> src & 1u)) {
-          g.error = who(g, me) + ": " + name + " reads lane " + std::to_string(src) + ", which is not in the mask " + hex(mask);
-          return false;
-        }
-        me.result = lane(unsigned(src)).value;
+        // A source lane outside the mask gives an undefined value (the
+        // guide), not undefined behaviour: all-ones bits, NaN as a float.
+        const bool defined = src >= 0 && src < int(lanes) && (mask >> src & 1u);
+        me.result = defined ? lane(unsigned(src)).value : ~uint64_t(0);
       }
     }
     for (unsigned m = 0; m < lanes; ++m)

@@ -73,7 +73,7 @@ struct Device {
   std::recursive_mutex mu;
   std::map<uintptr_t, Alloc> allocs;  // by user address
   std::vector<std::pair<uintptr_t, Alloc>> freed;  // quarantine: recently freed, still poisoned
-  std::set<uintptr_t> pinned;
+  std::map<uintptr_t, size_t> pinned;  // cudaMallocHost blocks: base -> bytes
   std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute
   std::set<CUstream_st*> streams;
   std::set<CUevent_st*> events;
@@ -279,7 +279,9 @@ void free_alloc(Device& d, uintptr_t base) {
 enum class Where { Device, Pinned, Host };
 Where where(Device& d, const void* p) {
   if (find(d, p, nullptr)) return Where::Device;
-  if (d.pinned.count(reinterpret_cast<uintptr_t>(p))) return Where::Pinned;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  auto it = d.pinned.upper_bound(a);
+  if (it != d.pinned.begin() && a < std::prev(it)->first + std::prev(it)->second) return Where::Pinned;
   return Where::Host;
 }
 
@@ -592,7 +594,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t size) {
   std::lock_guard lock(d.mu);
   if (!ptr) return cudaErrorInvalidValue;
   *ptr = std::malloc(size ? size : 1);
-  d.pinned.insert(reinterpret_cast<uintptr_t>(*ptr));
+  d.pinned.emplace(reinterpret_cast<uintptr_t>(*ptr), size ? size : 1);
   return cudaSuccess;
 }
 
@@ -832,8 +834,9 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
     return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: unknown event");
   if ((start->flags | end->flags) & cudaEventDisableTiming)
     return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: an event created with cudaEventDisableTiming");
-  if (start->op == 0 || end->op == 0 || d.pending.count(start->op) || d.pending.count(end->op))
-    return cudaErrorNotReady;
+  if (start->op == 0 || end->op == 0)
+    return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: an event never recorded");
+  if (d.pending.count(start->op) || d.pending.count(end->op)) return cudaErrorNotReady;
   *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
   return emu::ok(d);
 }

@@ -45,6 +45,24 @@ __global__ void warp_ops_kernel(unsigned* out) {
   out[lane * 4 + 3] = __match_any_sync(0xffffffffu, lane / 4);
 }
 
+__global__ void warp_rules_kernel(unsigned* out) {
+  const unsigned lane = threadIdx.x;
+  out[lane * 3 + 0] = __shfl_xor_sync(0xffffffffu, lane, 16, 16);
+  if (lane >= 16) __syncwarp(0xffff0000u);
+  out[lane * 3 + 1] = __shfl_xor_sync(0xffffffffu, lane, 1);
+  unsigned v = lane;
+  if (lane < 16) v += __shfl_down_sync(0x0000ffffu, v, 8);
+  if (lane == 0) out[2] = v;  // lane 0 reads lane 8: defined
+  if (lane == 15) out[15 * 3 + 2] = v;  // lane 15 reads lane 23: undefined
+}
+
+__global__ void static_shared_kernel(unsigned* out, unsigned launch) {
+  static __shared__ unsigned tile[64];
+  tile[threadIdx.x] = threadIdx.x + launch;
+  __syncthreads();
+  out[threadIdx.x] = tile[threadIdx.x];
+}
+
 __global__ void read_unwritten_shared_kernel(float* out) {
   __shared__ float never_written[64];
   out[threadIdx.x] = never_written[threadIdx.x];
@@ -78,6 +96,10 @@ void shuffle_missing_lanes(float* out, cudaStream_t s) {
   shuffle_missing_lanes_kernel<<<1, 32, 0, s>>>(out);
 }
 void warp_ops(unsigned* out, cudaStream_t s) { warp_ops_kernel<<<1, 32, 0, s>>>(out); }
+void warp_rules(unsigned* out, cudaStream_t s) { warp_rules_kernel<<<1, 32, 0, s>>>(out); }
+void static_shared(unsigned* out, unsigned launch, cudaStream_t s) {
+  static_shared_kernel<<<1, 64, 0, s>>>(out, launch);
+}
 void read_unwritten_shared(float* out, cudaStream_t s) {
   read_unwritten_shared_kernel<<<1, 64, 0, s>>>(out);
 }

@@ -21,6 +21,15 @@ void shuffle_missing_lanes(float* out, cudaStream_t s);
 // then shfl_up / shfl_down / shfl_idx in width-16 segments and
 // __match_any_sync on lane / 4 (32 lanes x 4 results).
 void warp_ops(unsigned* out, cudaStream_t s);
+// Per lane (32 x 3): __shfl_xor_sync(full, lane, 16, width 16) (earlier
+// group readable, a later one gives the own value); lanes 16-31 first
+// __syncwarp on their half while lanes 0-15 already wait in a full-mask
+// shuffle (legal: they meet there later); a half-warp reduction whose
+// lane 15 reads lane 23, outside its mask (an undefined value, not an error).
+void warp_rules(unsigned* out, cudaStream_t s);
+// out[t] = t + launch: a `static __shared__` array written and read in
+// every launch (its storage is the block's, launch after launch).
+void static_shared(unsigned* out, unsigned launch, cudaStream_t s);
 // out[i] = the value of shared memory that nobody wrote (as float).
 void read_unwritten_shared(float* out, cudaStream_t s);
 // Writes one element past `bytes` of dynamic shared memory.

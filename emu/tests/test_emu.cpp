@@ -121,6 +121,32 @@ TEST_F(Emu, ShufflesAndMatchFollowTheirDefinitions) {
   }
 }
 
+TEST_F(Emu, WarpRulesOfTheGuide) {
+  for (const emu::Schedule& s : all_schedules()) {
+    emu::schedule() = s;
+    unsigned* d = device(std::vector<unsigned>(96, 0));
+    emu_test::warp_rules(d, 0);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << emu::fault_message();
+    const std::vector<unsigned> out = host(d, 96);
+    for (unsigned L = 0; L < 32; ++L) {
+      EXPECT_EQ(out[L * 3 + 0], L < 16 ? L : L - 16) << "xor 16 in width 16, lane " << L;
+      EXPECT_EQ(out[L * 3 + 1], L ^ 1u) << "lane " << L;
+    }
+    EXPECT_EQ(out[2], 0u + 8u);
+    EXPECT_EQ(out[15 * 3 + 2], 15u + 0xffffffffu) << "lane 23 is outside the mask: all ones";
+    cudaFree(d);
+  }
+}
+
+TEST_F(Emu, StaticSharedIsTheBlocksInEveryLaunch) {
+  unsigned* d = device(std::vector<unsigned>(64, 0));
+  for (unsigned launch = 0; launch < 3; ++launch) {
+    emu_test::static_shared(d, launch, 0);
+    const std::vector<unsigned> out = host(d, 64);
+    for (unsigned t = 0; t < 64; ++t) ASSERT_EQ(out[t], t + launch) << "launch " << launch;
+  }
+}
+
 TEST_F(Emu, SharedMemoryStartsPoisoned) {
   float* d = device(std::vector<float>(64, 0.0f));
   emu_test::read_unwritten_shared(d, 0);

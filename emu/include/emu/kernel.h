@@ -96,23 +96,23 @@ T read_modify_write(T* address, F f) {
 }
 }  // namespace emu::detail
 template <class T>
-T atomicAdd(T* address, T v) {
+T atomicAdd(T* address, std::type_identity_t<T> v) {
   return ::emu::detail::read_modify_write(address, [v](T o) { return o + v; });
 }
 template <class T>
-T atomicMax(T* address, T v) {
+T atomicMax(T* address, std::type_identity_t<T> v) {
   return ::emu::detail::read_modify_write(address, [v](T o) { return o < v ? v : o; });
 }
 template <class T>
-T atomicMin(T* address, T v) {
+T atomicMin(T* address, std::type_identity_t<T> v) {
   return ::emu::detail::read_modify_write(address, [v](T o) { return v < o ? v : o; });
 }
 template <class T>
-T atomicExch(T* address, T v) {
+T atomicExch(T* address, std::type_identity_t<T> v) {
   return ::emu::detail::read_modify_write(address, [v](T) { return v; });
 }
 template <class T>
-T atomicCAS(T* address, T compare, T v) {
+T atomicCAS(T* address, std::type_identity_t<T> compare, std::type_identity_t<T> v) {
   return ::emu::detail::read_modify_write(address, [=](T o) { return o == compare ? v : o; });
 }
 
