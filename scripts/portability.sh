@@ -3,7 +3,8 @@
 # kernel (OPENBLAS_CORETYPE) and thread count, and prints one row per setting.
 # Tests must hold on whatever x86 machine CI is given: a result that moves
 # with the BLAS kernel or the thread count is a wrong tolerance or a
-# comparison that is not bit-exact by construction (docs/design.md section 5).
+# comparison that is not bit-exact by construction (docs/design.md section 2,
+# "Reproducibility").
 #
 #   scripts/portability.sh [--build DIR] [--labels 'cpu|mpi'] [--coretypes 'Haswell SkylakeX Zen']
 #                          [--threads '1 2'] [--output FILE]
@@ -19,16 +20,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=build labels='cpu|mpi' coretypes='Haswell SkylakeX Zen' threads='1 2' output=''
+die() { echo "portability.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --build) build=$2; shift 2 ;;
-    --labels) labels=$2; shift 2 ;;
-    --coretypes) coretypes=$2; shift 2 ;;
-    --threads) threads=$2; shift 2 ;;
-    --output) output=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "portability.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    --build|--labels|--coretypes|--threads|--output)
+      [ $# -ge 2 ] || die "$1 needs a value (see --help)"
+      case "$1" in
+        --build) build=$2 ;; --labels) labels=$2 ;; --coretypes) coretypes=$2 ;;
+        --threads) threads=$2 ;; --output) output=$2 ;;
+      esac
+      shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
   esac
+done
+# OpenBLAS's x86 kernel names (an unknown one silently falls back to the default).
+known=" Prescott Core2 Penryn Dunnington Nehalem Sandybridge Haswell SkylakeX Cooperlake"
+known+=" SapphireRapids Atom Opteron Barcelona Bobcat Bulldozer Piledriver Steamroller Excavator Zen "
+for ct in $coretypes; do
+  [[ "$known" == *" $ct "* ]] || die "--coretypes: '$ct' is not an OpenBLAS x86 kernel name"
+done
+for nt in $threads; do
+  [[ "$nt" =~ ^[1-9][0-9]*$ ]] || die "--threads: '$nt' is not a positive thread count"
 done
 if [ ! -f "$build/CTestTestfile.cmake" ]; then
   echo "portability.sh: $build is not a configured build directory (run scripts/build.sh first)" >&2

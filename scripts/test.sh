@@ -18,15 +18,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
-if [ "${1:-}" = "--portability" ]; then
-  shift
-  echo "== build (build/)"
-  scripts/build.sh
-  exec scripts/portability.sh "$@"
-fi
-
 echo "== build (build/)"
 scripts/build.sh
+if [ "${1:-}" = "--portability" ]; then
+  shift
+  exec scripts/portability.sh "$@"
+fi
 echo "== ctest (build/)"
 ctest --test-dir build --output-on-failure -j "$jobs"
 if [ "${OPENBLAS_CORETYPE:-}" = "Haswell" ]; then

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -332,25 +333,39 @@ TEST_F(Bf16Ops, NormsAgainstFp64) {
 struct AttnBounds {
   V64 out, lse;
 };
+// Offsets into qkv [B*S, 3*H*hd] (part 0 q, 1 k, 2 v) and into out or dout
+// [B*S, H*hd]; score(i, j) = the dot q_i.k_j and the sum of its |terms|.
+struct AttnLayout {
+  const V64& qkv;
+  int S, H, hd;
+  size_t at(int part, int b, int h, int i, int d) const {
+    return (size_t(b) * S + i) * 3 * H * hd + size_t(part) * H * hd + size_t(h) * hd + d;
+  }
+  size_t row(int b, int h, int i, int d) const {
+    return (size_t(b) * S + i) * H * hd + size_t(h) * hd + d;
+  }
+  std::pair<double, double> score(int b, int h, int i, int j) const {
+    double dot = 0, adot = 0;
+    for (int d = 0; d < hd; ++d) {
+      const double t = qkv[at(0, b, h, i, d)] * qkv[at(1, b, h, j, d)];
+      dot += t;
+      adot += std::fabs(t);
+    }
+    return {dot, adot};
+  }
+};
+
 AttnBounds attention_forward_bounds(const V64& qkv, int B, int S, int H, int hd) {
-  const int OW = H * hd, W = 3 * OW;
+  const AttnLayout L{qkv, S, H, hd};
   const double scale = 1.0 / std::sqrt(double(hd)), u = kU32;
-  AttnBounds r{V64(size_t(B) * S * OW, 0.0), V64(size_t(B) * H * S, 0.0)};
-  auto at = [&](int part, int b, int h, int i, int d) {
-    return qkv[(size_t(b) * S + i) * W + size_t(part) * OW + size_t(h) * hd + d];
-  };
+  AttnBounds r{V64(size_t(B) * S * H * hd, 0.0), V64(size_t(B) * H * S, 0.0)};
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < H; ++h)
       for (int i = 0; i < S; ++i) {
         V64 s(i + 1);
         double m = -INFINITY, dmax = 0;
         for (int j = 0; j <= i; ++j) {
-          double dot = 0, adot = 0;
-          for (int d = 0; d < hd; ++d) {
-            const double t = at(0, b, h, i, d) * at(1, b, h, j, d);
-            dot += t;
-            adot += std::fabs(t);
-          }
+          const auto [dot, adot] = L.score(b, h, i, j);
           s[j] = scale * dot;
           m = std::max(m, s[j]);
           dmax = std::max(dmax, (hd + 2) * u * scale * adot);
@@ -364,10 +379,10 @@ AttnBounds attention_forward_bounds(const V64& qkv, int B, int S, int H, int hd)
         r.lse[(size_t(b) * H + h) * S + i] =
             3 * dmax + u * (R + i + 2 + 2 * std::log(z) + std::fabs(lse));
         const double rel = 4 * dmax + 2 * u * R + (i + 5) * u + (S + 1) * u;
-        double* o = &r.out[(size_t(b) * S + i) * OW + size_t(h) * hd];
         for (int j = 0; j <= i; ++j) {
           const double p = std::exp(s[j] - lse);
-          for (int d = 0; d < hd; ++d) o[d] += rel * p * std::fabs(at(2, b, h, j, d));
+          for (int d = 0; d < hd; ++d)
+            r.out[L.row(b, h, i, d)] += rel * p * std::fabs(qkv[L.at(2, b, h, j, d)]);
         }
       }
   return r;
@@ -385,40 +400,29 @@ AttnBounds attention_forward_bounds(const V64& qkv, int B, int S, int H, int hd)
 // sums: whether the sgemm's order matches the hand loop's is the kernel's.
 V64 attention_backward_bound(const V64& qkv, const V64& out, const V64& lse, const V64& dout,
                              int B, int S, int H, int hd) {
-  const int OW = H * hd, W = 3 * OW;
+  const AttnLayout L{qkv, S, H, hd};
   const double scale = 1.0 / std::sqrt(double(hd)), u = kU32;
   V64 bound(qkv.size(), 0.0);
-  auto at = [&](int part, int b, int h, int i, int d) {
-    return qkv[(size_t(b) * S + i) * W + size_t(part) * OW + size_t(h) * hd + d];
-  };
-  auto row = [&](const V64& v, int b, int h, int i, int d) {  // out, dout: [B*S, H*hd]
-    return v[(size_t(b) * S + i) * OW + size_t(h) * hd + d];
-  };
-  auto bd = [&](int part, int b, int h, int i, int d) -> double& {
-    return bound[(size_t(b) * S + i) * W + size_t(part) * OW + size_t(h) * hd + d];
-  };
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < H; ++h)
       for (int i = 0; i < S; ++i) {
         const double l = lse[(size_t(b) * H + h) * S + i];
         double c = 0;
-        for (int d = 0; d < hd; ++d) c += std::fabs(row(dout, b, h, i, d) * row(out, b, h, i, d));
+        for (int d = 0; d < hd; ++d)
+          c += std::fabs(dout[L.row(b, h, i, d)] * out[L.row(b, h, i, d)]);
         for (int j = 0; j <= i; ++j) {
-          double dot = 0, adot = 0, a = 0;
-          for (int d = 0; d < hd; ++d) {
-            const double t = at(0, b, h, i, d) * at(1, b, h, j, d);
-            dot += t;
-            adot += std::fabs(t);
-            a += std::fabs(row(dout, b, h, i, d) * at(2, b, h, j, d));
-          }
+          const auto [dot, adot] = L.score(b, h, i, j);
+          double a = 0;
+          for (int d = 0; d < hd; ++d)
+            a += std::fabs(dout[L.row(b, h, i, d)] * qkv[L.at(2, b, h, j, d)]);
           const double s = scale * dot, p = std::exp(s - l);
           const double ep = (hd + 2) * u * scale * adot + u * std::fabs(s - l);
           const double w = scale * p * (a + c) * (ep + (hd + S + 8) * u);  // dq, dk
           const double wv = p * (ep + (S + 3) * u);                         // dv
           for (int d = 0; d < hd; ++d) {
-            bd(0, b, h, i, d) += w * std::fabs(at(1, b, h, j, d));
-            bd(1, b, h, j, d) += w * std::fabs(at(0, b, h, i, d));
-            bd(2, b, h, j, d) += wv * std::fabs(row(dout, b, h, i, d));
+            bound[L.at(0, b, h, i, d)] += w * std::fabs(qkv[L.at(1, b, h, j, d)]);
+            bound[L.at(1, b, h, j, d)] += w * std::fabs(qkv[L.at(0, b, h, i, d)]);
+            bound[L.at(2, b, h, j, d)] += wv * std::fabs(dout[L.row(b, h, i, d)]);
           }
         }
       }

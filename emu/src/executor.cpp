@@ -37,18 +37,38 @@ namespace detail {
 thread_local ThreadView* current = nullptr;
 }
 
+namespace detail {
+void bad_setting(const char* name, const char* value, const char* expected) {
+  std::fprintf(stderr, "emu: %s=%s: expected %s\n", name, value, expected);
+  std::exit(2);
+}
+}  // namespace detail
+
+// EMU_SCHEDULE=ORDER[,greedy], ORDER forward, reverse or random[:SEED].
 Schedule& schedule() {
   static Schedule s = [] {
     Schedule r;
     const char* env = std::getenv("EMU_SCHEDULE");
     if (!env) return r;
-    const std::string v = env;
-    if (v.rfind("reverse", 0) == 0) r.order = Order::Reverse;
-    if (v.rfind("random", 0) == 0) {
-      r.order = Order::Random;
-      if (v.size() > 7 && v[6] == ':') r.seed = std::strtoull(v.c_str() + 7, nullptr, 10);
+    std::string v = env;
+    const char* expected = "forward, reverse or random[:SEED], optionally followed by ,greedy";
+    if (const size_t comma = v.find(','); comma != std::string::npos) {
+      if (v.substr(comma) != ",greedy") detail::bad_setting("EMU_SCHEDULE", env, expected);
+      r.warp_greedy = true;
+      v.resize(comma);
     }
-    r.warp_greedy = v.find("greedy") != std::string::npos;
+    if (v == "reverse") {
+      r.order = Order::Reverse;
+    } else if (v.rfind("random", 0) == 0) {
+      r.order = Order::Random;
+      if (v.size() > 6) {
+        char* end = nullptr;
+        r.seed = v[6] == ':' && v.size() > 7 ? std::strtoull(v.c_str() + 7, &end, 10) : 0;
+        if (!end || *end != '\0') detail::bad_setting("EMU_SCHEDULE", env, expected);
+      }
+    } else if (v != "forward") {
+      detail::bad_setting("EMU_SCHEDULE", env, expected);
+    }
     return r;
   }();
   return s;
@@ -138,7 +158,6 @@ std::string str(uint3 v) {
 
 struct Thread {
   detail::ThreadView view{};
-  unsigned linear = 0, warp = 0, lane = 0;
   Wait wait = Wait::Runnable;
   ctx::fiber fiber;  // this thread, while suspended
   ctx::fiber sink;   // the scheduler, while this thread runs
@@ -154,7 +173,6 @@ struct Thread {
 // One run_grid call: the grid, its shared memory layout, the block now
 // running and the first error.
 struct Grid {
-  const Site* site;
   const GridShape* shape;
   const std::function<void()>* body;
   // Shared memory: [dynamic | red zone | static declarations], 128-byte
@@ -206,9 +224,7 @@ ctx::fiber thread_main(Thread& t, ctx::fiber&& sink) {
 #endif
   try {
     (*g.body)();
-  } catch (const KernelError& e) {
-    if (g.error.empty()) g.error = who(g, t) + ": " + e.what();
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // KernelError, or anything the kernel threw
     if (g.error.empty()) g.error = who(g, t) + ": " + e.what();
   }
   t.wait = Wait::Done;
@@ -339,9 +355,11 @@ std::string stuck(const Grid& g) {
          "), " + std::to_string(n_done) + " exited";
 }
 
-std::vector<unsigned> order_of(unsigned n, Order order, std::mt19937_64& rng) {
-  std::vector<unsigned> v(n);
-  std::iota(v.begin(), v.end(), 0u);
+// 0 .. n-1 in the schedule's order (blocks, warps or threads).
+template <class I>
+std::vector<I> order_of(I n, Order order, std::mt19937_64& rng) {
+  std::vector<I> v(n);
+  std::iota(v.begin(), v.end(), I(0));
   if (order == Order::Reverse) std::reverse(v.begin(), v.end());
   if (order == Order::Random) std::shuffle(v.begin(), v.end(), rng);
   return v;
@@ -367,9 +385,6 @@ void run_block(Grid& g, const Schedule& sched, std::mt19937_64& rng) {
   g.threads.resize(n);
   for (unsigned i = 0; i < n; ++i) {
     Thread& t = g.threads[i];
-    t.linear = i;
-    t.warp = i / 32;
-    t.lane = i % 32;
     t.view.idx = uint3{i % bd.x, i / bd.x % bd.y, i / (bd.x * bd.y)};
     t.view.block = &g.block;
     PoolStack alloc{&t.stack_bottom};
@@ -433,7 +448,6 @@ void run_block(Grid& g, const Schedule& sched, std::mt19937_64& rng) {
 
 void run_grid(const Site& site, const GridShape& shape, const std::function<void()>& body) {
   Grid g;
-  g.site = &site;
   g.shape = &shape;
   g.body = &body;
   g.static_base = (shape.dynamic_smem + kSharedRedZone + 127) / 128 * 128;
@@ -446,11 +460,7 @@ void run_grid(const Site& site, const GridShape& shape, const std::function<void
   const Schedule sched = schedule();
   std::mt19937_64 rng(sched.seed);
   const dim3 gd = shape.grid;
-  const uint64_t blocks = uint64_t(gd.x) * gd.y * gd.z;
-  std::vector<uint64_t> order(blocks);
-  std::iota(order.begin(), order.end(), uint64_t(0));
-  if (sched.order == Order::Reverse) std::reverse(order.begin(), order.end());
-  if (sched.order == Order::Random) std::shuffle(order.begin(), order.end(), rng);
+  const std::vector<uint64_t> order = order_of(uint64_t(gd.x) * gd.y * gd.z, sched.order, rng);
   Grid* const outer = g_grid;
   g_grid = &g;
   struct Restore {

@@ -17,7 +17,6 @@
 #include <mutex>
 #include <set>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include "emu/device.h"
@@ -84,7 +83,6 @@ struct Device {
   cudaError_t sticky = cudaSuccess;
   std::string fault;
   size_t allocated = 0;
-  int current = 0;
 
   Device() { legacy.legacy = true; }
 };
@@ -107,12 +105,20 @@ CUstream_st* stream_of(Device& d, cudaStream_t s) {
   return d.streams.count(s) ? s : nullptr;
 }
 
-const Alloc* find(Device& d, const void* p, uintptr_t* base) {
+// The entry of a map keyed by base address whose block [base, base +
+// size_of(entry)) holds p (a block of 0 bytes holds its base), or end().
+template <class Map, class SizeOf>
+typename Map::const_iterator holding(const Map& m, const void* p, SizeOf size_of) {
   const auto a = reinterpret_cast<uintptr_t>(p);
-  auto it = d.allocs.upper_bound(a);
-  if (it == d.allocs.begin()) return nullptr;
+  auto it = m.upper_bound(a);
+  if (it == m.begin()) return m.end();
   --it;
-  if (a >= it->first + std::max<size_t>(it->second.size, 1)) return nullptr;
+  return a < it->first + std::max<size_t>(size_of(it->second), 1) ? it : m.end();
+}
+
+const Alloc* find(Device& d, const void* p, uintptr_t* base) {
+  const auto it = holding(d.allocs, p, [](const Alloc& a) { return a.size; });
+  if (it == d.allocs.end()) return nullptr;
   if (base) *base = it->first;
   return &it->second;
 }
@@ -169,8 +175,8 @@ std::string red_zone_problem(Device& d) {
 
 // Runs one operation; a fault makes the device's error sticky and drops
 // all queued work, as a device context that faulted is unusable.
-void execute(Device& d, Op op) {
-  d.pending.erase(op.id);
+void execute(Device& d, uint64_t id) {
+  Op op = std::move(d.pending.extract(id).mapped());
   auto& q = op.stream->queue;
   if (!q.empty() && q.front() == op.id) q.pop_front();
   if (d.sticky != cudaSuccess) return;
@@ -208,17 +214,17 @@ bool ready(Device& d, const Op& op) {
 template <class Done>
 void run_until(Device& d, Done done) {
   while (!done() && !d.pending.empty()) {
-    const Op* pick = nullptr;
+    uint64_t pick = 0;
     for (auto& [id, op] : d.pending) {
       if (!ready(d, op)) continue;
-      pick = &op;
+      pick = id;
       if (stream_mode() == StreamMode::InOrder) break;
     }
-    if (!pick) {
+    if (pick == 0) {
       std::fprintf(stderr, "emu: internal error: queued work waits on itself\n");
       std::abort();
     }
-    execute(d, *pick);
+    execute(d, pick);
   }
 }
 
@@ -279,9 +285,7 @@ void free_alloc(Device& d, uintptr_t base) {
 enum class Where { Device, Pinned, Host };
 Where where(Device& d, const void* p) {
   if (find(d, p, nullptr)) return Where::Device;
-  const auto a = reinterpret_cast<uintptr_t>(p);
-  auto it = d.pinned.upper_bound(a);
-  if (it != d.pinned.begin() && a < std::prev(it)->first + std::prev(it)->second) return Where::Pinned;
+  if (holding(d.pinned, p, [](size_t n) { return n; }) != d.pinned.end()) return Where::Pinned;
   return Where::Host;
 }
 
@@ -314,7 +318,9 @@ cudaMemcpyKind infer(Device& d, const void* dst, const void* src) {
 StreamMode& stream_mode() {
   static StreamMode m = [] {
     const char* e = std::getenv("EMU_STREAMS");
-    return e && std::string(e) == "adversarial" ? StreamMode::Adversarial : StreamMode::InOrder;
+    if (!e || std::string(e) == "in-order") return StreamMode::InOrder;
+    if (std::string(e) != "adversarial") detail::bad_setting("EMU_STREAMS", e, "in-order or adversarial");
+    return StreamMode::Adversarial;
   }();
   return m;
 }
@@ -322,8 +328,10 @@ StreamMode& stream_mode() {
 int arch() {
   static const int a = [] {
     const char* e = std::getenv("EMU_ARCH");
-    const int v = e ? std::atoi(e) : 90;
-    return v == 80 || v == 86 || v == 89 || v == 90 ? v : 90;
+    if (!e) return 90;
+    for (const char* v : {"80", "86", "89", "90"})
+      if (std::string(e) == v) return std::atoi(v);
+    detail::bad_setting("EMU_ARCH", e, "80, 86, 89 or 90");
   }();
   return a;
 }

@@ -78,6 +78,8 @@ void sync_block();
 // declaration and type) or the dynamic extern array.
 void* static_shared(const void* tag, size_t bytes, size_t align, const char* name);
 void* dynamic_shared(size_t align);
+// A bad EMU_* setting: one line naming it and what is expected, exit 2.
+[[noreturn]] void bad_setting(const char* name, const char* value, const char* expected);
 // A kernel-side failure (a trap): stops the kernel with a KernelError.
 [[noreturn]] void kernel_fail(const std::string& what);
 
