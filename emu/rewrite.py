@@ -134,14 +134,11 @@ def rewrite_shared(src, masked, path):
             repl = f'{ctype}* {name} = ::emu::shared_dynamic<{ctype}>();'
         else:
             ident = zlib.crc32(f'{path}:{m.start()}'.encode()) & 0x7fffffff
-            align = m.group('align')
-            stored = f'{ctype}{dims}'
-            if align:
-                n = re.search(r'\d+', align).group(0)
-                stored = f'::emu::Aligned<{ctype}{dims}, {n}>'
-            repl = f'auto& {name} = ::emu::shared_var<{stored}, {ident}>("{name}");'
-            if align:
-                repl = f'auto& {name} = ::emu::shared_var<{stored}, {ident}>("{name}").value;'
+            stored, member = f'{ctype}{dims}', ''
+            if m.group('align'):
+                n = re.search(r'\d+', m.group('align')).group(0)
+                stored, member = f'::emu::Aligned<{ctype}{dims}, {n}>', '.value'
+            repl = f'auto& {name} = ::emu::shared_var<{stored}, {ident}>("{name}"){member};'
         out.append(src[pos:m.start()])
         out.append(repl + newlines)
         pos = m.end()
