@@ -84,9 +84,10 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
 void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
                 int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
                 cudaStream_t stream) {
-  MOE_CHECK(N >= 0 && E >= 1 && K >= 1 && K <= E && K <= 32,
+  MOE_CHECK(N >= 0 && E >= 1 && K >= 1 && K <= E && K <= kTopkMaxK,
             "topk_route: bad sizes N=" + std::to_string(N) + " E=" + std::to_string(E) +
-                " K=" + std::to_string(K) + " (need 1 <= K <= min(E, 32))");
+                " K=" + std::to_string(K) + " (need 1 <= K <= min(E, " +
+                std::to_string(kTopkMaxK) + "))");
   if (N == 0) return;
   MOE_CHECK(expert_idx && gates && scores, "topk_route: null pointer");  // bias may be null
   const int blocks = (N + kTopkWarps - 1) / kTopkWarps;

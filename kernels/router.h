@@ -22,12 +22,16 @@ namespace moe::kernels {
 
 // ---- Router (kernels/router.cu) ----
 
+// The most experts topk_route picks per token: one warp per token, lane k
+// keeps pick k. The CUDA backend refuses a larger moe.top_k as a config error.
+inline constexpr int kTopkMaxK = 32;
+
 // Per token t: picks the K experts with the largest key s+b (additive) or s*b
 // (multiplicative), computed in fp32; ties go to the lower expert index;
 // expert_idx[t*K+k] lists them in selection order. gates[t*K+k] = s of that
 // expert (the bias only selects), divided by the sum of the selected s when
 // normalize, times route_scale. scores [N,E], bias [E] or null (select on s
-// alone, whatever multiplicative_bias says). Requires 1 <= K <= min(E, 32).
+// alone, whatever multiplicative_bias says). Requires 1 <= K <= min(E, kTopkMaxK).
 // Any keys, non-finite too: the order is total (backend/topk_order.h: +inf
 // first, NaN last, below -inf, NaNs by index), so every token gets K distinct
 // experts in [0, E), the same as the CPU backend's. A NaN score still reaches

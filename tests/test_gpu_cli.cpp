@@ -17,6 +17,7 @@
 
 #include "backend/cuda/cuda_device.h"
 #include "command.h"
+#include "gpu_runs.h"
 #include "val_shard.h"
 
 namespace {
@@ -28,43 +29,14 @@ using moe::test::run_command;
 #define SKIP_WITHOUT_GPU() \
   if (moe::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible"
 
-// The programs and configs: the build tree, or an unpacked bundle
-// (scripts/bundle.sh --with-tests: this test in bin/ beside the programs,
-// configs/ beside bin/), so a GPU machine without our build tree runs it too.
-std::string bin_dir() {
-  if (fs::exists(fs::path(MOE_BINARY_DIR) / "moe-train")) return MOE_BINARY_DIR;
-  return fs::read_symlink("/proc/self/exe").parent_path().string();
-}
-std::string configs_dir() {
-  if (fs::exists(fs::path(MOE_SOURCE_DIR) / "configs")) return std::string(MOE_SOURCE_DIR) + "/configs";
-  return (fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "configs").string();
-}
-const std::string kBin = bin_dir();
-const std::string kTiny = configs_dir() + "/tiny.yaml";
+const std::string kBin = moe::test::bin_dir();
 
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("moe_gpu_cli_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return moe::test::fresh_dir("cli_" + name); }
 
 // 30 steps of the tiny model into d/<name>; returns the per-step losses.
-// `launcher` prefixes the command (mpirun for multi-rank runs).
 std::vector<double> train(const fs::path& d, const std::string& name, const std::string& sets,
                           const std::string& launcher = "") {
-  const fs::path out = d / name;
-  const CommandResult r =
-      run_command(launcher + kBin + "/moe-train --config " + kTiny + " --set train.steps=30" +
-                  " --set log.out_dir=" + out.string() + " --set checkpoint.dir=" +
-                  (out / "ckpt").string() + " --set checkpoint.interval=30 " + sets);
-  EXPECT_EQ(r.code, 0) << r.out;
-  std::vector<double> losses;
-  std::ifstream f(out / "metrics.jsonl");
-  std::string line;
-  while (std::getline(f, line)) losses.push_back(nlohmann::json::parse(line)["loss"].get<double>());
-  EXPECT_EQ(losses.size(), 30u) << r.out;
-  return losses;
+  return moe::test::train_tiny(d, name, 30, sets, launcher);
 }
 
 TEST(GpuCli, TrainOnCudaFollowsTheCpuCurve) {
@@ -133,12 +105,25 @@ TEST(GpuCli, TrainOnCudaFollowsTheCpuCurve) {
   fs::remove_all(d);
 }
 
+// The top-K kernel keeps pick k in lane k of a warp: a larger moe.top_k is a
+// config error before any work, not an internal error at the first forward.
+TEST(GpuCli, TopKAboveTheKernelLimitIsAConfigError) {
+  SKIP_WITHOUT_GPU();
+  const fs::path d = temp_dir("topk");
+  const CommandResult r = run_command(
+      kBin + "/moe-train --config " + moe::test::configs_dir() + "/tiny.yaml" +
+      " --set train.backend=cuda --set moe.n_routed=64 --set moe.top_k=33 --set train.steps=1" +
+      " --set log.out_dir=" + (d / "out").string());
+  moe::test::expect_one_line_error(r, "moe.top_k");
+  fs::remove_all(d);
+}
+
 TEST(GpuCli, BenchOnCudaTimesEveryPhase) {
   SKIP_WITHOUT_GPU();
   const fs::path d = temp_dir("bench");
   const std::string out = (d / "bench.json").string();
   const CommandResult r =
-      run_command(kBin + "/moe-bench --config " + configs_dir() + "/bench/tiny.yaml" +
+      run_command(kBin + "/moe-bench --config " + moe::test::configs_dir() + "/bench/tiny.yaml" +
                   " --backend cuda --set train.precision=bfloat16 --steps 3 --json " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   std::ifstream f(out);

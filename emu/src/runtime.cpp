@@ -726,6 +726,27 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t str
   return queue_memset(d, ptr, value, count, s, "cudaMemsetAsync");
 }
 
+// Rows of `width` bytes, `pitch` apart: the range from the first byte of the
+// first row to the last byte of the last must lie in one allocation.
+cudaError_t cudaMemset2DAsync(void* ptr, size_t pitch, int value, size_t width, size_t height,
+                              cudaStream_t stream) {
+  Device& d = dev();
+  std::lock_guard lock(d.mu);
+  if (d.sticky != cudaSuccess) return d.sticky;
+  CUstream_st* s = emu::stream_of(d, stream);
+  if (!s) return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaMemset2DAsync: unknown stream");
+  if (width > pitch && height > 1)
+    return emu::fail(d, cudaErrorInvalidValue, "cudaMemset2DAsync: width is larger than pitch");
+  if (width == 0 || height == 0) return emu::ok(d);
+  const size_t span = pitch * (height - 1) + width;
+  if (std::string w = emu::device_range_problem(d, ptr, span); !w.empty())
+    return emu::fail(d, cudaErrorInvalidValue, "cudaMemset2DAsync: " + w);
+  emu::push(d, s, "cudaMemset2DAsync", [ptr, pitch, value, width, height] {
+    for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(ptr) + r * pitch, value, width);
+  });
+  return emu::ok(d);
+}
+
 // ------------------------------------------------------- streams, events --
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, 0); }

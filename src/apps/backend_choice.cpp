@@ -8,6 +8,7 @@
 #ifdef MOE_WITH_CUDA
 #include "backend/cuda/cuda_device.h"
 #include "comm/nccl_comm.h"
+#include "router.h"
 #endif
 
 namespace moe {
@@ -25,6 +26,11 @@ BackendKind resolve_backend(const Config& cfg) {
   if (kind == BackendKind::Cuda) {
 #ifndef MOE_WITH_CUDA
     refuse("train.backend", "cuda, but this build has no CUDA (configure with -DMOE_CUDA=ON)");
+#else
+    if (cfg.moe.top_k > kernels::kTopkMaxK)
+      refuse("moe.top_k", std::to_string(cfg.moe.top_k) + ", but the CUDA backend picks at most " +
+                              std::to_string(kernels::kTopkMaxK) +
+                              " experts per token (kernels/router.h); use train.backend cpu");
 #endif
     if (!cuda_available()) refuse("train.backend", "cuda, but no CUDA device is visible");
     if (t.precision == Precision::Float64)

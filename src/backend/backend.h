@@ -126,6 +126,10 @@ class BackendBase {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(void* p, size_t bytes) = 0;
   virtual void synchronize() {}
+  // [p, p + bytes) of this backend's memory was written by something other
+  // than its own calls (a device communicator, NcclComm): whatever the
+  // backend derived from it (the CUDA bf16 path's weight copies) is stale.
+  virtual void written_elsewhere(const void* p, size_t bytes) { (void)p, (void)bytes; }
   // The queue this backend's work runs on (a cudaStream_t for CUDA), owned by
   // the backend: a communicator that moves backend memory orders its work
   // after it (NcclComm). Null for a synchronous backend.

@@ -85,7 +85,9 @@ void NcclComm::setup_stream() {
   MOE_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
   MOE_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   MOE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&scratch_), sizeof(float)));
-  MOE_CUDA_CHECK(cudaMemset(scratch_, 0, sizeof(float)));
+  // On NCCL's stream: a cudaMemset would run on the legacy stream, which
+  // orders nothing with a non-blocking one.
+  MOE_CUDA_CHECK(cudaMemsetAsync(scratch_, 0, sizeof(float), stream_));
 }
 
 NcclComm::~NcclComm() {
@@ -119,6 +121,15 @@ void NcclComm::fail(const char* what, const std::string& why) {
 
 void NcclComm::check(ncclResult_t rc, const char* what) {
   if (rc != ncclSuccess && rc != ncclInProgress) fail(what, ncclGetErrorString(rc));
+}
+
+// A non-blocking communicator may return ncclInProgress before the
+// operation is on our stream; NCCL's documentation ("Nonblocking
+// communicators") requires polling ncclCommGetAsyncError until it leaves
+// ncclInProgress before queueing anything else there (our done_ event).
+void NcclComm::enqueued(ncclResult_t rc, const char* what) {
+  check(rc, what);
+  if (rc == ncclInProgress) wait_ready(what);
 }
 
 void NcclComm::wait_ready(const char* what) {
@@ -165,7 +176,7 @@ void NcclComm::wait(const char* what) {
 
 void NcclComm::allreduce(void* data, size_t n, ncclDataType_t type, const char* what) {
   begin(what);
-  check(ncclAllReduce(data, data, n, type, ncclSum, comm_, stream_), what);
+  enqueued(ncclAllReduce(data, data, n, type, ncclSum, comm_, stream_), what);
   end(what);
 }
 
@@ -194,8 +205,10 @@ void NcclComm::alltoallv(const void* send, const int64_t* send_counts, void* rec
     so += sc;
     ro += rc;
   }
-  keep(ncclGroupEnd());  // always close the group, even after a failed call
+  const ncclResult_t ended = ncclGroupEnd();  // always close the group, even after a failed call
+  keep(ended);
   if (first != ncclSuccess) fail("alltoallv", ncclGetErrorString(first));
+  enqueued(ended, "alltoallv");
   end("alltoallv");
 }
 
@@ -217,9 +230,9 @@ void NcclComm::partwise(void* data, const int64_t* counts, size_t elem, ncclData
     char* mine = base + size_t(rank_) * n * elem;
     if (n > 0) {
       if (reduce)
-        check(ncclReduceScatter(base, mine, n, type, ncclSum, comm_, stream_), what);
+        enqueued(ncclReduceScatter(base, mine, n, type, ncclSum, comm_, stream_), what);
       else
-        check(ncclAllGather(mine, base, n, type, comm_, stream_), what);
+        enqueued(ncclAllGather(mine, base, n, type, comm_, stream_), what);
     }
     end(what);
     return;
@@ -238,8 +251,10 @@ void NcclComm::partwise(void* data, const int64_t* counts, size_t elem, ncclData
                   : ncclBroadcast(part, part, n, type, p, comm_, stream_));
     off += n;
   }
-  keep(ncclGroupEnd());
+  const ncclResult_t ended = ncclGroupEnd();
+  keep(ended);
   if (first != ncclSuccess) fail(what, ncclGetErrorString(first));
+  enqueued(ended, what);
   end(what);
 }
 
@@ -271,7 +286,7 @@ void NcclComm::alltoallv(const bf16* s, const int64_t* sc, bf16* r, const int64_
 
 void NcclComm::broadcast(void* data, size_t bytes, int root) {
   begin("broadcast");
-  check(ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, stream_), "broadcast");
+  enqueued(ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, stream_), "broadcast");
   end("broadcast");
 }
 

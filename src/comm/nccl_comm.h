@@ -68,6 +68,7 @@ class NcclComm final : public Comm {
   void begin(const char* what);  // NCCL's stream waits for the compute stream's work so far
   void end(const char* what);    // the compute stream waits for NCCL's work, then wait()
   void check(ncclResult_t rc, const char* what);
+  void enqueued(ncclResult_t rc, const char* what);  // check, then wait out ncclInProgress
   void wait_ready(const char* what);  // communicator init/split finished
   void wait(const char* what);        // stream finished, or abort + throw
   [[noreturn]] void fail(const char* what, const std::string& why);

@@ -118,6 +118,7 @@ void Optimizer<T, A>::gather_region(Region& r) {
   if (r.device) {
     be_.synchronize();
     r.device->allgather(w, r.parts.data());
+    be_.written_elsewhere(w, r.size * sizeof(T));  // the bf16 weight copies follow
     return;
   }
   host_.resize(r.size);

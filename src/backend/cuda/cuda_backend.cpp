@@ -96,6 +96,7 @@ class CudaBackend final : public Backend<float, A> {
     MOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+  void written_elsewhere(const void* p, size_t bytes) override { written(p, bytes); }
   void copy(void* dst, const void* src, size_t bytes) override {
     written(dst, bytes);
     MOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
