@@ -18,7 +18,8 @@
 #define __device__
 #define __global__
 #define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
+// No __noinline__: libstdc++ spells the attribute __attribute__((__noinline__)),
+// which such a macro would break; no kernel here uses it.
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
 
