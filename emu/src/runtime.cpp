@@ -35,6 +35,7 @@ struct CUstream_st {
   bool blocking = true;  // synchronises with the legacy default stream
   bool legacy = false;
   std::deque<uint64_t> queue;  // operation ids, in issue order
+  std::string held;  // why no work may be queued now (emu::hold_stream); "" when it may
 };
 
 struct CUevent_st {
@@ -134,6 +135,20 @@ std::string ptr(const void* p) {
   char b[32];
   std::snprintf(b, sizeof b, "%p", p);
   return b;
+}
+
+// A stream held by a library (emu::hold_stream) takes no work: queuing
+// `what` there is a sticky fault naming the holder's reason. True when
+// `what` may be queued on s.
+bool admit(Device& d, CUstream_st* s, const std::string& what) {
+  if (s->held.empty()) return true;
+  if (d.sticky == cudaSuccess) {
+    d.sticky = d.last_error = cudaErrorLaunchFailure;
+    d.fault = what + " queued on " + (s->legacy ? std::string("the legacy default stream") : "stream " + ptr(s)) +
+              " while " + s->held;
+    std::fprintf(stderr, "emu: device fault: %s\n", d.fault.c_str());
+  }
+  return false;
 }
 
 // "" when [p, p + n) lies in one live allocation, else why not.
@@ -342,8 +357,26 @@ cudaError_t enqueue(cudaStream_t stream, std::string what, std::function<void()>
   if (d.sticky != cudaSuccess) return d.sticky;
   CUstream_st* s = stream_of(d, stream);
   if (!s) return fail(d, cudaErrorInvalidResourceHandle, what + ": unknown stream");
+  if (!admit(d, s, what)) return d.sticky;
   push(d, s, std::move(what), std::move(fn));
   return cudaSuccess;
+}
+
+cudaError_t hold_stream(cudaStream_t stream, const std::string& what, std::string reason) {
+  Device& d = dev();
+  std::lock_guard lock(d.mu);
+  if (d.sticky != cudaSuccess) return d.sticky;
+  CUstream_st* s = stream_of(d, stream);
+  if (!s) return fail(d, cudaErrorInvalidResourceHandle, "emu::hold_stream: unknown stream");
+  if (!admit(d, s, what)) return d.sticky;
+  s->held = std::move(reason);
+  return cudaSuccess;
+}
+
+void release_stream(cudaStream_t stream) {
+  Device& d = dev();
+  std::lock_guard lock(d.mu);
+  if (CUstream_st* s = stream_of(d, stream)) s->held.clear();
 }
 
 void check_device_range(const void* p, size_t bytes, const char* what) {
@@ -372,6 +405,7 @@ void reset_device() {
   std::lock_guard lock(d.mu);
   d.pending.clear();
   d.legacy.queue.clear();
+  d.legacy.held.clear();
   for (CUstream_st* s : d.streams) delete s;
   d.streams.clear();
   for (CUevent_st* e : d.events) delete e;
@@ -427,6 +461,7 @@ void enqueue_kernel(const Site& site, const void* fn, dim3 grid, dim3 block, siz
     fail(d, cudaErrorInvalidResourceHandle, name + ": launched on an unknown stream");
     return;
   }
+  if (!admit(d, s, name)) return;
   Site kept = site;
   push(d, s, name, [kept, shape, body = std::move(body)] { run_grid(kept, shape, body); });
 }
@@ -633,6 +668,7 @@ cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
   std::lock_guard lock(d.mu);
   CUstream_st* s = emu::stream_of(d, stream);
   if (!s) return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaFreeAsync: unknown stream");
+  if (!emu::admit(d, s, "cudaFreeAsync")) return d.sticky;
   const auto base = reinterpret_cast<uintptr_t>(ptr);
   if (!d.allocs.count(base))
     return emu::fail(d, cudaErrorInvalidValue, "cudaFreeAsync(" + emu::ptr(ptr) + "): not a live allocation");
@@ -648,6 +684,7 @@ namespace {
 // them before returning), pinned ones when the stream reaches the copy.
 cudaError_t queue_copy(Device& d, void* dst, const void* src, size_t n, cudaMemcpyKind kind,
                        CUstream_st* s, const char* api) {
+  if (!emu::admit(d, s, api)) return d.sticky;
   if (kind == cudaMemcpyDefault) kind = emu::infer(d, dst, src);
   if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDefault)
     return emu::fail(d, cudaErrorInvalidMemcpyDirection, std::string(api) + ": invalid kind");
@@ -700,6 +737,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
 namespace {
 cudaError_t queue_memset(Device& d, void* ptr, int value, size_t count, CUstream_st* s,
                          const char* api) {
+  if (!emu::admit(d, s, api)) return d.sticky;
   if (count == 0) return emu::ok(d);
   if (std::string w = emu::device_range_problem(d, ptr, count); !w.empty())
     return emu::fail(d, cudaErrorInvalidValue, std::string(api) + ": " + w);
@@ -797,6 +835,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   CUstream_st* s = emu::stream_of(d, stream);
   if (!s || !d.events.count(event) || flags != 0)
     return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: unknown stream or event");
+  if (!emu::admit(d, s, "cudaStreamWaitEvent")) return d.sticky;
   if (event->op == 0) return emu::ok(d);  // never recorded: nothing to wait for
   const uint64_t id = emu::push(d, s, "cudaStreamWaitEvent", [] {});
   d.pending.at(id).after.push_back(event->op);
@@ -832,6 +871,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!s || !d.events.count(event))
     return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaEventRecord: unknown stream or event");
   if (d.sticky != cudaSuccess) return d.sticky;
+  if (!emu::admit(d, s, "cudaEventRecord")) return d.sticky;
   event->op = emu::push(d, s, "cudaEventRecord", [event, &d] {
     if (d.events.count(event)) event->when = std::chrono::steady_clock::now();
   });

@@ -37,6 +37,16 @@ int arch();
 // an unknown stream, or the device's sticky error.
 cudaError_t enqueue(cudaStream_t stream, std::string what, std::function<void()> fn);
 
+// For a library operation accepted but not yet queued (NCCL's non-blocking
+// ncclInProgress): until release_stream, queuing anything on the stream (a
+// kernel, copy, memset, cudaFreeAsync, event record or wait, emu::enqueue,
+// another hold) is a sticky device fault whose message names the work, the
+// stream and `reason` ("... queued on stream 0x.. while <reason>"). `what`
+// names the holding operation, for when the stream is already held.
+// Returns cudaSuccess, the sticky error, or cudaErrorInvalidResourceHandle.
+cudaError_t hold_stream(cudaStream_t stream, const std::string& what, std::string reason);
+void release_stream(cudaStream_t stream);
+
 // Device memory checks for the libraries: throws emu::KernelError unless
 // [p, p + bytes) lies in one live cudaMalloc allocation. `what` names the
 // argument in the message.
