@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -238,16 +239,38 @@ void wait_all(CommState& c, std::vector<MPI_Request>& reqs, const std::string& w
 
 // ----------------------------------------------------- 16-bit floats --
 
+// float16 by hand (clang 14 has no _Float16 on x86-64); checked against
+// GCC's _Float16 conversions for every half and every float.
 float half_to_float(uint16_t h) {
-  _Float16 v;
-  std::memcpy(&v, &h, 2);
-  return float(v);
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
+  uint32_t bits;
+  if (exp == 0) {  // zero or subnormal: mant * 2^-24, exact in fp32
+    const float v = std::ldexp(float(mant), -24);
+    std::memcpy(&bits, &v, 4);
+    bits |= sign;
+  } else if (exp == 31) {  // infinity, NaN
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
 }
-uint16_t float_to_half(float f) {  // round to nearest even, as the conversion of _Float16 is
-  const _Float16 v = static_cast<_Float16>(f);
-  uint16_t h;
-  std::memcpy(&h, &v, 2);
-  return h;
+// Rounds to nearest, ties to even.
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const auto sign = uint16_t((x >> 16) & 0x8000u);
+  const uint32_t ax = x & 0x7FFFFFFFu;
+  if (ax > 0x7F800000u) return sign | 0x7E00u;   // NaN
+  if (ax >= 0x477FF000u) return sign | 0x7C00u;  // 65520 and above round to infinity
+  if (ax < 0x38800000u)                          // below 2^-14: subnormal, in steps of 2^-24
+    return sign | uint16_t(std::nearbyint(std::fabs(f) * 0x1p24f));
+  uint32_t h = (ax >> 13) - (112u << 10);
+  const uint32_t rest = ax & 0x1FFFu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+  return sign | uint16_t(h);
 }
 float bf16_to_float(uint16_t b) {
   const uint32_t u = uint32_t(b) << 16;

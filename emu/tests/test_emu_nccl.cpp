@@ -177,21 +177,22 @@ TEST_F(Nccl, Bfloat16AndFloat16SumInFp32AndRoundOnce) {
   __nv_bfloat16* avg = device(x);
   EXPECT_EQ(ncclAllReduce(dx, sum, 2, ncclBfloat16, ncclSum, comm, stream), ncclSuccess);
   EXPECT_EQ(ncclAllReduce(dx + 2, avg + 2, 1, ncclBfloat16, ncclAvg, comm, stream), ncclSuccess);
-  // float16: spacing 2^-10 at 1; rank 0 gives 1, the others 2^-11.
-  std::vector<_Float16> h = {_Float16(rank == 0 ? 1.0f : 0x1p-11f)};
-  _Float16* dh = device(h);
+  // float16 (bits): spacing 2^-10 at 1; rank 0 gives 1 (0x3C00), the
+  // others 2^-11 (0x1000). 1 + 2^-9 is 0x3C02.
+  std::vector<uint16_t> h = {uint16_t(rank == 0 ? 0x3C00 : 0x1000)};
+  uint16_t* dh = device(h);
   EXPECT_EQ(ncclAllReduce(dh, dh, 1, ncclHalf, ncclSum, comm, stream), ncclSuccess);
   sync();
   const auto s = host(sum, 3), a = host(avg, 3);
-  const float hs = float(host(dh, 1)[0]);
+  const uint16_t hs = host(dh, 1)[0];
   if (P == 2) {
     EXPECT_EQ(float(s[0]), 1.0f);
     EXPECT_EQ(float(s[1]), 1.015625f);  // 1 + 2^-7 + 2^-8: tie, up to even 1 + 2^-6
-    EXPECT_EQ(hs, 1.0f);
+    EXPECT_EQ(hs, 0x3C00);
   } else if (P == 4) {
     EXPECT_EQ(float(s[0]), 1.015625f);
     EXPECT_EQ(float(s[1]), 1.015625f);  // 1 + 5 * 2^-8: tie, down to even 1 + 2^-6
-    EXPECT_EQ(hs, 1.0f + 0x1p-9f);
+    EXPECT_EQ(hs, 0x3C02);
   } else {
     EXPECT_EQ(float(s[0]), bf16(1.0f + float(P - 1) * u));
   }
