@@ -10,6 +10,9 @@
 
 #include <cstddef>
 #include <cstdint>
+// Before the qualifier macros: libstdc++'s shared_ptr spells an attribute
+// __attribute__((__noinline__)), which the __noinline__ macro would break.
+#include <memory>
 
 #include "emu/vector_types.h"
 
