@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Rewrites a CUDA source (.cu) into C++ for the emulated device (emu/).
 
-Two mechanical changes, nothing else, so the kernels run unchanged:
+Three mechanical changes, nothing else, so the kernels run unchanged:
   * `kernel<<<grid, block[, smem[, stream]]>>>(args)` becomes
     `::emu::launch(kernel, SITE, grid, block[, smem[, stream]])(args)`, SITE
     naming the kernel, file and line for diagnostics (a template kernel
@@ -11,12 +11,27 @@ Two mechanical changes, nothing else, so the kernels run unchanged:
     storage of that declaration (`::emu::shared_var<T[N]..., ID>("name")`),
     and `extern __shared__ T name[];` a pointer to the dynamic shared memory
     (a `static` before `__shared__` is dropped: the storage is the block's anyway).
-Every line keeps its number (replacements never add or remove newlines) and
-a #line directive names the original file, so compiler messages and
-__FILE__/__LINE__ point at the .cu. Inline PTX is left alone.
+  * GNU inline asm, `asm [volatile] ("template" : outputs : inputs : clobbers)`,
+    becomes a call of the PTX emulation (emu/include/emu/ptx.h):
+    `::emu::ptx::exec(SITE, "template", OPERANDS...)`, the template's string
+    literals kept as written and each operand wrapped by its constraint, in
+    the numbering %0, %1, ... of the asm (outputs first, then inputs):
+      "=r"(x) -> ::emu::ptx::out<'r'>(x)     (an lvalue the result goes to)
+      "+f"(x) -> ::emu::ptx::inout<'f'>(x)   (read, then written)
+      "l"(e)  -> ::emu::ptx::in<'l'>(e)      (a value)
+      "n"(e)  -> ::emu::ptx::imm<(e)>()      (a constant expression)
+    with the letters r (32-bit), l (64-bit), h (16-bit), f (float) and d
+    (double); '&' (early clobber) is dropped, clobbers ("memory", "cc") and
+    `volatile` mean nothing to the emulator. Anything else (named operands,
+    `asm goto`, a matching-digit constraint, a template that is not string
+    literals) is refused with a message naming the line.
+Every line keeps its number (replacements never add or remove newlines,
+and an asm operand stays on its line) and a #line directive names the
+original file, so compiler messages and __FILE__/__LINE__ point at the .cu.
 
-  rewrite.py INPUT.cu OUTPUT.cpp
+  rewrite.py INPUT.cu OUTPUT.cpp   (OUTPUT's directory is made if missing)
 """
+import os
 import re
 import sys
 import zlib
@@ -146,14 +161,124 @@ def rewrite_shared(src, masked, path):
     return ''.join(out)
 
 
+ASM = re.compile(r'\b(?:asm|__asm__|__asm)\b(?P<quals>(?:\s+(?:volatile|__volatile__|inline|__inline__|goto))*)\s*\(')
+CONSTRAINT = re.compile(r'^(?P<mods>[=+&]*)(?P<letter>[rlhfdn])$')
+OPENERS, CLOSERS = '([{', ')]}'
+
+
+def closing(masked, i, path):
+    """Index of the bracket closing the one at masked[i]."""
+    depth = 0
+    for j in range(i, len(masked)):
+        c = masked[j]
+        if c in OPENERS:
+            depth += 1
+        elif c in CLOSERS:
+            depth -= 1
+            if depth == 0:
+                return j
+    raise SystemExit(f'{path}: unbalanced brackets from offset {i}')
+
+
+def split_top(masked, start, end, sep):
+    """[start, end) cut at each `sep` outside brackets: a list of (start, end)."""
+    parts, depth, begin = [], 0, start
+    for j in range(start, end):
+        c = masked[j]
+        if c in OPENERS:
+            depth += 1
+        elif c in CLOSERS:
+            depth -= 1
+        elif c == sep and depth == 0:
+            parts.append((begin, j))
+            begin = j + 1
+    parts.append((begin, end))
+    return parts
+
+
+def newlines(text):
+    return '\n' * text.count('\n')
+
+
+def rewrite_asm(src, masked, path):
+    out, pos = [], 0
+    for m in ASM.finditer(masked):
+        if m.start() < pos:
+            continue
+        line = src.count('\n', 0, m.start()) + 1
+        where = f'{path}:{line}'
+        if 'goto' in m.group('quals').split():
+            raise SystemExit(f'{where}: asm goto is not emulated')
+        open_paren = m.end() - 1
+        close = closing(masked, open_paren, path)
+        sections = split_top(masked, open_paren + 1, close, ':')
+        if len(sections) > 4:
+            raise SystemExit(f'{where}: asm goto labels are not emulated')
+        t0, t1 = sections[0]
+        if not re.fullmatch(r'\s*("[^"\n]*"\s*)+', masked[t0:t1]):
+            raise SystemExit(f'{where}: the asm template must be string literals')
+        lead = len(src[t0:t1]) - len(src[t0:t1].lstrip())
+        trail = len(src[t0:t1].rstrip())
+        pieces = ['::emu::ptx::exec(::emu::Site{"asm", __FILE__, %d}, ' % line,
+                  newlines(src[t0:t0 + lead]), src[t0 + lead:t0 + trail], newlines(src[t0 + trail:t1])]
+        for index, (s0, s1) in enumerate(sections[1:3]):
+            output = index == 0
+            if not masked[s0:s1].strip():
+                pieces.append(newlines(src[s0:s1]))
+                continue
+            for o0, o1 in split_top(masked, s0, s1, ','):
+                om = re.match(r'\s*(\[)?', masked[o0:o1])
+                if om.group(1):
+                    raise SystemExit(f'{where}: named asm operands ([name]) are not emulated')
+                cm = re.match(r'\s*"([^"]*)"\s*\(', masked[o0:o1])
+                if not cm:
+                    raise SystemExit(f'{where}: cannot read the asm operand "{src[o0:o1].strip()}"')
+                q0 = o0 + cm.start(1)
+                constraint = src[q0:q0 + len(cm.group(1))]
+                p_open = o0 + cm.end() - 1
+                p_close = closing(masked, p_open, path)
+                if masked[p_close + 1:o1].strip():
+                    raise SystemExit(f'{where}: cannot read the asm operand "{src[o0:o1].strip()}"')
+                c = CONSTRAINT.match(constraint)
+                if not c:
+                    raise SystemExit(f'{where}: asm constraint "{constraint}" is not emulated '
+                                     '(r, l, h, f, d, n with = or +)')
+                mods, letter = c.group('mods'), c.group('letter')
+                writes = '=' in mods or '+' in mods
+                if output != writes or ('=' in mods and '+' in mods) or ('&' in mods and '=' not in mods):
+                    raise SystemExit(f'{where}: asm constraint "{constraint}" in the '
+                                     f'{"outputs" if output else "inputs"}')
+                if letter == 'n' and output:
+                    raise SystemExit(f'{where}: an immediate ("n") cannot be an output')
+                expr = src[p_open + 1:p_close]
+                pieces.append(',' + newlines(src[o0:p_open]) + ' ')
+                if letter == 'n':
+                    pieces.append(f'::emu::ptx::imm<({expr})>()')
+                else:
+                    wrap = 'inout' if '+' in mods else 'out' if output else 'in'
+                    pieces.append(f"::emu::ptx::{wrap}<'{letter}'>({expr})")
+                pieces.append(newlines(src[p_close:o1]))
+        for s0, s1 in sections[3:]:
+            pieces.append(newlines(src[s0:s1]))  # clobbers: nothing to emulate
+        pieces.append(')')
+        out.append(src[pos:m.start()])
+        out.append(newlines(src[m.start():open_paren]))
+        out.append(''.join(pieces))
+        pos = close + 1
+    out.append(src[pos:])
+    return ''.join(out)
+
+
 def main():
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
     path, dest = sys.argv[1], sys.argv[2]
     with open(path, encoding='utf-8') as f:
         src = f.read()
+    src = rewrite_asm(src, mask_comments_and_strings(src), path)
     src = rewrite_shared(src, mask_comments_and_strings(src), path)
     src = rewrite_launches(src, mask_comments_and_strings(src), path)
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     with open(dest, 'w', encoding='utf-8') as f:
         f.write('#include "emu/kernel.h"\n#line 1 "%s"\n' % path)
         f.write(src)

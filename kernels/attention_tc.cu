@@ -28,9 +28,8 @@
 // An accumulator tile (16 x 8j, fp32) becomes the A operand of the next
 // product in registers (acc_to_a): no shared-memory round trip for P or dS.
 // The fragment layouts and the indexing below are also checked on the CPU by
-// tests/test_attention_tc_emulated.cpp, which compiles this file as host C++
-// (MOE_ATTN_TC_EMULATE) against an emulation of these instructions written
-// from the PTX ISA tables.
+// emu/tests/test_emu_attention_tc.cpp, which runs this file on the emulated
+// device (emu/), its inline PTX emulated from the PTX ISA tables.
 //
 // ---- Tiles, warps, ownership ----
 // Each warp owns 16 rows of the block's "row" operand; each thread holds two
@@ -87,7 +86,6 @@
 // traffic and twice the causal FLOPs. The fused kernel keeps scores in
 // registers, moves O(S hd) bytes per head and skips the masked tiles, which is
 // what makes attention compute-bound at S = 2048.
-#ifndef MOE_ATTN_TC_EMULATE
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -98,19 +96,12 @@
 #include "backend/cuda/cuda_device.h"
 #include "core/error.h"
 #include "attention_tc.h"
-#endif
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 
-// The emulation build gets its own namespace, so its host copies of the
-// kernels can never be confused with the CUDA ones at link time.
-#ifdef MOE_ATTN_TC_EMULATE
-namespace moe::kernels::attn_tc_emulated {
-#else
 namespace moe::kernels::attn_tc {
-#endif
 
 using bf16 = __nv_bfloat16;
 
@@ -118,7 +109,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr int kPad = 8;  // bf16 elements of padding per shared-memory row
 
-#ifndef MOE_ATTN_TC_EMULATE
 // ---- Warp-level primitives (inline PTX, sm_80+) ----
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -180,7 +170,6 @@ __device__ __forceinline__ unsigned char* dynamic_smem() {
   extern __shared__ uint4 attn_tc_smem[];  // uint4: 16-byte aligned
   return reinterpret_cast<unsigned char*>(attn_tc_smem);
 }
-#endif  // !MOE_ATTN_TC_EMULATE
 
 // ---- Configuration ----
 
@@ -774,9 +763,8 @@ __global__ void __launch_bounds__(DkdvCfg<HD>::kThreads, 1)
   store_warp_tile<HD>(dkg + OW, W, key0, S, dv, 1.f, 1.f, Vs + 16 * warp * LD, lane);
 }
 
-}  // namespace moe::kernels::attn_tc (attn_tc_emulated)
+}  // namespace moe::kernels::attn_tc
 
-#ifndef MOE_ATTN_TC_EMULATE
 // ---- Launchers ----
 namespace moe::kernels {
 namespace {
@@ -902,4 +890,3 @@ void attention_tc_backward(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, const
 }
 
 }  // namespace moe::kernels
-#endif  // !MOE_ATTN_TC_EMULATE

@@ -1,6 +1,7 @@
 // fp64 host reference of causal softmax attention over the fused qkv layout,
 // written from the definition, for the tensor-core attention tests
-// (test_gpu_attention_tc.cpp on a GPU, attention_tc_emulated.cpp on the CPU),
+// (test_gpu_attention_tc.cpp on a GPU, emu/tests/test_emu_attention_tc.cpp
+// and test_emu_ptx.cpp on the emulated device),
 // plus bf16 rounding helpers. Plain C++, no CUDA.
 //
 // qkv [B*S, 3*H*hd] = q | k | v, head h at columns h*hd of each part; dout and

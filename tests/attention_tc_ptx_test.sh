@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Proves that the tensor-core attention kernels (kernels/attention_tc.cu) run
 # on tensor cores, without a GPU (ctest "attention_tc_ptx", label cpu, CUDA
-# builds) and, where cuobjdump exists, in the built binary too.
+# builds) and, where cuobjdump exists, in the built binary too. (What those
+# instructions compute is checked on the emulated device, which runs the
+# same asm from the PTX ISA's definitions: emu/tests/test_emu_attention_tc.cpp.)
 #   tests/attention_tc_ptx_test.sh [--ptx NVCC SOURCE_DIR [--ccbin CXX]] [--sass BINARY]
 #     --ptx    compile kernels/attention_tc.cu to PTX for sm_80 and check that
 #              every instance (hd 64 and 128) of the forward, dq and dkdv

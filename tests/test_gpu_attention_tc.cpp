@@ -10,7 +10,7 @@
 // results, each a relative error of up to 2^-9 = 2e-3 per element; everything
 // else is fp32. So results are held to a normwise relative error (max abs
 // error / max abs reference) below 1e-2 for out, dq, dk and dv; the emulated
-// run of the same code (attention_tc_emulated) measures 1.5e-3 .. 7e-3 for
+// run of the same code (test_emu_attention_tc) measures 1.5e-3 .. 7e-3 for
 // S up to 2048 (a recent emulated run: 6.9e-3 at most, dk at S 64, hd 64,
 // so 1.4x margin there; S 8192 has never been emulated). lse is computed in
 // fp32 from the exact bf16 inputs, without the bf16 roundings: scores are

@@ -25,6 +25,7 @@
 #include "emu/exec.h"
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define EMU_ASAN_FIBERS 1
 #endif
@@ -34,7 +35,7 @@ namespace emu {
 namespace ctx = boost::context;
 
 namespace detail {
-thread_local ThreadView* current = nullptr;
+constinit thread_local ThreadView* current = nullptr;
 }
 
 namespace detail {
@@ -100,7 +101,14 @@ class StackPool {
     mprotect(p, page(), PROT_NONE);
     return p;
   }
-  void give(void* p) { free_.push_back(p); }
+  void give(void* p) {
+#ifdef EMU_ASAN_FIBERS
+    // A fiber unwound while suspended (a thread of a faulting block) leaves
+    // its frames' red zones poisoned: clear them before the stack is reused.
+    ASAN_UNPOISON_MEMORY_REGION(static_cast<char*>(p) + page(), kStackBytes);
+#endif
+    free_.push_back(p);
+  }
   static size_t page() { return size_t(sysconf(_SC_PAGESIZE)); }
 
  private:
@@ -140,6 +148,7 @@ const char* op_name(detail::WarpOp op) {
     case detail::WarpOp::Ballot: return "__ballot_sync";
     case detail::WarpOp::Any: return "__any_sync";
     case detail::WarpOp::All: return "__all_sync";
+    case detail::WarpOp::Custom: return "a warp collective";
   }
   return "?";
 }
@@ -168,7 +177,11 @@ struct Thread {
   unsigned mask = 0;
   uint64_t value = 0, result = 0;
   int arg = 0, width = 32;
+  const detail::Collective* coll = nullptr;  // op Custom: which, and this lane's record
+  void* record = nullptr;
 };
+
+const char* op_name(const Thread& t) { return t.op == detail::WarpOp::Custom ? t.coll->name : op_name(t.op); }
 
 // One run_grid call: the grid, its shared memory layout, the block now
 // running and the first error.
@@ -181,7 +194,11 @@ struct Grid {
   unsigned char* arena = nullptr;
   size_t static_base = 0, arena_bytes = 0;
   size_t static_bytes = 0;
-  std::vector<std::pair<const void*, size_t>> statics;  // tag -> offset
+  struct Static {
+    const void* tag;
+    size_t offset, bytes;
+  };
+  std::vector<Static> statics;
   detail::BlockView block{};
   std::vector<Thread> threads;
   Thread* running = nullptr;
@@ -261,7 +278,7 @@ bool complete_collectives(Grid& g, unsigned warp) {
     Thread& t = lane(l);
     if (t.wait != Wait::Warp) continue;
     const unsigned mask = t.mask;
-    const char* name = op_name(t.op);
+    const char* name = op_name(t);
     if (!(mask >> l & 1u)) {
       g.error = who(g, t) + ": " + name + " with mask " + hex(mask) + ", which leaves out the calling lane " + std::to_string(l);
       return false;
@@ -285,9 +302,23 @@ bool complete_collectives(Grid& g, unsigned warp) {
       // Another collective first (legal under independent thread
       // scheduling: it may complete and this lane come here later); if
       // nothing can move, stuck() reports who waits where.
-      if (o.op != t.op || o.mask != mask) ready = false;
+      if (o.op != t.op || o.mask != mask || o.coll != t.coll) ready = false;
     }
     if (!ready) continue;
+    if (t.op == detail::WarpOp::Custom) {
+      void* records[32] = {};
+      for (unsigned m = 0; m < lanes; ++m)
+        if (mask >> m & 1u) records[m] = lane(m).record;
+      try {
+        t.coll->complete(*t.coll, records, mask);
+      } catch (const KernelError& e) {
+        g.error = "block " + str(g.block.idx) + " warp " + std::to_string(warp) + ": " + e.what();
+        return false;
+      }
+      for (unsigned m = 0; m < lanes; ++m)
+        if (mask >> m & 1u) lane(m).wait = Wait::Runnable;
+      continue;
+    }
     for (unsigned m = 0; m < lanes; ++m) {
       if (!(mask >> m & 1u)) continue;
       Thread& me = lane(m);
@@ -299,7 +330,10 @@ bool complete_collectives(Grid& g, unsigned warp) {
       const int seg = int(m) / width * width;
       int src = int(m);
       switch (me.op) {
-        case detail::WarpOp::SyncWarp: me.result = 0; break;
+        case detail::WarpOp::SyncWarp:
+        case detail::WarpOp::Custom:  // completed above
+          me.result = 0;
+          break;
         case detail::WarpOp::ShflIdx: src = seg + (me.arg & (width - 1)); break;
         case detail::WarpOp::ShflUp: src = int(m) - me.arg >= seg ? int(m) - me.arg : int(m); break;
         case detail::WarpOp::ShflDown: src = int(m) + me.arg < seg + width ? int(m) + me.arg : int(m); break;
@@ -346,7 +380,7 @@ std::string stuck(const Grid& g) {
   for (const Thread& t : g.threads) {
     if (t.wait == Wait::Block && n_block++ < 3) at_block += (at_block.empty() ? "" : ", ") + str(t.view.idx);
     if (t.wait == Wait::Warp && n_warp++ < 3)
-      at_warp += (at_warp.empty() ? "" : ", ") + str(t.view.idx) + " in " + op_name(t.op) + " (mask " + hex(t.mask) + ")";
+      at_warp += (at_warp.empty() ? "" : ", ") + str(t.view.idx) + " in " + op_name(t) + " (mask " + hex(t.mask) + ")";
     if (t.wait == Wait::Done) ++n_done;
   }
   return "block " + str(g.block.idx) + " cannot go on: " + std::to_string(n_block) +
@@ -486,8 +520,20 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width) {
   t.value = value;
   t.arg = arg;
   t.width = width;
+  t.coll = nullptr;
   suspend(t, Wait::Warp);
   return t.result;
+}
+
+void warp_collective(const Collective& c, unsigned mask, void* lane_record) {
+  Grid& g = grid();
+  Thread& t = *g.running;
+  t.op = WarpOp::Custom;
+  t.mask = mask;
+  t.width = 32;
+  t.coll = &c;
+  t.record = lane_record;
+  suspend(t, Wait::Warp);
 }
 
 void sync_block() {
@@ -497,8 +543,8 @@ void sync_block() {
 
 void* static_shared(const void* tag, size_t bytes, size_t align, const char* name) {
   Grid& g = grid();
-  for (const auto& [t, off] : g.statics)
-    if (t == tag) return g.arena + off;
+  for (const Grid::Static& s : g.statics)
+    if (s.tag == tag) return g.arena + s.offset;
   const size_t off = (g.static_base + g.static_bytes + align - 1) / align * align;
   const size_t used = off + bytes - g.static_base;
   if (used > g.static_capacity())
@@ -508,7 +554,7 @@ void* static_shared(const void* tag, size_t bytes, size_t align, const char* nam
                 std::to_string(g.shape->dynamic_smem) + " dynamic), above its limit of " +
                 std::to_string(g.shape->smem_limit));
   g.static_bytes = used;
-  g.statics.emplace_back(tag, off);
+  g.statics.push_back(Grid::Static{tag, off, bytes});
   return g.arena + off;
 }
 
@@ -516,6 +562,32 @@ void* dynamic_shared(size_t align) {
   Grid& g = grid();
   if (align > 128) kernel_fail("dynamic shared memory of an alignment above 128");
   return g.arena;
+}
+
+// Window addresses are offsets in the arena: the dynamic part from 0, the
+// static declarations after the red zone.
+uint32_t shared_address(const void* p, const char* what) {
+  Grid& g = grid();
+  const auto a = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(g.arena);
+  if (a >= base && a - base <= g.arena_bytes) {
+    const size_t off = a - base;
+    if (off <= g.shape->dynamic_smem) return uint32_t(off);
+    for (const Grid::Static& s : g.statics)
+      if (off >= s.offset && off <= s.offset + s.bytes) return uint32_t(off);
+  }
+  char b[32];
+  std::snprintf(b, sizeof b, "%p", p);
+  kernel_fail(std::string(what) + ": " + b + " is not in the block's shared memory");
+}
+
+void* shared_window(uint64_t addr, size_t bytes, const char* what) {
+  Grid& g = grid();
+  if (addr + bytes <= g.shape->dynamic_smem) return g.arena + addr;
+  for (const Grid::Static& s : g.statics)
+    if (addr >= s.offset && addr + bytes <= s.offset + s.bytes) return g.arena + addr;
+  kernel_fail(std::string(what) + ": shared address " + std::to_string(addr) + " + " + std::to_string(bytes) +
+              " bytes lies outside the block's shared memory (" + std::to_string(g.shape->dynamic_smem) +
+              " bytes dynamic" + (g.statics.empty() ? "" : ", and its __shared__ declarations") + ")");
 }
 
 void kernel_fail(const std::string& what) { throw KernelError(what); }

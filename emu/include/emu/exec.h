@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -61,23 +62,53 @@ struct BlockView {
   uint3 idx;
   dim3 dim, grid;
 };
+// Per-thread state that a device feature keeps beside the registers (the
+// PTX emulation's outstanding cp.async copies): made on first use, gone
+// with the thread at the end of its block.
+struct ThreadExtension {
+  virtual ~ThreadExtension() = default;
+};
 struct ThreadView {
   uint3 idx;
   const BlockView* block;
+  std::unique_ptr<ThreadExtension> ext;
 };
 // The thread whose code runs now (set by the scheduler before each resume).
-extern thread_local ThreadView* current;
+// constinit: no dynamic initialisation, so an access from another
+// translation unit is a plain TLS load, without the TLS-init-function check
+// (around which GCC 12's -fsanitize=null check read stale flags and
+// reported a null &current in the attention kernels).
+extern constinit thread_local ThreadView* current;
 
-enum class WarpOp : uint8_t { SyncWarp, ShflIdx, ShflUp, ShflDown, ShflXor, MatchAny, Ballot, Any, All };
+enum class WarpOp : uint8_t { SyncWarp, ShflIdx, ShflUp, ShflDown, ShflXor, MatchAny, Ballot, Any, All, Custom };
 // A warp collective: blocks the calling thread until every lane of `mask`
 // has reached the same collective, then returns this lane's result.
 uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width);
+// A warp collective whose inputs and results do not fit one 64-bit value
+// (ldmatrix, mma.sync): each lane passes its own record; once every lane of
+// `mask` waits at the same Collective (the same object), complete() runs
+// once, in the scheduler, with lanes[l] the record of lane l (null outside
+// the mask), reads every lane's inputs and writes every lane's results. A
+// KernelError it throws is the kernel's fault, reported for the warp.
+struct Collective {
+  const char* name;
+  void (*complete)(const Collective& self, void* const lanes[32], unsigned mask);
+};
+void warp_collective(const Collective& c, unsigned mask, void* lane_record);
 // __syncthreads.
 void sync_block();
 // Shared memory of the running block: a __shared__ declaration (one tag per
 // declaration and type) or the dynamic extern array.
 void* static_shared(const void* tag, size_t bytes, size_t align, const char* name);
 void* dynamic_shared(size_t align);
+// The shared-window address of a generic pointer into the running block's
+// shared memory (its offset there: __cvta_generic_to_shared); a pointer
+// anywhere else is a fault naming `what`.
+uint32_t shared_address(const void* p, const char* what);
+// The generic pointer to `bytes` bytes at shared-window address `addr`;
+// a fault naming `what` unless they lie in the block's dynamic shared
+// memory or in one __shared__ declaration.
+void* shared_window(uint64_t addr, size_t bytes, const char* what);
 // A bad EMU_* setting: one line naming it and what is expected, exit 2.
 [[noreturn]] void bad_setting(const char* name, const char* value, const char* expected);
 // A kernel-side failure (a trap): stops the kernel with a KernelError.

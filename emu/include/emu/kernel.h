@@ -1,8 +1,10 @@
 // Device-side built-ins for kernel sources compiled as C++ on the emulated
 // device (emu/). emu/rewrite.py puts this header first in every rewritten
 // .cu file and turns `k<<<grid, block, smem, stream>>>(args)` into
-// `::emu::launch(k, site, grid, block, smem, stream)(args)` and each
-// `__shared__` declaration into a reference to the block's shared memory.
+// `::emu::launch(k, site, grid, block, smem, stream)(args)`, each
+// `__shared__` declaration into a reference to the block's shared memory,
+// and each inline asm statement into a call of ::emu::ptx::exec
+// (emu/ptx.h, the PTX instructions).
 // Semantics follow the CUDA C++ Programming Guide ("Built-in Variables",
 // "Synchronization Functions", "Warp Shuffle Functions", "Warp Match
 // Functions", "Atomic Functions") and the PTX ISA for the instructions.
@@ -22,6 +24,7 @@
 
 #include "emu/device.h"
 #include "emu/exec.h"
+#include "emu/ptx.h"
 
 #define threadIdx (::emu::detail::current->idx)
 #define blockIdx (::emu::detail::current->block->idx)
@@ -143,6 +146,16 @@ std::common_type_t<A, B> max(A a, B b) {
   return C(a) < C(b) ? C(b) : C(a);
 }
 inline void __trap() { ::emu::detail::kernel_fail("__trap()"); }
+
+// Address space conversion (CUDA Math API, "Address Space Conversion
+// Intrinsics"): a shared-window address is the offset in the block's shared
+// memory, which ldmatrix and cp.async map back (emu/include/emu/ptx.h).
+inline size_t __cvta_generic_to_shared(const void* p) {
+  return ::emu::detail::shared_address(p, "__cvta_generic_to_shared");
+}
+inline void* __cvta_shared_to_generic(size_t a) {
+  return ::emu::detail::shared_window(a, 0, "__cvta_shared_to_generic");
+}
 
 // Device math the kernels call unqualified: single-precision functions are
 // the C library's (within an ulp or two of the device's, see docs/cuda.md).
