@@ -89,6 +89,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <string>
@@ -788,18 +789,30 @@ float softmax_scale_log2(int hd) {
   return static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(hd)));
 }
 
+// The device's opt-in limit of dynamic shared memory per block.
+int device_optin_smem() {
+  int device = 0, optin = 0;
+  MOE_CUDA_CHECK(cudaGetDevice(&device));
+  MOE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return optin;
+}
+
 // Opts the kernel in to `bytes` of dynamic shared memory (above the 48 KiB
 // default), after checking the device has that much per block.
 template <typename Kernel>
 void set_smem(Kernel kernel, size_t bytes, const char* op) {
-  int device = 0, optin = 0;
-  MOE_CUDA_CHECK(cudaGetDevice(&device));
-  MOE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const int optin = device_optin_smem();
   MOE_CHECK(bytes <= static_cast<size_t>(optin),
             std::string(op) + ": needs " + std::to_string(bytes) +
                 " bytes of shared memory per block, the device allows " + std::to_string(optin));
   MOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(bytes)));
+}
+
+template <int HD>
+size_t largest_smem_bytes() {
+  return std::max({attn_tc::fwd_smem_bytes<HD>(), attn_tc::dq_smem_bytes<HD>(),
+                   attn_tc::dkdv_smem_bytes<HD>()});
 }
 
 template <int HD>
@@ -849,6 +862,15 @@ void backward_impl(bf16* dqkv, const bf16* dout, const bf16* out, const float* l
 }
 
 }  // namespace
+
+bool attention_tc_supported(int hd) {
+  if (hd != 64 && hd != 128) return false;
+  int device = 0, major = 0;
+  MOE_CUDA_CHECK(cudaGetDevice(&device));
+  MOE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  const size_t need = hd == 64 ? largest_smem_bytes<64>() : largest_smem_bytes<128>();
+  return major >= 8 && need <= static_cast<size_t>(device_optin_smem());
+}
 
 void attention_tc_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int S,
                           int H, int hd, cudaStream_t stream) {

@@ -6,10 +6,15 @@
 #      environment already forces Haswell): the AVX2 kernel that many hosts
 #      force, whose roundings differ from the AVX-512 one's and, for sgemm,
 #      with the thread count; no test may depend on a BLAS kernel's last bits;
-#   3. an AddressSanitizer + UBSan build of the CPU tests (which replay the
+#   3. the emulated-device build (build-emu/, -DMOE_CUDA=EMULATED): the CUDA
+#      backend, kernels, cuBLAS/cuBLASLt/NCCL glue and every gpu test run on
+#      emu/'s CPU emulation of the device (ctest label emu; docs/cuda.md,
+#      "Testing without a GPU");
+#   4. an AddressSanitizer + UBSan build of the CPU tests (which replay the
 #      fuzz corpus, fuzz_regression_*, under the sanitizers);
-#   4. each libFuzzer target for a few seconds (scripts/fuzz.sh, clang).
-# MOE_TEST_SKIP_ASAN=1 skips step 3, MOE_TEST_SKIP_FUZZ=1 step 4.
+#   5. each libFuzzer target for a few seconds (scripts/fuzz.sh, clang).
+# MOE_TEST_SKIP_EMU=1 skips step 3, MOE_TEST_SKIP_ASAN=1 step 4,
+# MOE_TEST_SKIP_FUZZ=1 step 5.
 #
 #   scripts/test.sh --portability [portability.sh options]
 # builds, then runs only the cpu and mpi labels under every OpenBLAS kernel
@@ -35,6 +40,13 @@ elif grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
   OPENBLAS_CORETYPE=Haswell ctest --test-dir build -L cpu --output-on-failure -j "$jobs"
 else
   echo "== no AVX2 on this CPU: the OPENBLAS_CORETYPE=Haswell run is skipped"
+fi
+
+if [ "${MOE_TEST_SKIP_EMU:-0}" != "1" ]; then
+  echo "== emulated-device build of the gpu tests (build-emu/)"
+  BUILD_DIR=build-emu scripts/build.sh -DMOE_CUDA=EMULATED
+  echo "== ctest -L emu (build-emu/)"
+  ctest --test-dir build-emu -L emu --output-on-failure -j "$jobs"
 fi
 
 if [ "${MOE_TEST_SKIP_ASAN:-0}" != "1" ]; then

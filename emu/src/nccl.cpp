@@ -865,6 +865,18 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId c
   int init = 0, fin = 0;
   MPI_Initialized(&init);
   MPI_Finalized(&fin);
+  if (!init && !fin && nranks == 1) {
+    // A one-rank communicator in a program without MPI (the real NCCL needs
+    // none): this process becomes a singleton MPI job, finalized at exit.
+    int provided = 0;
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+    std::atexit([] {
+      int f = 0;
+      MPI_Finalized(&f);
+      if (!f) MPI_Finalize();
+    });
+    init = 1;
+  }
   if (!init || fin)
     return fail(nullptr, ncclInvalidUsage,
                 name + ": MPI is " + (fin ? "finalized" : "not initialized") +

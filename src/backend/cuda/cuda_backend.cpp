@@ -10,6 +10,7 @@
 // Phase timing (moe-bench) uses CUDA events on the stream.
 #include <cublas_v2.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -226,9 +227,14 @@ class CudaBackend final : public Backend<float, A> {
     kernels::rope_backward(dev(dqkv), B, S, H, hd, theta, stream_);
   }
   // bf16: the tensor-core kernels (kernels/attention_tc.cu) for head_dim 64
-  // and 128; other head dims run the fp32 flash kernel over widened copies
-  // (staging), rounded once on the way out.
-  static bool tensor_core_head_dim(int hd) { return hd == 64 || hd == 128; }
+  // and 128 where the device has their shared memory; other head dims (and
+  // hd 128 on sm_86/sm_89) run the fp32 flash kernel over widened copies
+  // (staging), rounded once on the way out. Asked once per head dim.
+  bool tensor_core_head_dim(int hd) {
+    auto [it, fresh] = tc_head_dims_.try_emplace(hd, false);
+    if (fresh) it->second = kernels::attention_tc_supported(hd);
+    return it->second;
+  }
   void attention_forward(A* out, float* lse, const A* qkv, int B, int S, int H,
                          int hd) override {
     const size_t n_qkv = size_t(B) * S * 3 * H * hd, n_out = size_t(B) * S * H * hd;
@@ -455,6 +461,7 @@ class CudaBackend final : public Backend<float, A> {
     return workspace_;
   }
 
+  std::map<int, bool> tc_head_dims_;  // head_dim -> attention_tc_supported (tensor_core_head_dim)
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   void* workspace_ = nullptr;
