@@ -241,6 +241,36 @@ TEST(GpuBackend, ResumeIsBitExact) {
 // a router row, the bias. Step k is skipped, every token goes to K valid
 // experts (the kernel's top-K order, backend/topk_order.h), nothing changes;
 // with the value put back every case ends bit-identical to the others.
+// The embedding kernels index the table unchecked: an id outside the
+// vocabulary is refused on the host before any kernel runs, so the device
+// stays usable (on the emulated device an out-of-bounds read would be a
+// sticky fault) and the next valid forward gives the loss of a fresh model.
+TEST(GpuBackend, OutOfVocabularyTokenIsRefusedBeforeAnyKernel) {
+  SKIP_WITHOUT_GPU();
+  const Config c = small_config();
+  auto gpu = make_cuda_backend<float>(0);
+  LocalComm comm;
+  auto data = make_train_source(c);
+  Trainer<float> t(c, *gpu, comm, *data);
+  const int B = 1, N = B * c.model.seq_len;
+  std::vector<int32_t> tokens(N), targets(N);
+  for (int n = 0; n < N; ++n) tokens[n] = targets[n] = n % c.model.vocab_size;
+  const double good = t.model().forward(tokens.data(), targets.data(), B, ForwardOptions{}).loss_sum;
+  for (const int32_t bad : {c.model.vocab_size, -1}) {
+    tokens[5] = bad;
+    try {
+      t.model().forward(tokens.data(), targets.data(), B, ForwardOptions{});
+      ADD_FAILURE() << "token " << bad << " was accepted";
+    } catch (const DataError& e) {
+      EXPECT_NE(std::string(e.what()).find("token id " + std::to_string(bad) + " at position 5"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  tokens[5] = 5;
+  EXPECT_EQ(t.model().forward(tokens.data(), targets.data(), B, ForwardOptions{}).loss_sum, good);
+}
+
 TEST(GpuBackend, NonFiniteRoutingIsASkippedStep) {
   SKIP_WITHOUT_GPU();
   const Config c = small_config();

@@ -162,6 +162,22 @@ TEST(Training, ComputationBatchMaxVioIsTheMeanOverMicroBatches) {
   EXPECT_NE(st.bias, std::vector<float>(size_t(L) * E, 0.0f));
 }
 
+// Token ids index the embedding table unchecked in every backend: the model
+// refuses one outside the vocabulary before any op runs (on the CPU the
+// forward would otherwise read past the table, under ASan a fault).
+TEST(Training, OutOfVocabularyTokenIsADataError) {
+  const Config c = small_config(BalanceMethod::LossFree);
+  auto be = make_cpu_backend<float>(1);
+  LocalComm comm;
+  auto data = make_train_source(c);
+  Trainer<float> trainer(c, *be, comm, *data);
+  const int N = c.model.seq_len;
+  std::vector<int32_t> tokens(N, 0), targets(N, 0);
+  tokens[N - 1] = c.model.vocab_size;
+  EXPECT_THROW(trainer.model().forward(tokens.data(), targets.data(), 1, ForwardOptions{}),
+               DataError);
+}
+
 TEST(Training, DeterministicRepeatRun) {
   Config c = small_config(BalanceMethod::LossFree);
   c.train.steps = 5;

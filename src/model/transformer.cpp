@@ -1,6 +1,7 @@
 #include "model/transformer.h"
 
 #include <algorithm>
+#include <string>
 
 #include "core/error.h"
 
@@ -126,6 +127,14 @@ ForwardResult Transformer<T, A>::forward(const int32_t* tokens, const int32_t* t
     aux_ptr = &aux;
   }
 
+  // The embedding ops index the table with these ids unchecked (a kernel
+  // cannot throw): an id outside the vocabulary is refused here, once for
+  // every backend, before it reaches the device.
+  for (int n = 0; n < N; ++n)
+    if (tokens[n] < 0 || tokens[n] >= V)
+      throw DataError("forward: token id " + std::to_string(tokens[n]) + " at position " +
+                      std::to_string(n) + " is outside the vocabulary [0, " + std::to_string(V) +
+                      ")");
   be_.to_device(tokens_, tokens, size_t(N) * sizeof(int32_t));
   be_.to_device(targets_, targets, size_t(N) * sizeof(int32_t));
   ForwardResult r;
