@@ -29,9 +29,9 @@ namespace moe::kernels {
 
 // Whether the current device runs the kernels at head_dim hd: hd 64 or 128,
 // compute capability 8.0 or newer, and the shared memory the largest of its
-// kernels needs per block within the device's opt-in limit (hd 128's dk/dv
-// kernel needs 104,448 B: sm_80 and sm_90 have it, sm_86 and sm_89 with
-// 99 KiB do not). Callers take another path when false.
+// kernels needs per block within the device's opt-in limit (hd 128's
+// forward and dq kernels need 104,448 B: sm_80 and sm_90 have it, sm_86 and
+// sm_89 with 99 KiB do not). Callers take another path when false.
 bool attention_tc_supported(int hd);
 
 // out = softmax(q k^T / sqrt(hd), causal) v in bf16 (fp32 accumulation,

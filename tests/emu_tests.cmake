@@ -42,3 +42,15 @@ add_test(NAME emu_sm86_attention_hd128
          COMMAND test_gpu_bf16 --gtest_filter=GpuBf16.AttentionAtHeadDim128FollowsCpuOnEveryArchitecture)
 set_tests_properties(emu_sm86_attention_hd128 PROPERTIES LABELS emu TIMEOUT ${MOE_EMU_TIMEOUT}
                      ENVIRONMENT "EMU_ARCH=86")
+
+# The fast test programs again under other legal timings: threads and blocks
+# in seeded random order with warps drifting apart between barriers, and
+# streams running the most recently queued independent work first, so a
+# missing __syncthreads, __syncwarp or event wait changes a result.
+foreach(name test_gpu_kernels test_gpu_attention_dispatch test_gpu_elementwise
+             test_gpu_router_grad test_gpu_nccl test_gpu_bf16)
+  add_test(NAME emu_adversarial_${name}
+           COMMAND ${name} --gtest_filter=-GpuBf16.GroupedLinearMatchesCpuWithEmptyExperts)
+  set_tests_properties(emu_adversarial_${name} PROPERTIES LABELS emu TIMEOUT ${MOE_EMU_TIMEOUT}
+    ENVIRONMENT "EMU_SCHEDULE=random:1,greedy;EMU_STREAMS=adversarial;OMP_NUM_THREADS=1")
+endforeach()

@@ -318,10 +318,8 @@ TEST(GpuBf16, RouterLinearStaysFp32) {
   EXPECT_LT(rel_error(got[2], ref[2]), kBf16Tol);
 }
 
-// Every activation op of Backend<float, bf16> on the GPU against the CPU's
-// bf16 mode on the same bf16 inputs.
 // head_dim 128 takes the tensor-core kernels where the device has the
-// 104,448 B of shared memory their dk/dv kernel needs (sm_80, sm_90), the
+// 104,448 B of shared memory their forward and dq kernels need (sm_80, sm_90), the
 // fp32 kernel over widened copies where it does not (sm_86, sm_89: 99 KiB);
 // either way the results follow the CPU's bf16 mode. The emulated build also
 // runs this test as an sm_86 device (EMU_ARCH=86, tests/emu_tests.cmake).
@@ -355,6 +353,8 @@ TEST(GpuBf16, AttentionAtHeadDim128FollowsCpuOnEveryArchitecture) {
   EXPECT_LT(rel_error(got[2], ref[2]), kBf16Tol) << "dqkv";
 }
 
+// Every activation op of Backend<float, bf16> on the GPU against the CPU's
+// bf16 mode on the same bf16 inputs.
 TEST(GpuBf16, ActivationOpsMatchCpu) {
   SKIP_WITHOUT_DEVICE();
   auto gpu = make_cuda_backend<bf16>(0);

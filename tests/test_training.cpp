@@ -162,9 +162,10 @@ TEST(Training, ComputationBatchMaxVioIsTheMeanOverMicroBatches) {
   EXPECT_NE(st.bias, std::vector<float>(size_t(L) * E, 0.0f));
 }
 
-// Token ids index the embedding table unchecked in every backend: the model
-// refuses one outside the vocabulary before any op runs (on the CPU the
-// forward would otherwise read past the table, under ASan a fault).
+// Token ids index the embedding table unchecked in every backend, and the
+// loss reads each target's logit: the model refuses an id outside the
+// vocabulary before any op runs (on the CPU the forward would otherwise read
+// past the table, under ASan a fault).
 TEST(Training, OutOfVocabularyTokenIsADataError) {
   const Config c = small_config(BalanceMethod::LossFree);
   auto be = make_cpu_backend<float>(1);
@@ -174,6 +175,10 @@ TEST(Training, OutOfVocabularyTokenIsADataError) {
   const int N = c.model.seq_len;
   std::vector<int32_t> tokens(N, 0), targets(N, 0);
   tokens[N - 1] = c.model.vocab_size;
+  EXPECT_THROW(trainer.model().forward(tokens.data(), targets.data(), 1, ForwardOptions{}),
+               DataError);
+  tokens[N - 1] = 0;
+  targets[0] = -1;  // the loss would read the logit before the row
   EXPECT_THROW(trainer.model().forward(tokens.data(), targets.data(), 1, ForwardOptions{}),
                DataError);
 }

@@ -154,6 +154,12 @@ int run_attention_bench(const Config& cfg, const std::string& config_path, int64
     throw InputError("--op attention: head_dim " + std::to_string(hd) +
                      " (model.hidden / model.heads) is not supported by the tensor-core kernels "
                      "(64 or 128)");
+#ifdef MOE_WITH_CUDA
+  if (!kernels::attention_tc_supported(hd))
+    throw InputError("--op attention: head_dim " + std::to_string(hd) +
+                     ": this device has too little shared memory per block for the tensor-core "
+                     "kernels (docs/cuda.md); training takes the fp32 attention there");
+#endif
   std::ofstream json_out;
   if (!json_path.empty()) {
     json_out.open(json_path);

@@ -145,7 +145,9 @@ class ShapeComm final : public Comm {
 // input and input gradient, plus, for a head_dim without tensor-core
 // attention (not 64 or 128), of the attention's operands (qkv, out, dout,
 // dqkv); src/backend/cuda/cuda_backend.cpp. The CUDA context and NCCL's
-// buffers are not backend allocations and are not counted.
+// buffers are not backend allocations and are not counted. Not counted
+// either: hd 128 on a device without the tensor-core kernels' shared memory
+// (sm_86, sm_89) stages those operands too (attention_tc_supported).
 size_t cuda_workspace_bytes(const Config& cfg, bool bf16) {
   const size_t N = size_t(cfg.train.micro_batch) * cfg.model.seq_len, D = cfg.model.hidden;
   const int hd = cfg.model.head_dim();

@@ -297,7 +297,9 @@ std::unique_ptr<Comm> NcclComm::split(int color, int key) {
   if (!comm_) throw InternalError("nccl: split: communicator was aborted");
   ncclConfig_t cfg = nonblocking_config();
   ncclComm_t sub = nullptr;
-  check(ncclCommSplit(comm_, color, key, &sub, &cfg), "ncclCommSplit");
+  const ncclResult_t rc = ncclCommSplit(comm_, color, key, &sub, &cfg);
+  if (rc != ncclSuccess && rc != ncclInProgress && sub) ncclCommAbort(sub);  // no leak on failure
+  check(rc, "ncclCommSplit");
   if (ncclResult_t s = poll_state(comm_, timeout_s_); s != ncclSuccess)
     fail("ncclCommSplit", s == ncclInProgress ? "timed out" : ncclGetErrorString(s));
   return std::unique_ptr<NcclComm>(new NcclComm(sub, device_, compute_, timeout_s_));

@@ -128,13 +128,14 @@ ForwardResult Transformer<T, A>::forward(const int32_t* tokens, const int32_t* t
   }
 
   // The embedding ops index the table with these ids unchecked (a kernel
-  // cannot throw): an id outside the vocabulary is refused here, once for
-  // every backend, before it reaches the device.
+  // cannot throw) and the loss reads the targets' logits: an id outside the
+  // vocabulary is refused here, once for every backend, before any op.
   for (int n = 0; n < N; ++n)
-    if (tokens[n] < 0 || tokens[n] >= V)
-      throw DataError("forward: token id " + std::to_string(tokens[n]) + " at position " +
-                      std::to_string(n) + " is outside the vocabulary [0, " + std::to_string(V) +
-                      ")");
+    for (const auto& [ids, what] : {std::pair{tokens, "token"}, std::pair{targets, "target"}})
+      if (ids[n] < 0 || ids[n] >= V)
+        throw DataError("forward: " + std::string(what) + " id " + std::to_string(ids[n]) +
+                        " at position " + std::to_string(n) + " is outside the vocabulary [0, " +
+                        std::to_string(V) + ")");
   be_.to_device(tokens_, tokens, size_t(N) * sizeof(int32_t));
   be_.to_device(targets_, targets, size_t(N) * sizeof(int32_t));
   ForwardResult r;
