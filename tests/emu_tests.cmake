@@ -54,3 +54,11 @@ foreach(name test_gpu_kernels test_gpu_attention_dispatch test_gpu_elementwise
   set_tests_properties(emu_adversarial_${name} PROPERTIES LABELS emu TIMEOUT ${MOE_EMU_TIMEOUT}
     ENVIRONMENT "EMU_SCHEDULE=random:1,greedy;EMU_STREAMS=adversarial;OMP_NUM_THREADS=1")
 endforeach()
+
+# cuBLASLt's heuristic finding no algorithm (as it may for a shape or an
+# alignment on some GPU): the bf16 linear layers must fall back to
+# cublasGemmEx and give the same results.
+add_test(NAME emu_cublaslt_no_algo_test_gpu_bf16
+         COMMAND test_gpu_bf16 --gtest_filter=-GpuBf16.GroupedLinearMatchesCpuWithEmptyExperts)
+set_tests_properties(emu_cublaslt_no_algo_test_gpu_bf16 PROPERTIES LABELS emu
+  TIMEOUT ${MOE_EMU_TIMEOUT} ENVIRONMENT "EMU_CUBLASLT_NO_ALGO=1;OMP_NUM_THREADS=1")
