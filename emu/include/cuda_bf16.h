@@ -39,6 +39,16 @@ inline __nv_bfloat16::operator float() const {
 
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16(f); }
 inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16(f); }
+// Round toward zero: the top 16 bits (NaN stays a NaN).
+inline __nv_bfloat16 __float2bfloat16_rz(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  __nv_bfloat16 h;
+  h.__x = ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu) != 0)
+              ? static_cast<unsigned short>(0x7FFF)
+              : static_cast<unsigned short>(u >> 16);
+  return h;
+}
 inline float __bfloat162float(__nv_bfloat16 h) { return static_cast<float>(h); }
 inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) {
   return __nv_bfloat162{__nv_bfloat16(a), __nv_bfloat16(b)};
