@@ -331,3 +331,27 @@ TEST_F(Emu, ProjectRmsnormKernelRunsUnchanged) {
 }
 
 }  // namespace
+
+namespace {
+// cuda_bf16.h's host conversions by hand: 0x3F818000 lies halfway between
+// the bf16 values 0x3F81 and 0x3F82; _rn takes the even one, _rz the one
+// toward zero; negative values truncate toward zero too; NaN stays NaN.
+TEST(EmuBf16, ConversionsRoundAsDocumented) {
+  auto bits = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+  };
+  auto from = [](uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  };
+  EXPECT_EQ(__float2bfloat16_rn(from(0x3F818000u)).__x, 0x3F82);
+  EXPECT_EQ(__float2bfloat16_rz(from(0x3F818000u)).__x, 0x3F81);
+  EXPECT_EQ(__float2bfloat16_rz(from(0xBF81FFFFu)).__x, 0xBF81);
+  EXPECT_EQ(__float2bfloat16_rn(from(0xBF81FFFFu)).__x, 0xBF82);
+  EXPECT_TRUE(std::isnan(__bfloat162float(__float2bfloat16_rz(from(0x7FC00001u)))));
+  EXPECT_EQ(bits(__bfloat162float(__float2bfloat16_rz(1.0f))), 0x3F800000u);
+}
+}  // namespace
