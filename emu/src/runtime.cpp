@@ -195,6 +195,13 @@ void execute(Device& d, uint64_t id) {
   auto& q = op.stream->queue;
   if (!q.empty() && q.front() == op.id) q.pop_front();
   if (d.sticky != cudaSuccess) return;
+  // EMU_TRACE=1: each operation as it runs, in the order the device ran them.
+  static const bool trace = [] {
+    const char* e = std::getenv("EMU_TRACE");
+    return e && std::string(e) == "1";
+  }();
+  if (trace) std::fprintf(stderr, "emu: run #%llu %s on stream %p\n", (unsigned long long)op.id,
+                          op.what.c_str(), static_cast<void*>(op.stream));
   cudaError_t code = cudaSuccess;
   std::string why;
   try {
@@ -224,16 +231,41 @@ bool ready(Device& d, const Op& op) {
   return true;
 }
 
-// Runs queued operations until done() holds: the oldest ready one first, or
-// in adversarial mode the newest.
+// The operations that must run before `target` can: the earlier ones of its
+// stream and, transitively, those they wait for (events, legacy barriers).
+std::set<uint64_t> needed_for(Device& d, uint64_t target) {
+  std::set<uint64_t> need;
+  std::vector<uint64_t> todo{target};
+  while (!todo.empty()) {
+    const uint64_t x = todo.back();
+    todo.pop_back();
+    auto it = d.pending.find(x);
+    if (it == d.pending.end() || !need.insert(x).second) continue;
+    for (uint64_t q : it->second.stream->queue) {
+      if (q == x) break;
+      todo.push_back(q);
+    }
+    for (uint64_t a : it->second.after) todo.push_back(a);
+  }
+  return need;
+}
+
+// Runs queued operations until done() holds: the oldest ready one first. In
+// adversarial mode only what `target` (0: everything) needs, newest ready
+// first: work that nothing the host waits for depends on runs as late as
+// possible, so a consumer whose event wait is missing runs before its
+// producer.
 template <class Done>
-void run_until(Device& d, Done done) {
+void run_until(Device& d, Done done, uint64_t target = 0) {
+  const bool adversarial = stream_mode() == StreamMode::Adversarial;
   while (!done() && !d.pending.empty()) {
+    const std::set<uint64_t> need =
+        adversarial && target != 0 ? needed_for(d, target) : std::set<uint64_t>{};
     uint64_t pick = 0;
     for (auto& [id, op] : d.pending) {
-      if (!ready(d, op)) continue;
+      if (!ready(d, op) || (!need.empty() && !need.count(id))) continue;
       pick = id;
-      if (stream_mode() == StreamMode::InOrder) break;
+      if (!adversarial) break;
     }
     if (pick == 0) {
       std::fprintf(stderr, "emu: internal error: queued work waits on itself\n");
@@ -260,17 +292,17 @@ uint64_t push(Device& d, CUstream_st* s, std::string what, std::function<void()>
 }
 
 // Nothing runs behind the host's back here, so a query (cudaStreamQuery,
-// cudaEventQuery) moves the device one operation on: a polling loop ends,
-// and sees cudaErrorNotReady first.
-void run_one(Device& d) {
+// cudaEventQuery) moves the device one operation on (towards `target`, the
+// work queried): a polling loop ends, and sees cudaErrorNotReady first.
+void run_one(Device& d, uint64_t target) {
   const size_t before = d.pending.size();
-  run_until(d, [&] { return d.pending.size() < before; });
+  run_until(d, [&] { return d.pending.size() < before; }, target);
 }
 
 void sync_stream(Device& d, CUstream_st* s) {
   if (s->queue.empty()) return;
   const uint64_t last = s->queue.back();
-  run_until(d, [&] { return !d.pending.count(last); });
+  run_until(d, [&] { return !d.pending.count(last); }, last);
 }
 
 int optin_smem() {
@@ -825,7 +857,7 @@ cudaError_t cudaStreamQuery(cudaStream_t stream) {
   std::lock_guard lock(d.mu);
   CUstream_st* s = emu::stream_of(d, stream);
   if (!s) return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaStreamQuery: unknown stream");
-  if (!s->queue.empty()) emu::run_one(d);
+  if (!s->queue.empty()) emu::run_one(d, s->queue.back());
   return s->queue.empty() ? emu::ok(d) : cudaErrorNotReady;
 }
 
@@ -883,7 +915,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   std::lock_guard lock(d.mu);
   if (!d.events.count(event)) return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaEventSynchronize: unknown event");
   const uint64_t id = event->op;
-  emu::run_until(d, [&] { return !d.pending.count(id); });
+  emu::run_until(d, [&] { return !d.pending.count(id); }, id);
   return emu::ok(d);
 }
 
@@ -891,7 +923,7 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
   Device& d = dev();
   std::lock_guard lock(d.mu);
   if (!d.events.count(event)) return emu::fail(d, cudaErrorInvalidResourceHandle, "cudaEventQuery: unknown event");
-  if (d.pending.count(event->op)) emu::run_one(d);
+  if (d.pending.count(event->op)) emu::run_one(d, event->op);
   return d.pending.count(event->op) ? cudaErrorNotReady : emu::ok(d);
 }
 
