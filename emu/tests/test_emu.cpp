@@ -8,11 +8,15 @@
 #include <string>
 #include <vector>
 
+#include "emu_test_util.h"
 #include "emu/device.h"
 #include "emu_test_kernels.h"
 #include "rmsnorm.h"
 
 namespace {
+
+using emu_test::device;
+using emu_test::host;
 
 // Each test starts from a fresh device and the default schedule.
 class Emu : public ::testing::Test {
@@ -24,19 +28,6 @@ class Emu : public ::testing::Test {
   }
   void TearDown() override { emu::reset_device(); }
 
-  template <class T>
-  T* device(const std::vector<T>& host) {
-    T* p = nullptr;
-    EXPECT_EQ(cudaMalloc(&p, host.size() * sizeof(T)), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-    return p;
-  }
-  template <class T>
-  std::vector<T> host(const T* p, size_t n) {
-    std::vector<T> h(n);
-    EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-    return h;
-  }
 };
 
 std::vector<emu::Schedule> all_schedules() {

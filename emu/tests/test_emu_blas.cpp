@@ -16,10 +16,14 @@
 #include <string>
 #include <vector>
 
+#include "emu_test_util.h"
 #include "emu/blas.h"
 #include "emu/device.h"
 
 namespace {
+
+using emu_test::device;
+using emu_test::host;
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
@@ -47,24 +51,11 @@ class Blas : public ::testing::Test {
     emu::reset_device();
   }
 
-  template <class T>
-  T* device(const std::vector<T>& host) {
-    T* p = nullptr;
-    EXPECT_EQ(cudaMalloc(&p, host.size() * sizeof(T)), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-    return p;
-  }
   // Fresh device memory: every byte 0xFF, so every float NaN.
   float* poisoned(size_t n) {
     float* p = nullptr;
     EXPECT_EQ(cudaMalloc(&p, n * sizeof(float)), cudaSuccess);
     return p;
-  }
-  template <class T>
-  std::vector<T> host(const T* p, size_t n) {
-    std::vector<T> h(n);
-    EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-    return h;
   }
   cublasStatus_t sgemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
                        const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {

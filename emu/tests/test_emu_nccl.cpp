@@ -18,9 +18,13 @@
 #include <cuda_bf16.h>
 #include <nccl.h>
 
+#include "emu_test_util.h"
 #include "emu/device.h"
 
 namespace {
+
+using emu_test::device;
+using emu_test::host;
 
 int world_rank() {
   int r = 0;
@@ -68,19 +72,6 @@ class Nccl : public ::testing::Test {
     return c;
   }
 
-  template <class T>
-  T* device(const std::vector<T>& host) {
-    T* p = nullptr;
-    EXPECT_EQ(cudaMalloc(&p, host.size() * sizeof(T)), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-    return p;
-  }
-  template <class T>
-  std::vector<T> host(const T* p, size_t n) {
-    std::vector<T> h(n);
-    EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-    return h;
-  }
   void sync() { EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess) << emu::fault_message(); }
 
   int rank = 0, P = 1;

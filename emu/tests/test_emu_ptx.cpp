@@ -13,11 +13,15 @@
 #include <vector>
 
 #include "attention_reference.h"
+#include "emu_test_util.h"
 #include "emu/device.h"
 #include "emu/ptx.h"
 #include "ptx_test_kernels.h"
 
 namespace {
+
+using emu_test::device;
+using emu_test::host;
 
 class EmuPtx : public ::testing::Test {
  protected:
@@ -30,19 +34,6 @@ class EmuPtx : public ::testing::Test {
     emu::reset_device();
     emu::schedule() = emu::Schedule{};
     emu::cp_async_mode() = emu::CpAsync::Lazy;
-  }
-  template <class T>
-  T* device(const std::vector<T>& host) {
-    T* p = nullptr;
-    EXPECT_EQ(cudaMalloc(&p, host.size() * sizeof(T)), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-    return p;
-  }
-  template <class T>
-  std::vector<T> host(const T* p, size_t n) {
-    std::vector<T> h(n);
-    EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess) << emu::fault_message();
-    return h;
   }
 };
 
