@@ -258,9 +258,11 @@ std::set<uint64_t> needed_for(Device& d, uint64_t target) {
 template <class Done>
 void run_until(Device& d, Done done, uint64_t target = 0) {
   const bool adversarial = stream_mode() == StreamMode::Adversarial;
+  // Running an operation queues nothing, so what the target needs only
+  // shrinks as its members run: computed once.
+  const std::set<uint64_t> need =
+      adversarial && target != 0 ? needed_for(d, target) : std::set<uint64_t>{};
   while (!done() && !d.pending.empty()) {
-    const std::set<uint64_t> need =
-        adversarial && target != 0 ? needed_for(d, target) : std::set<uint64_t>{};
     uint64_t pick = 0;
     for (auto& [id, op] : d.pending) {
       if (!ready(d, op) || (!need.empty() && !need.count(id))) continue;
