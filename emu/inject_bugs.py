@@ -11,7 +11,7 @@ error); a bug that stops the build is a defect of this list, not a catch.
 
 The tree must be a checkout whose edited files have no uncommitted changes
 (use a worktree of your own: git worktree add). Exit 0 when every bug ran;
-the table says which were caught.
+the table says which were caught; bad input is one line and exit 2.
 """
 import argparse
 import pathlib
@@ -114,6 +114,11 @@ BUGS = [
 ]
 
 
+def refuse(why):
+    print(f"inject_bugs: {why}", file=sys.stderr)
+    sys.exit(2)
+
+
 def run(cmd, cwd, timeout):
     t0 = time.time()
     try:
@@ -140,30 +145,30 @@ def main():
     build = pathlib.Path(a.build).resolve()
     cache = build / "CMakeCache.txt"
     if not cache.exists():
-        sys.exit(f"inject_bugs: {build}: no CMakeCache.txt (configure with -DMOE_CUDA=EMULATED first)")
+        refuse(f"{build}: no CMakeCache.txt (configure with -DMOE_CUDA=EMULATED first)")
     text = cache.read_text()
     if "MOE_CUDA:STRING=EMULATED" not in text:
-        sys.exit(f"inject_bugs: {build} is not an emulated build (-DMOE_CUDA=EMULATED)")
+        refuse(f"{build} is not an emulated build (-DMOE_CUDA=EMULATED)")
     src = pathlib.Path(next(l.split("=", 1)[1] for l in text.splitlines()
                             if l.startswith("CMAKE_HOME_DIRECTORY:")))
     names = [b[0] for b in BUGS]
     only = [n for n in a.only.split(",") if n]
     for n in only:
         if n not in names:
-            sys.exit(f"inject_bugs: --only: no bug named '{n}' (known: {', '.join(names)})")
+            refuse(f"--only: no bug named '{n}' (known: {', '.join(names)})")
     bugs = [b for b in BUGS if not only or b[0] in only]
     # Every edit must apply before any work is spent.
     for name, _, rel, old, _, _ in bugs:
         f = src / rel
         if not f.exists():
-            sys.exit(f"inject_bugs: {name}: {rel} does not exist")
+            refuse(f"{name}: {rel} does not exist")
         n = f.read_text().count(old)
         if n != 1:
-            sys.exit(f"inject_bugs: {name}: the text to replace occurs {n} times in {rel} (want 1)")
+            refuse(f"{name}: the text to replace occurs {n} times in {rel} (want 1)")
         dirty = subprocess.run(["git", "status", "--porcelain", "--", rel], cwd=src,
                                stdout=subprocess.PIPE, text=True).stdout.strip()
         if dirty:
-            sys.exit(f"inject_bugs: {rel} has uncommitted changes; use a clean worktree")
+            refuse(f"{rel} has uncommitted changes; use a clean worktree")
 
     rows = []
     for i, (name, what, rel, old, new, regex) in enumerate(bugs, 1):

@@ -198,7 +198,9 @@ void execute(Device& d, uint64_t id) {
   // EMU_TRACE=1: each operation as it runs, in the order the device ran them.
   static const bool trace = [] {
     const char* e = std::getenv("EMU_TRACE");
-    return e && std::string(e) == "1";
+    if (!e || std::string(e) == "0") return false;
+    if (std::string(e) != "1") detail::bad_setting("EMU_TRACE", e, "0 or 1");
+    return true;
   }();
   if (trace) std::fprintf(stderr, "emu: run #%llu %s on stream %p\n", (unsigned long long)op.id,
                           op.what.c_str(), static_cast<void*>(op.stream));
