@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a real demo corpus offline from Debian packages and prepares it for
-# moe-train (configs/demo.yaml): about 75 MB of text, ~25M tokens, a few
-# minutes on 2 cores once moe-data is built.
+# moe-train (configs/demo.yaml): about 75 MB of text, ~25M tokens, about a
+# minute on 2 cores once moe-data is built (docs/data.md, Demo corpus).
 #   scripts/demo_corpus.sh [OUTDIR]      (default data/demo)
 # Sources:
 #   - GCIDE, the Collaborative International Dictionary of English (package

@@ -34,7 +34,7 @@ presets=(small_loss_free small_aux_loss small_no_balance)
 
 [ -x build/moe-train ] || { echo "repro_small.sh: building (scripts/build.sh)"; scripts/build.sh; }
 if ! ls data/demo/train_*.bin > /dev/null 2>&1 || ! ls data/demo/val_*.bin > /dev/null 2>&1; then
-  echo "repro_small.sh: preparing the demo corpus (scripts/demo_corpus.sh, a few minutes)"
+  echo "repro_small.sh: preparing the demo corpus (scripts/demo_corpus.sh, about a minute)"
   scripts/demo_corpus.sh
 fi
 

@@ -13,14 +13,17 @@
 #     --sbatch-args A   extra sbatch options with --slurm, e.g. "--partition=gpu --time=48:00:00"
 #     --dry-run         print what would run, run nothing
 # A run is complete when its log.out_dir holds eval.json of its last step
-# (train.final_eval); any other run starts with --resume auto. moe-train's
-# output goes to <log.out_dir>/train.log; the sweep prints one line per run
-# start and end, with the sweep's ETA, and the run's progress every
-# SWEEP_POLL seconds (default 60). Exit: 0 when every run completed, 1 when
-# some failed (the others still run), 2 for bad arguments.
+# (train.final_eval). A run with no validation data (or train.final_eval
+# false) is finished, without eval, when its checkpoint.dir's newest
+# checkpoint is of its last step. Complete and finished runs are skipped; any
+# other run starts with --resume auto. moe-train's output goes to
+# <log.out_dir>/train.log; the sweep prints one line per run start and end,
+# with the sweep's ETA, and the run's progress every SWEEP_POLL seconds
+# (default 60). Exit: 0 when every run finished, 1 when some failed or
+# stopped early (the others still run), 2 for bad arguments.
 set -uo pipefail
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 die() { echo "sweep.sh: $*" >&2; exit 2; }
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -72,6 +75,52 @@ complete() {
   [ -n "$step" ] && [ "$step" -ge "${run_steps[$1]}" ]
 }
 
+# The step of the newest checkpoint under a checkpoint.dir (its `latest`, else
+# the highest step_N directory, as moe-train --resume auto finds it), or nothing.
+checkpoint_step() {
+  local name="" d best=""
+  [ -n "$1" ] && [ -d "$1" ] || return 0
+  [ -f "$1/latest" ] && read -r name < "$1/latest"
+  if [[ "$name" =~ ^step_[0-9]+$ ]] && [ -d "$1/$name" ]; then
+    echo $((10#${name#step_}))
+    return 0
+  fi
+  for d in "$1"/step_*; do
+    d=${d##*/}
+    [[ "$d" =~ ^step_[0-9]+$ ]] && [ -d "$1/$d" ] || continue
+    d=$((10#${d#step_}))
+    [ -z "$best" ] || [ "$d" -gt "$best" ] && best=$d
+  done
+  [ -z "$best" ] || echo "$best"
+}
+
+# Why run i writes no eval.json, or nothing when it writes one: no validation
+# data (no data.val_path and no val_*.bin in a data.path directory, moe-train's
+# rule) or train.final_eval false.
+no_eval_reason() {
+  [ "${run_final_eval[$1]}" = true ] || { echo "train.final_eval false"; return; }
+  [ "${run_has_val[$1]}" -eq 1 ] || echo "no validation split"
+}
+
+# Whether run i is finished without eval: a run that writes no eval.json whose
+# newest checkpoint is of its last step. A run with validation data is
+# finished only with its eval.json (complete).
+finished_no_eval() {
+  local step
+  [ -n "$(no_eval_reason "$1")" ] || return 1
+  step=$(checkpoint_step "${run_ckpt[$1]}")
+  [ -n "$step" ] && [ "$step" -ge "${run_steps[$1]}" ]
+}
+
+# Whether run i needs no training: complete, or finished without eval.
+finished() { complete "$1" || finished_no_eval "$1"; }
+
+# How a finished run i ended, for the sweep's lines.
+finished_what() {
+  if complete "$1"; then echo "complete (eval.json of step $(eval_step "${run_dir[$1]}"))"
+  else echo "finished (no eval: $(no_eval_reason "$1"))"; fi
+}
+
 # One number of a run's eval.json, printed with an awk format.
 eval_value() {
   grep -o "\"$2\": *[0-9.eE+-]*" "$1/eval.json" | head -n 1 | sed 's/.*: *//' |
@@ -85,8 +134,9 @@ fmt_duration() {
   else printf '%ds' "$s"; fi
 }
 
-# Plan every run: its config, its extra --set arguments, its directory, steps.
-run_cfg=() run_args=() run_dir=() run_steps=()
+# Plan every run: its config, its extra --set arguments, its directory, steps,
+# checkpoint.dir, train.final_eval and whether it has validation data.
+run_cfg=() run_args=() run_dir=() run_steps=() run_ckpt=() run_final_eval=() run_has_val=()
 for c in "${configs[@]}"; do
   for s in "${seed_list[@]:-}"; do
     extra=("${sets[@]}")
@@ -113,6 +163,14 @@ for c in "${configs[@]}"; do
     run_args+=("$(printf '%q ' "${extra[@]}")")
     run_dir+=("$out")
     run_steps+=("$(yaml_get "$resolved" train steps)")
+    run_ckpt+=("$(yaml_get "$resolved" checkpoint dir)")
+    run_final_eval+=("$(yaml_get "$resolved" train final_eval)")
+    has_val=0 data_path=$(yaml_get "$resolved" data path)
+    if [ -n "$(yaml_get "$resolved" data val_path)" ]; then has_val=1
+    elif [ "$(yaml_get "$resolved" data source)" = shards ] && [ -d "$data_path" ] &&
+         compgen -G "$data_path/val_?*.bin" > /dev/null; then has_val=1
+    fi
+    run_has_val+=("$has_val")
   done
 done
 n=${#run_cfg[@]}
@@ -122,14 +180,14 @@ if [ "$slurm" -eq 1 ]; then
   # list (CONFIG then moe-train arguments) and resumes it with srun.
   lines="" todo=0
   for ((i = 0; i < n; i++)); do
-    if complete "$i"; then
-      echo "sweep.sh: [$((i + 1))/$n] ${run_dir[$i]}: complete, not submitted"
+    if finished "$i"; then
+      echo "sweep.sh: [$((i + 1))/$n] ${run_dir[$i]}: $(finished_what "$i"), not submitted"
       continue
     fi
     lines+="$(printf '%q %s' "${run_cfg[$i]}" "${run_args[$i]}")"$'\n'
     todo=$((todo + 1))
   done
-  [ "$todo" -gt 0 ] || { echo "sweep.sh: every run is complete"; exit 0; }
+  [ "$todo" -gt 0 ] || { echo "sweep.sh: every run is finished, nothing to submit"; exit 0; }
   list="$PWD/runs/sweep-$(date +%Y%m%d-%H%M%S).list"
   if [ "$dry" -eq 0 ]; then
     mkdir -p runs && printf '%s' "$lines" > "$list" || die "cannot write $list"
@@ -152,18 +210,22 @@ fi
 
 poll=${SWEEP_POLL:-60}
 t_start=$(date +%s) ran=0 ran_seconds=0
-failed=()
+failed=() unfinished=() would_start=0
 for ((i = 0; i < n; i++)); do
   tag="[$((i + 1))/$n] ${run_dir[$i]}"
-  if complete "$i"; then
-    echo "sweep.sh: $tag: complete (eval.json of step $(eval_step "${run_dir[$i]}")), skipped"
+  if finished "$i"; then
+    echo "sweep.sh: $tag: $(finished_what "$i"), skipped"
     continue
   fi
   eval "extra=(${run_args[$i]})"
   cmd=("$MOE_TRAIN" --config "${run_cfg[$i]}" --resume auto "${extra[@]}")
   [ "$ranks" -gt 1 ] && cmd=("$repo/scripts/launch.sh" -n "$ranks" -- "${cmd[@]}")
+  if [ "$dry" -eq 1 ]; then
+    echo "sweep.sh: $tag: would start ($(printf '%q ' "${cmd[@]}"))"
+    would_start=$((would_start + 1))
+    continue
+  fi
   echo "sweep.sh: $tag: start ($(printf '%q ' "${cmd[@]}"))"
-  [ "$dry" -eq 1 ] && continue
   mkdir -p "${run_dir[$i]}"
   log="${run_dir[$i]}/train.log"
   t0=$(date +%s)
@@ -185,7 +247,7 @@ for ((i = 0; i < n; i++)); do
   ran=$((ran + 1)) ran_seconds=$((ran_seconds + dt))
   left=0
   for ((j = i + 1; j < n; j++)); do
-    complete "$j" || left=$((left + 1))
+    finished "$j" || left=$((left + 1))
   done
   eta=$(fmt_duration $(( ran_seconds / ran * left )))
   elapsed=$(fmt_duration $(( $(date +%s) - t_start )))
@@ -195,12 +257,29 @@ for ((i = 0; i < n; i++)); do
   elif complete "$i"; then
     res=$(eval_value "${run_dir[$i]}" perplexity "val ppl %.3f"), res+=$(eval_value "${run_dir[$i]}" maxvio_global " MaxVio_global %.4f")
     echo "sweep.sh: $tag: done in $(fmt_duration "$dt") ($res) | sweep $elapsed, ETA $eta"
+  elif finished_no_eval "$i"; then
+    echo "sweep.sh: $tag: $(finished_what "$i") in $(fmt_duration "$dt") | sweep $elapsed, ETA $eta"
   else
-    echo "sweep.sh: $tag: trained in $(fmt_duration "$dt"), but no eval.json (no validation data, or train.final_eval false) | sweep $elapsed, ETA $eta"
+    # Exit 0 short of the last step or of eval.json: a stop signal ended it.
+    unfinished+=("${run_dir[$i]}")
+    echo "sweep.sh: $tag: ended after $(fmt_duration "$dt") before its last step or eval.json ($(tail -n 1 "$log")); the next sweep resumes it | sweep $elapsed, ETA $eta"
   fi
 done
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "sweep.sh: ${#failed[@]} of $n run(s) failed: ${failed[*]}" >&2
-  exit 1
+if [ "$dry" -eq 1 ]; then
+  echo "sweep.sh: dry run: $would_start run(s) would start, $((n - would_start)) finished; nothing was run"
+  exit 0
 fi
-echo "sweep.sh: all $n run(s) complete"
+with_eval=0 without_eval=0
+for ((i = 0; i < n; i++)); do
+  if complete "$i"; then with_eval=$((with_eval + 1))
+  elif finished_no_eval "$i"; then without_eval=$((without_eval + 1)); fi
+done
+if [ "$with_eval" -eq "$n" ]; then
+  echo "sweep.sh: all $n run(s) complete"
+else
+  summary="$with_eval finished with eval.json, $without_eval finished without eval"
+  [ ${#failed[@]} -eq 0 ] || summary+=", ${#failed[@]} failed: ${failed[*]}"
+  [ ${#unfinished[@]} -eq 0 ] || summary+=", ${#unfinished[@]} stopped early: ${unfinished[*]}"
+  echo "sweep.sh: $n run(s): $summary"
+fi
+[ ${#failed[@]} -eq 0 ] && [ ${#unfinished[@]} -eq 0 ] || exit 1

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# scripts/sweep.sh on two tiny configs x two seeds: every run trains, writes
-# eval.json of its last step and lands in its own seed directory; a second
-# sweep skips them all; a longer --set train.steps resumes each from its
-# checkpoint (appending, not restarting); bad input is one line and exit 2;
-# --slurm --dry-run lists the incomplete runs as one job array.
+# scripts/sweep.sh on two tiny configs x two seeds: --dry-run lists what
+# would start and claims nothing; every run trains, writes eval.json of its
+# last step and lands in its own seed directory; a second sweep skips them
+# all; a longer --set train.steps resumes each from its checkpoint (appending,
+# not restarting); runs without validation data (or with train.final_eval
+# false) are finished without eval and skipped by the next sweep, while a run
+# with validation data that lost its eval.json is resumed; bad input is one
+# line and exit 2; --slurm --dry-run lists the incomplete runs as one job array.
 #   tests/sweep_test.sh BUILD_DIR
 set -uo pipefail
 build=$(cd "${1:?usage: sweep_test.sh BUILD_DIR}" && pwd)
@@ -26,6 +29,15 @@ data: {val_path: $tmp/val}
 log: {interval: 2}
 YAML
 done
+
+# A dry run names the runs it would start, runs nothing and claims nothing.
+"$repo/scripts/sweep.sh" --dry-run --seeds 1,2 loss_free.yaml aux_loss.yaml > dry1.log 2>&1 ||
+  { cat dry1.log; fail "the dry run failed"; }
+expect dry1.log "\[1/4\] runs/loss_free/seed1: would start (.*moe-train --config loss_free.yaml --resume auto"
+expect dry1.log "\[4/4\] runs/aux_loss/seed2: would start"
+expect dry1.log "^sweep.sh: dry run: 4 run(s) would start, 0 finished; nothing was run$"
+grep -q "complete" dry1.log && { cat dry1.log; fail "a dry run claimed a run complete"; }
+[ -e runs ] && fail "a dry run wrote runs/"
 
 "$repo/scripts/sweep.sh" --seeds 1,2 loss_free.yaml aux_loss.yaml > sweep1.log 2>&1 ||
   { cat sweep1.log; fail "the sweep failed"; }
@@ -50,6 +62,9 @@ expect sweep1.log "all 4 run(s) complete"
 "$repo/scripts/sweep.sh" --seeds 1,2 loss_free.yaml aux_loss.yaml > sweep2.log 2>&1 || fail "second sweep"
 [ "$(grep -c "complete (eval.json of step 6), skipped" sweep2.log)" -eq 4 ] || { cat sweep2.log; fail "not all skipped"; }
 [ -e runs/loss_free/seed1/metrics.1.jsonl ] && fail "a skipped run was restarted"
+"$repo/scripts/sweep.sh" --dry-run --seeds 1,2 loss_free.yaml aux_loss.yaml > dry2.log 2>&1 ||
+  fail "second dry run"
+expect dry2.log "^sweep.sh: dry run: 0 run(s) would start, 4 finished; nothing was run$"
 
 # Longer runs resume from their checkpoints: 2 more steps appended to 6.
 "$repo/scripts/sweep.sh" --seeds 1 loss_free.yaml --set train.steps=8 > sweep3.log 2>&1 ||
@@ -59,6 +74,41 @@ d=runs/loss_free/seed1
 [ "$(wc -l < "$d/metrics.jsonl")" -eq 8 ] || fail "$d/metrics.jsonl: not 6 + 2 lines"
 [ -e "$d/metrics.1.jsonl" ] && fail "the resumed run started fresh"
 expect "$d/train.log" "resumed from .*step_00000006 at step 6"
+
+# Runs that write no eval.json: no validation data (tiny.yaml's synthetic
+# data), or train.final_eval false. Once trained to their last step they are
+# finished without eval, and a second sweep skips them, training nothing.
+cat > noval.yaml <<YAML
+base: $repo/configs/tiny.yaml
+train: {steps: 4, threads: 1}
+log: {interval: 2}
+YAML
+cat > nofinal.yaml <<YAML
+base: $tmp/loss_free.yaml
+train: {steps: 4, final_eval: false}
+YAML
+"$repo/scripts/sweep.sh" --seeds 1,2 noval.yaml nofinal.yaml > noeval1.log 2>&1 ||
+  { cat noeval1.log; fail "the sweep without eval failed"; }
+expect noeval1.log "\[1/4\] runs/noval/seed1: finished (no eval: no validation split) in "
+expect noeval1.log "\[4/4\] runs/nofinal/seed2: finished (no eval: train.final_eval false) in "
+expect noeval1.log "^sweep.sh: 4 run(s): 0 finished with eval.json, 4 finished without eval$"
+grep -q "all 4 run(s) complete" noeval1.log && fail "runs without eval.json reported complete"
+"$repo/scripts/sweep.sh" --seeds 1,2 noval.yaml nofinal.yaml > noeval2.log 2>&1 ||
+  { cat noeval2.log; fail "the second sweep without eval failed"; }
+[ "$(grep -c "finished (no eval: no validation split), skipped" noeval2.log)" -eq 2 ] ||
+  { cat noeval2.log; fail "runs without validation data not skipped"; }
+[ "$(grep -c "finished (no eval: train.final_eval false), skipped" noeval2.log)" -eq 2 ] ||
+  { cat noeval2.log; fail "runs with train.final_eval false not skipped"; }
+grep -q ": start (" noeval2.log && { cat noeval2.log; fail "a finished run was trained again"; }
+[ "$(grep -c "resumed from\|resume auto" runs/noval/seed1/train.log)" -eq 1 ] ||
+  fail "runs/noval/seed1 ran twice"
+# A run with validation data whose eval.json of the last step is missing is
+# not finished: the sweep resumes it (no step to train) and it evaluates.
+rm runs/aux_loss/seed1/eval.json
+"$repo/scripts/sweep.sh" --seeds 1 aux_loss.yaml > reeval.log 2>&1 || { cat reeval.log; fail "re-eval"; }
+expect reeval.log "\[1/1\] runs/aux_loss/seed1: start"
+[ "$(step_of runs/aux_loss/seed1/eval.json)" = 6 ] || fail "runs/aux_loss/seed1: eval.json not rewritten"
+[ "$(wc -l < runs/aux_loss/seed1/metrics.jsonl)" -eq 6 ] || fail "re-eval trained steps"
 
 # Bad input: one line naming the problem, exit 2.
 "$repo/scripts/sweep.sh" nowhere.yaml > bad1.log 2>&1; rc=$?
@@ -74,7 +124,7 @@ expect bad3.log "sweep.sh: loss_free.yaml: moe-train: error: config: train.bogus
 # Slurm: the incomplete runs (seed 3) as one array, nothing written.
 "$repo/scripts/sweep.sh" --slurm --dry-run --ranks 16 --seeds 1,3 loss_free.yaml aux_loss.yaml > slurm.log 2>&1 ||
   { cat slurm.log; fail "slurm dry run"; }
-expect slurm.log "runs/loss_free/seed1: complete, not submitted"
+expect slurm.log "runs/loss_free/seed1: complete (eval.json of step 8), not submitted"
 expect slurm.log "^loss_free.yaml --set train.seed=3 --set log.out_dir=runs/loss_free/seed3"
 expect slurm.log "sbatch --array=0-1 .*--nodes=2 --ntasks-per-node=8 .*slurm_example.sbatch"
 ls runs/sweep-*.list > /dev/null 2>&1 && fail "a dry run wrote a list"

@@ -133,6 +133,35 @@ TEST(Cli, MissingAndCorruptTokenFiles) {
   fs::remove_all(d);
 }
 
+// A preset run where its corpus is not there (the README's GPU command on a
+// fresh clone) stops before any work with one line, exit 2: the missing path,
+// which corpus the preset expects and the commands that make it.
+TEST(Cli, APresetWithoutItsDataNamesTheCorpusAndHowToMakeIt) {
+  const fs::path d = temp_dir("preset_data");
+  const std::string in_d = "cd " + d.string() + " && " + MOE_BINARY_DIR + "/moe-train --config " +
+                           MOE_SOURCE_DIR + "/configs/";
+  const CommandResult one_b = moe::test::run_command(in_d + "paper/1b_aux_loss.yaml");
+  expect_one_line_error(one_b, "data/web100b: no such shard file or directory");
+  for (const char* part :
+       {"this config expects ~100B tokens", "build/moe-data tokenizer-train --input corpus/",
+        "build/moe-data prepare --tokenizer data/web32k/tokenizer.model --input corpus/ "
+        "--output data/web100b",
+        "(docs/reproduction.md, Paper scale)"})
+    EXPECT_NE(one_b.out.find(part), std::string::npos) << part << " not in: " << one_b.out;
+  const CommandResult three_b = moe::test::run_command(in_d + "paper/3b_loss_free.yaml");
+  expect_one_line_error(three_b, "--output data/web200b");
+  expect_one_line_error(moe::test::run_command(in_d + "demo.yaml"), "scripts/demo_corpus.sh");
+  // Refused before anything was built or written.
+  EXPECT_FALSE(fs::exists(d / "runs")) << "a run directory was made";
+  // A missing validation path is refused the same way, before any work.
+  const CommandResult val = run("--config " + kTiny + " --set data.val_path=" +
+                                (d / "none").string() + " --set log.out_dir=" +
+                                (d / "runs").string());
+  expect_one_line_error(val, (d / "none").string());
+  EXPECT_FALSE(fs::exists(d / "runs")) << "a run directory was made";
+  fs::remove_all(d);
+}
+
 // A token file truncated while moe-train has it mapped: the run ends at its
 // next read with one line naming the file and exit code 2 (no SIGBUS).
 TEST(Cli, ATokenFileTruncatedUnderARunningJobEndsItWithOneLine) {

@@ -687,6 +687,62 @@ TEST(ConfigPresets, PaperDeltasResolveToTheFullConfigs) {
   EXPECT_EQ(n, 17);
 }
 
+namespace {
+// The value after `flag ` in a command line ("" when absent).
+std::string flag_value(const std::string& cmd, const std::string& flag) {
+  const size_t at = cmd.find(" " + flag + " ");
+  if (at == std::string::npos) return "";
+  const size_t from = at + flag.size() + 2;
+  return cmd.substr(from, cmd.find(' ', from) - from);
+}
+}  // namespace
+
+// Every paper preset says which corpus it expects (data.prepare_hint) and how
+// to make it, and the hint is right: its commands are those of
+// docs/reproduction.md, the tokenizer they train is the one they prepare with,
+// its vocabulary is the model's, and prepare writes the preset's data.path.
+TEST(ConfigPresets, PaperPresetsNameTheCommandsThatMakeTheirData) {
+  const fs::path root(MOE_SOURCE_DIR);
+  const std::string doc = read_text(root / "docs" / "reproduction.md");
+  ASSERT_NE(doc.find("\n## Paper scale\n"), std::string::npos);
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator(root / "configs" / "paper")) {
+    SCOPED_TRACE(entry.path().filename().string());
+    const Config c = load_config(entry.path().string());
+    const std::string& hint = c.data.prepare_hint;
+    EXPECT_EQ(c.data.source, DataSource::Shards);
+    const std::string where = " (docs/reproduction.md, Paper scale)";
+    ASSERT_GT(hint.size(), where.size());
+    ASSERT_EQ(hint.substr(hint.size() - where.size()), where) << hint;
+    // "what it is: train the tokenizer && prepare (where)"
+    const size_t first = hint.find("build/moe-data ");
+    const size_t join = hint.find(" && ");
+    ASSERT_NE(first, std::string::npos) << hint;
+    ASSERT_NE(join, std::string::npos) << hint;
+    const std::string train = hint.substr(first, join - first);
+    const std::string prepare = hint.substr(join + 4, hint.size() - where.size() - join - 4);
+    EXPECT_EQ(train.rfind("build/moe-data tokenizer-train ", 0), 0u) << train;
+    EXPECT_EQ(prepare.rfind("build/moe-data prepare ", 0), 0u) << prepare;
+    EXPECT_EQ(flag_value(train + " ", "--vocab-size"), std::to_string(c.model.vocab_size));
+    EXPECT_EQ(flag_value(prepare, "--tokenizer"), flag_value(train, "--output") + ".model");
+    EXPECT_EQ(flag_value(prepare + " ", "--output"), c.data.path);
+    EXPECT_EQ(flag_value(train, "--input"), flag_value(prepare, "--input"));
+    EXPECT_NE(doc.find("\n" + train + "\n"), std::string::npos) << train;
+    EXPECT_NE(doc.find("\n" + prepare + "\n"), std::string::npos) << prepare;
+    ++n;
+  }
+  EXPECT_EQ(n, 17);
+  // The demo corpus presets name scripts/demo_corpus.sh, which writes data/demo.
+  const std::string script = read_text(root / "scripts" / "demo_corpus.sh");
+  EXPECT_NE(script.find("out=\"${1:-$repo/data/demo}\""), std::string::npos);
+  for (const char* preset : {"configs/demo.yaml", "configs/repro/small_loss_free.yaml"}) {
+    SCOPED_TRACE(preset);
+    const Config c = load_config((root / preset).string());
+    EXPECT_EQ(c.data.path, "data/demo");
+    EXPECT_NE(c.data.prepare_hint.find("scripts/demo_corpus.sh"), std::string::npos);
+  }
+}
+
 // base: composition. A scratch directory of configs for the cases below.
 class ConfigBase : public ::testing::Test {
  protected:
@@ -772,5 +828,5 @@ TEST(ConfigDocs, EveryKeyDocumented) {
     EXPECT_NE(doc.find("`" + key + "`"), std::string::npos) << key << " missing from docs/config.md";
     ++keys;
   }
-  EXPECT_EQ(keys, 65);
+  EXPECT_EQ(keys, 66);
 }

@@ -217,6 +217,7 @@ int main(int argc, char** argv) {
     moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
     // Rank 0 alone talks; the others report errors only.
     moe::setup_logging(world->rank() == 0 ? cfg.log.level : "error");
+    moe::check_data_present(cfg);  // a preset without its corpus: one line, before any work
     const moe::BackendKind kind = moe::resolve_backend(cfg);
     if (cfg.train.threads == 0 && mpi.local_size() > 1)  // share the node's cores
       cfg.train.threads = std::max(1, omp_get_num_procs() / mpi.local_size());

@@ -135,6 +135,7 @@ void for_each_field(C& c, V&& v) {
   v("data", "dtype", c.data.dtype);
   v("data", "val_path", c.data.val_path);
   v("data", "synthetic_branching", c.data.synthetic_branching);
+  v("data", "prepare_hint", c.data.prepare_hint);
 
   v("parallel", "ep_size", c.parallel.ep_size);
   v("parallel", "transport", c.parallel.transport);

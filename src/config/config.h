@@ -114,6 +114,9 @@ struct DataConfig {
   // every token has `synthetic_branching` equally likely successors, so the
   // achievable loss is ln(branching). branching == vocab gives uniform noise.
   int synthetic_branching = 4;
+  // Which corpus the config expects and the command that makes it, added to
+  // the error when data.path or data.val_path is missing (presets carry one).
+  std::string prepare_hint;
   bool operator==(const DataConfig&) const = default;
 };
 

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "core/error.h"
 #include "core/philox.h"
@@ -106,6 +107,20 @@ std::unique_ptr<TokenSource> make_train_source(const Config& cfg) {
   return std::make_unique<TokenFileSource>(cfg.data.path, cfg.data.dtype, cfg.model.vocab_size,
                                            cfg.train.seed, cfg.model.seq_len,
                                            cfg.train.global_batch);
+}
+
+void check_data_present(const Config& cfg) {
+  const DataConfig& d = cfg.data;
+  try {
+    std::error_code ec;
+    if (d.source == DataSource::Tokens && !std::filesystem::exists(d.path, ec))
+      throw DataError(d.path + ": no such token file (data.path)");
+    if (d.source == DataSource::Shards) resolve_shards(d.path, "train");
+    if (!d.val_path.empty()) resolve_shards(d.val_path, "val");
+  } catch (const DataError& e) {
+    if (d.prepare_hint.empty()) throw;
+    throw DataError(std::string(e.what()) + "; this config expects " + d.prepare_hint);
+  }
 }
 
 BatchSampler::BatchSampler(const TokenSource& src, int seq_len, int global_batch, int micro_batch,

@@ -61,6 +61,11 @@ class TokenFileSource final : public TokenSource {
 // token shards (ShardTokenSource, shard_dataset.h). Throws DataError.
 std::unique_ptr<TokenSource> make_train_source(const Config& cfg);
 
+// Throws DataError, before any model or backend exists, when the files
+// data.path or data.val_path name are not there; the message ends with
+// data.prepare_hint (which corpus the config expects and how to make it).
+void check_data_present(const Config& cfg);
+
 // Splits each step's global batch over ranks and micro-batches: rank r owns
 // sequences [r * G/W, (r+1) * G/W), read micro_batch at a time.
 class BatchSampler {
