@@ -34,7 +34,7 @@ constexpr const char* kFooter =
     "SIGINT/SIGTERM/SIGUSR1: acknowledged at once on every rank; finish the step, write a\n"
     "checkpoint, exit 0; a second signal exits at once, without one.\n"
     "One moe-train per log.out_dir and checkpoint.dir: a second is refused (exit 2), naming the\n"
-    "first (a lock file .NAME.lock beside each directory; a dead holder never blocks).\n";
+    "first (a lock file .moe.lock in each directory; a dead holder never blocks).\n";
 
 struct Args {
   std::string config_path, resume;
