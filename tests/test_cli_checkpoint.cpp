@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,11 +94,23 @@ TEST(CliCheckpoint, SigtermLeavesAResumableCheckpoint) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   kill(pid, SIGTERM);
   ASSERT_EQ(wait_exit(pid), 0) << slurp(d / "log1");
-  EXPECT_NE(slurp(d / "log1").find("stop signal"), std::string::npos);
+  const std::string log1 = slurp(d / "log1");
+  EXPECT_NE(log1.find("stop signal"), std::string::npos);
   const std::string latest = moe::find_latest_checkpoint((d / "ckpt").string());
-  ASSERT_NE(latest, "") << slurp(d / "log1");
+  ASSERT_NE(latest, "") << log1;
   const int64_t step = moe::read_trainer_state(latest).step;
   EXPECT_GE(step, 3);
+  // The signal was acknowledged at once, naming it and the step in work:
+  // at least 3 (3 steps were logged), at most the one the checkpoint holds.
+  std::smatch ack;
+  ASSERT_TRUE(std::regex_search(
+      log1, ack,
+      std::regex("\nmoe-train: stop requested \\(SIGTERM\\): finishing step (\\d+), then "
+                 "checkpoint; send again to exit without one\n")))
+      << log1;
+  EXPECT_GE(std::stoll(ack[1]), 3);
+  EXPECT_LE(std::stoll(ack[1]), step);
+  EXPECT_LT(log1.find(ack[0]), log1.find("stop signal"));  // before the stop itself
   EXPECT_EQ(count_lines(d / "run" / "metrics.jsonl"), step);
 
   // Resume and finish two more steps; metrics continue in the same file.
@@ -108,6 +121,24 @@ TEST(CliCheckpoint, SigtermLeavesAResumableCheckpoint) {
   EXPECT_EQ(moe::read_trainer_state(moe::find_latest_checkpoint((d / "ckpt").string())).step,
             step + 2);
   EXPECT_EQ(count_lines(d / "run" / "metrics.jsonl"), step + 2);
+  fs::remove_all(d);
+}
+
+TEST(CliCheckpoint, StopWithoutCheckpointDirSaysNothingIsSaved) {
+  const fs::path d = temp_dir("termnock");
+  auto args = train_args(d, 100000, 0);
+  args.insert(args.end(), {"--set", "checkpoint.dir=''"});
+  const pid_t pid = spawn(kTrain, args, d / "log");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (count_lines(d / "run" / "metrics.jsonl") < 2 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  kill(pid, SIGINT);
+  ASSERT_EQ(wait_exit(pid), 0) << slurp(d / "log");
+  EXPECT_TRUE(std::regex_search(
+      slurp(d / "log"),
+      std::regex("\nmoe-train: stop requested \\(SIGINT\\): finishing step \\d+, then exit "
+                 "\\(no checkpoint.dir: nothing saved\\)\n")))
+      << slurp(d / "log");
   fs::remove_all(d);
 }
 
@@ -147,6 +178,31 @@ TEST(CliCheckpoint, ResumeRefusesAnotherModelAndBadCheckpoints) {
   EXPECT_EQ(run(kTrain, trunc, d / "log4"), 2);
   EXPECT_NE(slurp(d / "log4").find("optimizer.safetensors"), std::string::npos)
       << slurp(d / "log4");
+  fs::remove_all(d);
+}
+
+// --resume DIR takes a checkpoint or, as moe-eval and moe-export read
+// --checkpoint, a checkpoint.dir: its newest checkpoint.
+TEST(CliCheckpoint, ResumeFromACheckpointDirTakesItsNewest) {
+  const fs::path d = temp_dir("resumedir");
+  ASSERT_EQ(run(kTrain, train_args(d, 4, 2), d / "log1"), 0) << slurp(d / "log1");
+  auto args = train_args(d, 6, 2);
+  args.insert(args.end(), {"--resume", (d / "ckpt").string()});
+  ASSERT_EQ(run(kTrain, args, d / "log2"), 0) << slurp(d / "log2");
+  EXPECT_NE(slurp(d / "log2").find("resumed from " + (d / "ckpt" / "step_00000004").string() +
+                                   " at step 4"),
+            std::string::npos)
+      << slurp(d / "log2");
+  EXPECT_EQ(count_lines(d / "run" / "metrics.jsonl"), 6);  // appended: no fresh start
+  EXPECT_EQ(moe::read_trainer_state(moe::find_latest_checkpoint((d / "ckpt").string())).step, 6);
+
+  // A directory that is neither: one line naming it, exit 2.
+  auto neither = train_args(d, 6, 2);
+  neither.insert(neither.end(), {"--resume", (d / "run").string()});
+  EXPECT_EQ(run(kTrain, neither, d / "log3"), 2);
+  EXPECT_EQ(slurp(d / "log3"), "moe-train: error: --resume " + (d / "run").string() +
+                                   ": neither a checkpoint (trainer_state.json) nor a "
+                                   "checkpoint.dir (step_* checkpoints)\n");
   fs::remove_all(d);
 }
 

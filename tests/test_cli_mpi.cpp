@@ -4,14 +4,17 @@
 #include <gtest/gtest.h>
 
 #include "command.h"
+#include "core/dir_lock.h"
 #include <unistd.h>
 
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <sys/wait.h>
@@ -88,6 +91,66 @@ TEST(CliMpi, AFailingRankEndsTheJobWithinSeconds) {
   EXPECT_NE(r.code, 124) << "the job hung until the timeout";
   EXPECT_LT(r.seconds, 60);
   EXPECT_NE(r.out.find("rank 1: internal error: injected failure"), std::string::npos) << r.out;
+  fs::remove_all(d);
+}
+
+// A stop is acknowledged at once on every rank's console (mpirun forwards
+// SIGUSR1 to its ranks), and the job still stops with a checkpoint, exit 0.
+TEST(CliMpi, EveryRankAcknowledgesAStop) {
+  const fs::path d = temp_dir("stop");
+  // mpirun itself gets the signal (no `timeout` between: it would not pass USR1 on).
+  const std::string cmd = "OMP_NUM_THREADS=1 exec mpirun --oversubscribe --allow-run-as-root -np 2 " +
+                          kTrain +
+                          " --set train.steps=100000 --set train.threads=1 --set log.interval=1"
+                          " --set log.out_dir=" + (d / "run").string() + " > " +
+                          (d / "log").string() + " 2>&1";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  while (losses(d / "run" / "metrics.jsonl").size() < 2 && std::chrono::steady_clock::now() < deadline)
+    usleep(50000);
+  kill(pid, SIGUSR1);
+  int status = 0;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > end) {  // the job did not stop: end it, and fail
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    usleep(50000);
+  }
+  std::ifstream f(d / "log");
+  const std::string out((std::istreambuf_iterator<char>(f)), {});
+  ASSERT_TRUE(WIFEXITED(status)) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  for (const char* rank : {"rank 0", "rank 1"})
+    EXPECT_NE(out.find(std::string("moe-train: ") + rank +
+                       ": stop requested (SIGUSR1): finishing step "),
+              std::string::npos)
+        << rank << ":\n" << out;
+  EXPECT_NE(out.find("stop signal"), std::string::npos) << out;
+  EXPECT_TRUE(fs::exists(d / "run" / "checkpoints" / "latest")) << out;
+  fs::remove_all(d);
+}
+
+// Only rank 0 locks the run directory; its refusal reaches the whole job:
+// exit 2 with the line, no hang, nothing written.
+TEST(CliMpi, AHeldRunDirectoryEndsTheJob) {
+  const fs::path d = temp_dir("held");
+  const moe::DirLock held((d / "run").string(), "log.out_dir", "moe-train");
+  const CommandResult r = run(kMpirun + kTrain + " --set train.threads=1 --set log.out_dir=" +
+                              (d / "run").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("moe-train: rank 0: error: " + (d / "run").string() +
+                       " is in use by another moe-train (host "),
+            std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(d / "run" / "metrics.jsonl"));
+  EXPECT_FALSE(fs::exists(d / "run" / "checkpoints"));
   fs::remove_all(d);
 }
 

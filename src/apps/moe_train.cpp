@@ -14,6 +14,7 @@
 #include "apps/common.h"
 #include "apps/device_info.h"
 #include "apps/memory_plan.h"
+#include "core/dir_lock.h"
 #include "core/keep_aside.h"
 #include "backend/backend.h"
 #include "data/shard_dataset.h"
@@ -30,7 +31,10 @@ namespace {
 
 constexpr const char* kFooter =
     "Keys of --config and --set: docs/config.md.\n"
-    "SIGINT/SIGTERM: finish the step, write a checkpoint, exit 0; a second signal exits at once.\n";
+    "SIGINT/SIGTERM/SIGUSR1: acknowledged at once on every rank; finish the step, write a\n"
+    "checkpoint, exit 0; a second signal exits at once, without one.\n"
+    "One moe-train per log.out_dir and checkpoint.dir: a second is refused (exit 2), naming the\n"
+    "first (a lock file .moe.lock in each directory; a dead holder never blocks).\n";
 
 struct Args {
   std::string config_path, resume;
@@ -56,8 +60,16 @@ int print_plan(const Args& a, int launched_world, int rank) {
 // model matches this config and logs every other setting that changed.
 std::string resolve_resume(const Args& a, const moe::Config& cfg, int world_size) {
   if (a.resume.empty()) return "";
-  std::string dir = a.resume;
-  if (a.resume == "auto") {
+  std::string dir;
+  if (a.resume != "auto") {  // a checkpoint, or a checkpoint.dir: its newest
+    dir = moe::checkpoint_in(a.resume);
+    if (dir.empty())
+      throw moe::InputError("--resume " + a.resume +
+                            ": neither a checkpoint (trainer_state.json) nor a checkpoint.dir "
+                            "(step_* checkpoints)");
+    if (dir != a.resume)
+      spdlog::info("resume: {} is a checkpoint.dir: its newest checkpoint is {}", a.resume, dir);
+  } else {
     if (cfg.checkpoint.dir.empty())
       throw moe::InputError("--resume auto needs checkpoint.dir in the config");
     dir = moe::find_latest_checkpoint(cfg.checkpoint.dir);
@@ -141,13 +153,15 @@ int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
     // nor leave them for --resume auto to mistake for its own.
     if (resume_dir.empty() && !moe::find_latest_checkpoint(cfg.checkpoint.dir).empty())
       spdlog::info("fresh run: kept the earlier checkpoints of {} as {}", cfg.checkpoint.dir,
-                   moe::keep_aside(cfg.checkpoint.dir));
+                   moe::keep_aside(cfg.checkpoint.dir, moe::kDirLockName));
     log = std::make_unique<moe::MetricsLog>(cfg, moe::config_to_yaml(cfg), !resume_dir.empty());
     if (kind == moe::BackendKind::Cuda) {  // MFU against the GPUs' bf16 peak, when known
       const double peak = moe::gpu_info(moe::cuda_device_for_rank(local_rank)).peak_bf16_tflops;
       if (peak > 0) log->set_peak_flops(peak * 1e12 * world.size());
     }
   }
+  moe::set_stop_context("moe-train", world.size() > 1 ? world.rank() : -1,
+                        !cfg.checkpoint.dir.empty());
   moe::install_stop_signal_handlers();
   std::unique_ptr<moe::Watchdog> watchdog;
   if (world.size() > 1 && cfg.parallel.timeout_seconds > 0) {
@@ -191,7 +205,8 @@ int main(int argc, char** argv) {
         ->allow_extra_args(false);
     app.add_option("--resume", a.resume,
                    "continue from the newest checkpoint under checkpoint.dir (auto; starts "
-                   "fresh when there is none) or from checkpoint directory DIR")
+                   "fresh when there is none), from checkpoint directory DIR, or from the newest "
+                   "checkpoint of DIR when DIR is a checkpoint.dir")
         ->type_name("auto|DIR");
     CLI::Option* plan =
         app.add_flag("--plan", a.plan,
@@ -215,6 +230,14 @@ int main(int argc, char** argv) {
     }
 
     moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
+    // One writer per run directory (core/dir_lock.h), from before anything in
+    // them is touched until the process ends. Only rank 0 writes there (the
+    // other ranks only read a checkpoint to resume); its refusal ends the job.
+    const std::vector<moe::DirLock> locks =
+        world->rank() == 0 ? moe::lock_dirs({{cfg.log.out_dir, "log.out_dir"},
+                                             {cfg.checkpoint.dir, "checkpoint.dir"}},
+                                            "moe-train")
+                           : std::vector<moe::DirLock>{};
     // Rank 0 alone talks; the others report errors only.
     moe::setup_logging(world->rank() == 0 ? cfg.log.level : "error");
     moe::check_data_present(cfg);  // a preset without its corpus: one line, before any work

@@ -1,6 +1,8 @@
 #include "core/keep_aside.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include "core/error.h"
 
@@ -8,7 +10,7 @@ namespace moe {
 
 namespace fs = std::filesystem;
 
-std::string keep_aside(const std::string& path) {
+std::string keep_aside(const std::string& path, const std::string& stays) {
   const fs::path p(path);
   std::error_code ec;
   if (!fs::exists(p, ec)) return "";
@@ -19,8 +21,26 @@ std::string keep_aside(const std::string& path) {
   for (int n = 1;; ++n) {
     const fs::path q = p.parent_path() / (stem + "." + std::to_string(n) + ext);
     if (fs::exists(q, ec)) continue;
-    fs::rename(p, q, ec);
-    if (ec) throw InputError(path + ": cannot move it aside to " + q.string() + ": " + ec.message());
+    const auto fail = [&](const fs::path& what, const fs::path& to) {
+      throw InputError(what.string() + ": cannot move it aside to " + to.string() + ": " +
+                       ec.message());
+    };
+    if (!dir || stays.empty() || !fs::exists(p / stays, ec)) {
+      fs::rename(p, q, ec);
+      if (ec) fail(p, q);
+      return q.string();
+    }
+    fs::create_directory(q, ec);
+    if (ec) fail(p, q);
+    std::vector<fs::path> entries;
+    for (const auto& e : fs::directory_iterator(p, ec))
+      if (e.path().filename() != stays) entries.push_back(e.path());
+    if (ec) fail(p, q);
+    std::sort(entries.begin(), entries.end());
+    for (const fs::path& e : entries) {
+      fs::rename(e, q / e.filename(), ec);
+      if (ec) fail(e, q / e.filename());
+    }
     return q.string();
   }
 }

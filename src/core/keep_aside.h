@@ -8,7 +8,10 @@
 namespace moe {
 
 // Renames `path` aside when it exists; returns the new path, or "" when
-// there was nothing there.
-std::string keep_aside(const std::string& path);
+// there was nothing there. A directory holding an entry named `stays` (the
+// run's lock file, core/dir_lock.h) keeps that entry and its own name: the
+// other entries move into the new directory, one by one (a crash in between
+// leaves each in one of the two, none lost).
+std::string keep_aside(const std::string& path, const std::string& stays = "");
 
 }  // namespace moe

@@ -278,6 +278,16 @@ std::string find_latest_checkpoint(const std::string& root) {
   return best < 0 ? "" : (dir / step_dir_name(best)).string();
 }
 
+std::string checkpoint_in(const std::string& dir) {
+  std::error_code ec;
+  if (fs::exists(fs::path(dir) / "trainer_state.json", ec)) return dir;
+  try {
+    return find_latest_checkpoint(dir);
+  } catch (const fs::filesystem_error& e) {  // an unreadable directory
+    throw InputError(dir + ": " + e.code().message());
+  }
+}
+
 template std::vector<TensorState<float>> tensor_states(const ParamSet<float>&,
                                                        const std::vector<float>&,
                                                        const std::vector<float>&);

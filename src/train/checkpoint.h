@@ -72,6 +72,11 @@ TrainerState load_checkpoint(const std::string& ckpt_dir, ParamSet<T>& params, B
 // step_* directories); "" when there is none.
 std::string find_latest_checkpoint(const std::string& root);
 
+// The checkpoint a user means by `dir`: dir itself when it holds
+// trainer_state.json, else the newest checkpoint of dir as a checkpoint.dir
+// (as moe-eval and moe-export read --checkpoint); "" when it is neither.
+std::string checkpoint_in(const std::string& dir);
+
 // Name of the bias tensor of the MoE layer at transformer layer `layer`.
 std::string router_bias_name(int layer);
 

@@ -257,6 +257,7 @@ RunOutcome Trainer<T, A>::run(MetricsLog* log) {
   int64_t last_saved = -1;
   std::string last_path;  // rank 0: the checkpoint of step last_saved
   for (int64_t s = first; s < cfg_.train.steps; ++s) {
+    set_stop_step(s + 1);  // what a stop signal's acknowledgement names
     const StepStats st = train_step(s);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (log) log->record(st, elapsed, s + 1 - first);
