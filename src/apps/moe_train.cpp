@@ -230,6 +230,7 @@ int main(int argc, char** argv) {
     }
 
     moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
+    moe::check_data_present(cfg);  // a preset without its corpus: one line, before any work
     // One writer per run directory (core/dir_lock.h), from before anything in
     // them is touched until the process ends. Only rank 0 writes there (the
     // other ranks only read a checkpoint to resume); its refusal ends the job.
@@ -240,7 +241,6 @@ int main(int argc, char** argv) {
                            : std::vector<moe::DirLock>{};
     // Rank 0 alone talks; the others report errors only.
     moe::setup_logging(world->rank() == 0 ? cfg.log.level : "error");
-    moe::check_data_present(cfg);  // a preset without its corpus: one line, before any work
     const moe::BackendKind kind = moe::resolve_backend(cfg);
     if (cfg.train.threads == 0 && mpi.local_size() > 1)  // share the node's cores
       cfg.train.threads = std::max(1, omp_get_num_procs() / mpi.local_size());
