@@ -342,6 +342,17 @@ TEST_F(DataTools, ValidationComesFromEveryFileByContent) {
   ASSERT_EQ(prepare(a + " " + b, "kinds_ab2", opts + "3").code, 0);
   ASSERT_EQ(prepare(b + " " + a, "kinds_ba", opts + "3").code, 0);
   ASSERT_EQ(prepare(a + " " + b, "kinds_seed4", opts + "4").code, 0);
+  // The same documents, shuffled within and across files.
+  std::vector<std::string> mixed = prose;
+  mixed.insert(mixed.end(), code.begin(), code.end());
+  std::shuffle(mixed.begin(), mixed.end(), std::mt19937(7));
+  const std::vector<std::string> mixed_a(mixed.begin(), mixed.begin() + 500),
+      mixed_b(mixed.begin() + 500, mixed.end());
+  write_file(path("mixed_a.jsonl"), to_jsonl(mixed_a, "text"));
+  write_file(path("mixed_b.jsonl"), to_jsonl(mixed_b, "text"));
+  ASSERT_EQ(prepare(path("mixed_b.jsonl").string() + " " + path("mixed_a.jsonl").string(),
+                    "kinds_mixed", opts + "3").code,
+            0);
 
   // The validation documents, decoded, as a sorted list.
   auto val_docs = [&](const std::string& out) {
@@ -386,6 +397,7 @@ TEST_F(DataTools, ValidationComesFromEveryFileByContent) {
 
   EXPECT_EQ(shard_bytes(path("kinds_ab")), shard_bytes(path("kinds_ab2")));  // deterministic
   EXPECT_EQ(val_docs("kinds_ba"), val);  // the files' order does not choose the documents
+  EXPECT_EQ(val_docs("kinds_mixed"), val);  // nor the documents' order
   EXPECT_NE(val_docs("kinds_seed4"), val);
 }
 

@@ -175,6 +175,9 @@ TEST_F(TwoHalves, RanksTogetherEvaluateTheOneRankSample) {
   // 5 of 10 sequences (0, 2, 4, 6, 8), batches of 2: 3 batches.
   const EvalResult one = evaluate(model, *val, 2, 5 * S, local);
   ASSERT_EQ(one.sequences, 5);
+  const auto [loss, loads_even] = one_by_one(model, {0, 2, 4, 6, 8});
+  EXPECT_NEAR(one.loss, loss, 1e-12 * loss);
+  EXPECT_EQ(one.loads, loads_even);
   for (int world : {2, 3}) {
     double loss_sum = 0;
     int64_t tokens = 0;
