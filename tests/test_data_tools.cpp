@@ -401,6 +401,40 @@ TEST_F(DataTools, ValidationComesFromEveryFileByContent) {
   EXPECT_NE(val_docs("kinds_seed4"), val);
 }
 
+// Copies of one text share its hash, so they land in the same split: a file
+// of 10 copies with --val-fraction 0.5 gives all or none. A seed that gives
+// none (while the other file gives some) gets a warning naming the file.
+TEST_F(DataTools, FileWithNoValidationDocumentIsNamed) {
+  const std::string same = "the same entry, copied";
+  std::vector<std::string> distinct;
+  for (int i = 0; i < 40; ++i) distinct.push_back("entry number " + std::to_string(i));
+  write_file(path("copies.txt"), join_paragraphs(std::vector<std::string>(10, same)));
+  write_file(path("distinct.txt"), join_paragraphs(distinct));
+  auto is_val = [](uint64_t seed, const std::string& d) {
+    return moe::data::is_val_document(seed, moe::data::document_hash(d), 0.5);
+  };
+  uint64_t seed = 1;
+  while (is_val(seed, same) ||
+         std::none_of(distinct.begin(), distinct.end(), [&](auto& d) { return is_val(seed, d); }))
+    ++seed;
+  const Result r = prepare(path("copies.txt").string() + " " + path("distinct.txt").string(),
+                           "copies", "--val-fraction 0.5 --seed " + std::to_string(seed));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("copies.txt: none of its 10 documents fell into the validation split"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("distinct.txt: none"), std::string::npos) << r.out;
+  EXPECT_EQ(summary("copies")["inputs"][0]["val_documents"], 0);
+  // A seed that sends the copies to validation sends all 10.
+  ++seed;
+  while (!is_val(seed, same)) ++seed;
+  ASSERT_EQ(prepare(path("copies.txt").string() + " " + path("distinct.txt").string(), "copies2",
+                    "--val-fraction 0.5 --seed " + std::to_string(seed))
+                .code,
+            0);
+  EXPECT_EQ(summary("copies2")["inputs"][0]["val_documents"], 10);
+}
+
 TEST_F(DataTools, GzipAndJsonlMatchPlainText) {
   write_gzip(path("corpus.txt.gz"), join_paragraphs(*docs_));
   write_file(path("corpus.jsonl"), to_jsonl(*docs_, "text"));
