@@ -28,6 +28,7 @@ struct Batch {
     // Set by the encoder.
     enum class Status : uint8_t { Ok, Empty, Bad } status = Status::Ok;
     uint64_t tokens = 0;  // including the EOS
+    uint64_t hash = 0;    // document_hash of the text (the split rule's key)
     std::string why;      // for Bad
   };
   uint64_t seq = 0;

@@ -46,6 +46,7 @@ void encode_batch(Batch& b, const Tokenizer& tok, const std::string& text_field)
       r.status = Batch::Record::Status::Empty;
       continue;
     }
+    r.hash = document_hash(text);
     const auto st = tok.sp->Encode(text, &ids);
     if (!st.ok()) throw InternalError(std::string("SentencePiece encode failed: ") + st.message());
     b.text_bytes += text.size();
@@ -67,9 +68,12 @@ std::string shard_count(size_t n) { return n == 1 ? "1 shard" : std::to_string(n
 
 }  // namespace
 
-bool is_val_document(uint64_t seed, uint64_t index, double val_fraction) {
+uint64_t document_hash(std::string_view text) { return stable_hash(text); }
+
+bool is_val_document(uint64_t seed, uint64_t doc_hash, double val_fraction) {
+  // Philox keyed by the seed mixes FNV-1a's weak low bits into a uniform draw.
   static const uint64_t stream = stable_hash("moe-data/val-split");
-  return uniform_from_bits(philox_bits(seed, stream, index)[0]) <= val_fraction;
+  return uniform_from_bits(philox_bits(seed, stream, doc_hash)[0]) <= val_fraction;
 }
 
 void prepare(const PrepareOptions& o) {
@@ -111,6 +115,7 @@ void prepare(const PrepareOptions& o) {
 
   Progress progress("prepare", total_bytes, "docs", true);
   uint64_t docs = 0, disk_bytes = 0, text_bytes = 0, bad_lines = 0, empty_docs = 0;
+  std::vector<uint64_t> file_docs(files.size(), 0), file_val_docs(files.size(), 0);
   std::string first_bad;
   {
     OrderedPipeline pipe(threads, size_t(2 * threads + 2), produce, work);
@@ -128,8 +133,11 @@ void prepare(const PrepareOptions& o) {
           ++empty_docs;
           continue;
         }
-        SplitWriter& w = is_val_document(o.seed, docs++, o.val_fraction) ? val : train;
-        w.add_document(b.tokens.data() + at, r.tokens);
+        const bool to_val = is_val_document(o.seed, r.hash, o.val_fraction);
+        ++docs;
+        ++file_docs[r.file];
+        file_val_docs[r.file] += to_val;
+        (to_val ? val : train).add_document(b.tokens.data() + at, r.tokens);
         at += r.tokens;
       }
       disk_bytes = b.disk_bytes;
@@ -147,11 +155,13 @@ void prepare(const PrepareOptions& o) {
   const double mbps = double(disk_bytes) / 1e6 / std::max(seconds, 1e-9);
 
   nlohmann::ordered_json inputs = nlohmann::ordered_json::array();
-  for (const auto& f : files)
-    inputs.push_back({{"path", f.path},
-                      {"bytes", f.bytes},
-                      {"format", f.format == Format::Jsonl ? "jsonl" : "txt"},
-                      {"gzip", f.gzip}});
+  for (size_t i = 0; i < files.size(); ++i)
+    inputs.push_back({{"path", files[i].path},
+                      {"bytes", files[i].bytes},
+                      {"format", files[i].format == Format::Jsonl ? "jsonl" : "txt"},
+                      {"gzip", files[i].gzip},
+                      {"documents", file_docs[i]},
+                      {"val_documents", file_val_docs[i]}});
   std::error_code ec;
   const nlohmann::ordered_json summary = {
       {"version", MOE_VERSION},
@@ -190,11 +200,21 @@ void prepare(const PrepareOptions& o) {
   if (bad_lines > 0)
     fmt::print(stderr, "moe-data: warning: skipped {} bad JSONL lines; the first: {}\n", bad_lines,
                first_bad);
-  if (o.val_fraction > 0 && val.documents() == 0)
+  if (o.val_fraction > 0 && val.documents() == 0) {
     fmt::print(stderr,
                "moe-data: warning: no document fell into the validation split ({} "
                "documents, --val-fraction {})\n",
                docs, o.val_fraction);
+  } else {
+    // A file expected to give 5+ validation documents gives none with
+    // probability < e^-5 = 0.7%: its domain is then missing from validation.
+    for (size_t i = 0; i < files.size(); ++i)
+      if (file_val_docs[i] == 0 && double(file_docs[i]) * o.val_fraction >= 5)
+        fmt::print(stderr,
+                   "moe-data: warning: {}: none of its {} documents fell into the validation "
+                   "split (--val-fraction {}); another --seed changes that\n",
+                   files[i].path, file_docs[i], o.val_fraction);
+  }
   fmt::print(
       "prepared {} docs, {} tokens: train {} docs {} tokens ({}), val {} docs {} tokens ({}) "
       "| uint{} vocab {} | {} in {:.1f} s, {:.1f} MB/s -> {}\n",

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace moe::data {
@@ -21,10 +22,14 @@ struct PrepareOptions {
   bool force = false;
 };
 
-// The split rule: document `index` (0-based, in input order, counting only
-// documents that are written) goes to validation when a Philox draw keyed by
-// `seed` falls at or below `val_fraction`. Independent of threads and shards.
-bool is_val_document(uint64_t seed, uint64_t index, double val_fraction);
+// The split rule: a document goes to validation when a Philox draw keyed by
+// `seed` at its content hash (document_hash of its text) falls at or below
+// `val_fraction`. It depends on the document alone: not on its position, on
+// the order of the input files, on threads or shards; validation documents
+// are spread over every file in proportion, and copies of one text land in
+// the same split.
+uint64_t document_hash(std::string_view text);
+bool is_val_document(uint64_t seed, uint64_t doc_hash, double val_fraction);
 
 // Runs the whole preparation; prints progress on stderr and a one-line
 // summary on stdout. Throws InputError/DataError on bad input.

@@ -14,8 +14,9 @@ Reads DIR/config.json and the weights (DIR/model.safetensors, or the shards
 named by DIR/model.safetensors.index.json), F32 or BF16 (F64 also accepted).
 The validation split: a shard file, a directory (its val_*.bin, by name) or a
 glob; sequence k holds tokens [k*S, k*S + S] of the concatenated stream, the
-first S the inputs, the last S the targets; (total - 1) // S sequences, or the
-first N with --max-seqs N (what `moe-eval --max-tokens N*S` evaluates).
+first S the inputs, the last S the targets; (total - 1) // S sequences, or N
+of them evenly spaced with --max-seqs N, sequence i * total // N for i < N
+(what `moe-eval --max-tokens N*S` evaluates).
 
 Prints one JSON line:
   loss                      mean next-token cross-entropy over all targets
@@ -484,9 +485,10 @@ def validation_sequences(spec, S, max_seqs, vocab):
     if tokens.size < S + 1:
         raise InputError(f"{spec}: holds {tokens.size} tokens, fewer than seq_len + 1 = {S + 1}")
     n = (tokens.size - 1) // S
-    if max_seqs:
-        n = min(n, max_seqs)
-    starts = np.arange(n)[:, None] * S + np.arange(S)[None, :]
+    seqs = np.arange(n)
+    if max_seqs and max_seqs < n:
+        seqs = np.array([i * n // max_seqs for i in range(max_seqs)])
+    starts = seqs[:, None] * S + np.arange(S)[None, :]
     return tokens[starts], tokens[starts + 1]
 
 
@@ -503,7 +505,7 @@ def parse_args(argv):
     ap.add_argument("--hf", required=True, help="exported Hugging Face directory")
     ap.add_argument("--val", required=True, help="validation shard, directory or glob")
     ap.add_argument("--seq-len", type=int, required=True, help="sequence length S")
-    ap.add_argument("--max-seqs", type=int, default=0, help="the first N sequences (default: all)")
+    ap.add_argument("--max-seqs", type=int, default=0, help="N sequences evenly spaced over the split (default: all)")
     ap.add_argument("--batch", type=int, default=16, help="sequences per numpy forward")
     a = ap.parse_args(argv)
     if a.seq_len < 1 or a.max_seqs < 0 or a.batch < 1:

@@ -114,8 +114,13 @@ def main():
     x, y = ref.validation_sequences(vdir, 3, 0, 16)
     check(x.tolist() == [[0, 1, 2], [3, 4, 5], [5, 6, 7]] and
           y.tolist() == [[1, 2, 3], [4, 5, 5], [6, 7, 8]], f"validation cut: {x.tolist()} {y.tolist()}")
-    x, y = ref.validation_sequences(vdir, 3, 2, 16)
-    check(x.shape == (2, 3), "--max-seqs")
+    x, y = ref.validation_sequences(vdir, 3, 2, 16)  # sequences 0 * 3 // 2 = 0 and 1 * 3 // 2 = 1
+    check(x.tolist() == [[0, 1, 2], [3, 4, 5]], f"--max-seqs 2: {x.tolist()}")
+    long_dir = os.path.join(tmp, "val_long")  # 31 tokens, S = 3: 10 sequences
+    os.makedirs(long_dir)
+    write_shard(os.path.join(long_dir, "val_00000.bin"), list(range(31)))
+    x, _ = ref.validation_sequences(long_dir, 3, 4, 64)  # sequences 0, 2, 5, 7
+    check(x[:, 0].tolist() == [0, 6, 15, 21], f"--max-seqs 4 of 10: {x.tolist()}")
     print("ok: validation sequences (stream order, S + 1 windows stepping S, val_* by name)")
 
     # Tolerances: everything is float64. The router's logits go through an identity gate (exact),

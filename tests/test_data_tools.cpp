@@ -180,8 +180,11 @@ class DataTools : public ::testing::Test {
                path(out).string() + " " + extra);
   }
 
-  // Every document of both splits, back in input order via the split rule.
-  static std::vector<std::string> decode_all(const fs::path& out, uint64_t seed, double frac) {
+  // Every document of both splits, back in input order via the split rule
+  // applied to the documents `expected` there (a document that is not there,
+  // or in the other split, shows as a difference from `expected`).
+  static std::vector<std::string> decode_all(const fs::path& out, uint64_t seed, double frac,
+                                             const std::vector<std::string>& expected) {
     std::vector<std::vector<std::string>> split(2);
     for (int s = 0; s < 2; ++s) {
       for (const auto& f : shard_files(out, s ? "val" : "train")) {
@@ -213,8 +216,10 @@ class DataTools : public ::testing::Test {
     std::vector<std::string> all;
     size_t at[2] = {0, 0};
     const size_t n = split[0].size() + split[1].size();
-    for (size_t i = 0; i < n; ++i) {
-      const int s = moe::data::is_val_document(seed, i, frac) ? 1 : 0;
+    EXPECT_EQ(n, expected.size());
+    for (size_t i = 0; i < std::min(n, expected.size()); ++i) {
+      const uint64_t h = moe::data::document_hash(expected[i]);
+      const int s = moe::data::is_val_document(seed, h, frac) ? 1 : 0;
       if (at[s] >= split[s].size()) {
         ADD_FAILURE() << "split rule disagrees with the shards at document " << i;
         return all;
@@ -280,7 +285,7 @@ TEST_F(DataTools, RoundTripExactWithEosAndSummary) {
                            "--val-fraction 0.1 --seed 5 --shard-tokens 30000 --threads 2");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("MB/s"), std::string::npos) << r.out;
-  EXPECT_EQ(decode_all(path("rt"), 5, 0.1), *docs_);
+  EXPECT_EQ(decode_all(path("rt"), 5, 0.1, *docs_), *docs_);
   EXPECT_FALSE(fs::exists(path("rt") / ".moe-data.partial"));
 
   const auto s = summary("rt");
@@ -316,7 +321,118 @@ TEST_F(DataTools, SplitAndBytesIndependentOfThreads) {
   EXPECT_EQ(one, shard_bytes(path("t3")));
   EXPECT_EQ(one, shard_bytes(path("t3b")));
   EXPECT_NE(one, shard_bytes(path("seed9")));  // another seed, another split
-  EXPECT_EQ(decode_all(path("seed9"), 9, 0.2), *docs_);
+  EXPECT_EQ(decode_all(path("seed9"), 9, 0.2, *docs_), *docs_);
+}
+
+// Validation is drawn from every file, by each document's content: a corpus
+// of two kinds (dictionary-like paragraphs, then code-like JSONL documents)
+// gives validation documents of both kinds, the same ones for the same seed
+// whatever the order of the input files, other ones for another seed.
+TEST_F(DataTools, ValidationComesFromEveryFileByContent) {
+  const std::vector<std::string> prose(docs_->begin(), docs_->begin() + 600);
+  std::vector<std::string> code;
+  for (int i = 0; i < 400; ++i)
+    code.push_back("def f" + std::to_string(i) + "(x):\n    return x * " + std::to_string(i % 7) +
+                   " + " + std::to_string(i));
+  write_file(path("kind_a.txt"), join_paragraphs(prose));
+  write_file(path("kind_b.jsonl"), to_jsonl(code, "text"));
+  const std::string a = path("kind_a.txt").string(), b = path("kind_b.jsonl").string();
+  const std::string opts = "--val-fraction 0.05 --threads 2 --seed ";
+  ASSERT_EQ(prepare(a + " " + b, "kinds_ab", opts + "3").code, 0);
+  ASSERT_EQ(prepare(a + " " + b, "kinds_ab2", opts + "3").code, 0);
+  ASSERT_EQ(prepare(b + " " + a, "kinds_ba", opts + "3").code, 0);
+  ASSERT_EQ(prepare(a + " " + b, "kinds_seed4", opts + "4").code, 0);
+  // The same documents, shuffled within and across files.
+  std::vector<std::string> mixed = prose;
+  mixed.insert(mixed.end(), code.begin(), code.end());
+  std::shuffle(mixed.begin(), mixed.end(), std::mt19937(7));
+  const std::vector<std::string> mixed_a(mixed.begin(), mixed.begin() + 500),
+      mixed_b(mixed.begin() + 500, mixed.end());
+  write_file(path("mixed_a.jsonl"), to_jsonl(mixed_a, "text"));
+  write_file(path("mixed_b.jsonl"), to_jsonl(mixed_b, "text"));
+  ASSERT_EQ(prepare(path("mixed_b.jsonl").string() + " " + path("mixed_a.jsonl").string(),
+                    "kinds_mixed", opts + "3").code,
+            0);
+
+  // The validation documents, decoded, as a sorted list.
+  auto val_docs = [&](const std::string& out) {
+    std::vector<std::string> docs;
+    std::vector<int> ids;
+    for (const auto& f : shard_files(path(out), "val"))
+      for (uint32_t t : read_shard(f).tokens) {
+        if (t != 2u) {
+          ids.push_back(int(t));
+          continue;
+        }
+        std::string text;
+        EXPECT_TRUE(sp_->Decode(ids, &text).ok());
+        docs.push_back(text);
+        ids.clear();
+      }
+    std::sort(docs.begin(), docs.end());
+    return docs;
+  };
+  const auto val = val_docs("kinds_ab");
+  // Both kinds are there, each about 5% of its file (30 of 600, 20 of 400).
+  const auto is_code = [](const std::string& d) { return d.rfind("def f", 0) == 0; };
+  const auto n_code = size_t(std::count_if(val.begin(), val.end(), is_code));
+  EXPECT_GE(n_code, 8u);
+  EXPECT_LE(n_code, 35u);
+  EXPECT_GE(val.size() - n_code, 14u);
+  EXPECT_LE(val.size() - n_code, 50u);
+  // Exactly the documents the rule picks, by content.
+  std::vector<std::string> want;
+  for (const auto& docs : {prose, code})
+    for (const auto& d : docs)
+      if (moe::data::is_val_document(3, moe::data::document_hash(d), 0.05)) want.push_back(d);
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(val, want);
+  // summary.json counts each file's documents and validation documents.
+  const auto inputs = summary("kinds_ab")["inputs"];
+  ASSERT_EQ(inputs.size(), 2u);
+  EXPECT_EQ(inputs[0]["documents"], 600);
+  EXPECT_EQ(inputs[1]["documents"], 400);
+  EXPECT_EQ(inputs[0]["val_documents"].get<size_t>(), val.size() - n_code);
+  EXPECT_EQ(inputs[1]["val_documents"].get<size_t>(), n_code);
+
+  EXPECT_EQ(shard_bytes(path("kinds_ab")), shard_bytes(path("kinds_ab2")));  // deterministic
+  EXPECT_EQ(val_docs("kinds_ba"), val);  // the files' order does not choose the documents
+  EXPECT_EQ(val_docs("kinds_mixed"), val);  // nor the documents' order
+  EXPECT_NE(val_docs("kinds_seed4"), val);
+}
+
+// Copies of one text share its hash, so they land in the same split: a file
+// of 10 copies with --val-fraction 0.5 gives all or none. A seed that gives
+// none (while the other file gives some) gets a warning naming the file.
+TEST_F(DataTools, FileWithNoValidationDocumentIsNamed) {
+  const std::string same = "the same entry, copied";
+  std::vector<std::string> distinct;
+  for (int i = 0; i < 40; ++i) distinct.push_back("entry number " + std::to_string(i));
+  write_file(path("copies.txt"), join_paragraphs(std::vector<std::string>(10, same)));
+  write_file(path("distinct.txt"), join_paragraphs(distinct));
+  auto is_val = [](uint64_t seed, const std::string& d) {
+    return moe::data::is_val_document(seed, moe::data::document_hash(d), 0.5);
+  };
+  uint64_t seed = 1;
+  while (is_val(seed, same) ||
+         std::none_of(distinct.begin(), distinct.end(), [&](auto& d) { return is_val(seed, d); }))
+    ++seed;
+  const Result r = prepare(path("copies.txt").string() + " " + path("distinct.txt").string(),
+                           "copies", "--val-fraction 0.5 --seed " + std::to_string(seed));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("copies.txt: none of its 10 documents fell into the validation split"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("distinct.txt: none"), std::string::npos) << r.out;
+  EXPECT_EQ(summary("copies")["inputs"][0]["val_documents"], 0);
+  // A seed that sends the copies to validation sends all 10.
+  ++seed;
+  while (!is_val(seed, same)) ++seed;
+  ASSERT_EQ(prepare(path("copies.txt").string() + " " + path("distinct.txt").string(), "copies2",
+                    "--val-fraction 0.5 --seed " + std::to_string(seed))
+                .code,
+            0);
+  EXPECT_EQ(summary("copies2")["inputs"][0]["val_documents"], 10);
 }
 
 TEST_F(DataTools, GzipAndJsonlMatchPlainText) {
@@ -345,7 +461,7 @@ TEST_F(DataTools, JsonlKeepsAnyTextExactly) {
   const Result r =
       prepare(path("field.jsonl").string(), "field", "--text-field content --val-fraction 0");
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_EQ(decode_all(path("field"), 1234, 0), docs);
+  EXPECT_EQ(decode_all(path("field"), 1234, 0, docs), docs);
   EXPECT_TRUE(shard_files(path("field"), "val").empty());
 }
 
@@ -363,13 +479,14 @@ TEST_F(DataTools, WholeFileDocumentsAndDirectories) {
   // Sorted by path: b.txt, sub/deeper/a.txt.
   const Result r = prepare(d.string(), "whole", "--txt-docs file --val-fraction 0");
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_EQ(decode_all(path("whole"), 1234, 0), (std::vector<std::string>{docs[1], docs[0]}));
+  const std::vector<std::string> whole = {docs[1], docs[0]};
+  EXPECT_EQ(decode_all(path("whole"), 1234, 0, whole), whole);
   EXPECT_EQ(summary("whole")["inputs"].size(), 2u);
   // A glob of the same files, paragraph documents.
   ASSERT_EQ(
       prepare("'" + (d / "*" / "*" / "*.txt").string() + "'", "glob", "--val-fraction 0").code, 0);
-  EXPECT_EQ(decode_all(path("glob"), 1234, 0),
-            (std::vector<std::string>{"first file", "with a blank line"}));
+  const std::vector<std::string> paragraphs = {"first file", "with a blank line"};
+  EXPECT_EQ(decode_all(path("glob"), 1234, 0, paragraphs), paragraphs);
 }
 
 TEST_F(DataTools, BadJsonlLineNamesFileAndLine) {
@@ -392,8 +509,8 @@ TEST_F(DataTools, BadJsonlLineNamesFileAndLine) {
   EXPECT_EQ(s["skipped_bad_lines"], 3);
   EXPECT_NE(s["first_bad_line"].get<std::string>().find("bad.jsonl:3:"), std::string::npos);
   EXPECT_EQ(s["documents"], 3);
-  EXPECT_EQ(decode_all(path("skipped"), 1234, 0),
-            (std::vector<std::string>{"fine", "also fine", "last"}));
+  const std::vector<std::string> kept = {"fine", "also fine", "last"};
+  EXPECT_EQ(decode_all(path("skipped"), 1234, 0, kept), kept);
 }
 
 TEST_F(DataTools, InputErrorsAreOneLine) {
@@ -448,7 +565,7 @@ TEST_F(DataTools, ExistingOutputNeedsForce) {
   ASSERT_EQ(prepare(in, "again", "--val-fraction 0.3 --force").code, 0);
   EXPECT_FALSE(fs::exists(path("again") / "train_00099.bin"));
   EXPECT_NE(shard_bytes(path("again")), before);
-  EXPECT_EQ(decode_all(path("again"), 1234, 0.3), *docs_);
+  EXPECT_EQ(decode_all(path("again"), 1234, 0.3, *docs_), *docs_);
 }
 
 // Peak RSS (KB) of moe-data on `args`, which must succeed.

@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
                    "shard file (default: the checkpoint config's validation data)")
         ->type_name("VAL");
     app.add_option("--max-tokens", max_tokens,
-                   "evaluate only the first whole sequences holding N tokens (default: all)")
+                   "evaluate N tokens' worth of whole sequences, evenly spaced over the split (default: all)")
         ->type_name("N")
         ->check(moe::cli::integer_at_least(0));
     app.add_option("--batch", batch, "sequences per forward pass (default: train.micro_batch)")

@@ -7,14 +7,21 @@
 
 namespace moe {
 
+EvalSample eval_sample(int64_t total, int seq_len, int64_t max_tokens) {
+  MOE_CHECK(total >= 0 && seq_len > 0 && max_tokens >= 0, "eval_sample: bad arguments");
+  EvalSample s{total, total};
+  if (max_tokens > 0) s.count = std::min(total, std::max<int64_t>(1, max_tokens / seq_len));
+  return s;
+}
+
 template <typename T, typename A>
 EvalResult evaluate(Transformer<T, A>& model, const ValidationReader& val, int batch,
                     int64_t max_tokens, Comm& comm) {
   const Config& cfg = model.config();
   const int S = cfg.model.seq_len, E = cfg.moe.n_routed;
   MOE_CHECK(val.seq_len() == S, "evaluate: reader sequence length differs from the model's");
-  int64_t n_seq = val.num_sequences();
-  if (max_tokens > 0) n_seq = std::min<int64_t>(n_seq, std::max<int64_t>(1, max_tokens / S));
+  const EvalSample sample = eval_sample(val.num_sequences(), S, max_tokens);
+  const int64_t n_seq = sample.count;
   if (n_seq <= 0) throw DataError(val.describe() + ": too few tokens for one sequence of " +
                                   std::to_string(S) + " + 1");
 
@@ -37,7 +44,8 @@ EvalResult evaluate(Transformer<T, A>& model, const ValidationReader& val, int b
     const bool real = b < n_batches;
     const int64_t first = real ? b * batch : 0;
     const int B = int(std::min<int64_t>(batch, n_seq - first));
-    val.batch(first, B, tokens.data(), targets.data());
+    for (int i = 0; i < B; ++i)
+      val.batch(sample[first + i], 1, tokens.data() + size_t(i) * S, targets.data() + size_t(i) * S);
     const ForwardResult fr =
         model.forward(tokens.data(), targets.data(), B, real ? opt : uncounted);
     if (!real) continue;
@@ -48,6 +56,7 @@ EvalResult evaluate(Transformer<T, A>& model, const ValidationReader& val, int b
   comm.allreduce_sum(r.loads.data(), r.loads.size());
   r.tokens = int64_t(sums[1]);
   r.sequences = n_seq;
+  r.split_sequences = sample.total;
   r.loss = sums[0] / sums[1];
   r.perplexity = std::exp(r.loss);
   r.maxvio_global = max_violation_layers(r.loads, r.moe_layers, E);
@@ -72,6 +81,7 @@ nlohmann::json eval_to_json(const EvalResult& r) {
           {"perplexity", r.perplexity},
           {"tokens", r.tokens},
           {"sequences", r.sequences},
+          {"split_sequences", r.split_sequences},
           {"maxvio_global", r.maxvio_global.mean},
           {"maxvio_global_layers", r.maxvio_global.per_layer},
           {"expert_loads", loads}};
