@@ -15,6 +15,7 @@
 #include "apps/device_info.h"
 #include "apps/memory_plan.h"
 #include "core/keep_aside.h"
+#include "core/path_check.h"
 #include "backend/backend.h"
 #include "data/shard_dataset.h"
 #include "data/token_source.h"
@@ -217,6 +218,10 @@ int main(int argc, char** argv) {
     moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
     // Rank 0 alone talks; the others report errors only.
     moe::setup_logging(world->rank() == 0 ? cfg.log.level : "error");
+    if (world->rank() == 0) {  // the writer: a bad output path fails now, not at the first save
+      moe::check_output_dir(cfg.log.out_dir, "log.out_dir");
+      if (!cfg.checkpoint.dir.empty()) moe::check_output_dir(cfg.checkpoint.dir, "checkpoint.dir");
+    }
     const moe::BackendKind kind = moe::resolve_backend(cfg);
     if (cfg.train.threads == 0 && mpi.local_size() > 1)  // share the node's cores
       cfg.train.threads = std::max(1, omp_get_num_procs() / mpi.local_size());
