@@ -146,7 +146,7 @@ TEST(CliPaths, ResumeRefusesAStepThatIsNotItsDirectorys) {
   const CommandResult r = c.resume(forty);
   expect_one_line_error(r, (forty / "trainer_state.json").string() +
                                ": step 47 does not match the directory step_00000040");
-  EXPECT_NE(r.out.find("use the previous one, " + c.step(2).string()), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("use the previous checkpoint, " + c.step(2).string()), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(c.d / "run2" / "metrics.jsonl"));
 }
 
@@ -154,7 +154,7 @@ TEST(CliPaths, ResumeRefusesANegativeStepAndBadCounters) {
   const Checkpoints c("counters");
   const fs::path four = c.step(4);
   const std::string state = (four / "trainer_state.json").string();
-  const std::string prev = "use the previous one, " + c.step(2).string();
+  const std::string prev = "use the previous checkpoint, " + c.step(2).string();
   set_state(four, "step", -4);
   CommandResult r = c.resume(four);
   expect_one_line_error(r, state + ": step -4 is negative");
@@ -174,7 +174,7 @@ TEST(CliPaths, ResumeRefusesANegativeStepAndBadCounters) {
   set_state(c.step(2), "step", 3);
   r = c.resume(c.step(2));
   expect_one_line_error(r, "step 3 does not match the directory step_00000002");
-  EXPECT_NE(r.out.find("there is no earlier one"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("there is no earlier checkpoint"), std::string::npos) << r.out;
 
   // moe-eval reads the same state and refuses it too.
   expect_one_line_error(run_command(kBin + "moe-eval --checkpoint " + four.string() + " --data " +
@@ -196,7 +196,7 @@ void expect_refused_on_load(const CommandResult& r, const std::string& needle) {
 TEST(CliPaths, ResumeRefusesNonFiniteWeightsAndMoments) {
   const Checkpoints c("nan");
   const fs::path four = c.step(4);
-  const std::string prev = "use the previous one, " + c.step(2).string();
+  const std::string prev = "use the previous checkpoint, " + c.step(2).string();
   fs::copy(four, c.d / "pristine", fs::copy_options::recursive);
 
   poison(four / "model.safetensors", "layers.1.attn.wqkv", 5);

@@ -54,8 +54,8 @@ void require_finite(const std::vector<T>& v, const char* what) {
       throw InternalError(std::string("refusing to write a checkpoint with non-finite ") + what);
 }
 
-// What to say after a checkpoint that does not agree with itself: the
-// previous complete checkpoint beside it, by name, if there is one.
+// What to say after a checkpoint that does not agree with itself or holds a
+// non-finite value: the previous complete checkpoint beside it, by name.
 std::string inconsistent_hint(const std::string& ckpt_dir) {
   fs::path dir = fs::path(ckpt_dir).lexically_normal();
   if (dir.filename().empty()) dir = dir.parent_path();  // "ck/step_00000040/"
@@ -69,9 +69,9 @@ std::string inconsistent_hint(const std::string& ckpt_dir) {
       if (s >= 0 && s < self && s > best && fs::exists(it->path() / "trainer_state.json", ec2))
         best = s;
     }
-  if (best < 0) return "; the checkpoint is inconsistent, and there is no earlier one beside it";
-  return "; the checkpoint is inconsistent: use the previous one, " +
-         (dir.parent_path() / step_dir_name(best)).string() + ", instead";
+  if (best < 0) return "; there is no earlier checkpoint beside it";
+  return "; use the previous checkpoint, " + (dir.parent_path() / step_dir_name(best)).string() +
+         ", instead";
 }
 
 // model.seq_len and train.global_batch x model.seq_len of a saved config;
