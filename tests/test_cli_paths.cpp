@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "apps/common.h"
 #include "command.h"
 #include "train/safetensors.h"
 #include "val_shard.h"
@@ -255,6 +256,26 @@ TEST(CliPaths, PartialEvalDoesNotReplaceTheFullOne) {
   EXPECT_EQ(slurp(full), full_text);  // the full split's result stands
   const auto part = nlohmann::json::parse(slurp(c.step(4) / "eval_max64.json"));
   EXPECT_EQ(part["tokens"].get<int64_t>(), 64);
+}
+
+// A std::filesystem error that escapes a program is about a user's path:
+// typed by its errno (exit 2; 1 for a failing disk), one line, never an
+// "internal error" (was: "internal error: filesystem error: ...", exit 1).
+TEST(CliPaths, FilesystemErrorsAreTypedByErrno) {
+  const auto fail_with = [](int err) {
+    return [err]() -> int {
+      throw fs::filesystem_error("cannot remove", fs::path("a/file/x.tmp"),
+                                 std::error_code(err, std::generic_category()));
+    };
+  };
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(moe::run_main("prog", fail_with(ENOTDIR)), 2);
+  EXPECT_EQ(testing::internal::GetCapturedStderr(),
+            "prog: error: a/file/x.tmp: cannot remove: " + std::string(std::strerror(ENOTDIR)) + "\n");
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(moe::run_main("prog", fail_with(ENOSPC)), 1);
+  EXPECT_EQ(testing::internal::GetCapturedStderr(),
+            "prog: error: a/file/x.tmp: cannot remove: " + std::string(std::strerror(ENOSPC)) + "\n");
 }
 
 }  // namespace
