@@ -32,7 +32,8 @@ const std::string kTiny = std::string(MOE_SOURCE_DIR) + "/configs/tiny.yaml";
 const std::string kBin = std::string(MOE_BINARY_DIR) + "/";
 
 fs::path temp_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("moe_clipaths_" + name + "_" + std::to_string(getpid()));
+  const fs::path d =
+      fs::temp_directory_path() / ("moe_clipaths_" + name + "_" + std::to_string(getpid()));
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
@@ -64,9 +65,11 @@ TEST(CliPaths, TrainRefusesAnUnwritableOutputPathBeforeStep1) {
   expect_one_line_error(train(file.string(), run, 2),
                         "checkpoint.dir: " + file.string() + ": exists and is not a directory");
   expect_one_line_error(train((file / "x").string(), run, 2),
-                        "checkpoint.dir: " + (file / "x").string() + ": cannot create: Not a directory");
+                        "checkpoint.dir: " + (file / "x").string() +
+                            ": cannot create: Not a directory");
   expect_one_line_error(train(ck, (file / "x").string(), 2),
-                        "log.out_dir: " + (file / "x").string() + ": cannot create: Not a directory");
+                        "log.out_dir: " + (file / "x").string() +
+                            ": cannot create: Not a directory");
   // Nothing trained: no metrics, no checkpoint.
   EXPECT_FALSE(fs::exists(d / "run" / "metrics.jsonl"));
   EXPECT_FALSE(fs::exists(d / "ck"));
@@ -95,7 +98,8 @@ TEST(CliPaths, TrainRefusesAReadOnlyCheckpointDirBeforeStep1) {
     GTEST_SKIP() << "this user writes into a read-only directory (root): nothing to test";
   }
   expect_one_line_error(train(ck.string(), (d / "run").string(), 2),
-                        "checkpoint.dir: " + ck.string() + ": cannot create files in it: Permission denied");
+                        "checkpoint.dir: " + ck.string() +
+                            ": cannot create files in it: Permission denied");
   EXPECT_FALSE(fs::exists(d / "run" / "metrics.jsonl"));
   fs::permissions(ck, fs::perms::owner_all);
   fs::remove_all(d);
@@ -147,7 +151,8 @@ TEST(CliPaths, ResumeRefusesAStepThatIsNotItsDirectorys) {
   const CommandResult r = c.resume(forty);
   expect_one_line_error(r, (forty / "trainer_state.json").string() +
                                ": step 47 does not match the directory step_00000040");
-  EXPECT_NE(r.out.find("use the previous checkpoint, " + c.step(2).string()), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("use the previous checkpoint, " + c.step(2).string()), std::string::npos)
+      << r.out;
   EXPECT_FALSE(fs::exists(c.d / "run2" / "metrics.jsonl"));
 }
 
@@ -169,7 +174,8 @@ TEST(CliPaths, ResumeRefusesANegativeStepAndBadCounters) {
   // is not what these steps read.
   set_state(four, "skipped_steps", 0);
   set_state(four, "tokens_seen", 4096 + 64);
-  expect_one_line_error(c.resume(four), state + ": tokens_seen 4160 does not match the steps: 4096 expected");
+  expect_one_line_error(c.resume(four),
+                        state + ": tokens_seen 4160 does not match the steps: 4096 expected");
 
   // The first checkpoint has none before it, and says so.
   set_state(c.step(2), "step", 3);
@@ -189,7 +195,8 @@ void expect_refused_on_load(const CommandResult& r, const std::string& needle) {
   EXPECT_EQ(r.code, 2) << r.out;
   const size_t error = r.out.find("moe-train: error: ");
   ASSERT_NE(error, std::string::npos) << r.out;
-  EXPECT_NE(r.out.find(needle, error), std::string::npos) << "want '" << needle << "' in: " << r.out;
+  EXPECT_NE(r.out.find(needle, error), std::string::npos)
+      << "want '" << needle << "' in: " << r.out;
   EXPECT_EQ(r.out.find('\n', error), r.out.size() - 1) << r.out;
   EXPECT_EQ(r.out.find("step 5/6"), std::string::npos) << r.out;
 }
@@ -228,7 +235,8 @@ TEST(CliPaths, EvalAndExportRefuseABadOutputBeforeTheWork) {
                            (c.d / "val").string() + " --threads 1 --output ";
   // Into a file's "directory", and onto a directory: one line, no evaluation.
   expect_one_line_error(run_command(eval + (file / "eval.json").string()),
-                        "--output: " + (file / "eval.json").string() + ": cannot write: Not a directory");
+                        "--output: " + (file / "eval.json").string() +
+                            ": cannot write: Not a directory");
   expect_one_line_error(run_command(eval + c.d.string()),
                         "--output: " + c.d.string() + ": cannot write: Is a directory");
 
@@ -271,11 +279,13 @@ TEST(CliPaths, FilesystemErrorsAreTypedByErrno) {
   testing::internal::CaptureStderr();
   EXPECT_EQ(moe::run_main("prog", fail_with(ENOTDIR)), 2);
   EXPECT_EQ(testing::internal::GetCapturedStderr(),
-            "prog: error: a/file/x.tmp: cannot remove: " + std::string(std::strerror(ENOTDIR)) + "\n");
+            "prog: error: a/file/x.tmp: cannot remove: " + std::string(std::strerror(ENOTDIR)) +
+                "\n");
   testing::internal::CaptureStderr();
   EXPECT_EQ(moe::run_main("prog", fail_with(ENOSPC)), 1);
   EXPECT_EQ(testing::internal::GetCapturedStderr(),
-            "prog: error: a/file/x.tmp: cannot remove: " + std::string(std::strerror(ENOSPC)) + "\n");
+            "prog: error: a/file/x.tmp: cannot remove: " + std::string(std::strerror(ENOSPC)) +
+                "\n");
 }
 
 }  // namespace

@@ -20,7 +20,8 @@ std::string prefixed(const std::string& setting, const std::string& path) {
 
 // Creates and removes a file in `dir`: what the writer will do first.
 void probe_writable(const std::string& dir, const std::string& setting) {
-  const std::string probe = (fs::path(dir) / (".moe-write-probe." + std::to_string(::getpid()))).string();
+  const std::string probe =
+      (fs::path(dir) / (".moe-write-probe." + std::to_string(::getpid()))).string();
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) throw_path_error(prefixed(setting, dir), "cannot create files in it", errno);
   ::close(fd);
@@ -73,7 +74,8 @@ void check_new_output_dir(const std::string& dir, const std::string& setting) {
   fs::path p = fs::absolute(fs::path(dir), ec).lexically_normal();
   if (p.filename().empty()) p = p.parent_path();  // "hf/" is "hf"
   fs::path ancestor = p.parent_path();
-  while (!fs::exists(ancestor, ec) && ancestor.has_relative_path()) ancestor = ancestor.parent_path();
+  while (!fs::exists(ancestor, ec) && ancestor.has_relative_path())
+    ancestor = ancestor.parent_path();
   if (!fs::is_directory(ancestor, ec))
     throw_path_error(prefixed(setting, dir), "cannot create", ec ? ec.value() : ENOTDIR);
   probe_writable(ancestor.string(), setting);

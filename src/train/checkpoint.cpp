@@ -81,7 +81,8 @@ struct StepTokens {
 };
 StepTokens step_tokens(const std::string& config_yaml) {
   try {
-    const Config c = parse_config(config_yaml, {"parallel.ep_size=1", "parallel.transport=auto"}, 1);
+    const Config c =
+        parse_config(config_yaml, {"parallel.ep_size=1", "parallel.transport=auto"}, 1);
     return {c.model.seq_len, int64_t(c.train.global_batch) * c.model.seq_len};
   } catch (const InputError&) {
     return {};
