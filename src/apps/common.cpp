@@ -7,7 +7,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <utility>
+
+#include "core/path_check.h"
 
 namespace moe {
 
@@ -38,6 +41,8 @@ int run_main(const char* program, const std::function<int()>& body) {
     return fail(program, "error: ", e.what(), 2);
   } catch (const IoError& e) {
     return fail(program, "error: ", e.what(), 1);
+  } catch (const std::filesystem::filesystem_error& e) {  // about a user's path: typed by errno
+    return fail(program, "error: ", describe(e).c_str(), is_disk_failure(e.code().value()) ? 1 : 2);
   } catch (const std::exception& e) {
     return fail(program, "internal error: ", e.what(), 1);
   }

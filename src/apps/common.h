@@ -11,7 +11,9 @@ namespace moe {
 
 // Runs body; turns InputError (bad config, data, arguments) into one line on
 // stderr and exit code 2, an IoError (a full or failing disk) into one line
-// and exit code 1, any other failure into one "internal error" line and 1.
+// and exit code 1, a std::filesystem error about a user's path into one line
+// typed by its errno (core/path_check.h: 1 for a failing disk, else 2), any
+// other failure into one "internal error" line and 1.
 int run_main(const char* program, const std::function<int()>& body);
 
 // In a multi-rank job a failing rank must end the whole job (the others would

@@ -13,6 +13,8 @@
 #include "apps/common.h"
 #include "apps/device_info.h"
 #include "backend/backend.h"
+#include "core/file_io.h"
+#include "core/path_check.h"
 #include "data/shard_dataset.h"
 #include "comm/comm.h"
 #include "eval/evaluator.h"
@@ -42,6 +44,15 @@ nlohmann::json evaluate_checkpoint(const moe::Config& cfg, moe::BackendKind kind
   return j;
 }
 
+// Without --output the result goes into the checkpoint: eval.json for the
+// whole split, eval_max<N>.json for a --max-tokens N sample, so a partial
+// result never replaces a full one (nor the reverse).
+std::string default_output(const std::string& ckpt, int64_t max_tokens) {
+  const std::string name =
+      max_tokens > 0 ? "eval_max" + std::to_string(max_tokens) + ".json" : "eval.json";
+  return (std::filesystem::path(ckpt) / name).string();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -68,7 +79,9 @@ int main(int argc, char** argv) {
     app.add_option("--batch", batch, "sequences per forward pass (default: train.micro_batch)")
         ->type_name("B")
         ->check(moe::cli::integer_at_least(0));
-    app.add_option("--output", output, "result JSON (default: DIR/eval.json)")
+    app.add_option("--output", output,
+                   "result JSON (default: DIR/eval.json, or DIR/eval_maxN.json with --max-tokens "
+                   "N, so a partial result never replaces the whole split's)")
         ->type_name("FILE");
     app.add_option("--threads", threads, "CPU threads (default: all cores)")
         ->type_name("T")
@@ -90,6 +103,8 @@ int main(int argc, char** argv) {
       ckpt = latest;
     }
     const moe::TrainerState st = moe::read_trainer_state(ckpt);
+    if (output.empty()) output = default_output(ckpt, max_tokens);
+    moe::check_output_file(output, "--output");  // before the evaluation, not after it
     // One rank evaluates: the saved expert-parallel layout does not apply.
     moe::Config cfg;
     try {
@@ -117,9 +132,15 @@ int main(int argc, char** argv) {
     nlohmann::json j = moe::with_element_types(cfg, [&]<typename T, typename A>() {
       return evaluate_checkpoint<T, A>(cfg, kind, ckpt, *val, int(batch), max_tokens);
     });
-    if (output.empty()) output = (fs::path(ckpt) / "eval.json").string();
-    std::ofstream f(output);
-    if (!(f << j.dump(2) << '\n')) throw moe::InputError(output + ": cannot write");
+    // A file is replaced whole, never left half-written; a device or pipe
+    // (/dev/stdout) is written as it is. A full disk is an IoError, exit 1.
+    std::error_code ec;
+    if (fs::exists(output, ec) && !fs::is_regular_file(output, ec)) {
+      std::ofstream f(output);
+      if (!(f << j.dump(2) << '\n')) throw moe::IoError(output + ": write failed");
+    } else {
+      moe::io::write_file_atomically(output, j.dump(2) + "\n");
+    }
     spdlog::info("wrote {}", output);
     return 0;
   });

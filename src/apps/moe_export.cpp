@@ -15,6 +15,7 @@
 #include "apps/common.h"
 #include "apps/hf_glm4_moe.h"
 #include "core/file_io.h"
+#include "core/path_check.h"
 #include "data/shard_dataset.h"
 #include "data/shard_format.h"
 #include "data_tools/tokenizer.h"
@@ -30,12 +31,9 @@ struct Args {
   double max_shard_mb = 5000;
 };
 
-// An output directory that does not exist or is empty: nothing is overwritten.
-void require_fresh_output(const std::string& dir) {
-  std::error_code ec;
-  if (fs::exists(dir, ec) && !(fs::is_directory(dir, ec) && fs::is_empty(dir, ec)))
-    throw moe::InputError("--output: " + dir + " exists and is not an empty directory");
-}
+// An output directory that does not exist or is empty, and that can be
+// made: nothing is overwritten, and a bad path fails before any work.
+void require_fresh_output(const std::string& dir) { moe::check_new_output_dir(dir, "--output"); }
 
 // Written and fsynced through core/file_io.h: a full disk is an IoError.
 void write_text(const fs::path& p, const std::string& text) {
@@ -201,8 +199,9 @@ int export_checkpoint(const Args& a) {
   const moe::Config cfg = moe::parse_config(st.config_yaml);
   moe::check_glm4_moe_exportable(cfg);
   require_fresh_output(a.output);
-  const moe::SafeTensorFile ours =
-      moe::read_safetensors((fs::path(ckpt) / "model.safetensors").string());
+  const std::string model_path = (fs::path(ckpt) / "model.safetensors").string();
+  const moe::SafeTensorFile ours = moe::read_safetensors(model_path);
+  moe::require_finite_tensors(ours, model_path, ckpt);  // as a resume would refuse it
   const std::vector<moe::HfTensor> tensors = moe::to_glm4_moe(ours, cfg);
 
   // Written under a temporary name and renamed: a directory at --output is

@@ -16,6 +16,7 @@
 #include "apps/memory_plan.h"
 #include "core/dir_lock.h"
 #include "core/keep_aside.h"
+#include "core/path_check.h"
 #include "backend/backend.h"
 #include "data/shard_dataset.h"
 #include "data/token_source.h"
@@ -231,6 +232,10 @@ int main(int argc, char** argv) {
 
     moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
     moe::check_data_present(cfg);  // a preset without its corpus: one line, before any work
+    if (world->rank() == 0) {  // the writer: a bad output path fails now, not at the first save
+      moe::check_output_dir(cfg.log.out_dir, "log.out_dir");
+      if (!cfg.checkpoint.dir.empty()) moe::check_output_dir(cfg.checkpoint.dir, "checkpoint.dir");
+    }
     // One writer per run directory (core/dir_lock.h), from before anything in
     // them is touched until the process ends. Only rank 0 writes there (the
     // other ranks only read a checkpoint to resume); its refusal ends the job.

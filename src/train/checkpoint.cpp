@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "config/config.h"
 #include "core/error.h"
 #include "core/fault.h"
 #include "core/file_io.h"
@@ -51,6 +52,85 @@ void require_finite(const std::vector<T>& v, const char* what) {
   for (T x : v)
     if (!std::isfinite(double(x)))
       throw InternalError(std::string("refusing to write a checkpoint with non-finite ") + what);
+}
+
+// What to say after a checkpoint that does not agree with itself or holds a
+// non-finite value: the previous complete checkpoint beside it, by name.
+std::string inconsistent_hint(const std::string& ckpt_dir) {
+  fs::path dir = fs::path(ckpt_dir).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();  // "ck/step_00000040/"
+  const int64_t self = parse_step_dir(dir.filename().string());
+  const fs::path root = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
+  int64_t best = -1;
+  std::error_code ec, ec2;
+  if (self > 0)
+    for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+      const int64_t s = parse_step_dir(it->path().filename().string());
+      if (s >= 0 && s < self && s > best && fs::exists(it->path() / "trainer_state.json", ec2))
+        best = s;
+    }
+  if (best < 0) return "; there is no earlier checkpoint beside it";
+  return "; use the previous checkpoint, " + (dir.parent_path() / step_dir_name(best)).string() +
+         ", instead";
+}
+
+// model.seq_len and train.global_batch x model.seq_len of a saved config;
+// {0, 0} when it does not parse (the programs say so when they read it).
+struct StepTokens {
+  int64_t seq_len = 0, per_step = 0;
+};
+StepTokens step_tokens(const std::string& config_yaml) {
+  try {
+    const Config c =
+        parse_config(config_yaml, {"parallel.ep_size=1", "parallel.transport=auto"}, 1);
+    return {c.model.seq_len, int64_t(c.train.global_batch) * c.model.seq_len};
+  } catch (const InputError&) {
+    return {};
+  }
+}
+
+// The checks of read_trainer_state (checkpoint.h); "" when consistent.
+std::string trainer_state_problem(const TrainerState& st, const std::string& ckpt_dir,
+                                  int64_t seq_len) {
+  const auto str = [](int64_t v) { return std::to_string(v); };
+  fs::path dir = fs::path(ckpt_dir).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();
+  const int64_t dir_step = parse_step_dir(dir.filename().string());
+  if (st.step < 0) return "step " + str(st.step) + " is negative";
+  if (dir_step >= 0 && st.step != dir_step)
+    return "step " + str(st.step) + " does not match the directory " + dir.filename().string();
+  if (st.skipped_steps < 0 || st.skipped_steps > st.step)
+    return "skipped_steps " + str(st.skipped_steps) + " is outside [0, step " + str(st.step) + "]";
+  if (st.tokens_seen < 0) return "tokens_seen " + str(st.tokens_seen) + " is negative";
+  // Every step adds global_batch (>= 1, may change on a resume) sequences of
+  // model.seq_len tokens (fixed for a model).
+  if (seq_len > 0 && (st.tokens_seen % seq_len != 0 || st.tokens_seen / seq_len < st.step))
+    return "tokens_seen " + str(st.tokens_seen) + " is not whole sequences of model.seq_len " +
+           str(seq_len) + ", at least one per step of " + str(st.step);
+  const int64_t s0 = st.batch_since_step, t0 = st.tokens_at_batch_since, per = st.tokens_per_step;
+  if (s0 < 0) return "";  // not recorded (an older checkpoint): the bounds above only
+  if (s0 > st.step || t0 < 0 || t0 > st.tokens_seen || (s0 == 0 && t0 != 0))
+    return "global_batch_since {step " + str(s0) + ", tokens_seen " + str(t0) +
+           "} does not fit step " + str(st.step) + " and tokens_seen " + str(st.tokens_seen);
+  if (per <= 0) return "";  // the saved config does not parse: its reader says so
+  int64_t expected = 0;
+  const bool overflow = __builtin_mul_overflow(st.step - s0, per, &expected) ||
+                        __builtin_add_overflow(expected, t0, &expected);
+  if (overflow || expected != st.tokens_seen)
+    return "tokens_seen " + str(st.tokens_seen) + " does not match the steps: " +
+           (overflow ? "over 2^63" : str(expected)) + " expected (" +
+           (s0 > 0 ? str(t0) + " at step " + str(s0) + ", then " : "") + str(st.step - s0) +
+           " steps of " + str(per) + " tokens, train.global_batch x model.seq_len)";
+  return "";
+}
+
+template <typename T>
+void require_finite_values(const T* x, size_t n, const std::string& file, const std::string& tensor,
+                           const std::string& ckpt_dir) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(double(x[i])))
+      throw DataError(file + ": " + tensor + " holds a non-finite value at element " +
+                      std::to_string(i) + inconsistent_hint(ckpt_dir));
 }
 
 // Fault point (core/fault.h): the checkpoint tests crash the process
@@ -136,6 +216,9 @@ std::string save_checkpoint(const std::string& root, const std::vector<TensorSta
     const nlohmann::ordered_json js = {{"step", state.step},
                                        {"tokens_seen", state.tokens_seen},
                                        {"skipped_steps", state.skipped_steps},
+                                       {"global_batch_since",
+                                        {{"step", std::max<int64_t>(state.batch_since_step, 0)},
+                                         {"tokens_seen", state.tokens_at_batch_since}}},
                                        {"version", state.version},
                                        {"config", state.config_yaml}};
     io::write_file_atomically((tmp_dir / "trainer_state.json").string(), js.dump(2) + "\n");
@@ -205,9 +288,19 @@ TrainerState read_trainer_state(const std::string& ckpt_dir) {
     st.skipped_steps = j.at("skipped_steps").get<int64_t>();
     st.version = j.at("version").get<std::string>();
     st.config_yaml = j.at("config").get<std::string>();
+    st.batch_since_step = st.tokens_at_batch_since = -1;
+    if (j.contains("global_batch_since")) {
+      st.batch_since_step = j.at("global_batch_since").at("step").get<int64_t>();
+      st.tokens_at_batch_since = j.at("global_batch_since").at("tokens_seen").get<int64_t>();
+    }
   } catch (const std::exception& e) {
     throw DataError(p.string() + ": corrupt trainer state: " + e.what());
   }
+  const StepTokens tokens = step_tokens(st.config_yaml);
+  st.tokens_per_step = tokens.per_step;
+  if (const std::string problem = trainer_state_problem(st, ckpt_dir, tokens.seq_len);
+      !problem.empty())
+    throw DataError(p.string() + ": " + problem + inconsistent_hint(ckpt_dir));
   return st;
 }
 
@@ -238,10 +331,13 @@ TrainerState load_checkpoint(const std::string& ckpt_dir, ParamSet<T>& params, B
     copy_float_tensor(find(model, model_path, name, {E}), bias.data() + size_t(l) * E, size_t(E),
                       model_path + ": " + name);
   }
+  for (const ParamInfo& info : params.all())
+    require_finite_values(p.data() + info.offset, info.numel, model_path, info.name, ckpt_dir);
   for (size_t i = 0; i < bias.size(); ++i)
     if (!std::isfinite(bias[i]))
       throw DataError(model_path + ": " + router_bias_name(first_moe_layer + int(i) / E) +
-                      " holds a non-finite value (a corrupt checkpoint)");
+                      " holds a non-finite value (a corrupt checkpoint)" +
+                      inconsistent_hint(ckpt_dir));
   params.params_from_host(p);
   balancer.set_bias(bias);
 
@@ -257,9 +353,26 @@ TrainerState load_checkpoint(const std::string& ckpt_dir, ParamSet<T>& params, B
                         m.data() + info.offset, info.numel, optim_path + ": adam_m." + info.name);
       copy_float_tensor(find(optim, optim_path, "adam_v." + info.name, info.shape),
                         v.data() + info.offset, info.numel, optim_path + ": adam_v." + info.name);
+      require_finite_values(m.data() + info.offset, info.numel, optim_path, "adam_m." + info.name,
+                            ckpt_dir);
+      require_finite_values(v.data() + info.offset, info.numel, optim_path, "adam_v." + info.name,
+                            ckpt_dir);
     }
   }
   return st;
+}
+
+void require_finite_tensors(const SafeTensorFile& file, const std::string& path,
+                            const std::string& ckpt_dir) {
+  std::vector<double> values;
+  for (const auto& [name, t] : file.tensors) {
+    if (t.dtype == "I64") continue;
+    size_t n = 1;
+    for (int64_t d : t.shape) n *= size_t(d);
+    values.resize(n);
+    copy_float_tensor(t, values.data(), n, path + ": " + name);
+    require_finite_values(values.data(), n, path, name, ckpt_dir);
+  }
 }
 
 std::string find_latest_checkpoint(const std::string& root) {

@@ -17,6 +17,7 @@
 
 #include "model/params.h"
 #include "moe/balancer.h"
+#include "train/safetensors.h"
 
 namespace moe {
 
@@ -26,6 +27,15 @@ struct TrainerState {
   int64_t skipped_steps = 0;   // steps skipped for a non-finite loss or gradient
   std::string config_yaml;     // the run's resolved config
   std::string version;         // code version that wrote it
+  // The config's train.global_batch holds since step batch_since_step, when
+  // tokens_seen was tokens_at_batch_since: (0, 0) unless a resume changed
+  // the batch, so tokens_seen = tokens_at_batch_since + (step -
+  // batch_since_step) x global_batch x seq_len. -1: not recorded (older
+  // checkpoints), then only bounds are checked.
+  int64_t batch_since_step = 0;
+  int64_t tokens_at_batch_since = 0;
+  // Read, not written: global_batch x seq_len of config_yaml (0: unreadable).
+  int64_t tokens_per_step = 0;
 };
 
 // One named tensor's values, host copies: parameter and AdamW moments.
@@ -58,15 +68,25 @@ std::string save_checkpoint(const std::string& root, const std::vector<TensorSta
                             const Balancer& balancer, int first_moe_layer,
                             const TrainerState& state, int keep_last);
 
-// Reads trainer_state.json of a checkpoint directory (for its config).
+// Reads trainer_state.json of a checkpoint directory and checks it against
+// itself: the step equals the directory's (step_00000040: 40) and is not
+// negative, skipped_steps is within [0, step], tokens_seen is what the steps
+// and the saved config's batch imply. A failure is a DataError naming the
+// file and the previous checkpoint beside it, if any.
 TrainerState read_trainer_state(const std::string& ckpt_dir);
 
 // Loads parameters and biases into params/balancer and, unless `moments` is
 // null, the AdamW moments into it (params' layout), checking every tensor's
-// presence and shape. Returns the trainer state.
+// presence and shape and that every value is finite (DataError otherwise,
+// as read_trainer_state). Returns the trainer state.
 template <typename T>
 TrainerState load_checkpoint(const std::string& ckpt_dir, ParamSet<T>& params, Balancer& balancer,
                              int first_moe_layer, HostMoments<T>* moments = nullptr);
+
+// DataError unless every float tensor of `file` (read from `path`, in the
+// checkpoint ckpt_dir) is finite (moe-export, which reads the file itself).
+void require_finite_tensors(const SafeTensorFile& file, const std::string& path,
+                            const std::string& ckpt_dir);
 
 // The newest complete checkpoint under root (via `latest`, else by scanning
 // step_* directories); "" when there is none.

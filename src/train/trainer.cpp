@@ -224,6 +224,12 @@ void Trainer<T, A>::resume_from(const std::string& ckpt_dir) {
   state_.step = loaded.step;
   state_.tokens_seen = loaded.tokens_seen;
   state_.skipped_steps = loaded.skipped_steps;
+  // tokens_seen grows by this run's batch from here: a changed batch (or an
+  // older checkpoint that does not say since when its batch held) starts anew.
+  const int64_t per_step = int64_t(cfg_.train.global_batch) * cfg_.model.seq_len;
+  const bool same_batch = loaded.batch_since_step >= 0 && loaded.tokens_per_step == per_step;
+  state_.batch_since_step = same_batch ? loaded.batch_since_step : loaded.step;
+  state_.tokens_at_batch_since = same_batch ? loaded.tokens_at_batch_since : loaded.tokens_seen;
 }
 
 template <typename T, typename A>
