@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -195,15 +196,18 @@ CommandResult run(const std::string& program, const std::string& args,
 
 const std::string kArmed = "MOE_FAULT_INJECTION: fault memory.available_mib";
 
-// The output without the armed fault's own warning line (fault.h logs one
-// wherever a point is read).
-std::string without_fault_notice(const std::string& out) {
+// The output without the lines that contain `needle`.
+std::string without_lines(const std::string& out, const std::string& needle) {
   std::string kept, line;
   std::stringstream lines(out);
   while (std::getline(lines, line))
-    if (line.find(kArmed) == std::string::npos) kept += line + "\n";
+    if (line.find(needle) == std::string::npos) kept += line + "\n";
   return kept;
 }
+
+// The output without the armed fault's own warning line (fault.h logs one
+// wherever a point is read).
+std::string without_fault_notice(const std::string& out) { return without_lines(out, kArmed); }
 
 // A refusal: exit 2, one line (besides the fault's notice) with the planned
 // and the available size and --force.
@@ -214,8 +218,8 @@ void expect_refused(const CommandResult& r, const std::string& program,
   const std::string err = without_fault_notice(r.out);
   EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << r.out;
   EXPECT_EQ(err.rfind(program + ": error: the plan needs ", 0), 0u) << r.out;
-  EXPECT_NE(err.find(" MiB per rank, and " + available +
-                     " is available (MOE_FAULT_INJECTION memory.available_mib)"),
+  EXPECT_NE(err.find(" MiB per rank"), std::string::npos) << r.out;
+  EXPECT_NE(err.find(", and " + available + " is available (MOE_FAULT_INJECTION memory.available_mib)"),
             std::string::npos)
       << r.out;
   EXPECT_NE(err.find("pass --force to try anyway"), std::string::npos) << r.out;
@@ -240,6 +244,16 @@ TEST(MemoryCheckCli, TrainRefusesAPlanLargerThanTheMemoryAndWritesNothing) {
   ASSERT_GT(tiny_plan_mib(kTiny, {}), 1.0);  // so 1 MiB is too little
   const CommandResult r = run("moe-train", args, fake_mib(1));
   expect_refused(r, "moe-train", "1.0 MiB");
+  // With a checkpoint.dir, the save's host copies count too: m and v, a copy
+  // of the parameters and the per-tensor copies of all three, 6 x the weights.
+  const MemoryPlan plan = plan_memory(load_config(kTiny, {}, 1), BackendKind::Cpu, 1);
+  char save[160];
+  std::snprintf(save, sizeof save,
+                "needs %.1f MiB per rank and a checkpoint save %.1f MiB of host copies, %.1f MiB "
+                "in all, and 1.0 MiB",
+                double(plan.total()) / double(kMiB), 6.0 * double(plan.weights) / double(kMiB),
+                double(plan.total() + 6 * plan.weights) / double(kMiB));
+  EXPECT_NE(r.out.find(save), std::string::npos) << save << "\n" << r.out;
   // tiny.yaml: micro-batch 8 and no recompute; one rank, so no ZeRO or EP hint.
   EXPECT_NE(r.out.find("lower train.micro_batch, set train.recompute selective or full, or pass "
                        "--force"),
@@ -356,6 +370,34 @@ TEST(MemoryCheckCli, OneBillionBenchIsRefusedWhereItCannotFit) {
   EXPECT_EQ(r.out.rfind("moe-bench: error: the plan needs ", 0), 0u) << r.out;
   EXPECT_NE(r.out.find(" GiB per rank, and "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("is available (" + avail->source + ")"), std::string::npos) << r.out;
+}
+
+// The README's command as written (train.backend auto), on any machine: with
+// 1 GiB faked available, the one error line names the plan's GiB; on the CPU
+// the only other line is the fallback's warning.
+TEST(MemoryCheckCli, ReadmeBenchCommandIsRefusedWithTheFakedFigure) {
+  const std::string one_b = std::string(MOE_SOURCE_DIR) + "/configs/bench/1b.yaml";
+  const CommandResult r = run("moe-bench", "--config " + one_b, fake_mib(1024));
+  EXPECT_EQ(r.code, 2) << r.out;
+  std::string err = without_fault_notice(r.out);
+  const bool on_cpu = !cuda_available();
+  const std::string fallback = "train.backend auto: running on the CPU: ";
+  if (on_cpu) {
+    EXPECT_NE(err.find(fallback), std::string::npos) << r.out;
+    err = without_lines(err, fallback);
+  }
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << r.out;
+  EXPECT_EQ(err.rfind("moe-bench: error: the plan needs ", 0), 0u) << r.out;
+  // The 1B preset's plan is tens of GiB: far over the 1 GiB given.
+  const Config c = load_config(one_b, {"data.source=synthetic"}, 1);
+  const double plan_gib =
+      double(plan_memory(c, on_cpu ? BackendKind::Cpu : BackendKind::Cuda, 1).total()) /
+      double(kGiB);
+  ASSERT_GT(plan_gib, 10.0);
+  char want[96];
+  std::snprintf(want, sizeof want, "needs %.1f GiB per rank, and 1.0 GiB is available", plan_gib);
+  EXPECT_NE(err.find(want), std::string::npos) << r.out;
+  EXPECT_NE(err.find("lower train.micro_batch"), std::string::npos) << r.out;
 }
 
 // train.backend auto that lands on the CPU says so once, with the reason; an

@@ -79,8 +79,10 @@ std::vector<std::string> training_memory_hints(const Config& cfg, BackendKind ki
   return hints;
 }
 
+size_t checkpoint_save_host_bytes(const MemoryPlan& plan) { return 6 * plan.weights; }
+
 void check_memory(const MemoryPlan& plan, BackendKind kind, int local_rank, int local_size,
-                  const std::vector<std::string>& hints, bool force) {
+                  const std::vector<std::string>& hints, bool force, size_t save_bytes) {
   const std::optional<AvailableMemory> avail = available_memory(kind, local_rank);
   if (!avail) {
     spdlog::debug("memory check: the available memory is unknown here; not checked");
@@ -88,16 +90,21 @@ void check_memory(const MemoryPlan& plan, BackendKind kind, int local_rank, int 
   }
   const int sharing = kind == BackendKind::Cuda ? ranks_on_my_gpu(local_rank, local_size)
                                                 : std::max(1, local_size);
-  const double need = double(plan.total()) * sharing;
+  // On a GPU the save's copies are in host memory, which is not what is checked.
+  const double save = kind == BackendKind::Cuda ? 0.0 : double(save_bytes);
+  const double need = double(plan.total()) * sharing + save;
   if (need <= double(avail->bytes)) {
     spdlog::debug("memory check: the plan needs {}, {} is available ({})", size_text(need),
                   size_text(double(avail->bytes)), avail->source);
     return;
   }
   std::string what = "the plan needs " + size_text(double(plan.total())) + " per rank";
-  if (sharing > 1)
-    what += ", " + size_text(need) + " for the " + std::to_string(sharing) + " ranks on this " +
-            (kind == BackendKind::Cuda ? "GPU" : "node");
+  if (save > 0) what += " and a checkpoint save " + size_text(save) + " of host copies";
+  if (sharing > 1 || save > 0)
+    what += ", " + size_text(need) + (sharing > 1 ? " for the " + std::to_string(sharing) +
+                                                        " ranks on this " +
+                                                        (kind == BackendKind::Cuda ? "GPU" : "node")
+                                                  : std::string(" in all"));
   what += ", and " + size_text(double(avail->bytes)) + " is available (" + avail->source + ")";
   if (force) {
     spdlog::warn("memory: {}: trying anyway (--force)", what);
@@ -110,9 +117,10 @@ void check_memory(const MemoryPlan& plan, BackendKind kind, int local_rank, int 
 }
 
 void check_training_memory(const Config& cfg, BackendKind kind, int world_size, int rank,
-                           int local_rank, int local_size, bool force) {
-  check_memory(plan_memory(cfg, kind, world_size, rank), kind, local_rank, local_size,
-               training_memory_hints(cfg, kind, world_size), force);
+                           int local_rank, int local_size, bool force, bool saves_checkpoints) {
+  const MemoryPlan plan = plan_memory(cfg, kind, world_size, rank);
+  check_memory(plan, kind, local_rank, local_size, training_memory_hints(cfg, kind, world_size),
+               force, saves_checkpoints ? checkpoint_save_host_bytes(plan) : 0);
 }
 
 }  // namespace moe

@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
     if (cfg.train.threads == 0) cfg.train.threads = omp_get_num_procs();
     // Before anything is allocated: a plan too big is one line, not the OOM killer.
     moe::check_training_memory(cfg, kind, world->size(), world->rank(), mpi.local_rank(),
-                               mpi.local_size(), a.force);
+                               mpi.local_size(), a.force, !cfg.checkpoint.dir.empty());
     const moe::Topology topo(world->rank(), world->size(), cfg.parallel.ep_size,
                              cfg.moe.n_routed);
     const moe::Communicators comms = moe::make_communicators(*world, topo);
