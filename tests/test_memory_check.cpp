@@ -400,6 +400,15 @@ TEST(MemoryCheckCli, ReadmeBenchCommandIsRefusedWithTheFakedFigure) {
   EXPECT_NE(err.find("lower train.micro_batch"), std::string::npos) << r.out;
 }
 
+// --force is in each program's --help.
+TEST(MemoryCheckCli, HelpListsForce) {
+  for (const char* program : {"moe-train", "moe-bench", "moe-eval"}) {
+    const CommandResult r = run(program, "--help");
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("  --force "), std::string::npos) << program << ": " << r.out;
+  }
+}
+
 // train.backend auto that lands on the CPU says so once, with the reason; an
 // explicit cpu does not.
 TEST(MemoryCheckCli, BackendAutoOnTheCpuSaysWhy) {
