@@ -106,6 +106,34 @@ TEST(MemoryPlan, RecomputeSavesActivations) {
   EXPECT_LT(double(deep.activations), 0.5 * double(deep_none.activations));
 }
 
+// moe-eval's plan: the model of its batch and the bias, what it allocates
+// (no optimizer), byte for byte, in each precision.
+TEST(MemoryPlan, EvalPlanIsWhatEvaluationAllocates) {
+  Config c = small_config();
+  for (Precision p : {Precision::Float32, Precision::Float64}) {
+    c.train.precision = p;
+    for (int batch : {1, 5}) {
+      auto real = [&]<typename T>() {
+        auto be = make_cpu_backend<T, T>(1);
+        Transformer<T, T> model(c, *be, batch);
+        Balancer balancer(c.balance, model.moe_layers(), c.moe.n_routed, be.get());
+        return be->current_bytes();
+      };
+      const MemoryPlan plan = plan_eval_memory(c, BackendKind::Cpu, batch);
+      EXPECT_EQ(plan.total(), p == Precision::Float64 ? real.operator()<double>()
+                                                      : real.operator()<float>())
+          << to_string(p) << " batch " << batch;
+      EXPECT_EQ(plan.optimizer, 0u);
+      EXPECT_EQ(plan.micro_batch, batch);
+    }
+  }
+  // It is the training plan less the moments, at the same batch.
+  c.train.precision = Precision::Float32;
+  const MemoryPlan train = plan_memory(c, BackendKind::Cpu, 1);
+  const MemoryPlan eval = plan_eval_memory(c, BackendKind::Cpu, c.train.micro_batch);
+  EXPECT_EQ(eval.total(), train.total() - train.optimizer);
+}
+
 TEST(MemoryPlan, ExpertParallelismShardsTheExperts) {
   Config c = small_config();
   c.parallel.ep_size = 2;

@@ -1,5 +1,7 @@
 #include "apps/backend_choice.h"
 
+#include <spdlog/spdlog.h>
+
 #include <string>
 
 #include "apps/device_info.h"
@@ -17,9 +19,18 @@ namespace {
 [[noreturn]] void refuse(const std::string& key, const std::string& why) {
   throw ConfigError("config: " + key + ": " + why);
 }
+
+// Why train.backend auto runs on the CPU here.
+const char* why_no_cuda() {
+#ifndef MOE_WITH_CUDA
+  return "this build has no CUDA (configure with -DMOE_CUDA=ON)";
+#else
+  return "no CUDA device is visible";
+#endif
+}
 }  // namespace
 
-BackendKind resolve_backend(const Config& cfg) {
+BackendKind resolve_backend(const Config& cfg, bool announce_fallback) {
   const TrainConfig& t = cfg.train;
   BackendKind kind = t.backend;
   if (kind == BackendKind::Auto) kind = cuda_available() ? BackendKind::Cuda : BackendKind::Cpu;
@@ -36,10 +47,16 @@ BackendKind resolve_backend(const Config& cfg) {
     if (t.precision == Precision::Float64)
       refuse("train.precision", "float64 runs on the CPU backend only");
   } else {
-    const std::string why = std::string(" needs the CUDA backend, and this run is on the CPU") +
-                            (t.backend == BackendKind::Auto ? " (train.backend auto: no CUDA device)" : "");
+    const std::string why =
+        std::string(" needs the CUDA backend, and this run is on the CPU") +
+        (t.backend == BackendKind::Auto ? std::string(" (train.backend auto: ") + why_no_cuda() + ")"
+                                        : "");
     if (cfg.parallel.transport == Transport::Nccl)
       refuse("parallel.transport", "nccl" + why + "; use mpi or auto");
+    // After the refusals (an error stays one line): a GPU run that landed on
+    // a node without one is noticed.
+    if (t.backend == BackendKind::Auto && announce_fallback)
+      spdlog::warn("train.backend auto: running on the CPU: {}", why_no_cuda());
   }
   return kind;
 }

@@ -15,8 +15,9 @@ namespace moe {
 // cpu or cuda for this process (auto: cuda when this build has CUDA and a
 // device is visible). Throws ConfigError naming the key when the config
 // cannot run here: cuda without a CUDA build or a visible device; transport
-// nccl on the CPU; float64 on CUDA.
-BackendKind resolve_backend(const Config& cfg);
+// nccl on the CPU; float64 on CUDA. Logs one warning when auto resolves to
+// the CPU, naming why (announce_fallback false: a program's own default).
+BackendKind resolve_backend(const Config& cfg, bool announce_fallback = true);
 
 // One line for the log when the run is on CUDA: the backend's validation
 // status (empty on the CPU).

@@ -157,8 +157,9 @@ size_t cuda_workspace_bytes(const Config& cfg, bool bf16) {
   return b;
 }
 
+// `training`: with AdamW's moments (moe-eval builds the model and its bias only).
 template <typename T, typename A>
-MemoryPlan count(const Config& cfg, BackendKind kind, const Topology& topo) {
+MemoryPlan count(const Config& cfg, BackendKind kind, const Topology& topo, bool training) {
   CountingBackend<T, A> be;
   MemoryPlan p;
   std::unique_ptr<ShapeComm> ep;
@@ -172,10 +173,12 @@ MemoryPlan count(const Config& cfg, BackendKind kind, const Topology& topo) {
     p.weights = p.grads = ps.size() * sizeof(T);
     p.scratch = model.scratch_bytes();
     p.activations = be.current_bytes() - p.weights - p.grads - p.scratch;
-    const size_t before = be.current_bytes();
-    Optimizer<T, A> optimizer(be, ps, cfg.train.zero, world, topo.ep_size > 1 ? replica : world,
-                              ep.get());
-    p.optimizer = be.current_bytes() - before;
+    if (training) {
+      const size_t before = be.current_bytes();
+      Optimizer<T, A> optimizer(be, ps, cfg.train.zero, world, topo.ep_size > 1 ? replica : world,
+                                ep.get());
+      p.optimizer = be.current_bytes() - before;
+    }
     p.zero = cfg.train.zero;
     p.loss_chunk_rows = model.loss_chunk_rows();
     if (kind == BackendKind::Cuda && is_bf16_v<A>) {
@@ -205,10 +208,11 @@ std::string size_text(size_t b, bool mib) {
 
 }  // namespace
 
-MemoryPlan plan_memory(const Config& cfg, BackendKind kind, int world_size, int rank) {
+namespace {
+MemoryPlan plan(const Config& cfg, BackendKind kind, int world_size, int rank, bool training) {
   const Topology topo(rank, world_size, cfg.parallel.ep_size, cfg.moe.n_routed);
   MemoryPlan p = with_element_types(cfg, [&]<typename T, typename A>() {
-    return count<T, A>(cfg, kind, topo);
+    return count<T, A>(cfg, kind, topo, training);
   });
   p.precision = to_string(cfg.train.precision);
   p.recompute = to_string(cfg.train.recompute);
@@ -222,6 +226,18 @@ MemoryPlan plan_memory(const Config& cfg, BackendKind kind, int world_size, int 
   p.active_params = active_parameters(cfg.model, cfg.moe);
   p.flops_per_token = train_flops_per_token(cfg.model, cfg.moe);
   return p;
+}
+}  // namespace
+
+MemoryPlan plan_memory(const Config& cfg, BackendKind kind, int world_size, int rank) {
+  return plan(cfg, kind, world_size, rank, /*training=*/true);
+}
+
+MemoryPlan plan_eval_memory(const Config& cfg, BackendKind kind, int batch) {
+  Config c = cfg;
+  c.train.micro_batch = batch;
+  c.parallel.ep_size = 1;
+  return plan(c, kind, 1, 0, /*training=*/false);
 }
 
 std::string format_plan(const MemoryPlan& p) {

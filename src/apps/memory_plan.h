@@ -45,6 +45,11 @@ struct MemoryPlan {
 // cannot run (ep_size not dividing the world or the experts).
 MemoryPlan plan_memory(const Config& cfg, BackendKind kind, int world_size, int rank = 0);
 
+// The plan of moe-eval: one rank's model for `batch` sequences per forward
+// and its router bias, no optimizer state (the gradients are allocated with
+// the parameters all the same).
+MemoryPlan plan_eval_memory(const Config& cfg, BackendKind kind, int batch);
+
 // A table for the terminal, one line per kind, GiB.
 std::string format_plan(const MemoryPlan& plan);
 nlohmann::json plan_to_json(const MemoryPlan& plan);

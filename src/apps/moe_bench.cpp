@@ -22,6 +22,7 @@
 #include "apps/common.h"
 #include "apps/cpu_gemm_peak.h"
 #include "apps/device_info.h"
+#include "apps/memory_check.h"
 #include "apps/memory_plan.h"
 #include "apps/perf_model.h"
 #include "backend/backend.h"
@@ -36,6 +37,7 @@ struct Args {
   std::string config_path, backend, json_path, expect, op;
   std::vector<std::string> overrides;
   int64_t steps = 10, warmup = 2;
+  bool force = false;  // run even when the memory plan exceeds what is available
   std::optional<double> peak_tflops;
 };
 
@@ -109,12 +111,6 @@ int print_expectation(const moe::Config& cfg, const moe::DeviceSpec& dev) {
 }
 
 int bench(const Args& a) {
-  // Opened first: a bad path fails before minutes of measuring.
-  std::ofstream json_out;
-  if (!a.json_path.empty()) {
-    json_out.open(a.json_path);
-    if (!json_out) throw moe::InputError("--json: cannot write " + a.json_path);
-  }
   std::vector<std::string> overrides = a.overrides;
   overrides.push_back("data.source=synthetic");
   overrides.push_back("train.steps=" + std::to_string(a.warmup + a.steps));
@@ -128,6 +124,13 @@ int bench(const Args& a) {
   }
   const moe::BackendKind kind = choose_backend(a, cfg);
   if (cfg.train.threads == 0) cfg.train.threads = omp_get_num_procs();
+  moe::check_training_memory(cfg, kind, 1, 0, 0, 1, a.force);  // before any allocation
+  // Opened before measuring: a bad path fails before minutes of it.
+  std::ofstream json_out;
+  if (!a.json_path.empty()) {
+    json_out.open(a.json_path);
+    if (!json_out) throw moe::InputError("--json: cannot write " + a.json_path);
+  }
 
   std::optional<moe::GpuInfo> gpu;
   std::optional<moe::CpuGemmPeak> cpu_peak;
@@ -334,6 +337,9 @@ int main(int argc, char** argv) {
         ->type_name("X")
         ->check(moe::cli::positive_number());
     app.add_option("--json", a.json_path, "also write the results as JSON")->type_name("FILE");
+    app.add_flag("--force", a.force,
+                 "run even when the memory plan exceeds the memory available (MemAvailable and "
+                 "the cgroup limit, or the GPU's free memory), with a warning");
     app.add_option("--op", a.op,
                    "attention: time only the tensor-core attention kernels (forward, backward) "
                    "at train.micro_batch x model.seq_len x model.heads x head_dim, on CUDA; "

@@ -12,6 +12,7 @@
 #include "apps/cli.h"
 #include "apps/common.h"
 #include "apps/device_info.h"
+#include "apps/memory_check.h"
 #include "backend/backend.h"
 #include "core/file_io.h"
 #include "core/path_check.h"
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
     std::optional<moe::BackendKind> backend;
     int64_t max_tokens = 0, batch = 0, threads = 0;
     std::string backend_name;
+    bool force = false;
     CLI::App app{"Held-out perplexity and MaxVio_global of a checkpoint."};
     moe::cli::configure(app, "moe-eval");
     app.add_option("--checkpoint", ckpt,
@@ -91,6 +93,9 @@ int main(int argc, char** argv) {
                    "checkpoint evaluates in float32 on the CPU)")
         ->type_name("B")
         ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+    app.add_flag("--force", force,
+                 "evaluate even when the memory plan exceeds the memory available "
+                 "(MemAvailable and the cgroup limit, or the GPU's free memory), with a warning");
     if (!moe::cli::parse(app, argc, argv)) return 0;
     if (backend_name == "cpu") backend = moe::BackendKind::Cpu;
     if (backend_name == "cuda") backend = moe::BackendKind::Cuda;
@@ -123,12 +128,17 @@ int main(int argc, char** argv) {
       cfg.train.precision = moe::Precision::Float32;
       spdlog::info("bfloat16 checkpoint evaluated in float32 on the CPU");
     }
-    const moe::BackendKind kind = moe::resolve_backend(cfg);
+    // Its own default auto goes unannounced; a --backend auto is the user's.
+    const moe::BackendKind kind = moe::resolve_backend(cfg, backend.has_value());
     cfg.train.threads = int(threads);  // 0: all cores
     if (!data.empty()) cfg.data.val_path = data;
     auto val = moe::make_validation_reader(cfg);
     if (!val) throw moe::InputError("no validation data: pass --data");
     if (batch == 0) batch = cfg.train.micro_batch;
+    moe::check_memory(moe::plan_eval_memory(cfg, kind, int(batch)), kind, 0, 1,
+                      batch > 1 ? std::vector<std::string>{"lower --batch"}
+                                : std::vector<std::string>{},
+                      force);
     nlohmann::json j = moe::with_element_types(cfg, [&]<typename T, typename A>() {
       return evaluate_checkpoint<T, A>(cfg, kind, ckpt, *val, int(batch), max_tokens);
     });

@@ -13,6 +13,7 @@
 #include "apps/cli.h"
 #include "apps/common.h"
 #include "apps/device_info.h"
+#include "apps/memory_check.h"
 #include "apps/memory_plan.h"
 #include "core/dir_lock.h"
 #include "core/keep_aside.h"
@@ -40,7 +41,7 @@ constexpr const char* kFooter =
 struct Args {
   std::string config_path, resume;
   std::vector<std::string> overrides;
-  bool plan = false, print_config = false;
+  bool plan = false, print_config = false, force = false;
   int64_t world_size = 0;  // --plan only; 0: the launched world
 };
 
@@ -219,6 +220,9 @@ int main(int argc, char** argv) {
         ->type_name("W")
         ->check(moe::cli::integer_at_least(1))
         ->needs(plan);
+    app.add_flag("--force", a.force,
+                 "start even when the memory plan exceeds the memory available (MemAvailable "
+                 "and the cgroup limit, or the GPU's free memory), with a warning");
     app.add_flag("--print-config", a.print_config,
                  "print the resolved config (bases, file and --set applied; every key) as YAML "
                  "and exit");
@@ -232,6 +236,15 @@ int main(int argc, char** argv) {
 
     moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
     moe::check_data_present(cfg);  // a preset without its corpus: one line, before any work
+    // Rank 0 alone talks; the others report errors only.
+    moe::setup_logging(world->rank() == 0 ? cfg.log.level : "error");
+    const moe::BackendKind kind = moe::resolve_backend(cfg);
+    if (cfg.train.threads == 0 && mpi.local_size() > 1)  // share the node's cores
+      cfg.train.threads = std::max(1, omp_get_num_procs() / mpi.local_size());
+    if (cfg.train.threads == 0) cfg.train.threads = omp_get_num_procs();
+    // Before anything is allocated: a plan too big is one line, not the OOM killer.
+    moe::check_training_memory(cfg, kind, world->size(), world->rank(), mpi.local_rank(),
+                               mpi.local_size(), a.force, !cfg.checkpoint.dir.empty());
     if (world->rank() == 0) {  // the writer: a bad output path fails now, not at the first save
       moe::check_output_dir(cfg.log.out_dir, "log.out_dir");
       if (!cfg.checkpoint.dir.empty()) moe::check_output_dir(cfg.checkpoint.dir, "checkpoint.dir");
@@ -244,12 +257,6 @@ int main(int argc, char** argv) {
                                              {cfg.checkpoint.dir, "checkpoint.dir"}},
                                             "moe-train")
                            : std::vector<moe::DirLock>{};
-    // Rank 0 alone talks; the others report errors only.
-    moe::setup_logging(world->rank() == 0 ? cfg.log.level : "error");
-    const moe::BackendKind kind = moe::resolve_backend(cfg);
-    if (cfg.train.threads == 0 && mpi.local_size() > 1)  // share the node's cores
-      cfg.train.threads = std::max(1, omp_get_num_procs() / mpi.local_size());
-    if (cfg.train.threads == 0) cfg.train.threads = omp_get_num_procs();
     const moe::Topology topo(world->rank(), world->size(), cfg.parallel.ep_size,
                              cfg.moe.n_routed);
     const moe::Communicators comms = moe::make_communicators(*world, topo);
