@@ -20,6 +20,7 @@
 
 #include "command.h"
 #include "small_run.h"
+#include "core/dir_lock.h"
 #include "core/error.h"
 #include "core/file_io.h"
 #include "train/checkpoint.h"
@@ -213,7 +214,9 @@ TEST(FullDisk, MoeTrainEndsWithOneLineWhenItsLastCheckpointCannotBeWritten) {
   const test::CommandResult r = run_with_fault(1, "moe-train", args);
   expect_io_failure(r, 1, "moe-train");
   EXPECT_NE(r.out.find("checkpoint of step 2 not saved"), std::string::npos) << r.out;
-  EXPECT_TRUE(snapshot(root / "ck").empty());  // no partial directory
+  const auto ck = snapshot(root / "ck");  // no partial directory; the run's lock file stays
+  EXPECT_EQ(ck.size(), 1u);
+  EXPECT_EQ(ck.count(kDirLockName), 1u);
   const std::string metrics = read_bytes(root / "run" / "metrics.jsonl");
   EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 2) << metrics;
 }

@@ -17,7 +17,6 @@
 #include "apps/memory_plan.h"
 #include "core/dir_lock.h"
 #include "core/keep_aside.h"
-#include "core/path_check.h"
 #include "backend/backend.h"
 #include "data/shard_dataset.h"
 #include "data/token_source.h"
@@ -245,13 +244,10 @@ int main(int argc, char** argv) {
     // Before anything is allocated: a plan too big is one line, not the OOM killer.
     moe::check_training_memory(cfg, kind, world->size(), world->rank(), mpi.local_rank(),
                                mpi.local_size(), a.force, !cfg.checkpoint.dir.empty());
-    if (world->rank() == 0) {  // the writer: a bad output path fails now, not at the first save
-      moe::check_output_dir(cfg.log.out_dir, "log.out_dir");
-      if (!cfg.checkpoint.dir.empty()) moe::check_output_dir(cfg.checkpoint.dir, "checkpoint.dir");
-    }
     // One writer per run directory (core/dir_lock.h), from before anything in
-    // them is touched until the process ends. Only rank 0 writes there (the
-    // other ranks only read a checkpoint to resume); its refusal ends the job.
+    // them is touched until the process ends; taking it also tries each path,
+    // so a bad one fails now, not at the first save. Only rank 0 writes there
+    // (the other ranks only read a checkpoint to resume); its refusal ends the job.
     const std::vector<moe::DirLock> locks =
         world->rank() == 0 ? moe::lock_dirs({{cfg.log.out_dir, "log.out_dir"},
                                              {cfg.checkpoint.dir, "checkpoint.dir"}},

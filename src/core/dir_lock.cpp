@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/path_check.h"
 
 namespace moe {
 
@@ -65,13 +66,12 @@ std::string dir_lock_path(const std::string& dir) {
 }
 
 DirLock::DirLock(const std::string& dir, const std::string& key, const std::string& program) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw InputError(key + ": cannot create " + dir + ": " + ec.message());
+  // Created and tried first: a path that cannot hold a run (a file, below a
+  // file, read-only) is one line now, not a failed save after hours.
+  check_output_dir(dir, key);
   path_ = dir_lock_path(dir);  // after creating it: a symlink in dir resolves
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd_ < 0)
-    throw InputError(key + ": cannot create the lock file " + path_ + ": " + std::strerror(errno));
+  if (fd_ < 0) throw_path_error(key + ": " + path_, "cannot create the lock file", errno);
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     if (err == EWOULDBLOCK) {

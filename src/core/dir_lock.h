@@ -24,11 +24,12 @@ inline constexpr const char* kDirLockName = ".moe.lock";
 
 class DirLock {
  public:
-  // Locks `dir` for `program` (creating `dir` if needed).
+  // Locks `dir` for `program`, after check_output_dir (core/path_check.h)
+  // created it if needed and tried that files can be made in it: a bad path
+  // throws that check's typed error, naming `key`.
   // Held elsewhere: InputError "DIR is in use by another PROGRAM (host H,
   // pid P, since T); wait for it or use another KEY", key naming the
-  // setting that chose dir (e.g. "log.out_dir"). A lock file that cannot be
-  // created is an InputError naming it and the errno text.
+  // setting that chose dir (e.g. "log.out_dir").
   DirLock(const std::string& dir, const std::string& key, const std::string& program);
   ~DirLock();
   DirLock(DirLock&& o) noexcept : fd_(std::exchange(o.fd_, -1)), path_(std::move(o.path_)) {}
