@@ -146,6 +146,25 @@ TEST(DirLock, KeepAsideLeavesTheLockWithThePath) {
   fs::remove_all(d);
 }
 
+// checkpoint.dir: runs/x with log.out_dir: runs/x/logs. Setting the old
+// checkpoints aside must not carry the held log directory (and its lock)
+// along, or a second run could lock a fresh runs/x/logs beside the first.
+TEST(DirLock, KeepAsideLeavesANestedLockedDirectory) {
+  const fs::path d = temp_dir("nested");
+  fs::create_directories(d / "x" / "step_00000002");
+  const moe::DirLock logs((d / "x" / "logs").string(), "log.out_dir", "moe-train");
+  const moe::DirLock ck((d / "x").string(), "checkpoint.dir", "moe-train");
+  std::ofstream(d / "x" / "logs" / "metrics.jsonl") << "{}\n";
+  // Spelled with a trailing '/': the same directory, set aside beside it.
+  EXPECT_EQ(moe::keep_aside((d / "x").string() + "/", moe::kDirLockName), (d / "x.1").string());
+  EXPECT_TRUE(fs::is_directory(d / "x.1" / "step_00000002"));
+  EXPECT_FALSE(fs::exists(d / "x.1" / "logs"));
+  EXPECT_EQ(slurp(d / "x" / "logs" / "metrics.jsonl"), "{}\n");
+  EXPECT_NE(try_lock_in_child(d / "x" / "logs"), "");  // still held, where it was
+  EXPECT_NE(try_lock_in_child(d / "x"), "");
+  fs::remove_all(d);
+}
+
 TEST(DirLock, EachDirectoryIsLockedOnce) {
   const fs::path d = temp_dir("once");
   // checkpoint.dir = log.out_dir (two spellings): one lock, named by the first key.

@@ -29,10 +29,13 @@ std::string size_text(double bytes) {
 }
 
 // The ranks of this node that use this rank's GPU (local_rank % devices).
+// One visible device is taken as this rank's own: Slurm's --gpus-per-task,
+// ConstrainDevices or a per-rank CUDA_VISIBLE_DEVICES show each rank one GPU,
+// and counting all the node's ranks on it would refuse a job that fits.
 int ranks_on_my_gpu(int local_rank, int local_size) {
 #ifdef MOE_WITH_CUDA
   const int devices = cuda_device_count();
-  if (devices <= 0) return 1;
+  if (devices <= 1) return 1;
   const int device = local_rank % devices;
   return local_size / devices + (device < local_size % devices ? 1 : 0);
 #else

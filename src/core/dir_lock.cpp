@@ -70,7 +70,17 @@ DirLock::DirLock(const std::string& dir, const std::string& key, const std::stri
   // file, read-only) is one line now, not a failed save after hours.
   check_output_dir(dir, key);
   path_ = dir_lock_path(dir);  // after creating it: a symlink in dir resolves
-  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // 0666 under the umask: in a group-writable directory the next user can
+  // take a lock the last one left. Another user's file that is not writable
+  // still locks read-only (flock needs no write access); only the holder
+  // line is then not recorded.
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  bool read_only = false;
+  if (fd_ < 0 && errno == EACCES) {
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    read_only = fd_ >= 0;
+    if (fd_ < 0) errno = EACCES;
+  }
   if (fd_ < 0) throw_path_error(key + ": " + path_, "cannot create the lock file", errno);
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
@@ -87,6 +97,7 @@ DirLock::DirLock(const std::string& dir, const std::string& key, const std::stri
                  std::strerror(err), program);
     return;
   }
+  if (read_only) return;
   const std::string line = holder_line() + "\n";
   if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, line.data(), line.size(), 0) != ssize_t(line.size()))
     spdlog::warn("{}: cannot record this run in {}: {}", key, path_, std::strerror(errno));

@@ -11,7 +11,8 @@ namespace moe {
 namespace fs = std::filesystem;
 
 std::string keep_aside(const std::string& path, const std::string& stays) {
-  const fs::path p(path);
+  fs::path p = fs::path(path).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();  // "ck/" is "ck", not a "ck/.1" inside it
   std::error_code ec;
   if (!fs::exists(p, ec)) return "";
   // A directory keeps its whole name: "checkpoints" -> "checkpoints.1".
@@ -33,8 +34,11 @@ std::string keep_aside(const std::string& path, const std::string& stays) {
     fs::create_directory(q, ec);
     if (ec) fail(p, q);
     std::vector<fs::path> entries;
+    // What stays: the entry itself, and a directory holding one (a
+    // log.out_dir inside checkpoint.dir keeps its own lock where it is).
     for (const auto& e : fs::directory_iterator(p, ec))
-      if (e.path().filename() != stays) entries.push_back(e.path());
+      if (e.path().filename() != stays && !fs::exists(e.path() / stays))
+        entries.push_back(e.path());
     if (ec) fail(p, q);
     std::sort(entries.begin(), entries.end());
     for (const fs::path& e : entries) {

@@ -11,7 +11,9 @@ namespace moe {
 // there was nothing there. A directory holding an entry named `stays` (the
 // run's lock file, core/dir_lock.h) keeps that entry and its own name: the
 // other entries move into the new directory, one by one (a crash in between
-// leaves each in one of the two, none lost).
+// leaves each in one of the two, none lost), except a directory that holds
+// such an entry too (a nested log.out_dir with its own lock). A trailing
+// '/' names the same directory.
 std::string keep_aside(const std::string& path, const std::string& stays = "");
 
 }  // namespace moe

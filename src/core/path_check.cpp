@@ -51,12 +51,8 @@ void check_output_file(const std::string& file, const std::string& setting) {
   std::error_code ec;
   if (fs::is_directory(file, ec))
     throw_path_error(prefixed(setting, file), "cannot write", EISDIR);
-  if (fs::exists(file, ec)) {
-    const int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);  // no O_TRUNC: left as it is
-    if (fd < 0) throw_path_error(prefixed(setting, file), "cannot write", errno);
-    ::close(fd);
-    return;
-  }
+  // Written beside it and renamed over it: its directory is what must take
+  // new files, whether the file exists or not.
   const fs::path parent = fs::path(file).parent_path();
   const std::string dir = parent.empty() ? "." : parent.string();
   if (!fs::is_directory(dir, ec))

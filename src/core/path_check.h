@@ -27,9 +27,9 @@ bool is_disk_failure(int err);
 // removed. `setting` names where the path came from ("checkpoint.dir").
 void check_output_dir(const std::string& dir, const std::string& setting);
 
-// A file that will be created or replaced: not a directory, and either it
-// opens for writing (it exists; it is not changed) or its directory exists
-// and a file can be created there (probed as above).
+// A file that will be created or replaced by a rename (written beside it
+// first, core/file_io.h): not a directory, and its directory exists and a
+// file can be created there (probed as above). An existing file is left as it is.
 void check_output_file(const std::string& file, const std::string& setting);
 
 // A directory that will be created by renaming a staging directory beside
