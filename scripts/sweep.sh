@@ -7,10 +7,16 @@
 #     --seeds S,S,...   train each config once per seed (train.seed); runs go to
 #                       <log.out_dir>/seed<S> (default: one run per config, its own seed)
 #     --ranks N         ranks per run: mpirun through scripts/launch.sh (default 1: no MPI);
-#                       with --slurm, N GPUs on ceil(N/8) nodes
+#                       with --slurm, N Slurm tasks (srun), --ranks-per-node per node
 #     --set k=v         passed to every run's moe-train (repeatable)
 #     --slurm           submit one Slurm job array (scripts/slurm_example.sbatch) and exit
-#     --sbatch-args A   extra sbatch options with --slurm, e.g. "--partition=gpu --time=48:00:00"
+#     --sbatch-args A   extra sbatch options with --slurm, shell-quoted words, e.g.
+#                       "--partition=gpu --time=48:00:00" (they override the sweep's own)
+#     --gpus-per-node G with --slurm: GPUs (and ranks) per node; default by train.backend
+#                       of the first config: cuda or auto 8, cpu 0 (a CPU partition)
+#     --ranks-per-node R  with --slurm: default G with GPUs, else all N ranks on one node
+#     --cpus-per-rank C with --slurm: CPUs (OpenMP threads) per rank; default: the batch
+#                       script's 12 with GPUs, 1 without
 #     --dry-run         print what would run, run nothing
 # A run is complete when its log.out_dir holds eval.json of its last step
 # (train.final_eval). A run with no validation data (or train.final_eval
@@ -23,12 +29,12 @@
 # stopped early (the others still run), 2 for bad arguments.
 set -uo pipefail
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 die() { echo "sweep.sh: $*" >&2; exit 2; }
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 MOE_TRAIN=${MOE_TRAIN:-$repo/build/moe-train}
-seeds="" ranks=1 slurm=0 dry=0 sbatch_args=""
+seeds="" ranks=1 slurm=0 dry=0 sbatch_args="" gpus_per_node="" ranks_per_node="" cpus_per_rank=""
 sets=() configs=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,6 +43,9 @@ while [ $# -gt 0 ]; do
     --set) sets+=(--set "${2:?--set needs key=value}"); shift 2 ;;
     --slurm) slurm=1; shift ;;
     --sbatch-args) sbatch_args="${2?--sbatch-args needs a string}"; shift 2 ;;
+    --gpus-per-node) gpus_per_node="${2?--gpus-per-node needs a number}"; shift 2 ;;
+    --ranks-per-node) ranks_per_node="${2?--ranks-per-node needs a number}"; shift 2 ;;
+    --cpus-per-rank) cpus_per_rank="${2?--cpus-per-rank needs a number}"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     -h|--help) usage 0 ;;
     -*) echo "sweep.sh: unknown option '$1'" >&2; usage ;;
@@ -45,6 +54,16 @@ while [ $# -gt 0 ]; do
 done
 [ ${#configs[@]} -gt 0 ] || { echo "sweep.sh: no config given" >&2; usage; }
 case "$ranks" in ''|*[!0-9]*|0) die "--ranks: '$ranks' is not a positive number" ;; esac
+case "$gpus_per_node" in *[!0-9]*) die "--gpus-per-node: '$gpus_per_node' is not a number" ;; esac
+case "$ranks_per_node" in 0|*[!0-9]*) die "--ranks-per-node: '$ranks_per_node' is not a positive number" ;; esac
+case "$cpus_per_rank" in 0|*[!0-9]*) die "--cpus-per-rank: '$cpus_per_rank' is not a positive number" ;; esac
+# sbatch's extra options as shell words (quotes respected, nothing executed).
+more=()
+if [ -n "$sbatch_args" ]; then
+  xargs printf '%s\0' <<< "$sbatch_args" > /dev/null 2>&1 ||
+    die "--sbatch-args: cannot split '$sbatch_args' into words (unbalanced quote?)"
+  mapfile -d '' more < <(xargs printf '%s\0' <<< "$sbatch_args")
+fi
 seed_list=()
 if [ -n "$seeds" ]; then
   IFS=',' read -r -a seed_list <<< "$seeds"
@@ -137,10 +156,11 @@ fmt_duration() {
 # Plan every run: its config, its extra --set arguments, its directory, steps,
 # checkpoint.dir, train.final_eval and whether it has validation data.
 run_cfg=() run_args=() run_dir=() run_steps=() run_ckpt=() run_final_eval=() run_has_val=()
+run_backend=()
 for c in "${configs[@]}"; do
   for s in "${seed_list[@]:-}"; do
     extra=("${sets[@]}")
-    resolved=$("$MOE_TRAIN" --config "$c" "${extra[@]}" --print-config 2>&1) ||
+    resolved=$("$MOE_TRAIN" --config "$c" "${extra[@]}" --print-config --world-size "$ranks" 2>&1) ||
       die "$c: $(tail -n 1 <<< "$resolved")"
     out=$(yaml_get "$resolved" log out_dir)
     if [ -n "$s" ]; then
@@ -152,7 +172,7 @@ for c in "${configs[@]}"; do
       fi
       out="$out/seed$s"
       extra+=(--set "train.seed=$s" --set "log.out_dir=$out" --set "checkpoint.dir=$ckpt")
-      resolved=$("$MOE_TRAIN" --config "$c" "${extra[@]}" --print-config 2>&1) ||
+      resolved=$("$MOE_TRAIN" --config "$c" "${extra[@]}" --print-config --world-size "$ranks" 2>&1) ||
         die "$c: $(tail -n 1 <<< "$resolved")"
     fi
     for ((i = 0; i < ${#run_dir[@]}; i++)); do
@@ -160,11 +180,14 @@ for c in "${configs[@]}"; do
         die "$c${s:+ seed $s} and ${run_cfg[$i]} would both write to $out (set log.out_dir apart)"
     done
     run_cfg+=("$c")
-    run_args+=("$(printf '%q ' "${extra[@]}")")
+    # Shell-quoted for eval (here and in the Slurm list); no arguments is the
+    # empty string: printf '%q' of nothing would be '' (an empty argument).
+    if [ ${#extra[@]} -gt 0 ]; then run_args+=("$(printf '%q ' "${extra[@]}")"); else run_args+=(""); fi
     run_dir+=("$out")
     run_steps+=("$(yaml_get "$resolved" train steps)")
     run_ckpt+=("$(yaml_get "$resolved" checkpoint dir)")
     run_final_eval+=("$(yaml_get "$resolved" train final_eval)")
+    run_backend+=("$(yaml_get "$resolved" train backend)")
     has_val=0 data_path=$(yaml_get "$resolved" data path)
     if [ -n "$(yaml_get "$resolved" data val_path)" ]; then has_val=1
     elif [ "$(yaml_get "$resolved" data source)" = shards ] && [ -d "$data_path" ] &&
@@ -176,6 +199,27 @@ done
 n=${#run_cfg[@]}
 
 if [ "$slurm" -eq 1 ]; then
+  # Resources per task from the configs' train.backend (or the options):
+  # a GPU per rank for cuda and auto, none for cpu. Every value is passed, so
+  # the batch script's #SBATCH defaults (8 GPUs per node) never apply half.
+  if [ -z "$gpus_per_node" ]; then
+    backend=${run_backend[0]}
+    for b in "${run_backend[@]}"; do
+      [ "$b" = "$backend" ] ||
+        die "the configs mix train.backend $backend and $b: one job array asks for one kind of node (--gpus-per-node picks)"
+    done
+    if [ "$backend" = cpu ]; then gpus_per_node=0; else gpus_per_node=8; fi
+  fi
+  if [ -z "$ranks_per_node" ]; then
+    if [ "$gpus_per_node" -gt 0 ]; then ranks_per_node=$gpus_per_node; else ranks_per_node=$ranks; fi
+  fi
+  [ "$ranks_per_node" -le "$ranks" ] || ranks_per_node=$ranks
+  [ "$gpus_per_node" -eq 0 ] || [ "$ranks_per_node" -le "$gpus_per_node" ] ||
+    die "--ranks-per-node $ranks_per_node is more than --gpus-per-node $gpus_per_node (one GPU per rank)"
+  [ $((ranks % ranks_per_node)) -eq 0 ] ||
+    die "--ranks $ranks is not a multiple of $ranks_per_node ranks per node"
+  nodes=$((ranks / ranks_per_node))
+  [ -n "$cpus_per_rank" ] || [ "$gpus_per_node" -gt 0 ] || cpus_per_rank=1
   # One array task per incomplete run; the batch script reads its line of the
   # list (CONFIG then moe-train arguments) and resumes it with srun.
   lines="" todo=0
@@ -188,17 +232,21 @@ if [ "$slurm" -eq 1 ]; then
     todo=$((todo + 1))
   done
   [ "$todo" -gt 0 ] || { echo "sweep.sh: every run is finished, nothing to submit"; exit 0; }
-  list="$PWD/runs/sweep-$(date +%Y%m%d-%H%M%S).list"
+  # A unique name: two sweeps submitted in one second keep their own lists.
+  list="$PWD/runs/sweep-$(date +%Y%m%d-%H%M%S)-XXXXXX.list"
   if [ "$dry" -eq 0 ]; then
-    mkdir -p runs && printf '%s' "$lines" > "$list" || die "cannot write $list"
+    mkdir -p runs && list=$(mktemp --suffix=.list "${list%.list}") &&
+      printf '%s' "$lines" > "$list" || die "cannot write $list"
   else
     printf '%s' "$lines"
   fi
-  nodes=$(( (ranks + 7) / 8 )) per_node=$(( ranks < 8 ? ranks : 8 ))
-  cmd=(sbatch --array="0-$((todo - 1))" --job-name=moe-sweep --nodes="$nodes"
-       --ntasks-per-node="$per_node" --gpus-per-node="$per_node"
-       --export="ALL,SWEEP_LIST=$list,MOE_TRAIN=$MOE_TRAIN")
-  if [ -n "$sbatch_args" ]; then read -r -a more <<< "$sbatch_args"; cmd+=("${more[@]}"); fi
+  # SWEEP_LIST and MOE_TRAIN reach the job through the environment
+  # (--export=ALL): inside --export=A=x,B=y a comma in a path would split it.
+  cmd=(env "SWEEP_LIST=$list" "MOE_TRAIN=$MOE_TRAIN"
+       sbatch --array="0-$((todo - 1))" --job-name=moe-sweep --nodes="$nodes"
+       --ntasks-per-node="$ranks_per_node" --gpus-per-node="$gpus_per_node"
+       ${cpus_per_rank:+--cpus-per-task="$cpus_per_rank"} --export=ALL)
+  cmd+=("${more[@]}")
   cmd+=("$repo/scripts/slurm_example.sbatch")
   if [ "$dry" -eq 1 ]; then
     echo "sweep.sh: dry run: would list $todo run(s) in $list and submit: $(printf '%q ' "${cmd[@]}")"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
 #   1. the normal build (CUDA compiled when nvcc is present) and every ctest
-#      label: cpu, mpi, and gpu (gpu tests skip when no device is visible);
+#      label: cpu, mpi, gpu (gpu tests skip when no device is visible) and
+#      slurm (a real one-node Slurm, tests/slurm/; skips where its daemons
+#      cannot start: not root, or the packages of scripts/setup.sh missing);
 #   2. the cpu label again with OPENBLAS_CORETYPE=Haswell (or unset, when the
 #      environment already forces Haswell): the AVX2 kernel that many hosts
 #      force, whose roundings differ from the AVX-512 one's and, for sgemm,

@@ -6,7 +6,9 @@
 # not restarting); runs without validation data (or with train.final_eval
 # false) are finished without eval and skipped by the next sweep, while a run
 # with validation data that lost its eval.json is resumed; bad input is one
-# line and exit 2; --slurm --dry-run lists the incomplete runs as one job array.
+# line and exit 2; a run with no --set and no seeds gets no empty argument;
+# --slurm --dry-run lists the incomplete runs as one job array, with the
+# resources of the configs' backend (tests/slurm/ submits to a real Slurm).
 #   tests/sweep_test.sh BUILD_DIR
 set -uo pipefail
 build=$(cd "${1:?usage: sweep_test.sh BUILD_DIR}" && pwd)
@@ -121,11 +123,43 @@ expect bad2.log "'x' is not a non-negative integer"
 [ "$rc" -eq 2 ] || fail "bad --set: exit $rc"
 expect bad3.log "sweep.sh: loss_free.yaml: moe-train: error: config: train.bogus: unknown key"
 
-# Slurm: the incomplete runs (seed 3) as one array, nothing written.
-"$repo/scripts/sweep.sh" --slurm --dry-run --ranks 16 --seeds 1,3 loss_free.yaml aux_loss.yaml > slurm.log 2>&1 ||
+# No --set and no seeds: moe-train gets no empty argument (it refused one).
+"$repo/scripts/sweep.sh" noval.yaml > plain.log 2>&1 || { cat plain.log; fail "sweep without --set or seeds"; }
+expect plain.log "runs/noval: start (.*moe-train --config noval.yaml --resume auto )$"
+expect plain.log "runs/noval: finished (no eval: no validation split) in "
+
+# Slurm: the incomplete runs (seed 3) as one array, nothing written. GPUs
+# per node given: 2 ranks on 2 nodes of 1.
+"$repo/scripts/sweep.sh" --slurm --dry-run --ranks 2 --gpus-per-node 1 --seeds 1,3 loss_free.yaml aux_loss.yaml > slurm.log 2>&1 ||
   { cat slurm.log; fail "slurm dry run"; }
 expect slurm.log "runs/loss_free/seed1: complete (eval.json of step 8), not submitted"
 expect slurm.log "^loss_free.yaml --set train.seed=3 --set log.out_dir=runs/loss_free/seed3"
-expect slurm.log "sbatch --array=0-1 .*--nodes=2 --ntasks-per-node=8 .*slurm_example.sbatch"
+expect slurm.log "sbatch --array=0-1 .*--nodes=2 --ntasks-per-node=1 --gpus-per-node=1 --export=ALL .*slurm_example.sbatch"
 ls runs/sweep-*.list > /dev/null 2>&1 && fail "a dry run wrote a list"
+# The configs' train.backend picks the resources: cpu, no GPUs and one CPU per
+# rank, the ranks on one node; cuda, 8 GPUs (ranks) per node.
+cp noval.yaml fresh.yaml
+"$repo/scripts/sweep.sh" --slurm --dry-run --ranks 2 fresh.yaml > slurm_cpu.log 2>&1 || { cat slurm_cpu.log; fail "cpu"; }
+expect slurm_cpu.log "^fresh.yaml $"
+expect slurm_cpu.log "sbatch --array=0-0 .*--nodes=1 --ntasks-per-node=2 --gpus-per-node=0 --cpus-per-task=1 --export=ALL "
+"$repo/scripts/sweep.sh" --slurm --dry-run --ranks 16 --set train.backend=cuda --set train.global_batch=128 \
+  fresh.yaml > slurm_gpu.log 2>&1 ||
+  { cat slurm_gpu.log; fail "cuda"; }
+expect slurm_gpu.log "sbatch --array=0-0 .*--nodes=2 --ntasks-per-node=8 --gpus-per-node=8 --export=ALL "
+"$repo/scripts/sweep.sh" --slurm --dry-run --ranks 12 --set train.backend=cuda --set train.global_batch=96 \
+  fresh.yaml > bad4.log 2>&1; rc=$?
+[ "$rc" -eq 2 ] || fail "12 ranks on 8-GPU nodes: exit $rc"
+expect bad4.log "^sweep.sh: --ranks 12 is not a multiple of 8 ranks per node$"
+# The README's paper-scale command (cuda presets): 2 nodes of 8 GPUs per run.
+"$repo/scripts/sweep.sh" --slurm --dry-run --ranks 16 --sbatch-args "--partition=gpu --time=48:00:00" \
+  "$repo/configs/paper/1b_loss_free.yaml" "$repo/configs/paper/1b_aux_loss.yaml" > paper.log 2>&1 ||
+  { cat paper.log; fail "the README's Slurm command"; }
+expect paper.log "sbatch --array=0-1 .*--nodes=2 --ntasks-per-node=8 --gpus-per-node=8 --export=ALL --partition=gpu --time=48:00:00 "
+# Each run is checked as it would run on --ranks ranks (here 4 x 8 > 16).
+"$repo/scripts/sweep.sh" --slurm --dry-run --ranks 4 fresh.yaml > bad6.log 2>&1; rc=$?
+[ "$rc" -eq 2 ] || fail "a batch 4 ranks cannot split: exit $rc"
+expect bad6.log "fresh.yaml: moe-train: error: config: train.global_batch: 16 is not a multiple of"
+"$repo/scripts/sweep.sh" --slurm --dry-run --sbatch-args "--comment='a" fresh.yaml > bad5.log 2>&1; rc=$?
+[ "$rc" -eq 2 ] || fail "unbalanced quote: exit $rc"
+expect bad5.log "^sweep.sh: --sbatch-args: cannot split"
 echo "sweep_test: ok"

@@ -209,16 +209,16 @@ int main(int argc, char** argv) {
                    "fresh when there is none), from checkpoint directory DIR, or from the newest "
                    "checkpoint of DIR when DIR is a checkpoint.dir")
         ->type_name("auto|DIR");
-    CLI::Option* plan =
-        app.add_flag("--plan", a.plan,
-                     "print the memory plan of one rank (weights, gradients, optimizer, "
-                     "activations, scratch) and FLOPs per token, then exit; allocates nothing, "
-                     "needs no GPU (plans for CUDA unless train.backend is cpu)");
-    app.add_option("--world-size", a.world_size,
-                   "ranks to plan for (default: the ranks launched, 1 without mpirun)")
-        ->type_name("W")
-        ->check(moe::cli::integer_at_least(1))
-        ->needs(plan);
+    app.add_flag("--plan", a.plan,
+                 "print the memory plan of one rank (weights, gradients, optimizer, "
+                 "activations, scratch) and FLOPs per token, then exit; allocates nothing, "
+                 "needs no GPU (plans for CUDA unless train.backend is cpu)");
+    CLI::Option* world_size =
+        app.add_option("--world-size", a.world_size,
+                       "ranks to plan for, or to check the config against with --print-config "
+                       "(default: the ranks launched, 1 without mpirun)")
+            ->type_name("W")
+            ->check(moe::cli::integer_at_least(1));
     app.add_flag("--force", a.force,
                  "start even when the memory plan exceeds the memory available (MemAvailable "
                  "and the cgroup limit, or the GPU's free memory), with a warning");
@@ -226,9 +226,13 @@ int main(int argc, char** argv) {
                  "print the resolved config (bases, file and --set applied; every key) as YAML "
                  "and exit");
     if (!moe::cli::parse(app, argc, argv)) return 0;
+    if (world_size->count() > 0 && !a.plan && !a.print_config)
+      throw moe::InputError("--world-size needs --plan or --print-config (see moe-train --help)");
     if (a.plan) return print_plan(a, world->size(), world->rank());
     if (a.print_config) {
-      const moe::Config cfg = moe::load_config(a.config_path, a.overrides, world->size());
+      // --world-size: checked as it would run on W ranks (scripts/sweep.sh --ranks).
+      const int W = a.world_size > 0 ? int(a.world_size) : world->size();
+      const moe::Config cfg = moe::load_config(a.config_path, a.overrides, W);
       if (world->rank() == 0) std::fputs(moe::config_to_yaml(cfg).c_str(), stdout);
       return 0;
     }
