@@ -21,12 +21,15 @@
 # A run is complete when its log.out_dir holds eval.json of its last step
 # (train.final_eval). A run with no validation data (or train.final_eval
 # false) is finished, without eval, when its checkpoint.dir's newest
-# checkpoint is of its last step. Complete and finished runs are skipped; any
-# other run starts with --resume auto. moe-train's output goes to
+# checkpoint is of its last step. Complete and finished runs are skipped, and
+# so is a run another moe-train is training (its log.out_dir's .moe.lock is
+# held: a sweep launched twice); any other run starts with --resume auto.
+# moe-train's output goes to
 # <log.out_dir>/train.log; the sweep prints one line per run start and end,
 # with the sweep's ETA, and the run's progress every SWEEP_POLL seconds
-# (default 60). Exit: 0 when every run finished, 1 when some failed or
-# stopped early (the others still run), 2 for bad arguments.
+# (default 60). Exit: 0 when no run failed or stopped early (runs in use
+# elsewhere are listed, not counted), 1 when some did (the others still run),
+# 2 for bad arguments.
 set -uo pipefail
 
 usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
@@ -258,7 +261,7 @@ fi
 
 poll=${SWEEP_POLL:-60}
 t_start=$(date +%s) ran=0 ran_seconds=0
-failed=() unfinished=() would_start=0
+failed=() unfinished=() elsewhere=() would_start=0
 for ((i = 0; i < n; i++)); do
   tag="[$((i + 1))/$n] ${run_dir[$i]}"
   if finished "$i"; then
@@ -273,9 +276,16 @@ for ((i = 0; i < n; i++)); do
     would_start=$((would_start + 1))
     continue
   fi
-  echo "sweep.sh: $tag: start ($(printf '%q ' "${cmd[@]}"))"
   mkdir -p "${run_dir[$i]}"
   log="${run_dir[$i]}/train.log"
+  # Another moe-train (a sweep launched twice) holds the run's lock
+  # (docs/reliability.md): leave the run, and its train.log, to it.
+  if ! flock -n "${run_dir[$i]}/.moe.lock" true 2>/dev/null; then
+    elsewhere+=("${run_dir[$i]}")
+    echo "sweep.sh: $tag: in use by another moe-train (its .moe.lock is held), skipped"
+    continue
+  fi
+  echo "sweep.sh: $tag: start ($(printf '%q ' "${cmd[@]}"))"
   t0=$(date +%s)
   "${cmd[@]}" >> "$log" 2>&1 &
   pid=$!
@@ -299,7 +309,10 @@ for ((i = 0; i < n; i++)); do
   done
   eta=$(fmt_duration $(( ran_seconds / ran * left )))
   elapsed=$(fmt_duration $(( $(date +%s) - t_start )))
-  if [ "$rc" -ne 0 ]; then
+  if [ "$rc" -eq 2 ] && tail -n 1 "$log" | grep -q "is in use by another moe-train"; then
+    elsewhere+=("${run_dir[$i]}")  # taken between the check above and the start
+    echo "sweep.sh: $tag: in use by another moe-train, skipped | sweep $elapsed, ETA $eta"
+  elif [ "$rc" -ne 0 ]; then
     failed+=("${run_dir[$i]}")
     echo "sweep.sh: $tag: FAILED (exit $rc) after $(fmt_duration "$dt"): $(tail -n 1 "$log"); log $log | sweep $elapsed, ETA $eta"
   elif complete "$i"; then
@@ -328,6 +341,7 @@ else
   summary="$with_eval finished with eval.json, $without_eval finished without eval"
   [ ${#failed[@]} -eq 0 ] || summary+=", ${#failed[@]} failed: ${failed[*]}"
   [ ${#unfinished[@]} -eq 0 ] || summary+=", ${#unfinished[@]} stopped early: ${unfinished[*]}"
+  [ ${#elsewhere[@]} -eq 0 ] || summary+=", ${#elsewhere[@]} in use by another moe-train: ${elsewhere[*]}"
   echo "sweep.sh: $n run(s): $summary"
 fi
 [ ${#failed[@]} -eq 0 ] && [ ${#unfinished[@]} -eq 0 ] || exit 1

@@ -7,6 +7,7 @@
 # false) are finished without eval and skipped by the next sweep, while a run
 # with validation data that lost its eval.json is resumed; bad input is one
 # line and exit 2; a run with no --set and no seeds gets no empty argument;
+# a run another moe-train holds is skipped, not failed;
 # --slurm --dry-run lists the incomplete runs as one job array, with the
 # resources of the configs' backend (tests/slurm/ submits to a real Slurm).
 #   tests/sweep_test.sh BUILD_DIR
@@ -14,7 +15,8 @@ set -uo pipefail
 build=$(cd "${1:?usage: sweep_test.sh BUILD_DIR}" && pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+holder=""
+trap '[ -z "$holder" ] || kill "$holder" 2>/dev/null; rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
 export MOE_TRAIN="$build/moe-train" SWEEP_POLL=1
 fail() { echo "FAIL: $*"; exit 1; }
@@ -111,6 +113,22 @@ rm runs/aux_loss/seed1/eval.json
 expect reeval.log "\[1/1\] runs/aux_loss/seed1: start"
 [ "$(step_of runs/aux_loss/seed1/eval.json)" = 6 ] || fail "runs/aux_loss/seed1: eval.json not rewritten"
 [ "$(wc -l < runs/aux_loss/seed1/metrics.jsonl)" -eq 6 ] || fail "re-eval trained steps"
+
+# A run whose directory another moe-train holds (a sweep launched twice) is
+# skipped, its train.log untouched; the sweep does not call it failed.
+rm -rf runs/aux_loss/seed1/eval.json
+cp runs/aux_loss/seed1/train.log held_train.log
+( exec 9> runs/aux_loss/seed1/.moe.lock && flock 9 && touch held.ready &&
+  for _ in $(seq 600); do [ -e release ] && break; sleep 0.1; done ) > /dev/null 2>&1 &  # <= 60 s
+holder=$!
+while [ ! -e held.ready ]; do sleep 0.1; done
+"$repo/scripts/sweep.sh" --seeds 1 aux_loss.yaml > held.log 2>&1 || { cat held.log; fail "held run"; }
+touch release; wait "$holder"
+expect held.log "\[1/1\] runs/aux_loss/seed1: in use by another moe-train (its .moe.lock is held), skipped"
+expect held.log "1 in use by another moe-train: runs/aux_loss/seed1"
+cmp -s held_train.log runs/aux_loss/seed1/train.log || fail "a held run's train.log was written"
+"$repo/scripts/sweep.sh" --seeds 1 aux_loss.yaml > unheld.log 2>&1 || { cat unheld.log; fail "unheld"; }
+[ -f runs/aux_loss/seed1/eval.json ] || { cat unheld.log; fail "the run was not resumed once free"; }
 
 # Bad input: one line naming the problem, exit 2.
 "$repo/scripts/sweep.sh" nowhere.yaml > bad1.log 2>&1; rc=$?
