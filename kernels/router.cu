@@ -1,5 +1,7 @@
-// Router: top-K expert selection with a selection-only bias. (The per-expert
-// counts come from the dispatch plan, kernels/dispatch.cu.)
+// Router: top-K expert selection with a selection-only bias, the gate scores
+// (sigmoid / softmax) forward and backward, the top-K gate backward, and the
+// auxiliary balance loss with its score gradient. (The per-expert counts come
+// from the dispatch plan, kernels/dispatch.cu.)
 //
 // topk: one warp per token. K rounds; in each round every lane scans its
 // experts (lane, lane+32, ...) for the best one not yet taken, then the warp
@@ -9,6 +11,14 @@
 // the best pair strictly after the previous pick in that order. That same
 // order gives ties to the lower expert index, lists experts in selection order
 // and, being total, always yields K distinct experts in [0, E), NaN or not.
+//
+// Softmax rows: one warp per token; the max and the double normaliser / dot
+// are reduced with an xor butterfly (fp addition is commutative, so every
+// lane ends with the same bits, and the tree is fixed). topk backward: one
+// thread per token (K is small), the CPU formula in double. Aux loss: one
+// block per group; counts by shared-memory integer atomics (exact), P per
+// expert by a fixed [rows x experts] partial-sum layout that depends on E
+// only, then the per-group loss summed over experts in index order.
 #include <climits>
 #include <string>
 #include <vector>
@@ -20,6 +30,8 @@
 
 namespace moe::kernels {
 namespace {
+
+// ---- top-K selection ----
 
 constexpr int kTopkWarps = 4;  // tokens per block
 
@@ -79,39 +91,7 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
   }
 }
 
-}  // namespace
-
-void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
-                int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
-                cudaStream_t stream) {
-  MOE_CHECK(N >= 0 && E >= 1 && K >= 1 && K <= E && K <= kTopkMaxK,
-            "topk_route: bad sizes N=" + std::to_string(N) + " E=" + std::to_string(E) +
-                " K=" + std::to_string(K) + " (need 1 <= K <= min(E, " +
-                std::to_string(kTopkMaxK) + "))");
-  if (N == 0) return;
-  MOE_CHECK(expert_idx && gates && scores, "topk_route: null pointer");  // bias may be null
-  const int blocks = (N + kTopkWarps - 1) / kTopkWarps;
-  topk_route_kernel<<<blocks, kTopkWarps * 32, 0, stream>>>(
-      expert_idx, gates, scores, bias, N, E, K, multiplicative_bias, normalize, route_scale);
-  MOE_CUDA_CHECK(cudaGetLastError());
-}
-
-}  // namespace moe::kernels
-
 // ---- gate scores, the backward of selection, the aux loss ----
-// Router gate scores (sigmoid / softmax) forward and backward, the top-K
-// gate backward, and the auxiliary balance loss with its score gradient.
-//
-// Softmax rows: one warp per token; the max and the double normaliser / dot
-// are reduced with an xor butterfly (fp addition is commutative, so every
-// lane ends with the same bits, and the tree is fixed). topk backward: one
-// thread per token (K is small), the CPU formula in double. Aux loss: one
-// block per group; counts by shared-memory integer atomics (exact), P per
-// expert by a fixed [rows x experts] partial-sum layout that depends on E
-// only, then the per-group loss summed over experts in index order.
-
-namespace moe::kernels {
-namespace {
 
 constexpr int kEltThreads = 256;
 constexpr int kMaxEltBlocks = 65535;
@@ -273,6 +253,21 @@ void check_sizes(const char* op, int N, int E) {
 }
 
 }  // namespace
+
+void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
+                int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
+                cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && E >= 1 && K >= 1 && K <= E && K <= kTopkMaxK,
+            "topk_route: bad sizes N=" + std::to_string(N) + " E=" + std::to_string(E) +
+                " K=" + std::to_string(K) + " (need 1 <= K <= min(E, " +
+                std::to_string(kTopkMaxK) + "))");
+  if (N == 0) return;
+  MOE_CHECK(expert_idx && gates && scores, "topk_route: null pointer");  // bias may be null
+  const int blocks = (N + kTopkWarps - 1) / kTopkWarps;
+  topk_route_kernel<<<blocks, kTopkWarps * 32, 0, stream>>>(
+      expert_idx, gates, scores, bias, N, E, K, multiplicative_bias, normalize, route_scale);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
 
 void router_scores_forward(float* scores, const float* logits, int N, int E, bool softmax,
                            cudaStream_t stream) {
