@@ -13,7 +13,7 @@
 // and, being total, always yields K distinct experts in [0, E), NaN or not.
 //
 // Softmax rows: one warp per token; the max and the double normaliser / dot
-// are reduced with an xor butterfly (fp addition is commutative, so every
+// are reduced with an xor butterfly (warp_max, warp_sum of elem.cuh: every
 // lane ends with the same bits, and the tree is fixed). topk backward: one
 // thread per token (K is small), the CPU formula in double. Aux loss: one
 // block per group; counts by shared-memory integer atomics (exact), P per
@@ -26,6 +26,7 @@
 #include "backend/cuda/cuda_device.h"
 #include "backend/topk_order.h"
 #include "core/error.h"
+#include "elem.cuh"
 #include "router.h"
 
 namespace moe::kernels {
@@ -94,7 +95,6 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
 // ---- gate scores, the backward of selection, the aux loss ----
 
 constexpr int kEltThreads = 256;
-constexpr int kMaxEltBlocks = 65535;
 constexpr int kRowWarps = 4;  // tokens per block for the softmax kernels
 constexpr int kTokThreads = 128;
 constexpr int kAuxThreads = 256;
@@ -115,11 +115,6 @@ __global__ void __launch_bounds__(kEltThreads)
     dl[i] = ds[i] * s[i] * (1.f - s[i]);
 }
 
-__device__ __forceinline__ double warp_sum(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 __global__ void __launch_bounds__(kRowWarps * 32)
     softmax_forward_kernel(float* __restrict__ scores, const float* __restrict__ logits, int N,
                            int E) {
@@ -130,7 +125,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
   float* s = scores + static_cast<size_t>(t) * E;
   float m = -INFINITY;
   for (int e = lane; e < E; e += 32) m = fmaxf(m, l[e]);
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  m = warp_max(m);
   double z = 0.0;
   for (int e = lane; e < E; e += 32) {
     const float v = expf(l[e] - m);
@@ -242,11 +237,6 @@ __global__ void __launch_bounds__(kAuxThreads)
   }
 }
 
-int elt_blocks(size_t n) {
-  const size_t want = (n + kEltThreads - 1) / kEltThreads;
-  return static_cast<int>(want < kMaxEltBlocks ? want : kMaxEltBlocks);
-}
-
 void check_sizes(const char* op, int N, int E) {
   MOE_CHECK(N >= 0 && E >= 1, std::string(op) + ": bad sizes N=" + std::to_string(N) +
                                   " E=" + std::to_string(E));
@@ -279,7 +269,8 @@ void router_scores_forward(float* scores, const float* logits, int N, int E, boo
         scores, logits, N, E);
   } else {
     const size_t n = static_cast<size_t>(N) * E;
-    sigmoid_forward_kernel<<<elt_blocks(n), kEltThreads, 0, stream>>>(scores, logits, n);
+    sigmoid_forward_kernel<<<grid_for(n, kEltThreads), kEltThreads, 0, stream>>>(
+        scores, logits, n);
   }
   MOE_CUDA_CHECK(cudaGetLastError());
 }
@@ -294,8 +285,8 @@ void router_scores_backward(float* dlogits, const float* dscores, const float* s
         dlogits, dscores, scores, N, E);
   } else {
     const size_t n = static_cast<size_t>(N) * E;
-    sigmoid_backward_kernel<<<elt_blocks(n), kEltThreads, 0, stream>>>(dlogits, dscores, scores,
-                                                                        n);
+    sigmoid_backward_kernel<<<grid_for(n, kEltThreads), kEltThreads, 0, stream>>>(
+        dlogits, dscores, scores, n);
   }
   MOE_CUDA_CHECK(cudaGetLastError());
 }
