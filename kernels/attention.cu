@@ -38,8 +38,8 @@
 #include <string>
 
 #include "attention.h"
-#include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "cuda_check.h"
 #include "elem.cuh"
 
 namespace moe::kernels {

@@ -94,7 +94,7 @@
 #include <cstring>
 #include <string>
 
-#include "backend/cuda/cuda_device.h"
+#include "cuda_check.h"
 #include "core/error.h"
 #include "attention_tc.h"
 #include "elem.cuh"

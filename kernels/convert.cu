@@ -3,8 +3,8 @@
 // a vector access, a scalar grid-stride loop otherwise.
 #include <cstdint>
 
-#include "backend/cuda/cuda_device.h"
 #include "convert.h"
+#include "cuda_check.h"
 #include "elem.cuh"
 
 namespace moe::kernels {

@@ -24,8 +24,8 @@
 // skipped by all of them rather than read or written out of bounds.
 #include <string>
 
-#include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "cuda_check.h"
 #include "dispatch.h"
 #include "elem.cuh"
 

@@ -8,8 +8,8 @@
 // embedding_backward for the one scatter-add).
 #include <string>
 
-#include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "cuda_check.h"
 #include "elem.cuh"
 #include "elementwise.h"
 

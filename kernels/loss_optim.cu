@@ -7,8 +7,8 @@
 #include <limits>
 #include <string>
 
-#include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "cuda_check.h"
 #include "elem.cuh"
 #include "loss_optim.h"
 

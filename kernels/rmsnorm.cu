@@ -13,8 +13,8 @@
 // scheduling.
 #include <algorithm>
 
-#include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "cuda_check.h"
 #include "elem.cuh"
 #include "rmsnorm.h"
 

@@ -23,9 +23,9 @@
 #include <string>
 #include <vector>
 
-#include "backend/cuda/cuda_device.h"
 #include "backend/topk_order.h"
 #include "core/error.h"
+#include "cuda_check.h"
 #include "elem.cuh"
 #include "router.h"
 
