@@ -6,7 +6,7 @@
 // topk: one warp per token. K rounds; in each round every lane scans its
 // experts (lane, lane+32, ...) for the best one not yet taken, then the warp
 // agrees on the winner with a shuffle arg-max. "Not yet taken" needs no
-// memory: (key, index) pairs are totally ordered (backend/topk_order.h: key
+// memory: (key, index) pairs are totally ordered (core/topk_order.h: key
 // descending with NaN below -inf, then index ascending), so the next pick is
 // the best pair strictly after the previous pick in that order. That same
 // order gives ties to the lower expert index, lists experts in selection order
@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
-#include "backend/topk_order.h"
 #include "core/error.h"
+#include "core/topk_order.h"
 #include "cuda_check.h"
 #include "elem.cuh"
 #include "router.h"
