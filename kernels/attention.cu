@@ -34,13 +34,12 @@
 // double-buffered cp.async (or TMA on sm_90) loads, and skip the per-element
 // causal mask on tiles fully below the diagonal. The math and the one-writer
 // structure of the backward would stay the same.
-#include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "attention.h"
-#include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "cuda_check.h"
 #include "elem.cuh"
 
 namespace moe::kernels {
@@ -51,15 +50,6 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerWarp = kTile / kWarps;
 constexpr int kMaxHeadDim = 128;
-
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // Loads rows [r0, r0 + kTile) of a head's hd columns (row stride ld floats,
 // rows >= S read as 0) into a shared tile with row stride P.
@@ -471,7 +461,6 @@ void attention_backward(float* dqkv, const float* dout, const float* out, const 
 namespace {
 
 constexpr int kRopeThreads = 256;
-constexpr size_t kRopeMaxBlocks = 65536;  // grid-stride beyond this
 
 // ------------------------------------------------------------------- RoPE --
 
@@ -515,7 +504,8 @@ void rope_launch(const char* what, A* qkv, int B, int S, int H, int hd, double t
   const size_t total = static_cast<size_t>(B) * S * (hd / 2);
   if (total == 0) return;
   MOE_CHECK(qkv, std::string(what) + ": null pointer");
-  rope_kernel<<<static_cast<unsigned>(std::min(kRopeMaxBlocks, (total + kRopeThreads - 1) / kRopeThreads)), kRopeThreads, 0, stream>>>(qkv, total, S, H, hd, theta, dir);
+  rope_kernel<<<grid_for(total, kRopeThreads), kRopeThreads, 0, stream>>>(
+      qkv, total, S, H, hd, theta, dir);
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 

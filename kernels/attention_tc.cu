@@ -94,9 +94,10 @@
 #include <cstring>
 #include <string>
 
-#include "backend/cuda/cuda_device.h"
+#include "cuda_check.h"
 #include "core/error.h"
 #include "attention_tc.h"
+#include "elem.cuh"
 
 #include <cmath>
 #include <cstddef>
@@ -521,7 +522,7 @@ __global__ void __launch_bounds__(128)
     const uint32_t dv = d2[lane + 32 * c], ov = o2[lane + 32 * c];
     acc += bf16x2_lo(dv) * bf16x2_lo(ov) + bf16x2_hi(dv) * bf16x2_hi(ov);
   }
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  acc = warp_sum(acc);
   if (lane == 0) Dv[row] = acc;
 }
 

@@ -1,21 +1,16 @@
 // fp32 <-> bf16 conversions for the bf16 matmul path (convert.h).
 // Memory-bound: 4 elements per thread per iteration when the pointers allow
 // a vector access, a scalar grid-stride loop otherwise.
-#include <algorithm>
 #include <cstdint>
 
-#include "backend/cuda/cuda_device.h"
 #include "convert.h"
+#include "cuda_check.h"
+#include "elem.cuh"
 
 namespace moe::kernels {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr size_t kMaxBlocks = 65536;
-
-unsigned grid_for(size_t n) {
-  return static_cast<unsigned>(std::max<size_t>(1, std::min(kMaxBlocks, (n + kThreads - 1) / kThreads)));
-}
 
 __device__ __forceinline__ size_t global_tid() {
   return static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -66,26 +61,26 @@ void float_to_bf16(__nv_bfloat16* dst, const float* src, size_t n, cudaStream_t 
   if (aligned(src, 16) && aligned(dst, 8)) {
     const size_t n4 = n / 4;
     if (n4 > 0)
-      float_to_bf16_vec4<<<grid_for(n4), kThreads, 0, stream>>>(
+      float_to_bf16_vec4<<<grid_for(n4, kThreads), kThreads, 0, stream>>>(
           reinterpret_cast<__nv_bfloat162*>(dst), reinterpret_cast<const float4*>(src), n4);
     done = n4 * 4;
   }
   if (done < n)
-    float_to_bf16_scalar<<<grid_for(n - done), kThreads, 0, stream>>>(dst + done, src + done,
-                                                                      n - done);
+    float_to_bf16_scalar<<<grid_for(n - done, kThreads), kThreads, 0, stream>>>(
+        dst + done, src + done, n - done);
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 
 void bf16_to_float(float* dst, const __nv_bfloat16* src, size_t n, bool accumulate,
                    cudaStream_t stream) {
   if (n == 0) return;
-  bf16_to_float_scalar<<<grid_for(n), kThreads, 0, stream>>>(dst, src, n, accumulate);
+  bf16_to_float_scalar<<<grid_for(n, kThreads), kThreads, 0, stream>>>(dst, src, n, accumulate);
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 
 void bf16_add_float(__nv_bfloat16* dst, const float* src, size_t n, cudaStream_t stream) {
   if (n == 0) return;
-  bf16_add_float_kernel<<<grid_for(n), kThreads, 0, stream>>>(dst, src, n);
+  bf16_add_float_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(dst, src, n);
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 

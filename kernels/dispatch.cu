@@ -24,10 +24,10 @@
 // skipped by all of them rather than read or written out of bounds.
 #include <string>
 
-#include "backend/cuda/cuda_device.h"
 #include "core/error.h"
-#include "elem.cuh"
+#include "cuda_check.h"
 #include "dispatch.h"
+#include "elem.cuh"
 
 namespace moe::kernels {
 namespace {
@@ -180,14 +180,9 @@ __global__ void __launch_bounds__(kRowThreads)
     dot += gd * to_f32(yp[row + d]);
     store(&dyp[row + d], gate * gd);
   }
-  for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = dot;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float s = 0.f;
-    for (int w = 0; w < kRowThreads / 32; ++w) s += warp_sums[w];
-    dgates[slot] = s;
-  }
+  // The warps' partials added in warp order by thread 0 (not block_sum's tree).
+  dot = block_sum_serial<kRowThreads / 32>(dot, warp_sums);
+  if (threadIdx.x == 0) dgates[slot] = dot;
 }
 
 template <typename A>

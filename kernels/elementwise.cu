@@ -6,11 +6,10 @@
 // (kernels/elem.cuh), in fp32. Every kernel is deterministic: nothing here sums in a
 // scheduling-dependent order and there are no float atomics (see
 // embedding_backward for the one scatter-add).
-#include <algorithm>
 #include <string>
 
-#include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "cuda_check.h"
 #include "elem.cuh"
 #include "elementwise.h"
 
@@ -18,13 +17,6 @@ namespace moe::kernels {
 namespace {
 
 constexpr int kThreads = 256;         // per block, every kernel here
-constexpr size_t kMaxBlocks = 65536;  // grid-stride beyond this (any n fits in size_t)
-
-// Blocks for a grid-stride loop over n elements.
-unsigned grid_for(size_t n) {
-  return static_cast<unsigned>(std::min(kMaxBlocks, (n + kThreads - 1) / kThreads));
-}
-
 __device__ __forceinline__ size_t global_tid() {
   return static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
@@ -125,14 +117,14 @@ void check_launch() { MOE_CUDA_CHECK(cudaGetLastError()); }
 void add_inplace(float* y, const float* x, size_t n, cudaStream_t stream) {
   if (n == 0) return;
   MOE_CHECK(y && x, "add_inplace: null pointer");
-  add_inplace_kernel<<<grid_for(n), kThreads, 0, stream>>>(y, x, n);
+  add_inplace_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(y, x, n);
   check_launch();
 }
 
 void scale_inplace(float* x, double a, size_t n, cudaStream_t stream) {
   if (n == 0) return;
   MOE_CHECK(x, "scale_inplace: null pointer");
-  scale_inplace_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, static_cast<float>(a), n);
+  scale_inplace_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, static_cast<float>(a), n);
   check_launch();
 }
 
@@ -143,7 +135,8 @@ void embedding_forward(float* y, const float* table, const int32_t* tokens, int 
   if (N == 0) return;
   MOE_CHECK(y && table && tokens, "embedding_forward: null pointer");
   const size_t total = static_cast<size_t>(N) * D;
-  embedding_forward_kernel<<<grid_for(total), kThreads, 0, stream>>>(y, table, tokens, total, D);
+  embedding_forward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream>>>(
+      y, table, tokens, total, D);
   check_launch();
 }
 
@@ -165,7 +158,7 @@ void swiglu_forward(A* h, const A* a13, int N, int F, cudaStream_t stream) {
   if (N == 0) return;
   MOE_CHECK(h && a13, "swiglu_forward: null pointer");
   const size_t total = static_cast<size_t>(N) * F;
-  swiglu_forward_kernel<<<grid_for(total), kThreads, 0, stream>>>(h, a13, total, F);
+  swiglu_forward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream>>>(h, a13, total, F);
   check_launch();
 }
 
@@ -176,7 +169,8 @@ void swiglu_backward(A* da13, const A* dh, const A* a13, int N, int F, cudaStrea
   if (N == 0) return;
   MOE_CHECK(da13 && dh && a13, "swiglu_backward: null pointer");
   const size_t total = static_cast<size_t>(N) * F;
-  swiglu_backward_kernel<<<grid_for(total), kThreads, 0, stream>>>(da13, dh, a13, total, F);
+  swiglu_backward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream>>>(
+      da13, dh, a13, total, F);
   check_launch();
 }
 

@@ -3,13 +3,12 @@
 // Deterministic throughout: block reductions are fixed shuffle trees, the
 // grid-level reductions go through per-chunk partials whose chunking depends
 // on n only, and nothing uses floating-point atomics.
-#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
 
-#include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "cuda_check.h"
 #include "elem.cuh"
 #include "loss_optim.h"
 
@@ -18,7 +17,6 @@ namespace {
 
 constexpr int kThreads = 256;  // per block (a multiple of 32)
 constexpr int kWarps = kThreads / 32;
-constexpr size_t kMaxBlocks = 65536;
 
 // Reductions: each first-pass block sums a fixed chunk of kReduceChunk inputs.
 constexpr size_t kReduceChunk = 8192;
@@ -27,29 +25,8 @@ size_t reduce_partials(size_t n) { return (n + kReduceChunk - 1) / kReduceChunk;
 
 void check_launch() { MOE_CUDA_CHECK(cudaGetLastError()); }
 
-struct SumOp {
-  template <typename V>
-  __device__ V operator()(V a, V b) const { return a + b; }
-};
-struct MaxOp {
-  __device__ float operator()(float a, float b) const { return a > b ? a : b; }
-};
-
-// Reduces v over the block with op and returns the result to every thread. A
-// fixed shuffle tree, so equal inputs give equal bits. `identity` pads the
-// unused warp slots.
-template <typename V, typename Op>
-__device__ V block_reduce(V v, Op op, V identity) {
-  __shared__ V warp_vals[kWarps];
-  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) warp_vals[warp] = v;
-  __syncthreads();
-  v = lane < kWarps ? warp_vals[lane] : identity;  // every warp reduces the same values
-  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-  __syncthreads();  // warp_vals may be reused by a later call
-  return v;
-}
+// The block reductions: block_reduce of elem.cuh (SumOp, MaxOp), each with
+// its own __shared__ scratch of kWarps values.
 
 // ------------------------------------------------------------- reductions --
 
@@ -65,7 +42,8 @@ __global__ void __launch_bounds__(kThreads)
     const double v = x[i];
     acc += kSquares ? v * v : v;
   }
-  acc = block_reduce(acc, SumOp{}, 0.0);
+  __shared__ double warp_vals[kWarps];
+  acc = block_reduce<kWarps>(acc, SumOp{}, 0.0, warp_vals);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
@@ -75,7 +53,8 @@ __global__ void __launch_bounds__(kThreads)
                         size_t count) {
   double acc = 0.0;
   for (size_t i = threadIdx.x; i < count; i += kThreads) acc += partial[i];
-  acc = block_reduce(acc, SumOp{}, 0.0);
+  __shared__ double warp_vals[kWarps];
+  acc = block_reduce<kWarps>(acc, SumOp{}, 0.0, warp_vals);
   if (threadIdx.x == 0) *out = acc;
 }
 
@@ -125,12 +104,14 @@ __global__ void __launch_bounds__(kThreads)
 
   float m = -INFINITY;
   for (int j = threadIdx.x; j < V; j += kThreads) m = MaxOp{}(m, to_f32(x[j]));
-  m = block_reduce(m, MaxOp{}, -INFINITY);
+  __shared__ float warp_maxes[kWarps];
+  m = block_reduce<kWarps>(m, MaxOp{}, -INFINITY, warp_maxes);
 
   double z = 0.0;
   for (int j = threadIdx.x; j < V; j += kThreads)
     z += exp(static_cast<double>(to_f32(x[j])) - m);
-  z = block_reduce(z, SumOp{}, 0.0);
+  __shared__ double warp_sums[kWarps];
+  z = block_reduce<kWarps>(z, SumOp{}, 0.0, warp_sums);
   const double lse = static_cast<double>(m) + log(z);
   const double nan = __longlong_as_double(0x7ff8000000000000ll);
 
@@ -220,9 +201,8 @@ void adamw_step(float* params, const float* grads, float* m, float* v, size_t n,
   c.bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
   c.bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
   c.grad_scale = grad_scale;
-  const unsigned blocks =
-      static_cast<unsigned>(std::min(kMaxBlocks, (n + kThreads - 1) / kThreads));
-  adamw_kernel<<<blocks, kThreads, 0, stream>>>(params, grads, m, v, n, decay_count, c);
+  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+      params, grads, m, v, n, decay_count, c);
   check_launch();
 }
 

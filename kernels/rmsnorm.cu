@@ -13,8 +13,8 @@
 // scheduling.
 #include <algorithm>
 
-#include "backend/cuda/cuda_device.h"
 #include "core/error.h"
+#include "cuda_check.h"
 #include "elem.cuh"
 #include "rmsnorm.h"
 
@@ -32,19 +32,8 @@ constexpr int kMinRowsPerChunk = 32;
 int rows_per_chunk(int N) { return std::max(kMinRowsPerChunk, (N + kMaxChunks - 1) / kMaxChunks); }
 int num_chunks(int N) { return (N + rows_per_chunk(N) - 1) / rows_per_chunk(N); }
 
-// Sum of v over the block, returned to every thread. A fixed shuffle tree, so
-// equal inputs give equal bits.
-__device__ float block_sum(float v) {
-  __shared__ float warp_sums[kWarps];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  v = lane < kWarps ? warp_sums[lane] : 0.f;  // every warp reduces the same partials
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();  // warp_sums may be reused by a later call
-  return v;
-}
+// The block sums: block_sum of elem.cuh (a fixed tree, so equal inputs give
+// equal bits), each with its own __shared__ scratch of kWarps partials.
 
 template <typename A>
 __global__ void __launch_bounds__(kThreads)
@@ -54,7 +43,8 @@ __global__ void __launch_bounds__(kThreads)
   const size_t row = static_cast<size_t>(blockIdx.x) * D;
   float ss = 0.f;
   for (int j = threadIdx.x; j < D; j += kThreads) ss += x[row + j] * x[row + j];
-  ss = block_sum(ss);
+  __shared__ float warp_sums[kWarps];
+  ss = block_sum<kWarps>(ss, warp_sums);
   // 1/sqrtf rather than rsqrtf: both are IEEE-rounded, rsqrtf is not.
   const float r = 1.f / sqrtf(ss / D + eps);
   if (threadIdx.x == 0) rstd[blockIdx.x] = r;
@@ -77,7 +67,8 @@ __global__ void __launch_bounds__(kThreads)
     sum[row + j] = v;
     ss += v * v;
   }
-  ss = block_sum(ss);
+  __shared__ float warp_sums[kWarps];
+  ss = block_sum<kWarps>(ss, warp_sums);
   const float r = 1.f / sqrtf(ss / D + eps);
   if (threadIdx.x == 0) rstd[blockIdx.x] = r;
   for (int j = threadIdx.x; j < D; j += kThreads) store(&y[row + j], sum[row + j] * r * w[j]);
@@ -93,7 +84,8 @@ __global__ void __launch_bounds__(kThreads)
   const size_t row = static_cast<size_t>(blockIdx.x) * D;
   float gx = 0.f;
   for (int j = threadIdx.x; j < D; j += kThreads) gx += to_f32(dy[row + j]) * w[j] * x[row + j];
-  gx = block_sum(gx);
+  __shared__ float warp_sums[kWarps];
+  gx = block_sum<kWarps>(gx, warp_sums);
   const float r = rstd[blockIdx.x];
   const float c = gx / D * r * r;  // the projection coefficient r^2 * mean(g * x)
   for (int j = threadIdx.x; j < D; j += kThreads) {

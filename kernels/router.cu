@@ -1,25 +1,38 @@
-// Router: top-K expert selection with a selection-only bias. (The per-expert
-// counts come from the dispatch plan, kernels/dispatch.cu.)
+// Router: top-K expert selection with a selection-only bias, the gate scores
+// (sigmoid / softmax) forward and backward, the top-K gate backward, and the
+// auxiliary balance loss with its score gradient. (The per-expert counts come
+// from the dispatch plan, kernels/dispatch.cu.)
 //
 // topk: one warp per token. K rounds; in each round every lane scans its
 // experts (lane, lane+32, ...) for the best one not yet taken, then the warp
 // agrees on the winner with a shuffle arg-max. "Not yet taken" needs no
-// memory: (key, index) pairs are totally ordered (backend/topk_order.h: key
+// memory: (key, index) pairs are totally ordered (core/topk_order.h: key
 // descending with NaN below -inf, then index ascending), so the next pick is
 // the best pair strictly after the previous pick in that order. That same
 // order gives ties to the lower expert index, lists experts in selection order
 // and, being total, always yields K distinct experts in [0, E), NaN or not.
+//
+// Softmax rows: one warp per token; the max and the double normaliser / dot
+// are reduced with an xor butterfly (warp_max, warp_sum of elem.cuh: every
+// lane ends with the same bits, and the tree is fixed). topk backward: one
+// thread per token (K is small), the CPU formula in double. Aux loss: one
+// block per group; counts by shared-memory integer atomics (exact), P per
+// expert by a fixed [rows x experts] partial-sum layout that depends on E
+// only, then the per-group loss summed over experts in index order.
 #include <climits>
 #include <string>
 #include <vector>
 
-#include "backend/cuda/cuda_device.h"
-#include "backend/topk_order.h"
 #include "core/error.h"
+#include "core/topk_order.h"
+#include "cuda_check.h"
+#include "elem.cuh"
 #include "router.h"
 
 namespace moe::kernels {
 namespace {
+
+// ---- top-K selection ----
 
 constexpr int kTopkWarps = 4;  // tokens per block
 
@@ -79,42 +92,9 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
   }
 }
 
-}  // namespace
-
-void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
-                int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
-                cudaStream_t stream) {
-  MOE_CHECK(N >= 0 && E >= 1 && K >= 1 && K <= E && K <= kTopkMaxK,
-            "topk_route: bad sizes N=" + std::to_string(N) + " E=" + std::to_string(E) +
-                " K=" + std::to_string(K) + " (need 1 <= K <= min(E, " +
-                std::to_string(kTopkMaxK) + "))");
-  if (N == 0) return;
-  MOE_CHECK(expert_idx && gates && scores, "topk_route: null pointer");  // bias may be null
-  const int blocks = (N + kTopkWarps - 1) / kTopkWarps;
-  topk_route_kernel<<<blocks, kTopkWarps * 32, 0, stream>>>(
-      expert_idx, gates, scores, bias, N, E, K, multiplicative_bias, normalize, route_scale);
-  MOE_CUDA_CHECK(cudaGetLastError());
-}
-
-}  // namespace moe::kernels
-
 // ---- gate scores, the backward of selection, the aux loss ----
-// Router gate scores (sigmoid / softmax) forward and backward, the top-K
-// gate backward, and the auxiliary balance loss with its score gradient.
-//
-// Softmax rows: one warp per token; the max and the double normaliser / dot
-// are reduced with an xor butterfly (fp addition is commutative, so every
-// lane ends with the same bits, and the tree is fixed). topk backward: one
-// thread per token (K is small), the CPU formula in double. Aux loss: one
-// block per group; counts by shared-memory integer atomics (exact), P per
-// expert by a fixed [rows x experts] partial-sum layout that depends on E
-// only, then the per-group loss summed over experts in index order.
-
-namespace moe::kernels {
-namespace {
 
 constexpr int kEltThreads = 256;
-constexpr int kMaxEltBlocks = 65535;
 constexpr int kRowWarps = 4;  // tokens per block for the softmax kernels
 constexpr int kTokThreads = 128;
 constexpr int kAuxThreads = 256;
@@ -135,11 +115,6 @@ __global__ void __launch_bounds__(kEltThreads)
     dl[i] = ds[i] * s[i] * (1.f - s[i]);
 }
 
-__device__ __forceinline__ double warp_sum(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 __global__ void __launch_bounds__(kRowWarps * 32)
     softmax_forward_kernel(float* __restrict__ scores, const float* __restrict__ logits, int N,
                            int E) {
@@ -150,7 +125,7 @@ __global__ void __launch_bounds__(kRowWarps * 32)
   float* s = scores + static_cast<size_t>(t) * E;
   float m = -INFINITY;
   for (int e = lane; e < E; e += 32) m = fmaxf(m, l[e]);
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  m = warp_max(m);
   double z = 0.0;
   for (int e = lane; e < E; e += 32) {
     const float v = expf(l[e] - m);
@@ -262,17 +237,27 @@ __global__ void __launch_bounds__(kAuxThreads)
   }
 }
 
-int elt_blocks(size_t n) {
-  const size_t want = (n + kEltThreads - 1) / kEltThreads;
-  return static_cast<int>(want < kMaxEltBlocks ? want : kMaxEltBlocks);
-}
-
 void check_sizes(const char* op, int N, int E) {
   MOE_CHECK(N >= 0 && E >= 1, std::string(op) + ": bad sizes N=" + std::to_string(N) +
                                   " E=" + std::to_string(E));
 }
 
 }  // namespace
+
+void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
+                int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
+                cudaStream_t stream) {
+  MOE_CHECK(N >= 0 && E >= 1 && K >= 1 && K <= E && K <= kTopkMaxK,
+            "topk_route: bad sizes N=" + std::to_string(N) + " E=" + std::to_string(E) +
+                " K=" + std::to_string(K) + " (need 1 <= K <= min(E, " +
+                std::to_string(kTopkMaxK) + "))");
+  if (N == 0) return;
+  MOE_CHECK(expert_idx && gates && scores, "topk_route: null pointer");  // bias may be null
+  const int blocks = (N + kTopkWarps - 1) / kTopkWarps;
+  topk_route_kernel<<<blocks, kTopkWarps * 32, 0, stream>>>(
+      expert_idx, gates, scores, bias, N, E, K, multiplicative_bias, normalize, route_scale);
+  MOE_CUDA_CHECK(cudaGetLastError());
+}
 
 void router_scores_forward(float* scores, const float* logits, int N, int E, bool softmax,
                            cudaStream_t stream) {
@@ -284,7 +269,8 @@ void router_scores_forward(float* scores, const float* logits, int N, int E, boo
         scores, logits, N, E);
   } else {
     const size_t n = static_cast<size_t>(N) * E;
-    sigmoid_forward_kernel<<<elt_blocks(n), kEltThreads, 0, stream>>>(scores, logits, n);
+    sigmoid_forward_kernel<<<grid_for(n, kEltThreads), kEltThreads, 0, stream>>>(
+        scores, logits, n);
   }
   MOE_CUDA_CHECK(cudaGetLastError());
 }
@@ -299,8 +285,8 @@ void router_scores_backward(float* dlogits, const float* dscores, const float* s
         dlogits, dscores, scores, N, E);
   } else {
     const size_t n = static_cast<size_t>(N) * E;
-    sigmoid_backward_kernel<<<elt_blocks(n), kEltThreads, 0, stream>>>(dlogits, dscores, scores,
-                                                                        n);
+    sigmoid_backward_kernel<<<grid_for(n, kEltThreads), kEltThreads, 0, stream>>>(
+        dlogits, dscores, scores, n);
   }
   MOE_CUDA_CHECK(cudaGetLastError());
 }

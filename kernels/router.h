@@ -32,7 +32,7 @@ inline constexpr int kTopkMaxK = 32;
 // expert (the bias only selects), divided by the sum of the selected s when
 // normalize, times route_scale. scores [N,E], bias [E] or null (select on s
 // alone, whatever multiplicative_bias says). Requires 1 <= K <= min(E, kTopkMaxK).
-// Any keys, non-finite too: the order is total (backend/topk_order.h: +inf
+// Any keys, non-finite too: the order is total (core/topk_order.h: +inf
 // first, NaN last, below -inf, NaNs by index), so every token gets K distinct
 // experts in [0, E), the same as the CPU backend's. A NaN score still reaches
 // the gates when picked (and the score backward when not), so the step's loss

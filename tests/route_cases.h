@@ -1,5 +1,5 @@
 // Top-K routing inputs with NaN and infinite scores or keys, the experts the
-// documented order picks for them (src/backend/topk_order.h: larger key
+// documented order picks for them (src/core/topk_order.h: larger key
 // first, +inf on top, NaN below -inf, equal keys and NaNs by lower index),
 // and an independent reference of that order. Shared by the CPU test
 // (test_cpu_ops.cpp) and the GPU test (test_gpu_kernels.cpp), which checks

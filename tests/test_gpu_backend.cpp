@@ -239,7 +239,7 @@ TEST(GpuBackend, ResumeIsBitExact) {
 // a gradient-skipped reference, is test_checkpoint's
 // NonFinite.NonFiniteRoutingIsASkippedStepAndTheRunGoesOn): the MoE input,
 // a router row, the bias. Step k is skipped, every token goes to K valid
-// experts (the kernel's top-K order, backend/topk_order.h), nothing changes;
+// experts (the kernel's top-K order, core/topk_order.h), nothing changes;
 // with the value put back every case ends bit-identical to the others.
 // The embedding kernels index the table unchecked: an id outside the
 // vocabulary is refused on the host before any kernel runs, so the device

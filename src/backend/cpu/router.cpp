@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
-#include "backend/topk_order.h"
 #include "core/error.h"
+#include "core/topk_order.h"
 
 namespace moe::cpu {
 

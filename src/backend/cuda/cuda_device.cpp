@@ -18,12 +18,6 @@ int cuda_device_count() noexcept {
   return n > 0 ? n : 0;
 }
 
-void cuda_check(cudaError_t err, const char* expr, const char* file, int line) {
-  if (err == cudaSuccess) return;
-  throw InternalError(std::string(file) + ":" + std::to_string(line) + ": " + expr + ": " +
-                      cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
-}
-
 void cublas_check(int status, const char* what) {
   if (status == 0) return;
   throw InternalError(std::string("cublas: ") + what + " failed with status " +

@@ -7,7 +7,8 @@
 // too) by ascending index. A total order means every token gets K distinct
 // experts in [0, E) whatever its scores: a NaN score cannot leave a pick
 // empty (an out-of-range index, an out-of-bounds row), it only sorts last.
-// Plain C++ for the host compiler; host and device code under nvcc.
+// Plain C++ for the host compiler; host and device code under nvcc. In core/,
+// below both users, so that kernels/ includes nothing of src/backend/.
 #pragma once
 
 #if defined(__CUDACC__)
