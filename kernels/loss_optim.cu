@@ -26,7 +26,7 @@ size_t reduce_partials(size_t n) { return (n + kReduceChunk - 1) / kReduceChunk;
 void check_launch() { MOE_CUDA_CHECK(cudaGetLastError()); }
 
 // The block reductions: block_reduce of elem.cuh (SumOp, MaxOp), each with
-// its own __shared__ scratch of kWarps values.
+// its own shared-memory scratch of kWarps values.
 
 // ------------------------------------------------------------- reductions --
 

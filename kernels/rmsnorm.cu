@@ -33,7 +33,7 @@ int rows_per_chunk(int N) { return std::max(kMinRowsPerChunk, (N + kMaxChunks - 
 int num_chunks(int N) { return (N + rows_per_chunk(N) - 1) / rows_per_chunk(N); }
 
 // The block sums: block_sum of elem.cuh (a fixed tree, so equal inputs give
-// equal bits), each with its own __shared__ scratch of kWarps partials.
+// equal bits), each with its own shared-memory scratch of kWarps partials.
 
 template <typename A>
 __global__ void __launch_bounds__(kThreads)
