@@ -168,11 +168,11 @@ expect slurm_gpu.log "sbatch --array=0-0 .*--nodes=2 --ntasks-per-node=8 --gpus-
   fresh.yaml > bad4.log 2>&1; rc=$?
 [ "$rc" -eq 2 ] || fail "12 ranks on 8-GPU nodes: exit $rc"
 expect bad4.log "^sweep.sh: --ranks 12 is not a multiple of 8 ranks per node$"
-# The README's paper-scale command (cuda presets): 2 nodes of 8 GPUs per run.
-"$repo/scripts/sweep.sh" --slurm --dry-run --ranks 16 --sbatch-args "--partition=gpu --time=48:00:00" \
+# docs/reproduction.md's paper-scale command (cuda presets): 2 nodes of 8 GPUs per run.
+"$repo/scripts/sweep.sh" --slurm --dry-run --ranks 16 --sbatch-args "--partition=gpu --time=24:00:00" \
   "$repo/configs/paper/1b_loss_free.yaml" "$repo/configs/paper/1b_aux_loss.yaml" > paper.log 2>&1 ||
-  { cat paper.log; fail "the README's Slurm command"; }
-expect paper.log "sbatch --array=0-1 .*--nodes=2 --ntasks-per-node=8 --gpus-per-node=8 --export=ALL --partition=gpu --time=48:00:00 "
+  { cat paper.log; fail "reproduction.md's Slurm command"; }
+expect paper.log "sbatch --array=0-1 .*--nodes=2 --ntasks-per-node=8 --gpus-per-node=8 --export=ALL --partition=gpu --time=24:00:00 "
 # Each run is checked as it would run on --ranks ranks (here 4 x 8 > 16).
 "$repo/scripts/sweep.sh" --slurm --dry-run --ranks 4 fresh.yaml > bad6.log 2>&1; rc=$?
 [ "$rc" -eq 2 ] || fail "a batch 4 ranks cannot split: exit $rc"

@@ -119,6 +119,7 @@ TEST(Routing, BiasSelectsButNeverGates) {
   std::vector<int32_t> tok(12), tgt(12);
   for (int i = 0; i < 12; ++i) tok[i] = i % 13, tgt[i] = (3 * i + 1) % 13;
   ForwardOptions opt;
+  opt.training = true;
   opt.ce_grad_scale = 1.0;
 
   Balancer balancer(c.balance, m.moe_layers(), c.moe.n_routed, be.get());

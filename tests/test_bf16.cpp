@@ -558,6 +558,7 @@ Step one_step(const Config& c, int B) {
     tgt[i] = int32_t((3 * i + 2) % c.model.vocab_size);
   }
   ForwardOptions opt;
+  opt.training = true;
   opt.ce_grad_scale = 1.0 / double(tok.size());
   model.params().zero_grads();
   const ForwardResult r = model.forward(tok.data(), tgt.data(), B, opt);

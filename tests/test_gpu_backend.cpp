@@ -113,6 +113,7 @@ void expect_one_step_matches_cpu(const Tolerance& tol) {
     m.init_params(11);
     m.params().zero_grads();
     ForwardOptions opt;
+    opt.training = true;
     opt.ce_grad_scale = 1.0 / double(tok.size());
     *loss = m.forward(tok.data(), tgt.data(), 2, opt).loss_sum / double(tok.size());
     m.backward();
@@ -180,6 +181,7 @@ TEST(GpuBackend, OneBillionPresetStepFollowsCpuBf16) {
   std::vector<int32_t> tok(S), tgt(S);
   for (int i = 0; i < S; ++i) tok[i] = int32_t((i * 7919 + 13) % V), tgt[i] = int32_t((i * 104729 + 7) % V);
   ForwardOptions opt;
+  opt.training = true;
   opt.ce_grad_scale = 1.0 / S;
   auto step = [&](Backend<float, bf16>& be, const std::vector<float>* params, double* loss,
                   std::vector<float>* host_params) {

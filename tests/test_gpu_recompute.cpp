@@ -89,6 +89,7 @@ Run run(const Config& c) {
     for (int i = 0; i < N; ++i) tokens[i] = int32_t(rng() % c.model.vocab_size);
     for (int i = 0; i < N; ++i) targets[i] = tokens[(i + 1) % N];
     ForwardOptions opt;
+    opt.training = true;
     opt.ce_grad_scale = 1.0 / N;
     opt.aux_grad_scale = 0.5;
     model.forward(tokens.data(), targets.data(), c.train.micro_batch, opt);

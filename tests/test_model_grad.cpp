@@ -49,6 +49,7 @@ Batch make_batch(const Config& c, int B) {
 // Objective = sum of token losses + aux_scale * sum of aux group losses.
 double objective(Transformer<double>& m, const Batch& b, int B, double aux_scale) {
   ForwardOptions opt;
+  opt.training = true;
   opt.ce_grad_scale = 1.0;
   opt.aux_grad_scale = aux_scale;
   const ForwardResult r = m.forward(b.tokens.data(), b.targets.data(), B, opt);

@@ -104,6 +104,7 @@ Pass forward_backward(const Config& c) {
   Pass p;
   p.counts.assign(size_t(L) * E, 0);
   ForwardOptions opt;
+  opt.training = true;
   opt.ce_grad_scale = 1.0 / N;
   opt.aux_grad_scale = 0.5;
   opt.counts = p.counts.data();

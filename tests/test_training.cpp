@@ -183,6 +183,22 @@ TEST(Training, OutOfVocabularyTokenIsADataError) {
                DataError);
 }
 
+// A loss-gradient scale given to a forward-only pass would be ignored:
+// ForwardOptions::training, not the scale, says a forward trains.
+TEST(Training, GradientScaleWithoutTrainingIsRefused) {
+  const Config c = small_config(BalanceMethod::LossFree);
+  auto be = make_cpu_backend<float>(1);
+  LocalComm comm;
+  auto data = make_train_source(c);
+  Trainer<float> trainer(c, *be, comm, *data);
+  std::vector<int32_t> tokens(c.model.seq_len, 0), targets(c.model.seq_len, 0);
+  ForwardOptions opt;
+  opt.ce_grad_scale = 1.0;
+  EXPECT_THROW(trainer.model().forward(tokens.data(), targets.data(), 1, opt), InternalError);
+  opt.training = true;
+  EXPECT_NO_THROW(trainer.model().forward(tokens.data(), targets.data(), 1, opt));
+}
+
 TEST(Training, DeterministicRepeatRun) {
   Config c = small_config(BalanceMethod::LossFree);
   c.train.steps = 5;

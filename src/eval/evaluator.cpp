@@ -30,7 +30,7 @@ EvalResult evaluate(Transformer<T, A>& model, const ValidationReader& val, int b
   r.n_routed = E;
   r.loads.assign(size_t(r.moe_layers) * E, 0);
   std::vector<int32_t> tokens(size_t(batch) * S), targets(tokens.size());
-  ForwardOptions opt;  // ce_grad_scale 0: forward only
+  ForwardOptions opt;  // not training: forward only
   opt.counts = r.loads.data();
   double sums[2] = {0.0, 0.0};  // loss, tokens
   // Ranks take batches round-robin. Every rank runs the same number of

@@ -117,7 +117,9 @@ ForwardResult Transformer<T, A>::forward(const int32_t* tokens, const int32_t* t
   const ModelConfig& mc = cfg_.model;
   const int S = mc.seq_len, D = mc.hidden, V = mc.vocab_size, E = cfg_.moe.n_routed;
   const int N = B * S;
-  const bool training = opt.ce_grad_scale != 0.0;
+  const bool training = opt.training;
+  MOE_CHECK(training || (opt.ce_grad_scale == 0.0 && opt.aux_grad_scale == 0.0),
+            "forward: gradient scales given to a forward-only pass (set ForwardOptions::training)");
 
   AuxLossSpec aux;
   const AuxLossSpec* aux_ptr = nullptr;

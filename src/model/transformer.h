@@ -31,10 +31,13 @@
 namespace moe {
 
 struct ForwardOptions {
-  // d(objective)/d(sum of token losses). 0: forward only (no backward after).
+  // A training forward: keeps what backward() needs and writes the loss
+  // gradient with the scales below. False: forward only (evaluation).
+  bool training = false;
+  // d(objective)/d(sum of token losses); training only.
   double ce_grad_scale = 0.0;
-  // d(objective)/d(sum of aux group losses); used when balance.method is
-  // aux_loss and ce_grad_scale != 0.
+  // d(objective)/d(sum of aux group losses); training with balance.method
+  // aux_loss only.
   double aux_grad_scale = 0.0;
   // If non-null: += tokens per expert, int64 [moe_layers * n_routed]. Only
   // this forward counts: the recomputation in backward() cannot (it reuses
@@ -68,7 +71,7 @@ class Transformer {
   void use_router_bias(const float* bias) { bias_ = bias; }
 
   // B sequences of seq_len tokens (host int32 [B*S]) and their next-token
-  // targets. With ce_grad_scale != 0, keeps what backward() needs.
+  // targets. A training forward (opt.training) keeps what backward() needs.
   ForwardResult forward(const int32_t* tokens, const int32_t* targets, int B,
                         const ForwardOptions& opt);
   // Accumulates parameter gradients of the last forward's objective (the LM

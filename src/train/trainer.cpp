@@ -17,6 +17,15 @@
 #include "train/stop_signal.h"
 
 namespace moe {
+namespace {
+
+// With expert parallelism the caller must name the ranks holding this rank's experts.
+Comm& checked_replica(Comm* replica) {
+  if (!replica) throw InternalError("trainer: expert parallelism needs a replica communicator");
+  return *replica;
+}
+
+}  // namespace
 
 template <typename T, typename A>
 Trainer<T, A>::Trainer(const Config& cfg, Backend<T, A>& be, Comm& comm, const TokenSource& data,
@@ -25,13 +34,13 @@ Trainer<T, A>::Trainer(const Config& cfg, Backend<T, A>& be, Comm& comm, const T
       be_(be),
       comm_(comm),
       ep_(ep && ep->size() > 1 ? ep : nullptr),
-      replica_(ep_ ? replica : &comm),
+      replica_(ep_ ? checked_replica(replica) : comm),
       sampler_(data, cfg.model.seq_len, cfg.train.global_batch, cfg.train.micro_batch, comm.rank(),
                comm.size()),
       val_(val),
       model_(std::make_unique<Transformer<T, A>>(cfg, be, cfg.train.micro_batch, ep_)),
       optimizer_(std::make_unique<Optimizer<T, A>>(be, model_->params(), cfg.train.zero, comm,
-                                                   *replica_, ep_)),
+                                                   replica_, ep_)),
       balancer_(cfg.balance, cfg.model.moe_layers(), cfg.moe.n_routed, &be),
       tokens_(size_t(cfg.train.micro_batch) * cfg.model.seq_len),
       targets_(tokens_.size()),
@@ -40,10 +49,8 @@ Trainer<T, A>::Trainer(const Config& cfg, Backend<T, A>& be, Comm& comm, const T
   model_->init_params(cfg.train.seed);
   model_->use_router_bias(balancer_.device_bias());
   // Fault point (core/fault.h): this rank fails in its second step.
-  if (const auto r = injected_fault("train.fail_rank"); r && *r == std::to_string(comm.rank()))
-    after_backward_hook = [](int64_t step, ParamSet<T>&) {
-      if (step >= 1) throw InternalError("injected failure (MOE_FAULT_INJECTION train.fail_rank)");
-    };
+  const auto fail_rank = injected_fault("train.fail_rank");
+  injected_step_failure_ = fail_rank && *fail_rank == std::to_string(comm.rank());
   state_.config_yaml = config_to_yaml(cfg);
   state_.version = MOE_VERSION;
 }
@@ -93,6 +100,7 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
   // Objective = mean token loss over the global batch + aux term averaged
   // over its sequences (scope sequence) or its micro-batches (scope batch).
   ForwardOptions opt;
+  opt.training = true;
   opt.ce_grad_scale = 1.0 / global_tokens;
   opt.aux_grad_scale = cfg_.balance.aux_scope == AuxScope::Sequence
                            ? 1.0 / tc.global_batch
@@ -123,6 +131,8 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
   optimizer_->reduce_gradients();
   comm_.allreduce_sum(sums, 2);
   comm_.allreduce_sum(counts_.data(), counts_.size());
+  if (injected_step_failure_ && step >= 1)
+    throw InternalError("injected failure (MOE_FAULT_INJECTION train.fail_rank)");
   if (after_backward_hook) after_backward_hook(step, ps);
 
   StepStats st;

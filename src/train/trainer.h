@@ -71,7 +71,8 @@ class Trainer {
   Balancer& balancer() { return balancer_; }
 
   // Test seam: called after the gradients of a step are summed, before the
-  // norm is taken (tests inject non-finite gradients through it).
+  // norm is taken (tests inject non-finite gradients through it). Production
+  // code never sets it (the train.fail_rank fault point has its own flag).
   std::function<void(int64_t step, ParamSet<T>&)> after_backward_hook;
   // Called after every completed step (and its eval and checkpoint): the
   // watchdog's heartbeat.
@@ -89,7 +90,8 @@ class Trainer {
   Backend<T, A>& be_;
   Comm& comm_;
   Comm* ep_;       // null: all experts local
-  Comm* replica_;  // ranks holding the same experts (null: all ranks)
+  Comm& replica_;  // ranks holding this rank's experts: the world without expert parallelism
+  bool injected_step_failure_ = false;  // MOE_FAULT_INJECTION train.fail_rank names this rank
   BatchSampler sampler_;
   const ValidationReader* val_;
   std::unique_ptr<Transformer<T, A>> model_;
