@@ -141,7 +141,9 @@ class Figures:
         vmax = 2.0
         for v, r in chosen:
             recs = r.loads
-            mid = min(range(len(recs)), key=lambda i: abs(recs[i]["step"] - recs[-1]["step"] / 2))
+            # The middle: the record between the first and last nearest half the last step.
+            inner = range(1, len(recs) - 1) or range(len(recs))
+            mid = min(inner, key=lambda i: abs(recs[i]["step"] - recs[-1]["step"] / 2))
             row = []
             for i in sorted({0, mid, len(recs) - 1}):
                 L = np.array(recs[i]["loads"], dtype=float)

@@ -151,3 +151,16 @@ def setting_of(v):
     else:
         s = "no balancing"
     return s + (f", {v.gate}" if v.gate != "sigmoid" else "")
+
+
+def markdown_table(path=NUMBERS):
+    """Every row of docs/paper_numbers.yaml as one Markdown table: docs/paper.md
+    holds it between its "paper_numbers.yaml" markers (tests/paper_numbers_check.py
+    checks it, and with --write puts it there)."""
+    R = load_numbers(path)
+    out = ["| model | setting | val PPL | MaxVio_global | paper |", "|---|---|---|---|---|"]
+    for g in R.values():
+        for p in g["rows"]:
+            out.append(f"| {p['model']} | {setting_text(p)} | {p.get('ppl', '-')} | "
+                       f"{p.get('maxvio_global', p.get('balance', '-'))} | {g['source'].split(' (')[0]} |")
+    return "\n".join(out) + "\n"

@@ -80,7 +80,8 @@ CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
        max-width: 1250px; padding: 0 1em; color: #1d2125; line-height: 1.45; }
 h1 { font-size: 1.7em; margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccd; }
-table { border-collapse: collapse; margin: 0.4em 0 1.6em 0; font-size: 0.86em; }
+table { border-collapse: collapse; margin: 0.4em 0 1.6em 0; font-size: 0.86em;
+        display: block; max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #c8ccd4; padding: 0.25em 0.55em; text-align: left; vertical-align: top; }
 th { background: #eef1f6; } tr:nth-child(even) td { background: #f8f9fb; }
 td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
