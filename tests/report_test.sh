@@ -21,15 +21,15 @@ if grep -qs '^MOE_SANITIZE:BOOL=ON' "$build/CMakeCache.txt"; then
 fi
 [ -x "$build/moe-train" ] || fail "no $build/moe-train"
 
-# An interpreter with numpy and matplotlib: $PYTHON, python3 on PATH, or Debian's.
+# An interpreter with PyYAML, numpy and matplotlib: $PYTHON, python3 on PATH, or Debian's.
 py=""
 for cand in ${PYTHON:-} python3 /usr/bin/python3; do
-  if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import numpy, matplotlib' >/dev/null 2>&1; then
+  if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import yaml, numpy, matplotlib' >/dev/null 2>&1; then
     py=$cand
     break
   fi
 done
-[ -n "$py" ] || fail "python3 lacks numpy/matplotlib (needed by scripts/report.py): run scripts/setup.sh (python3-numpy, python3-matplotlib)"
+[ -n "$py" ] || fail "python3 lacks yaml/numpy/matplotlib (needed by scripts/report.py): run scripts/setup.sh (python3-yaml, python3-numpy, python3-matplotlib)"
 
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 start=$(ms)
