@@ -214,7 +214,7 @@ def main(argv):
     runs = [Run(p) for p in paths]
     for r, name in zip(runs, short_names([r.path for r in runs])):
         r.name = name
-    meta = KeyMeta.from_file(args.key_meta) if args.key_meta else KeyMeta.from_moe_train(args.moe_train, runs[0])
+    meta = KeyMeta.from_file(args.key_meta) if args.key_meta else KeyMeta.from_moe_train(args.moe_train)
     if missing:
         raise InputError(f"needs numpy and matplotlib ({missing} is missing for {sys.executable}): "
                          "run scripts/setup.sh (Debian's python3-numpy and python3-matplotlib)")

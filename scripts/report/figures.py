@@ -112,8 +112,8 @@ class Figures:
         axis.set_major_formatter(fmt)
         axis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 5)))
         axis.set_minor_formatter(fmt)
-        # Major (1, 10) and minor (2, 3, 5) labels alike: one font size.
-        axis.set_tick_params(which="both", labelsize=8.5)
+        # Minor labels (2, 3, 5) in the major ones' size, that of every other axis.
+        axis.set_tick_params(which="both", labelsize="medium")
 
     @staticmethod
     def _positive(a):

@@ -9,9 +9,12 @@ recorded copy of its output."""
 import os
 import re
 import subprocess
+import tempfile
+
+import yaml
 
 from . import InputError
-from .runs import load_yaml, num
+from .runs import YamlLoader, load_yaml, num
 
 
 class KeyMeta:
@@ -38,26 +41,25 @@ class KeyMeta:
         return cls(load_yaml(path), path)
 
     @classmethod
-    def from_moe_train(cls, binary, run):
-        """Asks moe-train, with a run's own config (any config would do: the
-        metadata is per key)."""
+    def from_moe_train(cls, binary):
+        """Asks moe-train. The metadata is per key, not per run: an empty
+        config (all defaults) serves, and a run's config.yaml with keys this
+        moe-train does not know cannot get in the way."""
         if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
             raise InputError(f"no {binary} to say which config keys change training: build it "
                              "(scripts/build.sh), pass --moe-train PATH, or pass --key-meta FILE "
                              "(saved from moe-train --print-config --with-meta)")
-        ep = run.config.get("parallel.ep_size")
-        cmd = [binary, "--config", run.config_path, "--print-config", "--with-meta"]
-        if isinstance(ep, int) and ep > 1:
-            cmd += ["--world-size", str(ep)]
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise InputError(f"{binary}: cannot run ({e})")
+        with tempfile.TemporaryDirectory(prefix="moe-report-") as d:
+            empty = os.path.join(d, "defaults.yaml")
+            open(empty, "w").close()
+            cmd = [binary, "--config", empty, "--print-config", "--with-meta"]
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                raise InputError(f"{binary}: cannot run ({e})")
         if p.returncode != 0:
             err = (p.stderr.strip().splitlines() or ["no message"])[-1]
-            raise InputError(f"{binary} --print-config --with-meta on {run.config_path}: {err}")
-        import yaml
-        from .runs import YamlLoader
+            raise InputError(f"{binary} --print-config --with-meta: {err}")
         try:
             doc = yaml.load(p.stdout, Loader=YamlLoader)
         except yaml.YAMLError:
