@@ -15,7 +15,7 @@ packages=(
   libgtest-dev googletest
   zlib1g-dev
   patchelf                  # scripts/bundle.sh
-  python3 python3-numpy python3-matplotlib   # scripts/report.py
+  python3 python3-yaml python3-numpy python3-matplotlib   # scripts/report.py
   clang libclang-rt-dev libomp-dev           # scripts/fuzz.sh (libFuzzer)
   libboost-context-dev      # emu/: the emulated device's fibers
   slurmctld slurmd slurm-client munge iproute2   # tests/slurm/: a local one-node Slurm

@@ -250,6 +250,19 @@ for where, tables in pages.items():
     t6 = {r["setting"]: r for r in table("Table 6.")}
     expect(t6.get("aux loss, alpha=0", {}), "our variant", "no run", "Table 6 alpha=0")
 
+# Layout: the runs' own comparison and figures lead; the paper's tables with
+# a matching run follow; the one with none (Table 5, softmax) is folded away.
+for where, text in (("README.md", md), ("index.html", page)):
+    at = {k: text.find(k) for k in ("All variants", "loss.png", "Table 1.", "<details>", "Table 5.", "Every run")}
+    check(all(v >= 0 for v in at.values()), f"{where}: missing one of {sorted(k for k, v in at.items() if v < 0)}")
+    check(at["All variants"] < at["loss.png"] < at["Table 1."] < at["<details>"] < at["Table 5."] < at["Every run"],
+          f"{where}: sections out of order: {at}")
+    check(text.count("<details>") == 1, f"{where}: {text.count('<details>')} folded sections, expected 1")
+    # The heatmap: first, middle and last record (4 records at steps 4..16);
+    # the stripped run's single record once.
+    check("no balancing: run none (step 16, its only record)" in text, f"{where}: heatmap of 'none' not a single panel")
+    check("aux loss, alpha=1e-3: run aux (steps 4, 8, 16)" in text, f"{where}: heatmap of 'aux' not steps 4, 8, 16")
+
 if failures:
     print("\n".join("FAIL: " + f for f in failures), file=sys.stderr)
     sys.exit(1)

@@ -33,7 +33,7 @@ void expect_help_lists(const std::string& program, const std::string& args,
 TEST(CliArgs, HelpListsEveryOption) {
   expect_help_lists("moe-train", "--help",
                     {"--config", "--set", "--resume", "--plan", "--world-size", "--print-config",
-                     "--version", "-h,--help"});
+                     "--with-meta", "--version", "-h,--help"});
   expect_help_lists("moe-eval", "-h",
                     {"--checkpoint", "--data", "--max-tokens", "--batch", "--output", "--threads",
                      "--backend"});

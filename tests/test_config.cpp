@@ -1,6 +1,7 @@
 // Strict YAML config layer: defaults, round trip, one-line errors that name the
 // key, --set overrides, and every shipped preset under configs/.
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 
 #include <unistd.h>
 
@@ -222,6 +223,55 @@ TEST(Config, DumpNamesEverySectionAndKey) {
   for (const char* s : {"model:", "moe:", "balance:", "train:", "data:", "parallel:",
                         "checkpoint:", "log:", "  lr_milestones: []", "  update_rule: sign"})
     EXPECT_NE(y.find(s), std::string::npos) << s;
+}
+
+// ------------------------------------------------------------- key metadata
+
+TEST(ConfigMeta, KnownKeysSayWhetherTheyChangeTraining) {
+  EXPECT_EQ(key_meta("model.hidden").training, TrainingEffect::Changes);
+  EXPECT_EQ(key_meta("balance.method").training, TrainingEffect::Changes);
+  EXPECT_EQ(key_meta("train.steps").training, TrainingEffect::Changes);
+  EXPECT_EQ(key_meta("train.seed").training, TrainingEffect::Seed);
+  for (const char* k : {"log.out_dir", "checkpoint.dir", "train.threads", "train.eval_interval",
+                        "train.final_eval", "parallel.transport"})
+    EXPECT_EQ(key_meta(k).training, TrainingEffect::None) << k;
+  EXPECT_EQ(key_meta("model.hidden").read_when_key, nullptr);
+  const KeyMeta u = key_meta("balance.update_rate"), a = key_meta("balance.aux_alpha");
+  ASSERT_NE(u.read_when_key, nullptr);
+  ASSERT_NE(a.read_when_key, nullptr);
+  EXPECT_STREQ(u.read_when_key, "balance.method");
+  EXPECT_STREQ(u.read_when_value, "loss_free");
+  EXPECT_STREQ(a.read_when_value, "aux_loss");
+  EXPECT_THROW(key_meta("model.nope"), ConfigError);
+}
+
+TEST(ConfigMeta, DumpWithMetaHoldsEveryValueAndItsMeta) {
+  const Config c = all_changed();
+  const YAML::Node plain = YAML::Load(config_to_yaml(c));
+  const YAML::Node meta = YAML::Load(config_to_yaml_with_meta(c));
+  int keys = 0;
+  for (auto sec = plain.begin(); sec != plain.end(); ++sec) {
+    const std::string s = sec->first.Scalar();
+    for (auto kv = sec->second.begin(); kv != sec->second.end(); ++kv) {
+      const std::string k = kv->first.Scalar(), key = s + "." + k;
+      const YAML::Node m = meta[s][k];
+      ASSERT_TRUE(m.IsMap()) << key;
+      EXPECT_EQ(YAML::Dump(m["value"]), YAML::Dump(kv->second)) << key;
+      const KeyMeta want = key_meta(key);
+      EXPECT_EQ(m["training"].Scalar(), to_string(want.training)) << key;
+      if (want.read_when_key == nullptr) {
+        EXPECT_FALSE(m["read_when"]) << key;
+      } else {
+        // The condition names a real key and one of its values.
+        EXPECT_EQ(m["read_when"][want.read_when_key].Scalar(), want.read_when_value) << key;
+        EXPECT_NO_THROW(parse_config("", {std::string(want.read_when_key) + "=" +
+                                          want.read_when_value}))
+            << key;
+      }
+      ++keys;
+    }
+  }
+  EXPECT_EQ(keys, 66);
 }
 
 // ------------------------------------------------------------ strict parsing

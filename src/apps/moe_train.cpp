@@ -40,7 +40,7 @@ constexpr const char* kFooter =
 struct Args {
   std::string config_path, resume;
   std::vector<std::string> overrides;
-  bool plan = false, print_config = false, force = false;
+  bool plan = false, print_config = false, with_meta = false, force = false;
   int64_t world_size = 0;  // --plan only; 0: the launched world
 };
 
@@ -225,7 +225,13 @@ int main(int argc, char** argv) {
     app.add_flag("--print-config", a.print_config,
                  "print the resolved config (bases, file and --set applied; every key) as YAML "
                  "and exit");
+    app.add_flag("--with-meta", a.with_meta,
+                 "with --print-config: each key as {value, training: changes|seed|none, "
+                 "read_when}, whether it changes what a run trains (scripts/report.py groups "
+                 "runs by it; docs/config.md)");
     if (!moe::cli::parse(app, argc, argv)) return 0;
+    if (a.with_meta && !a.print_config)
+      throw moe::InputError("--with-meta needs --print-config (see moe-train --help)");
     if (world_size->count() > 0 && !a.plan && !a.print_config)
       throw moe::InputError("--world-size needs --plan or --print-config (see moe-train --help)");
     if (a.plan) return print_plan(a, world->size(), world->rank());
@@ -233,7 +239,9 @@ int main(int argc, char** argv) {
       // --world-size: checked as it would run on W ranks (scripts/sweep.sh --ranks).
       const int W = a.world_size > 0 ? int(a.world_size) : world->size();
       const moe::Config cfg = moe::load_config(a.config_path, a.overrides, W);
-      if (world->rank() == 0) std::fputs(moe::config_to_yaml(cfg).c_str(), stdout);
+      const std::string text =
+          a.with_meta ? moe::config_to_yaml_with_meta(cfg) : moe::config_to_yaml(cfg);
+      if (world->rank() == 0) std::fputs(text.c_str(), stdout);
       return 0;
     }
 

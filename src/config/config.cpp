@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <type_traits>
@@ -72,89 +73,99 @@ std::string enum_choices() {
 
 // ------------------------------------------------------------- field table
 
-// Calls v(section, key, field) for every key, sections contiguous and in
+// What each key does to training (KeyMeta, config.h). kNoEffect: changes no
+// trained weight. In-training evaluation leaves training bit-identical;
+// loss_chunk_tokens changes only the float summation order of one gradient;
+// nonfinite and max_consecutive_skips act only on a step that is already lost.
+constexpr KeyMeta kChanges{};
+constexpr KeyMeta kSeed{TrainingEffect::Seed};
+constexpr KeyMeta kNoEffect{TrainingEffect::None};
+constexpr KeyMeta kLossFreeOnly{TrainingEffect::Changes, "balance.method", "loss_free"};
+constexpr KeyMeta kAuxLossOnly{TrainingEffect::Changes, "balance.method", "aux_loss"};
+
+// Calls v(section, key, field, meta) for every key, sections contiguous and in
 // canonical order. C is Config or const Config.
 template <class C, class V>
 void for_each_field(C& c, V&& v) {
-  v("model", "vocab_size", c.model.vocab_size);
-  v("model", "hidden", c.model.hidden);
-  v("model", "heads", c.model.heads);
-  v("model", "layers", c.model.layers);
-  v("model", "first_dense_layers", c.model.first_dense_layers);
-  v("model", "dense_intermediate", c.model.dense_intermediate);
-  v("model", "seq_len", c.model.seq_len);
-  v("model", "rope_theta", c.model.rope_theta);
-  v("model", "norm_eps", c.model.norm_eps);
-  v("model", "init_std", c.model.init_std);
+  v("model", "vocab_size", c.model.vocab_size, kChanges);
+  v("model", "hidden", c.model.hidden, kChanges);
+  v("model", "heads", c.model.heads, kChanges);
+  v("model", "layers", c.model.layers, kChanges);
+  v("model", "first_dense_layers", c.model.first_dense_layers, kChanges);
+  v("model", "dense_intermediate", c.model.dense_intermediate, kChanges);
+  v("model", "seq_len", c.model.seq_len, kChanges);
+  v("model", "rope_theta", c.model.rope_theta, kChanges);
+  v("model", "norm_eps", c.model.norm_eps, kChanges);
+  v("model", "init_std", c.model.init_std, kChanges);
 
-  v("moe", "n_shared", c.moe.n_shared);
-  v("moe", "n_routed", c.moe.n_routed);
-  v("moe", "top_k", c.moe.top_k);
-  v("moe", "expert_intermediate", c.moe.expert_intermediate);
-  v("moe", "gate", c.moe.gate);
-  v("moe", "normalize_gates", c.moe.normalize_gates);
-  v("moe", "route_scale", c.moe.route_scale);
+  v("moe", "n_shared", c.moe.n_shared, kChanges);
+  v("moe", "n_routed", c.moe.n_routed, kChanges);
+  v("moe", "top_k", c.moe.top_k, kChanges);
+  v("moe", "expert_intermediate", c.moe.expert_intermediate, kChanges);
+  v("moe", "gate", c.moe.gate, kChanges);
+  v("moe", "normalize_gates", c.moe.normalize_gates, kChanges);
+  v("moe", "route_scale", c.moe.route_scale, kChanges);
 
-  v("balance", "method", c.balance.method);
-  v("balance", "update_rate", c.balance.update_rate);
-  v("balance", "update_rule", c.balance.update_rule);
-  v("balance", "bias_mode", c.balance.bias_mode);
-  v("balance", "center_bias", c.balance.center_bias);
-  v("balance", "aux_alpha", c.balance.aux_alpha);
-  v("balance", "aux_scope", c.balance.aux_scope);
+  v("balance", "method", c.balance.method, kChanges);
+  v("balance", "update_rate", c.balance.update_rate, kLossFreeOnly);
+  v("balance", "update_rule", c.balance.update_rule, kLossFreeOnly);
+  v("balance", "bias_mode", c.balance.bias_mode, kLossFreeOnly);
+  v("balance", "center_bias", c.balance.center_bias, kLossFreeOnly);
+  v("balance", "aux_alpha", c.balance.aux_alpha, kAuxLossOnly);
+  v("balance", "aux_scope", c.balance.aux_scope, kAuxLossOnly);
 
-  v("train", "steps", c.train.steps);
-  v("train", "global_batch", c.train.global_batch);
-  v("train", "micro_batch", c.train.micro_batch);
-  v("train", "lr", c.train.lr);
-  v("train", "lr_schedule", c.train.lr_schedule);
-  v("train", "warmup_steps", c.train.warmup_steps);
-  v("train", "min_lr", c.train.min_lr);
-  v("train", "lr_milestones", c.train.lr_milestones);
-  v("train", "lr_values", c.train.lr_values);
-  v("train", "beta1", c.train.beta1);
-  v("train", "beta2", c.train.beta2);
-  v("train", "adam_eps", c.train.adam_eps);
-  v("train", "weight_decay", c.train.weight_decay);
-  v("train", "grad_clip", c.train.grad_clip);
-  v("train", "seed", c.train.seed);
-  v("train", "backend", c.train.backend);
-  v("train", "precision", c.train.precision);
-  v("train", "threads", c.train.threads);
-  v("train", "nonfinite", c.train.nonfinite);
-  v("train", "max_consecutive_skips", c.train.max_consecutive_skips);
-  v("train", "eval_interval", c.train.eval_interval);
-  v("train", "eval_max_tokens", c.train.eval_max_tokens);
-  v("train", "final_eval", c.train.final_eval);
-  v("train", "loss_chunk_tokens", c.train.loss_chunk_tokens);
-  v("train", "zero", c.train.zero);
-  v("train", "recompute", c.train.recompute);
+  v("train", "steps", c.train.steps, kChanges);
+  v("train", "global_batch", c.train.global_batch, kChanges);
+  v("train", "micro_batch", c.train.micro_batch, kChanges);
+  v("train", "lr", c.train.lr, kChanges);
+  v("train", "lr_schedule", c.train.lr_schedule, kChanges);
+  v("train", "warmup_steps", c.train.warmup_steps, kChanges);
+  v("train", "min_lr", c.train.min_lr, kChanges);
+  v("train", "lr_milestones", c.train.lr_milestones, kChanges);
+  v("train", "lr_values", c.train.lr_values, kChanges);
+  v("train", "beta1", c.train.beta1, kChanges);
+  v("train", "beta2", c.train.beta2, kChanges);
+  v("train", "adam_eps", c.train.adam_eps, kChanges);
+  v("train", "weight_decay", c.train.weight_decay, kChanges);
+  v("train", "grad_clip", c.train.grad_clip, kChanges);
+  v("train", "seed", c.train.seed, kSeed);
+  v("train", "backend", c.train.backend, kChanges);
+  v("train", "precision", c.train.precision, kChanges);
+  v("train", "threads", c.train.threads, kNoEffect);
+  v("train", "nonfinite", c.train.nonfinite, kNoEffect);
+  v("train", "max_consecutive_skips", c.train.max_consecutive_skips, kNoEffect);
+  v("train", "eval_interval", c.train.eval_interval, kNoEffect);
+  v("train", "eval_max_tokens", c.train.eval_max_tokens, kNoEffect);
+  v("train", "final_eval", c.train.final_eval, kNoEffect);
+  v("train", "loss_chunk_tokens", c.train.loss_chunk_tokens, kNoEffect);
+  v("train", "zero", c.train.zero, kChanges);
+  v("train", "recompute", c.train.recompute, kChanges);
 
-  v("data", "source", c.data.source);
-  v("data", "path", c.data.path);
-  v("data", "dtype", c.data.dtype);
-  v("data", "val_path", c.data.val_path);
-  v("data", "synthetic_branching", c.data.synthetic_branching);
-  v("data", "prepare_hint", c.data.prepare_hint);
+  v("data", "source", c.data.source, kChanges);
+  v("data", "path", c.data.path, kChanges);
+  v("data", "dtype", c.data.dtype, kChanges);
+  v("data", "val_path", c.data.val_path, kChanges);
+  v("data", "synthetic_branching", c.data.synthetic_branching, kChanges);
+  v("data", "prepare_hint", c.data.prepare_hint, kChanges);
 
-  v("parallel", "ep_size", c.parallel.ep_size);
-  v("parallel", "transport", c.parallel.transport);
-  v("parallel", "timeout_seconds", c.parallel.timeout_seconds);
+  v("parallel", "ep_size", c.parallel.ep_size, kChanges);
+  v("parallel", "transport", c.parallel.transport, kNoEffect);
+  v("parallel", "timeout_seconds", c.parallel.timeout_seconds, kNoEffect);
 
-  v("checkpoint", "dir", c.checkpoint.dir);
-  v("checkpoint", "interval", c.checkpoint.interval);
-  v("checkpoint", "keep_last", c.checkpoint.keep_last);
+  v("checkpoint", "dir", c.checkpoint.dir, kNoEffect);
+  v("checkpoint", "interval", c.checkpoint.interval, kNoEffect);
+  v("checkpoint", "keep_last", c.checkpoint.keep_last, kNoEffect);
 
-  v("log", "interval", c.log.interval);
-  v("log", "out_dir", c.log.out_dir);
-  v("log", "expert_load_interval", c.log.expert_load_interval);
-  v("log", "level", c.log.level);
+  v("log", "interval", c.log.interval, kNoEffect);
+  v("log", "out_dir", c.log.out_dir, kNoEffect);
+  v("log", "expert_load_interval", c.log.expert_load_interval, kNoEffect);
+  v("log", "level", c.log.level, kNoEffect);
 }
 
 std::vector<std::string> section_names() {
   std::vector<std::string> out;
   const Config c;
-  for_each_field(c, [&](const char* s, const char*, const auto&) {
+  for_each_field(c, [&](const char* s, const char*, const auto&, const KeyMeta&) {
     if (out.empty() || out.back() != s) out.push_back(s);
   });
   return out;
@@ -178,7 +189,7 @@ std::string join(const std::vector<std::string>& v) {
 std::string known_keys(const std::string& sec) {
   std::vector<std::string> keys;
   const Config c;
-  for_each_field(c, [&](const char* s, const char* k, const auto&) {
+  for_each_field(c, [&](const char* s, const char* k, const auto&, const KeyMeta&) {
     if (sec == s) keys.push_back(k);
   });
   return join(keys);
@@ -324,7 +335,7 @@ void read_value(const YAML::Node& n, const Ctx& k, T& out) {
 bool set_field(Config& c, const std::string& sec, const std::string& key, const YAML::Node& n,
                const std::string& where) {
   bool found = false;
-  for_each_field(c, [&](const char* s, const char* k, auto& field) {
+  for_each_field(c, [&](const char* s, const char* k, auto& field, const KeyMeta&) {
     if (!found && sec == s && key == k) {
       read_value(n, Ctx{sec + "." + key, where}, field);
       found = true;
@@ -644,7 +655,7 @@ std::vector<ConfigDifference> config_differences(const Config& a, const Config& 
   // Both sides through the canonical emitter, compared key by key.
   const YAML::Node ya = YAML::Load(config_to_yaml(a)), yb = YAML::Load(config_to_yaml(b));
   std::vector<ConfigDifference> out;
-  for_each_field(a, [&](const char* s, const char* k, const auto&) {
+  for_each_field(a, [&](const char* s, const char* k, const auto&, const KeyMeta&) {
     const std::string va = YAML::Dump(ya[s][k]), vb = YAML::Dump(yb[s][k]);
     if (va != vb) out.push_back({std::string(s) + "." + k, va, vb});
   });
@@ -655,38 +666,81 @@ bool is_architectural_key(const std::string& key) {
   return key.rfind("model.", 0) == 0 || key.rfind("moe.", 0) == 0 || key == "train.precision";
 }
 
-std::string config_to_yaml(const Config& c) {
+namespace {
+
+template <class T>
+void emit_value(YAML::Emitter& out, const T& field) {
+  if constexpr (std::is_same_v<T, double>) {
+    out << fmt_double(field);
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    out << YAML::DoubleQuoted << field;  // so "", "null" or "123" stay strings
+  } else if constexpr (std::is_enum_v<T>) {
+    out << enum_name(field);
+  } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+    out << YAML::Flow << YAML::BeginSeq;
+    for (double x : field) out << fmt_double(x);
+    out << YAML::EndSeq;
+  } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    out << YAML::Flow << YAML::BeginSeq;
+    for (int64_t x : field) out << x;
+    out << YAML::EndSeq;
+  } else {  // bool and integers: yaml-cpp writes true/false and decimal
+    out << field;
+  }
+}
+
+// Every key as "section: {key: value}"; with_meta: each value a flow map of
+// the value and its KeyMeta.
+std::string emit_config(const Config& c, bool with_meta) {
   YAML::Emitter out;
   out << YAML::BeginMap;
   std::string section;
-  for_each_field(c, [&](const char* s, const char* k, const auto& field) {
-    using T = std::decay_t<decltype(field)>;
+  for_each_field(c, [&](const char* s, const char* k, const auto& field, const KeyMeta& meta) {
     if (section != s) {
       if (!section.empty()) out << YAML::EndMap;
       out << YAML::Key << s << YAML::Value << YAML::BeginMap;
       section = s;
     }
     out << YAML::Key << k << YAML::Value;
-    if constexpr (std::is_same_v<T, double>) {
-      out << fmt_double(field);
-    } else if constexpr (std::is_same_v<T, std::string>) {
-      out << YAML::DoubleQuoted << field;  // so "", "null" or "123" stay strings
-    } else if constexpr (std::is_enum_v<T>) {
-      out << enum_name(field);
-    } else if constexpr (std::is_same_v<T, std::vector<double>>) {
-      out << YAML::Flow << YAML::BeginSeq;
-      for (double x : field) out << fmt_double(x);
-      out << YAML::EndSeq;
-    } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
-      out << YAML::Flow << YAML::BeginSeq;
-      for (int64_t x : field) out << x;
-      out << YAML::EndSeq;
-    } else {  // bool and integers: yaml-cpp writes true/false and decimal
-      out << field;
+    if (!with_meta) {
+      emit_value(out, field);
+      return;
     }
+    out << YAML::Flow << YAML::BeginMap << YAML::Key << "value" << YAML::Value;
+    emit_value(out, field);
+    out << YAML::Key << "training" << YAML::Value << to_string(meta.training);
+    if (meta.read_when_key)
+      out << YAML::Key << "read_when" << YAML::Value << YAML::Flow << YAML::BeginMap
+          << YAML::Key << meta.read_when_key << YAML::Value << meta.read_when_value
+          << YAML::EndMap;
+    out << YAML::EndMap;
   });
   out << YAML::EndMap << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace
+
+std::string config_to_yaml(const Config& c) { return emit_config(c, false); }
+std::string config_to_yaml_with_meta(const Config& c) { return emit_config(c, true); }
+
+KeyMeta key_meta(const std::string& key) {
+  const Config c;
+  std::optional<KeyMeta> found;
+  for_each_field(c, [&](const char* s, const char* k, const auto&, const KeyMeta& meta) {
+    if (key == std::string(s) + "." + k) found = meta;
+  });
+  if (!found) throw ConfigError("config: " + key + ": unknown key");
+  return *found;
+}
+
+const char* to_string(TrainingEffect v) {
+  switch (v) {
+    case TrainingEffect::Changes: return "changes";
+    case TrainingEffect::Seed: return "seed";
+    case TrainingEffect::None: return "none";
+  }
+  return "?";
 }
 
 const char* to_string(GateFn v) { return enum_name(v); }

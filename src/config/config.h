@@ -185,6 +185,29 @@ bool is_architectural_key(const std::string& key);
 // Canonical YAML dump of every key (written next to metrics for provenance).
 std::string config_to_yaml(const Config& c);
 
+// What a key does to training, kept beside the key in the field table, so
+// tools that group runs (scripts/report.py) take it from here.
+enum class TrainingEffect {
+  Changes,  // changes what a run trains (model, data, optimizer, balancing, ...)
+  Seed,     // the random seed: runs that differ only here are seeds of one setting
+  None,     // changes no trained weight (logging, checkpoints, evaluation, threads, ...)
+};
+struct KeyMeta {
+  TrainingEffect training = TrainingEffect::Changes;
+  // Read only when key read_when_key has value read_when_value (both null:
+  // always read), e.g. balance.update_rate only with balance.method loss_free.
+  const char* read_when_key = nullptr;
+  const char* read_when_value = nullptr;
+};
+// The metadata of "section.key"; throws ConfigError for an unknown key.
+KeyMeta key_meta(const std::string& key);
+// config_to_yaml with each key's value and metadata:
+//   section:
+//     key: {value: V, training: changes|seed|none[, read_when: {KEY: VALUE}]}
+// (moe-train --print-config --with-meta; docs/config.md).
+std::string config_to_yaml_with_meta(const Config& c);
+const char* to_string(TrainingEffect v);
+
 const char* to_string(GateFn v);
 const char* to_string(BalanceMethod v);
 const char* to_string(UpdateRule v);
