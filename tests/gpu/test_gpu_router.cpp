@@ -1,5 +1,9 @@
-// GPU kernels (kernels/*.cu) against independent fp64 host references on
-// random data. Every test skips cleanly when no CUDA device is visible, and the
+// GPU router kernels (kernels/router.cu) on random data: top-K selection
+// against an independent fp64 host reference (ties, hand-written cases) and
+// the CPU backend (NaN and infinite scores), gate-score forward/backward,
+// top-K gate backward and the auxiliary balance loss against the CPU backend,
+// plus a determinism check (a second run from the same inputs gives the same
+// bits). Every test skips cleanly when no CUDA device is visible, and the
 // whole file reduces to one skipped test in a CPU-only build.
 #include <gtest/gtest.h>
 
@@ -8,16 +12,19 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/cuda/cuda_device.h"
 #include "support/gpu_test_util.h"
 #include "core/error.h"
-#include "kernels.h"
+#include "router.h"
 #include "support/route_cases.h"
 
 namespace {
@@ -25,180 +32,10 @@ namespace {
 using moe::test::DeviceBuffer;
 using moe::test::normal;
 using moe::test::uniform;
+using moe::test::cpu;
 using moe::test::normwise_rel_err;
+using moe::test::same_bits;
 using moe::test::elementwise_rel_err;
-
-// ---------------------------------------------------------------- RMSNorm --
-
-constexpr double kEps = 1e-6;
-
-struct Shape {
-  int N, D;
-};
-// Odd sizes, D below / above / not a multiple of the block, and N large
-// enough for several dw chunks (including a partial last chunk).
-const Shape kNormShapes[] = {{1, 1}, {3, 7}, {64, 256}, {37, 1030}, {5000, 96}, {20011, 64}};
-// No D = 1 here: there dx = r g eps / (x^2 + eps) is pure cancellation (about
-// 1e-12 of its terms), which no fp32 kernel resolves and no model uses.
-const Shape kNormBackwardShapes[] = {{1, 300}, {3, 7},      {64, 256},
-                                     {37, 1030}, {5000, 96}, {20011, 64}};
-
-// x with a random scale per row (1e-3 .. 1e3), so the statistics matter.
-std::vector<float> scaled_rows(int N, int D, std::mt19937_64& rng) {
-  std::vector<float> x = normal(static_cast<size_t>(N) * D, rng);
-  std::uniform_real_distribution<double> log_scale(-3.0, 3.0);
-  for (int n = 0; n < N; ++n) {
-    const double s = std::pow(10.0, log_scale(rng));
-    for (int j = 0; j < D; ++j) x[static_cast<size_t>(n) * D + j] *= static_cast<float>(s);
-  }
-  return x;
-}
-
-// fp64 reference: r = 1/sqrt(mean(x^2) + eps), y = x r w.
-void rmsnorm_forward_ref(std::vector<double>& y, std::vector<double>& rstd,
-                         const std::vector<float>& x, const std::vector<float>& w, int N, int D) {
-  y.assign(static_cast<size_t>(N) * D, 0.0);
-  rstd.assign(N, 0.0);
-  for (int n = 0; n < N; ++n) {
-    const float* xr = &x[static_cast<size_t>(n) * D];
-    double ss = 0.0;
-    for (int j = 0; j < D; ++j) ss += static_cast<double>(xr[j]) * xr[j];
-    const double r = 1.0 / std::sqrt(ss / D + kEps);
-    rstd[n] = r;
-    for (int j = 0; j < D; ++j) y[static_cast<size_t>(n) * D + j] = xr[j] * r * w[j];
-  }
-}
-
-TEST(GpuRmsNorm, ForwardMatchesFp64Reference) {
-  SKIP_WITHOUT_DEVICE();
-  std::mt19937_64 rng(1234);
-  for (const Shape sh : kNormShapes) {
-    SCOPED_TRACE("N=" + std::to_string(sh.N) + " D=" + std::to_string(sh.D));
-    const auto x = scaled_rows(sh.N, sh.D, rng);
-    const auto w = normal(sh.D, rng, 1.0, 0.2);
-    std::vector<double> y_ref, rstd_ref;
-    rmsnorm_forward_ref(y_ref, rstd_ref, x, w, sh.N, sh.D);
-
-    DeviceBuffer<float> dx(x), dw(w), dy(x.size()), drstd(sh.N);
-    moe::kernels::rmsnorm_forward(dy.get(), drstd.get(), dx.get(), dw.get(), sh.N, sh.D,
-                                  static_cast<float>(kEps), nullptr);
-    MOE_CUDA_CHECK(cudaDeviceSynchronize());
-    // Against fp64, elementwise, worst case: sum(x^2) has positive terms, a
-    // thread sums <= ceil(1030 / 256) = 5 of them, then an 8-level tree: <=
-    // 13 u relative; r = 1/sqrtf(...) adds 3 roundings and halves the rest,
-    // y = x r w 2 more: < 1e-6 in all, 1e-5 holds for any order.
-    EXPECT_LT(elementwise_rel_err(drstd.download(), rstd_ref), 1e-5);
-    EXPECT_LT(elementwise_rel_err(dy.download(), y_ref), 1e-5);
-  }
-}
-
-TEST(GpuRmsNorm, ResidualFusedForwardMatchesFp64Reference) {
-  SKIP_WITHOUT_DEVICE();
-  std::mt19937_64 rng(77);
-  for (const Shape sh : kNormShapes) {
-    SCOPED_TRACE("N=" + std::to_string(sh.N) + " D=" + std::to_string(sh.D));
-    const auto resid = scaled_rows(sh.N, sh.D, rng), delta = scaled_rows(sh.N, sh.D, rng);
-    const auto w = normal(sh.D, rng, 1.0, 0.2);
-    std::vector<float> sum(resid.size());
-    for (size_t i = 0; i < sum.size(); ++i) sum[i] = resid[i] + delta[i];  // fp32, like the kernel
-    std::vector<double> y_ref, rstd_ref;
-    rmsnorm_forward_ref(y_ref, rstd_ref, sum, w, sh.N, sh.D);
-
-    DeviceBuffer<float> dr(resid), dd(delta), dw(w), dsum(sum.size()), dy(sum.size()),
-        drstd(sh.N);
-    moe::kernels::residual_rmsnorm_forward(dsum.get(), dy.get(), drstd.get(), dr.get(), dd.get(),
-                                           dw.get(), sh.N, sh.D, static_cast<float>(kEps),
-                                           nullptr);
-    MOE_CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_EQ(dsum.download(), sum);  // the add is one fp32 rounding on both sides
-    EXPECT_LT(elementwise_rel_err(drstd.download(), rstd_ref), 1e-5);
-    EXPECT_LT(elementwise_rel_err(dy.download(), y_ref), 1e-5);
-  }
-}
-
-TEST(GpuRmsNorm, BackwardMatchesFp64ReferenceAndAccumulates) {
-  SKIP_WITHOUT_DEVICE();
-  std::mt19937_64 rng(99);
-  for (const Shape sh : kNormBackwardShapes) {
-    SCOPED_TRACE("N=" + std::to_string(sh.N) + " D=" + std::to_string(sh.D));
-    const int N = sh.N, D = sh.D;
-    const size_t ND = static_cast<size_t>(N) * D;
-    const auto x = scaled_rows(N, D, rng);
-    const auto w = normal(D, rng, 1.0, 0.2);
-    const auto dy = normal(ND, rng);
-    std::vector<double> y_ref, rstd_ref;
-    rmsnorm_forward_ref(y_ref, rstd_ref, x, w, N, D);
-    // The kernel consumes the saved rstd; give it the correctly rounded one so
-    // this test measures the backward alone.
-    std::vector<float> rstd(N);
-    for (int n = 0; n < N; ++n) rstd[n] = static_cast<float>(rstd_ref[n]);
-
-    // fp64 reference gradients (from the fp32 inputs the kernel sees).
-    std::vector<double> gdx(ND), gdw(D, 0.0);
-    for (int n = 0; n < N; ++n) {
-      const size_t row = static_cast<size_t>(n) * D;
-      const double r = rstd[n];
-      double gx = 0.0;
-      for (int j = 0; j < D; ++j) gx += static_cast<double>(dy[row + j]) * w[j] * x[row + j];
-      const double c = gx / D * r * r;
-      for (int j = 0; j < D; ++j) {
-        gdx[row + j] = r * (static_cast<double>(dy[row + j]) * w[j] - x[row + j] * c);
-        gdw[j] += static_cast<double>(dy[row + j]) * x[row + j] * r;
-      }
-    }
-    // dx and dw accumulate: start them at random values of the gradients' size.
-    double gdx_max = 0.0, gdw_max = 0.0;
-    for (double v : gdx) gdx_max = std::max(gdx_max, std::abs(v));
-    for (double v : gdw) gdw_max = std::max(gdw_max, std::abs(v));
-    const auto dx0 = normal(ND, rng, 0.0, gdx_max / 3);
-    const auto dw0 = normal(D, rng, 0.0, gdw_max / 3);
-    std::vector<double> dx_ref(ND), dw_ref(D);
-    for (size_t i = 0; i < ND; ++i) dx_ref[i] = dx0[i] + gdx[i];
-    for (int j = 0; j < D; ++j) dw_ref[j] = dw0[j] + gdw[j];
-
-    DeviceBuffer<float> d_x(x), d_w(w), d_dy(dy), d_rstd(rstd);
-    DeviceBuffer<char> ws(moe::kernels::rmsnorm_backward_workspace_bytes(N, D));
-    const auto run = [&](std::vector<float>& dx_out, std::vector<float>& dw_out) {
-      DeviceBuffer<float> d_dx(dx0), d_dw(dw0);
-      moe::kernels::rmsnorm_backward(d_dx.get(), static_cast<float*>(nullptr), d_dw.get(),
-                                     d_dy.get(), d_x.get(), d_w.get(),
-                                     d_rstd.get(), N, D, ws.get(),
-                                     moe::kernels::rmsnorm_backward_workspace_bytes(N, D),
-                                     nullptr);
-      MOE_CUDA_CHECK(cudaDeviceSynchronize());
-      dx_out = d_dx.download();
-      dw_out = d_dw.download();
-    };
-    std::vector<float> dx1, dw1, dx2, dw2;
-    run(dx1, dw1);
-    // Against fp64, normwise (sums of both signs): dx's row sum over D <= 1030
-    // terms is a short per-thread sum and a tree (errors ~ sqrt(13) u of the
-    // terms' size); dw sums N <= 20011 rows as <= 256 chunks of >= 32 rows in
-    // row order, then the chunks in order (sqrt(79 + 254) u ~ 1e-6 typical).
-    EXPECT_LT(normwise_rel_err(dx1, dx_ref), 1e-5);
-    EXPECT_LT(normwise_rel_err(dw1, dw_ref), 1e-5);
-    // No float atomics: a second run gives the same bits.
-    run(dx2, dw2);
-    EXPECT_EQ(dx1, dx2);
-    EXPECT_EQ(dw1, dw2);
-  }
-}
-
-TEST(GpuRmsNorm, EmptyBatchIsANoOpAndBadArgumentsThrow) {
-  SKIP_WITHOUT_DEVICE();
-  EXPECT_EQ(moe::kernels::rmsnorm_backward_workspace_bytes(0, 64), 0u);
-  EXPECT_NO_THROW(moe::kernels::rmsnorm_forward<float>(nullptr, nullptr, nullptr, nullptr, 0, 64,
-                                                       1e-6f, nullptr));
-  EXPECT_NO_THROW(moe::kernels::rmsnorm_backward<float>(nullptr, nullptr, nullptr, nullptr,
-                                                        nullptr, nullptr, nullptr, 0, 64, nullptr,
-                                                        0, nullptr));
-  DeviceBuffer<float> buf(64);
-  float* p = buf.get();
-  EXPECT_THROW(moe::kernels::rmsnorm_backward(p, p, p, p, p, p, p, 1, 64, p, 4, nullptr),
-               moe::InternalError);  // workspace too small
-  EXPECT_THROW(moe::kernels::rmsnorm_forward(p, p, p, p, 1, 0, 1e-6f, nullptr),
-               moe::InternalError);
-}
 
 // ----------------------------------------------------------------- Router --
 
@@ -460,10 +297,184 @@ TEST(GpuRouter, BadSizesThrow) {
                                            false, 1.0f, nullptr));
 }
 
+namespace kn = moe::kernels;
+
+// See gpu_test_util.h. Here every op is a few roundings per element: the
+// scores are expf (2 ulp on the GPU, < 1 on the CPU) with softmax's
+// normaliser and backward dot in double on both sides; the top-K and
+// aux-loss gradients are fp64 on both sides, rounded once and added to ds0;
+// the aux loss is a double sum in both (~1e-15 apart; integer counts,
+// exact). So ~3e-7 expected, and 1e-5 is loose.
+constexpr double kTol = 1e-5;
+
+// Per token, K distinct experts in [0,E) in random order.
+std::vector<int32_t> random_picks(int N, int E, int K, std::mt19937_64& rng) {
+  std::vector<int32_t> idx(static_cast<size_t>(N) * K), perm(E);
+  for (int n = 0; n < N; ++n) {
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    std::copy(perm.begin(), perm.begin() + K, idx.begin() + static_cast<size_t>(n) * K);
+  }
+  return idx;
+}
+
+struct Shape {
+  int N, E;
+};
+constexpr Shape kShapes[] = {{1, 1}, {7, 8}, {33, 64}, {257, 160}, {1000, 37}};
+
+// --------------------------------------------------------- gate scores --
+
+TEST(GpuRouterGrad, ScoresForwardMatchesCpu) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(11);
+  for (bool softmax : {false, true}) {
+    for (const auto [N, E] : kShapes) {
+      const auto logits = normal(static_cast<size_t>(N) * E, rng, 0.0, 3.0);
+      std::vector<float> ref(logits.size());
+      cpu()->router_scores_forward(ref.data(), logits.data(), N, E,
+                                   softmax ? moe::GateFn::Softmax : moe::GateFn::Sigmoid);
+      DeviceBuffer<float> dl(logits), ds(logits.size());
+      kn::router_scores_forward(ds.get(), dl.get(), N, E, softmax, nullptr);
+      const auto got = ds.download();
+      EXPECT_LT(normwise_rel_err(got, ref), kTol) << "softmax=" << softmax << " N=" << N
+                                                  << " E=" << E;
+      kn::router_scores_forward(ds.get(), dl.get(), N, E, softmax, nullptr);
+      EXPECT_TRUE(same_bits(ds.download(), got)) << "softmax=" << softmax << " N=" << N;
+    }
+  }
+}
+
+TEST(GpuRouterGrad, ScoresBackwardMatchesCpu) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(12);
+  for (bool softmax : {false, true}) {
+    const auto fn = softmax ? moe::GateFn::Softmax : moe::GateFn::Sigmoid;
+    for (const auto [N, E] : kShapes) {
+      const size_t n = static_cast<size_t>(N) * E;
+      const auto logits = normal(n, rng, 0.0, 2.0), dscores = normal(n, rng);
+      std::vector<float> scores(n), ref(n);
+      cpu()->router_scores_forward(scores.data(), logits.data(), N, E, fn);
+      cpu()->router_scores_backward(ref.data(), dscores.data(), scores.data(), N, E, fn);
+      DeviceBuffer<float> dds(dscores), dsc(scores), ddl(n);
+      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, softmax, nullptr);
+      const auto got = ddl.download();
+      EXPECT_LT(normwise_rel_err(got, ref), kTol) << "softmax=" << softmax << " N=" << N
+                                                  << " E=" << E;
+      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, softmax, nullptr);
+      EXPECT_TRUE(same_bits(ddl.download(), got)) << "softmax=" << softmax << " N=" << N;
+    }
+  }
+}
+
+// ---------------------------------------------------- top-K backward --
+
+TEST(GpuRouterGrad, TopkRouteBackwardMatchesCpu) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(13);
+  struct Case {
+    int N, E, K;
+  };
+  for (bool normalize : {false, true}) {
+    for (double scale : {1.0, 2.5}) {
+      for (const Case c : {Case{1, 1, 1}, Case{9, 8, 2}, Case{300, 64, 6}, Case{1000, 160, 8}}) {
+        const size_t ne = static_cast<size_t>(c.N) * c.E, nk = static_cast<size_t>(c.N) * c.K;
+        const auto scores = uniform(ne, rng, 0.05, 1.0);
+        const auto dgates = normal(nk, rng);
+        const auto idx = random_picks(c.N, c.E, c.K, rng);
+        const auto ds0 = normal(ne, rng);
+        moe::RouteSpec spec;
+        spec.E = c.E;
+        spec.K = c.K;
+        spec.normalize = normalize;
+        spec.route_scale = scale;
+        auto ref = ds0;
+        cpu()->topk_route_backward(ref.data(), dgates.data(), scores.data(), idx.data(), c.N,
+                                   spec);
+        DeviceBuffer<float> dds(ds0), ddg(dgates), dsc(scores);
+        DeviceBuffer<int32_t> didx(idx);
+        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, c.E, c.K,
+                                normalize, scale, nullptr);
+        const auto got = dds.download();
+        EXPECT_LT(normwise_rel_err(got, ref), kTol)
+            << "normalize=" << normalize << " N=" << c.N << " E=" << c.E << " K=" << c.K;
+        dds.upload(ds0);
+        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, c.E, c.K,
+                                normalize, scale, nullptr);
+        EXPECT_TRUE(same_bits(dds.download(), got)) << "normalize=" << normalize << " N=" << c.N;
+      }
+    }
+  }
+}
+
+// --------------------------------------------------------- aux loss --
+
+TEST(GpuRouterGrad, AuxLossMatchesCpu) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937_64 rng(14);
+  struct Case {
+    int groups, L, E, K;
+  };
+  for (const Case c : {Case{1, 1, 1, 1}, Case{1, 5, 8, 2}, Case{3, 100, 64, 6},
+                       Case{4, 700, 300, 8}, Case{16, 64, 16, 1}}) {
+    const int N = c.groups * c.L;
+    const size_t ne = static_cast<size_t>(N) * c.E;
+    const auto scores = uniform(ne, rng, 0.0, 1.0);
+    const auto idx = random_picks(N, c.E, c.K, rng);
+    const auto ds0 = normal(ne, rng);
+    const double alpha = 0.01, grad_scale = 0.5;
+    auto ref = ds0;
+    const double ref_loss = cpu()->aux_loss_forward_backward(
+        ref.data(), scores.data(), idx.data(), c.groups, c.L, c.E, c.K, alpha, grad_scale);
+    const double ref_loss_only = cpu()->aux_loss_forward_backward(
+        nullptr, scores.data(), idx.data(), c.groups, c.L, c.E, c.K, alpha, grad_scale);
+
+    DeviceBuffer<float> dds(ds0), dsc(scores);
+    DeviceBuffer<int32_t> didx(idx);
+    const double loss = kn::aux_loss_forward_backward(dds.get(), dsc.get(), didx.get(), c.groups,
+                                                      c.L, c.E, c.K, alpha, grad_scale, nullptr);
+    const auto got = dds.download();
+    EXPECT_LT(std::abs(loss - ref_loss), kTol * std::abs(ref_loss))
+        << "groups=" << c.groups << " L=" << c.L << " E=" << c.E;
+    EXPECT_LT(normwise_rel_err(got, ref), kTol) << "groups=" << c.groups << " L=" << c.L;
+
+    const double loss_only = kn::aux_loss_forward_backward(
+        nullptr, dsc.get(), didx.get(), c.groups, c.L, c.E, c.K, alpha, grad_scale, nullptr);
+    EXPECT_LT(std::abs(loss_only - ref_loss_only), kTol * std::abs(ref_loss_only));
+    EXPECT_EQ(loss_only, loss);  // same kernel and loss path, with or without the gradient
+
+    dds.upload(ds0);
+    const double loss2 = kn::aux_loss_forward_backward(dds.get(), dsc.get(), didx.get(),
+                                                       c.groups, c.L, c.E, c.K, alpha,
+                                                       grad_scale, nullptr);
+    EXPECT_EQ(loss2, loss);
+    EXPECT_TRUE(same_bits(dds.download(), got)) << "groups=" << c.groups;
+  }
+}
+
+// -------------------------------------------------------- bad arguments --
+
+TEST(GpuRouterGrad, BadSizesThrow) {
+  SKIP_WITHOUT_DEVICE();
+  EXPECT_THROW(kn::router_scores_forward(nullptr, nullptr, 4, 0, false, nullptr),
+               moe::InternalError);
+  EXPECT_THROW(kn::topk_route_backward(nullptr, nullptr, nullptr, nullptr, 4, 4, 5, false, 1.0,
+                                       nullptr),
+               moe::InternalError);
+  EXPECT_THROW(kn::aux_loss_forward_backward(nullptr, nullptr, nullptr, 1, 4, 9000, 2, 0.1, 1.0,
+                                             nullptr),
+               moe::InternalError);
+  // Empty problems are no-ops.
+  kn::router_scores_forward(nullptr, nullptr, 0, 4, true, nullptr);
+  EXPECT_EQ(kn::aux_loss_forward_backward(nullptr, nullptr, nullptr, 0, 4, 8, 2, 0.1, 1.0,
+                                          nullptr),
+            0.0);
+}
+
 }  // namespace
 
 #else  // !MOE_WITH_CUDA
 
-TEST(GpuKernels, Skipped) { GTEST_SKIP() << "built without CUDA"; }
+TEST(GpuRouterGrad, SkippedWithoutCuda) { GTEST_SKIP() << "built without CUDA (MOE_WITH_CUDA off)"; }
 
-#endif  // MOE_WITH_CUDA
+#endif
