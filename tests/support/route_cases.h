@@ -2,7 +2,7 @@
 // documented order picks for them (src/core/topk_order.h: larger key
 // first, +inf on top, NaN below -inf, equal keys and NaNs by lower index),
 // and an independent reference of that order. Shared by the CPU test
-// (test_cpu_ops.cpp) and the GPU test (test_gpu_kernels.cpp), which checks
+// (ops/test_cpu_router.cpp) and the GPU test (gpu/test_gpu_router.cpp), which checks
 // that the kernel picks exactly what the CPU backend picks.
 #pragma once
 
