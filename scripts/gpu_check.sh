@@ -68,11 +68,11 @@ for t in "$tests"/test_gpu_*; do
   fi
 done
 if [ "$sanitizer" = 1 ]; then
-  check compute-sanitizer bash "$here/tests/gpu_sanitizer_test.sh" "$(dirname "$tests")"
+  check compute-sanitizer bash "$here/tests/gpu/gpu_sanitizer_test.sh" "$(dirname "$tests")"
 fi
 # The tensor-core attention kernels hold HMMA instructions (SKIP without cuobjdump).
 if [ -x "$tests/test_gpu_attention_tc" ]; then
-  check attention_tc_sass bash "$here/tests/attention_tc_ptx_test.sh" --sass "$tests/test_gpu_attention_tc"
+  check attention_tc_sass bash "$here/tests/scripts/attention_tc_ptx_test.sh" --sass "$tests/test_gpu_attention_tc"
 fi
 
 bench() {  # bench NAME CONFIG [ARGS...]

@@ -6,7 +6,7 @@
 // emulated device memory. So the kernels' fragment layouts, indexing, causal
 // masks, tails, tile skipping, cp.async pipelining and the launchers'
 // shared-memory opt-in are tested without a GPU, against the fp64 reference
-// of tests/attention_reference.h, under several legal schedules (thread
+// of tests/support/attention_reference.h, under several legal schedules (thread
 // order, warps in lockstep or drifting apart, cp.async landing at issue or
 // at the wait), and the results must be the same bits under every one.
 //
@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "attention_reference.h"
+#include "support/attention_reference.h"
 #include "attention_tc.h"
 #include "core/error.h"
 #include "emu/device.h"

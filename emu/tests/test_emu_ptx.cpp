@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "attention_reference.h"
+#include "support/attention_reference.h"
 #include "emu_test_util.h"
 #include "emu/device.h"
 #include "emu/ptx.h"

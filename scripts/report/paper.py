@@ -155,7 +155,7 @@ def setting_of(v):
 
 def markdown_table(path=NUMBERS):
     """Every row of docs/paper_numbers.yaml as one Markdown table: docs/paper.md
-    holds it between its "paper_numbers.yaml" markers (tests/paper_numbers_check.py
+    holds it between its "paper_numbers.yaml" markers (tests/scripts/paper_numbers_check.py
     checks it, and with --write puts it there)."""
     R = load_numbers(path)
     out = ["| model | setting | val PPL | MaxVio_global | paper |", "|---|---|---|---|---|"]

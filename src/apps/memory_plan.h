@@ -3,7 +3,7 @@
 // and parallel layout given. It comes from the allocation code itself: the
 // model is built on a backend that allocates nothing and only counts the
 // requests, so the plan needs no GPU and cannot drift from what training
-// allocates (tests/test_memory_plan.cpp holds it to the CPU backend's real
+// allocates (tests/model/test_memory_plan.cpp holds it to the CPU backend's real
 // allocations). Only the CUDA backend's own workspace is an estimate.
 #pragma once
 

@@ -2,7 +2,7 @@
 // cuBLAS, all on one stream, for the two activation types:
 // - A = float (train.precision float32): cuBLAS SGEMM without TF32, the exact
 //   mirror of the CPU backend, so the GPU path can be checked op by op and
-//   step by step against it (tests/test_gpu_backend.cpp);
+//   step by step against it (tests/gpu/test_gpu_backend.cpp);
 // - A = bf16 (bfloat16): activations bf16 in memory, matmuls on bf16
 //   operands with fp32 accumulation (Bf16Linear), everything else computed
 //   in fp32; the mirror of the CPU backend's bf16 mode. The router's matmul

@@ -1,0 +1,227 @@
+// The router ops of the CPU backend (src/backend/cpu/router.cpp): gate
+// scores, biased top-K with its tie and non-finite order, the aux loss,
+// against hand values, references and finite differences in fp64.
+// Helpers and tolerances: support/cpu_test_util.h.
+#include <gtest/gtest.h>
+
+#include "support/cpu_test_util.h"
+#include "support/route_cases.h"
+
+namespace moe {
+namespace {
+
+using namespace test;
+
+// ---------------------------------------------------------------- router ----
+
+TEST_F(CpuOps, RouterScoresSigmoidAndSoftmax) {
+  const int N = 3, E = 5;
+  for (GateFn fn : {GateFn::Sigmoid, GateFn::Softmax}) {
+    Vec l = randn(N * E, 18, 2.0), R = randn(N * E, 19), s(N * E);
+    be->router_scores_forward(s.data(), l.data(), N, E, fn);
+    for (int n = 0; n < N; n++) {
+      double z = 0;
+      for (int e = 0; e < E; e++) z += std::exp(l[n * E + e]);
+      for (int e = 0; e < E; e++) {
+        const double x = l[n * E + e];
+        EXPECT_NEAR(s[n * E + e], fn == GateFn::Sigmoid ? 1 / (1 + std::exp(-x)) : std::exp(x) / z,
+                    1e-15);
+      }
+    }
+    auto L = [&] {
+      be->router_scores_forward(s.data(), l.data(), N, E, fn);
+      return dotv(R, s);
+    };
+    Vec fd = fd_grad(l, L);
+    L();
+    Vec dl = filled(N * E, 2.0);  // overwritten
+    be->router_scores_backward(dl.data(), R.data(), s.data(), N, E, fn);
+    EXPECT_LT(rel_err(fd, dl), kTol) << (fn == GateFn::Sigmoid ? "sigmoid" : "softmax");
+  }
+  // softmax is max-subtracted: huge logits stay finite
+  Vec big = {1000, 1001, 999, 1000, 1000}, s(5);
+  be->router_scores_forward(s.data(), big.data(), 1, 5, GateFn::Softmax);
+  for (double v : s) EXPECT_TRUE(std::isfinite(v));
+  EXPECT_NEAR(be->sum(s.data(), 5), 1.0, 1e-15);  // 5 quotients, 4 adds: <= ~8 u = 9e-16
+}
+
+TEST_F(CpuOps, TopkRouteBackwardNormalizeAndScale) {
+  const int N = 4, E = 6, K = 3;
+  // scores 0.1..0.6 with random order per token plus tiny noise: every key
+  // differs by >= ~0.08, far beyond the FD step, so selection never flips.
+  std::mt19937_64 rng(20);
+  Vec s(N * E);
+  for (int n = 0; n < N; n++) {
+    std::vector<int> p = {0, 1, 2, 3, 4, 5};
+    std::shuffle(p.begin(), p.end(), rng);
+    for (int e = 0; e < E; e++) s[n * E + e] = 0.1 * (p[e] + 1) + 0.01 * std::sin(n * E + e);
+  }
+  const std::vector<float> bias = {0.f, 0.05f, -0.02f, 0.f, 0.03f, 0.f};
+  Vec R = randn(N * K, 21);
+  for (bool normalize : {false, true})
+    for (double scale : {1.0, 2.5}) {
+      RouteSpec spec{E, K, BiasMode::Additive, normalize, scale};
+      std::vector<int32_t> idx(N * K), idx0(N * K);
+      Vec g(N * K);
+      be->topk_route(idx0.data(), g.data(), s.data(), bias.data(), N, spec);
+      auto L = [&] {
+        be->topk_route(idx.data(), g.data(), s.data(), bias.data(), N, spec);
+        EXPECT_EQ(idx, idx0);  // selection stable under the FD step
+        return dotv(R, g);
+      };
+      Vec fd = fd_grad(s, L);
+      Vec ds = filled(N * E, 0.75);  // +=
+      be->topk_route_backward(ds.data(), R.data(), s.data(), idx0.data(), N, spec);
+      EXPECT_LT(rel_err(fd, minus(ds, 0.75)), kTol)
+          << "normalize=" << normalize << " scale=" << scale;
+    }
+}
+
+TEST_F(CpuOps, TopkTieBreakingAndBias) {
+  const int E = 4, K = 2;
+  std::vector<int32_t> idx(K);
+  Vec g(K);
+  const std::vector<float> zero(E, 0.f), one(E, 1.f);
+  RouteSpec add{E, K, BiasMode::Additive, false, 1.0};
+  RouteSpec mul{E, K, BiasMode::Multiplicative, false, 1.0};
+
+  Vec s = {0.5, 0.5, 0.5, 0.5};  // all equal: lowest indices, in order
+  be->topk_route(idx.data(), g.data(), s.data(), zero.data(), 1, add);
+  EXPECT_EQ(idx, (std::vector<int32_t>{0, 1}));
+  s = {0.3, 0.5, 0.5, 0.5};
+  be->topk_route(idx.data(), g.data(), s.data(), zero.data(), 1, add);
+  EXPECT_EQ(idx, (std::vector<int32_t>{1, 2}));
+  s = {0.2, 0.9, 0.9, 0.1};  // equal maxima after a higher one is gone
+  be->topk_route(idx.data(), g.data(), s.data(), one.data(), 1, mul);
+  EXPECT_EQ(idx, (std::vector<int32_t>{1, 2}));
+
+  // the bias changes the selection, the gates stay the unbiased s
+  s = {0.5, 0.4, 0.3, 0.2};
+  const std::vector<float> badd = {0.f, 0.f, 0.25f, 0.f};  // keys .5 .4 .55 .2
+  be->topk_route(idx.data(), g.data(), s.data(), badd.data(), 1, add);
+  EXPECT_EQ(idx, (std::vector<int32_t>{2, 0}));
+  EXPECT_EQ(g, (Vec{0.3, 0.5}));
+  const std::vector<float> bmul = {1.f, 1.f, 2.f, 1.f};  // keys .5 .4 .6 .2
+  be->topk_route(idx.data(), g.data(), s.data(), bmul.data(), 1, mul);
+  EXPECT_EQ(idx, (std::vector<int32_t>{2, 0}));
+  EXPECT_EQ(g, (Vec{0.3, 0.5}));
+  // multiplicative tie: 0.2*2 == 0.4*1 -> lower index first
+  s = {0.2, 0.4, 0.1, 0.1};
+  const std::vector<float> btie = {2.f, 1.f, 1.f, 1.f};
+  be->topk_route(idx.data(), g.data(), s.data(), btie.data(), 1, mul);
+  EXPECT_EQ(idx, (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(g, (Vec{0.2, 0.4}));
+  // normalised and scaled gates: s / sum(selected s) * route_scale
+  RouteSpec norm{E, K, BiasMode::Additive, true, 2.0};
+  s = {0.5, 0.4, 0.3, 0.2};
+  be->topk_route(idx.data(), g.data(), s.data(), badd.data(), 1, norm);
+  EXPECT_EQ(idx, (std::vector<int32_t>{2, 0}));
+  EXPECT_NEAR(g[0], 0.3 / 0.8 * 2.0, 1e-15);
+  EXPECT_NEAR(g[1], 0.5 / 0.8 * 2.0, 1e-15);
+  // several tokens at once, float backend too
+  auto bf = make_cpu_backend<float>(2);
+  std::vector<float> sf = {0.5f, 0.5f, 0.5f, 0.5f, 0.1f, 0.2f, 0.3f, 0.4f}, gf(4);
+  std::vector<int32_t> idx2(4);
+  bf->topk_route(idx2.data(), gf.data(), sf.data(), zero.data(), 2, add);
+  EXPECT_EQ(idx2, (std::vector<int32_t>{0, 1, 3, 2}));
+}
+
+// A diverged step's NaN or infinite scores (or keys: a NaN bias, inf - inf,
+// inf * 0): every token still gets K distinct experts in [0, E), in the
+// documented order (topk_order.h), so dispatch never sees an index out of
+// range; and a picked NaN score reaches its gate, so the loss shows it.
+TEST(CpuTopkNonFinite, HandCasesPickTheDocumentedOrder) {
+  auto be = make_cpu_backend<float>(2);
+  for (const auto& c : test::nonfinite_route_cases()) {
+    SCOPED_TRACE(c.name);
+    const int E = int(c.scores.size());
+    const BiasMode mode = c.multiplicative ? BiasMode::Multiplicative : BiasMode::Additive;
+    const float* bias = c.bias.empty() ? nullptr : c.bias.data();
+    for (bool normalize : {false, true}) {
+      std::vector<int32_t> idx(c.K, -7);
+      std::vector<float> g(c.K, -7.f);
+      be->topk_route(idx.data(), g.data(), c.scores.data(), bias, 1,
+                     RouteSpec{E, c.K, mode, normalize, 1.0});
+      EXPECT_EQ(idx, c.want);
+      EXPECT_EQ(idx, test::reference_topk(c.scores, c.bias, 1, E, c.K, c.multiplicative));
+      bool nan_picked = false;
+      for (int k = 0; k < c.K; ++k) nan_picked |= std::isnan(c.scores[c.want[k]]);
+      for (int k = 0; k < c.K; ++k) {
+        const float s = c.scores[c.want[k]];
+        if (normalize && nan_picked) {
+          EXPECT_TRUE(std::isnan(g[k])) << k;  // the sum of the picked is NaN
+        } else if (!normalize && std::isnan(s)) {
+          EXPECT_TRUE(std::isnan(g[k])) << k;
+        } else if (!normalize) {
+          EXPECT_EQ(g[k], s) << k;  // the unbiased score, infinities included
+        }
+      }
+    }
+  }
+}
+
+// Many tokens, E above a warp's 32 lanes, ties, NaN, +-inf and all-NaN
+// tokens, every bias mode: distinct in-range picks equal to the reference.
+TEST(CpuTopkNonFinite, RandomTokensGetDistinctValidExperts) {
+  auto be = make_cpu_backend<float>(2);
+  const int N = 211;
+  for (const auto& [E, K] : {std::pair{8, 2}, std::pair{70, 8}, std::pair{40, 32}}) {
+    const auto s = test::nonfinite_scores(N, E, 1000 + E);
+    std::mt19937_64 rng(E);
+    std::uniform_real_distribution<float> u(0.5f, 1.5f);
+    std::vector<float> b(E);
+    for (auto& x : b) x = u(rng);
+    for (int mode = 0; mode < 3; ++mode) {  // null bias, additive, multiplicative
+      SCOPED_TRACE("E=" + std::to_string(E) + " K=" + std::to_string(K) +
+                   " mode=" + std::to_string(mode));
+      const bool mult = mode == 2;
+      const std::vector<float> bias = mode == 0 ? std::vector<float>{} : b;
+      std::vector<int32_t> idx(size_t(N) * K, -7);
+      std::vector<float> g(size_t(N) * K);
+      be->topk_route(idx.data(), g.data(), s.data(), mode == 0 ? nullptr : bias.data(), N,
+                     RouteSpec{E, K, mult ? BiasMode::Multiplicative : BiasMode::Additive,
+                               false, 1.0});
+      for (int t = 0; t < N; ++t) {
+        std::vector<int32_t> row(idx.begin() + size_t(t) * K, idx.begin() + size_t(t + 1) * K);
+        for (int32_t e : row) ASSERT_TRUE(e >= 0 && e < E) << "token " << t << ": " << e;
+        std::sort(row.begin(), row.end());
+        ASSERT_EQ(std::adjacent_find(row.begin(), row.end()), row.end()) << "token " << t;
+      }
+      EXPECT_EQ(idx, test::reference_topk(s, bias, N, E, K, mult));
+    }
+  }
+}
+
+TEST_F(CpuOps, AuxLossHandValueAndGradient) {
+  // 2 groups of 2 tokens, E = 2, K = 1, alpha = 0.1.
+  // g0 picks {0,0}: f = 2/(1*2)*[2,0] = [2,0], P = [.7,.3] -> 0.1*1.4 = 0.14
+  // g1 picks {0,1}: f = [1,1], P = [.4,.6]                 -> 0.1*1.0 = 0.10
+  Vec s = {0.6, 0.4, 0.8, 0.2, 0.5, 0.5, 0.3, 0.7};
+  const std::vector<int32_t> idx = {0, 0, 0, 1};
+  Vec ds = filled(8, 1.0);  // +=
+  const double loss =
+      be->aux_loss_forward_backward(ds.data(), s.data(), idx.data(), 2, 2, 2, 1, 0.1, 2.0);
+  EXPECT_NEAR(loss, 0.24, 1e-15);
+  // dL/ds_ti = alpha f_gi / L, times grad_scale 2
+  const Vec want = {1.2, 1.0, 1.2, 1.0, 1.1, 1.1, 1.1, 1.1};
+  for (int i = 0; i < 8; i++) EXPECT_NEAR(ds[i], want[i], 1e-15) << i;
+
+  // random case vs FD: 3 groups of 4 tokens, E = 5, K = 2
+  const int G = 3, Lg = 4, E = 5, K = 2, N = G * Lg;
+  Vec sc = randn(N * E, 22);
+  std::vector<int32_t> ix(N * K);
+  for (int t = 0; t < N; t++) {
+    ix[t * K] = t % E;
+    ix[t * K + 1] = (t * 3 + 1) % E == t % E ? (t + 2) % E : (t * 3 + 1) % E;
+  }
+  auto L = [&] {
+    return be->aux_loss_forward_backward(nullptr, sc.data(), ix.data(), G, Lg, E, K, 0.01, 1.0);
+  };
+  Vec fd = fd_grad(sc, L);
+  Vec d(N * E, 0.0);
+  be->aux_loss_forward_backward(d.data(), sc.data(), ix.data(), G, Lg, E, K, 0.01, 1.0);
+  EXPECT_LT(rel_err(fd, d), kTol);
+}
+
+}  // namespace
+}  // namespace moe
