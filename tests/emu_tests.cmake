@@ -24,7 +24,7 @@ foreach(src ${MOE_TEST_SOURCES})
     continue()
   endif()
   add_executable(${name} ${src})
-  target_link_libraries(${name} PRIVATE moe moe_app GTest::gtest GTest::gtest_main)
+  target_link_libraries(${name} PRIVATE moe moe_plan GTest::gtest GTest::gtest_main)  # moe_plan: the attention bench
   target_compile_definitions(${name} PRIVATE MOE_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
                                              MOE_BINARY_DIR="${CMAKE_BINARY_DIR}")
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST TEST_FILTER "-${moe_emu_exclude}"

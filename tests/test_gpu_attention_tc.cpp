@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/bench_attention.h"
+#include "plan/bench_attention.h"
 #include "attention_reference.h"
 #include "core/error.h"
 #include "gpu_test_util.h"
