@@ -17,7 +17,7 @@
 #include "data_tools/progress.h"
 #include "data_tools/records.h"
 #include "data_tools/shard_sink.h"
-#include "data_tools/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace moe::data {
 

@@ -93,7 +93,7 @@ BUGS = [
      r"GpuBf16\.|GpuElementwise\."),
     # The review's defects, put back one at a time: each fix's test must fail.
     ("topk-limit-unchecked", "moe.top_k above the kernel's 32 reaches the first forward",
-     "src/apps/backend_choice.cpp", "    if (cfg.moe.top_k > kernels::kTopkMaxK)",
+     "src/runtime/backend_choice.cpp", "    if (cfg.moe.top_k > kernels::kTopkMaxK)",
      "    if (false && cfg.moe.top_k > kernels::kTopkMaxK)",
      r"GpuCli\.TopK"),
     ("sm86-no-fallback", "hd 128 takes the tensor-core kernels whatever the shared memory",

@@ -16,19 +16,19 @@
 
 #include <nlohmann/json.hpp>
 
-#include "apps/backend_choice.h"
-#include "apps/bench_attention.h"
 #include "apps/cli.h"
 #include "apps/common.h"
-#include "apps/cpu_gemm_peak.h"
-#include "apps/device_info.h"
-#include "apps/memory_check.h"
-#include "apps/memory_plan.h"
-#include "apps/perf_model.h"
 #include "backend/backend.h"
-#include "data/token_source.h"
 #include "comm/comm.h"
+#include "data/token_source.h"
 #include "model/flops.h"
+#include "plan/bench_attention.h"
+#include "plan/cpu_gemm_peak.h"
+#include "plan/memory_check.h"
+#include "plan/memory_plan.h"
+#include "plan/perf_model.h"
+#include "runtime/backend_choice.h"
+#include "runtime/device_info.h"
 #include "train/trainer.h"
 
 namespace {
@@ -42,7 +42,7 @@ struct Args {
 };
 
 // --backend wins over the config's train.backend; then the rules every
-// program shares (apps/backend_choice.h).
+// program shares (runtime/backend_choice.h).
 moe::BackendKind choose_backend(const Args& a, moe::Config& cfg) {
   if (a.backend == "cpu") cfg.train.backend = moe::BackendKind::Cpu;
   if (a.backend == "cuda") cfg.train.backend = moe::BackendKind::Cuda;
@@ -353,7 +353,7 @@ int main(int argc, char** argv) {
         ->type_name("h100|h100-pcie|h200|a100");
     if (!moe::cli::parse(app, argc, argv)) return 0;
     if (app.count("--peak-tflops") > 0) a.peak_tflops = peak_tflops;
-    if (a.op == "attention") {  // apps/bench_attention.h
+    if (a.op == "attention") {  // plan/bench_attention.h
       if (a.backend == "cpu")
         throw moe::InputError("--op attention runs on CUDA, not --backend cpu");
       return moe::run_attention_bench(moe::load_config(a.config_path, a.overrides, 1),

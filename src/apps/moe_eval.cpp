@@ -8,18 +8,18 @@
 #include <optional>
 #include <string>
 
-#include "apps/backend_choice.h"
 #include "apps/cli.h"
 #include "apps/common.h"
-#include "apps/device_info.h"
-#include "apps/memory_check.h"
 #include "backend/backend.h"
+#include "comm/comm.h"
 #include "core/file_io.h"
 #include "core/path_check.h"
 #include "data/shard_dataset.h"
-#include "comm/comm.h"
 #include "eval/evaluator.h"
 #include "model/transformer.h"
+#include "plan/memory_check.h"
+#include "runtime/backend_choice.h"
+#include "runtime/device_info.h"
 #include "train/checkpoint.h"
 
 namespace {

@@ -13,12 +13,12 @@
 
 #include "apps/cli.h"
 #include "apps/common.h"
-#include "apps/hf_glm4_moe.h"
 #include "core/file_io.h"
 #include "core/path_check.h"
 #include "data/shard_dataset.h"
 #include "data/shard_format.h"
-#include "data_tools/tokenizer.h"
+#include "export/hf_glm4_moe.h"
+#include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/safetensors.h"
 

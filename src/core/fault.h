@@ -11,7 +11,7 @@
 //   io.fail_op=N[:EIO]         the N-th file operation of core/file_io.h
 //                              fails with ENOSPC (or EIO)
 //   memory.available_mib=N     the memory check of moe-train, moe-bench and
-//                              moe-eval (apps/memory_check.h) sees N MiB
+//                              moe-eval (plan/memory_check.h) sees N MiB
 //                              available
 #pragma once
 

@@ -1,7 +1,7 @@
 // The memory this process can still take on the host: the kernel's
 // MemAvailable, and the headroom of its cgroup (a container's or a Slurm
 // job's limit), whichever is smaller. moe-train, moe-bench and moe-eval
-// compare it with their memory plan before they allocate (apps/memory_check.h).
+// compare it with their memory plan before they allocate (plan/memory_check.h).
 // The readers take file contents or a root directory, so tests can hand them
 // made-up /proc and /sys trees.
 #pragma once

@@ -6,9 +6,9 @@
 #include <string>
 
 #include "config/config.h"
-#include "model/params.h"
-#include "model/recompute.h"
-#include "model/scratch.h"
+#include "layers/params.h"
+#include "layers/recompute.h"
+#include "layers/scratch.h"
 
 namespace moe {
 

@@ -47,7 +47,7 @@ Transformer<T, A>::Transformer(const Config& cfg, Backend<T, A>& be, int max_seq
   size_t scratch_bytes = 0;
   // The norm outputs (elementwise from the kept stream) are redone under
   // selective and full, mid under full: one set for every layer, taken
-  // first (model/recompute.h). Every layer keeps its input resid.
+  // first (layers/recompute.h). Every layer keeps its input resid.
   Activations acts(arena_, cfg.train.recompute);
   const bool redo_norms = acts.selective_or_full(), full = acts.full();
   if (redo_norms) {

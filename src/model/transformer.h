@@ -7,7 +7,7 @@
 // `max_seqs` sequences per forward.
 //
 // Memory: each layer keeps the activations its backward needs, except those
-// train.recompute redoes before the layer's backward (model/recompute.h:
+// train.recompute redoes before the layer's backward (layers/recompute.h:
 // they share one region across layers); gradient
 // scratch is one Scratch shared by all layers (one layer runs backward at a
 // time), which also holds the logits of one loss chunk: the LM head and the
@@ -24,9 +24,9 @@
 #include <vector>
 
 #include "config/config.h"
+#include "layers/swiglu_mlp.h"
 #include "model/attention.h"
-#include "model/moe_layer.h"
-#include "model/swiglu_mlp.h"
+#include "moe/moe_layer.h"
 
 namespace moe {
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "comm/comm.h"
-#include "model/recompute.h"
+#include "layers/recompute.h"
 
 namespace moe {
 

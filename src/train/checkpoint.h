@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "model/params.h"
+#include "layers/params.h"
 #include "moe/balancer.h"
 #include "train/safetensors.h"
 

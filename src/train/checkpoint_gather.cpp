@@ -1,6 +1,6 @@
 #include "train/checkpoint_gather.h"
 
-#include "model/moe_layer.h"
+#include "moe/moe_layer.h"
 
 namespace moe {
 

@@ -9,7 +9,7 @@
 
 #include "comm/comm.h"
 #include "config/config.h"
-#include "model/params.h"
+#include "layers/params.h"
 #include "train/checkpoint.h"
 #include "train/optimizer.h"
 

@@ -19,7 +19,7 @@
 #include "backend/backend.h"
 #include "config/config.h"
 #include "comm/comm.h"
-#include "model/params.h"
+#include "layers/params.h"
 
 namespace moe {
 

@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "apps/bench_attention.h"
-#include "apps/device_info.h"
+#include "plan/bench_attention.h"
+#include "runtime/device_info.h"
 #include "backend/backend.h"
 #include "support/command.h"
 #include "config/config.h"
@@ -425,7 +425,7 @@ TEST(BenchCli, BadInput) {
       "/nonexistent/dir/x.json");
 }
 
-// moe-bench --op attention (apps/bench_attention.h): the FLOP convention by
+// moe-bench --op attention (plan/bench_attention.h): the FLOP convention by
 // hand, and its errors. Timing itself needs a GPU: test_gpu_attention_tc.
 TEST(BenchAttention, FlopConventionByHand) {
   // The 1B preset's micro-batch: 4 x B 8 x H 8 x S 2048^2 x hd 128 / 2.

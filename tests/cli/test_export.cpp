@@ -1,4 +1,4 @@
-// The glm4_moe mapping of moe-export (src/apps/hf_glm4_moe.h): every tensor
+// The glm4_moe mapping of moe-export (src/export/hf_glm4_moe.h): every tensor
 // of a model lands on its Hub name with the right shape and rows (a
 // hand-checked case), the way back is the identity, config.json says what
 // the Config says and reads back to it, and what glm4_moe cannot express is
@@ -8,7 +8,7 @@
 
 #include <numeric>
 
-#include "apps/hf_glm4_moe.h"
+#include "export/hf_glm4_moe.h"
 #include "core/error.h"
 #include "model/transformer.h"
 #include "train/checkpoint.h"

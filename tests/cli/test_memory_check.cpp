@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "apps/device_info.h"
-#include "apps/memory_check.h"
-#include "apps/memory_plan.h"
+#include "plan/memory_check.h"
+#include "plan/memory_plan.h"
+#include "runtime/device_info.h"
 #include "support/command.h"
 #include "config/config.h"
 #include "core/host_memory.h"

@@ -4,7 +4,7 @@
 // errors (exit code 2), and flat memory on an input larger than that memory.
 //
 // Exactness: tokenizer-train fixes identity normalisation, no dummy prefix and
-// no whitespace folding (data_tools/tokenizer.cpp), so decode(encode(doc)) ==
+// no whitespace folding (src/tokenizer/tokenizer.cpp), so decode(encode(doc)) ==
 // doc for valid UTF-8 without U+2581; the documents below are compared byte
 // for byte.
 #include <gtest/gtest.h>

@@ -22,7 +22,7 @@ file(GLOB MOE_GPU_TEST_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tes
 foreach(src ${MOE_GPU_TEST_SOURCES})
   get_filename_component(name ${src} NAME_WE)
   add_executable(${name} ${src})
-  target_link_libraries(${name} PRIVATE moe moe_app GTest::gtest GTest::gtest_main)
+  target_link_libraries(${name} PRIVATE moe moe_plan GTest::gtest GTest::gtest_main)  # moe_plan: the attention bench
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST TEST_FILTER "-${moe_emu_exclude}"
                        PROPERTIES LABELS ${MOE_TEST_LABEL} TIMEOUT ${MOE_EMU_TIMEOUT}
                        ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE;OMP_NUM_THREADS=1"

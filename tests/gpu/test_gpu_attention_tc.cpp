@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/bench_attention.h"
+#include "plan/bench_attention.h"
 #include "support/attention_reference.h"
 #include "core/error.h"
 #include "support/gpu_test_util.h"

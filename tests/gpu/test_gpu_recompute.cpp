@@ -6,7 +6,7 @@
 // and the backend is deterministic (test_gpu_backend: bit-identical reruns),
 // so losses and gradients are expected bit-identical, and counts and biases
 // exact. cuBLAS could pick another algorithm for other pointer alignments,
-// but every activation buffer is its own cudaMalloc (model/arena.h), so the
+// but every activation buffer is its own cudaMalloc (layers/arena.h), so the
 // redone GEMMs see the alignment of the original ones. On a mismatch the
 // largest relative difference is printed. Skips without a device.
 #include <gtest/gtest.h>

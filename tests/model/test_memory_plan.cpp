@@ -1,4 +1,4 @@
-// The memory plan (moe-train --plan, src/apps/memory_plan.h): it is what the
+// The memory plan (moe-train --plan, src/plan/memory_plan.h): it is what the
 // CPU backend really allocates, byte for byte, in fp32, fp64 and bf16; it
 // shards the experts under expert parallelism as the hand count says; and at
 // the 1B preset with micro-batch 16 it is under the 40 GiB per GPU target
@@ -8,7 +8,7 @@
 
 #include <cmath>
 
-#include "apps/memory_plan.h"
+#include "plan/memory_plan.h"
 #include "backend/backend.h"
 #include "config/config.h"
 #include "model/flops.h"

@@ -1,4 +1,4 @@
-// The expected-time model (src/apps/perf_model.h): its matmul FLOPs are the
+// The expected-time model (src/plan/perf_model.h): its matmul FLOPs are the
 // hand count of flops.cpp (6 x the active matmul parameters), its attention
 // FLOPs the causal 7/12 of the MFU convention, its seconds the stated
 // roofline formula, and the device table picks the right part by name.
@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "apps/perf_model.h"
+#include "plan/perf_model.h"
 #include "config/config.h"
 #include "model/flops.h"
 

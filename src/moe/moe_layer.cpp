@@ -1,4 +1,4 @@
-#include "model/moe_layer.h"
+#include "moe/moe_layer.h"
 
 #include "core/error.h"
 

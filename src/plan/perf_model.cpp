@@ -1,4 +1,4 @@
-#include "apps/perf_model.h"
+#include "plan/perf_model.h"
 
 #include "model/flops.h"
 

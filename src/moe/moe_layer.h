@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "config/config.h"
-#include "model/swiglu_mlp.h"
+#include "layers/swiglu_mlp.h"
 #include "moe/dispatcher.h"
 #include "moe/router.h"
 

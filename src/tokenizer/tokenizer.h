@@ -1,6 +1,6 @@
-// The SentencePiece tokenizer as moe-data uses it: the training settings
-// (chosen so that decode(encode(text)) == text for valid UTF-8) and loading a
-// model with the checks the shards rely on.
+// The SentencePiece tokenizer as moe-data and moe-export use it: the
+// training settings (chosen so that decode(encode(text)) == text for valid
+// UTF-8) and loading a model with the checks the shards rely on.
 #pragma once
 
 #include <sentencepiece_processor.h>

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "core/error.h"
-#include "model/arena.h"
+#include "layers/arena.h"
 
 namespace moe {
 

@@ -1,4 +1,4 @@
-#include "apps/device_info.h"
+#include "runtime/device_info.h"
 
 #include "core/error.h"
 

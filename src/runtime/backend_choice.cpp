@@ -1,11 +1,11 @@
-#include "apps/backend_choice.h"
+#include "runtime/backend_choice.h"
 
 #include <spdlog/spdlog.h>
 
 #include <string>
 
-#include "apps/device_info.h"
 #include "core/error.h"
+#include "runtime/device_info.h"
 
 #ifdef MOE_WITH_CUDA
 #include "backend/cuda/cuda_device.h"

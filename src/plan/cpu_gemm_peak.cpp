@@ -1,4 +1,4 @@
-#include "apps/cpu_gemm_peak.h"
+#include "plan/cpu_gemm_peak.h"
 
 #include <algorithm>
 #include <chrono>

@@ -20,8 +20,8 @@
 
 #include "config/config.h"
 #include "core/error.h"
-#include "model/arena.h"
-#include "model/scratch.h"
+#include "layers/arena.h"
+#include "layers/scratch.h"
 
 namespace moe {
 

@@ -1,4 +1,4 @@
-#include "apps/memory_check.h"
+#include "plan/memory_check.h"
 
 #include <spdlog/spdlog.h>
 
@@ -6,10 +6,10 @@
 #include <charconv>
 #include <cstdio>
 
-#include "apps/backend_choice.h"
-#include "apps/device_info.h"
 #include "core/error.h"
 #include "core/fault.h"
+#include "runtime/backend_choice.h"
+#include "runtime/device_info.h"
 
 #ifdef MOE_WITH_CUDA
 #include "backend/cuda/cuda_device.h"

@@ -1,4 +1,4 @@
-#include "model/params.h"
+#include "layers/params.h"
 
 #include "core/error.h"
 #include "core/philox.h"

@@ -1,4 +1,4 @@
-#include "apps/bench_attention.h"
+#include "plan/bench_attention.h"
 
 #include <cstdint>
 #include <cstdio>
@@ -8,14 +8,14 @@
 #include <random>
 #include <vector>
 
-#include "apps/device_info.h"
 #include "core/error.h"
+#include "runtime/device_info.h"
 
 #ifdef MOE_WITH_CUDA
 #include <cuda_runtime.h>
 
-#include "backend/cuda/cuda_device.h"
 #include "attention_tc.h"
+#include "backend/cuda/cuda_device.h"
 #endif
 
 namespace moe {

@@ -1,4 +1,4 @@
-#include "model/swiglu_mlp.h"
+#include "layers/swiglu_mlp.h"
 
 namespace moe {
 

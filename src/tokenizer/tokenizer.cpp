@@ -1,4 +1,4 @@
-#include "data_tools/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -1,9 +1,9 @@
-#include "apps/memory_plan.h"
+#include "plan/memory_plan.h"
 
 #include <cstdio>
 #include <memory>
 
-#include "apps/backend_choice.h"
+#include "runtime/backend_choice.h"
 #include "backend/backend.h"
 #include "core/error.h"
 #include "comm/topology.h"

@@ -1,4 +1,4 @@
-#include "apps/hf_glm4_moe.h"
+#include "export/hf_glm4_moe.h"
 
 #include <cstring>
 

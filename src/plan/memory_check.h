@@ -1,5 +1,5 @@
 // The memory check of moe-train, moe-bench and moe-eval: before anything is
-// allocated, the memory plan (apps/memory_plan.h) is compared with the memory
+// allocated, the memory plan (plan/memory_plan.h) is compared with the memory
 // that is there, so that a config too big for the machine ends in one line
 // and exit code 2 instead of the kernel's OOM killer (docs/reliability.md).
 #pragma once
@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "apps/memory_plan.h"
 #include "config/config.h"
 #include "core/host_memory.h"
+#include "plan/memory_plan.h"
 
 namespace moe {
 
