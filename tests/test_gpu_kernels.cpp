@@ -211,6 +211,10 @@ struct RouteCase {
   int E, K;
   bool multiplicative, normalize;
   double route_scale;
+  moe::RouteSpec spec() const {
+    return {E, K, multiplicative ? moe::BiasMode::Multiplicative : moe::BiasMode::Additive,
+            normalize, route_scale};
+  }
 };
 
 // Host reference. The key is formed in fp32, as the numerical contract says
@@ -243,9 +247,7 @@ Route run_topk(const std::vector<float>& s, const std::vector<float>& b, int N,
                const RouteCase& c) {
   DeviceBuffer<float> d_s(s), d_b(b), d_g(static_cast<size_t>(N) * c.K);
   DeviceBuffer<int32_t> d_i(static_cast<size_t>(N) * c.K);
-  moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), d_b.get(), N, c.E, c.K,
-                           c.multiplicative, c.normalize, static_cast<float>(c.route_scale),
-                           nullptr);
+  moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), d_b.get(), N, c.spec(), nullptr);
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
   return {d_i.download(), d_g.download()};
 }
@@ -364,9 +366,7 @@ TEST(GpuRouter, NullBiasSelectsOnScoresAlone) {
     const auto gates_ref = topk_ref(idx_ref, s, std::vector<float>(c.E, 0.f), N, plain);
     DeviceBuffer<float> d_s(s), d_g(static_cast<size_t>(N) * c.K);
     DeviceBuffer<int32_t> d_i(static_cast<size_t>(N) * c.K);
-    moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), nullptr, N, c.E, c.K,
-                             c.multiplicative, c.normalize, static_cast<float>(c.route_scale),
-                             nullptr);
+    moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), nullptr, N, c.spec(), nullptr);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     EXPECT_EQ(d_i.download(), idx_ref);
     EXPECT_LT(elementwise_rel_err(d_g.download(), gates_ref), 1e-6);
@@ -383,15 +383,11 @@ void expect_gpu_matches_cpu(const std::vector<float>& s, const std::vector<float
   std::vector<int32_t> idx_cpu(slots, -7);
   std::vector<float> g_cpu(slots);
   moe::test::cpu()->topk_route(
-      idx_cpu.data(), g_cpu.data(), s.data(), bias.empty() ? nullptr : bias.data(), N,
-      moe::RouteSpec{c.E, c.K, c.multiplicative ? moe::BiasMode::Multiplicative
-                                                : moe::BiasMode::Additive,
-                     c.normalize, c.route_scale});
+      idx_cpu.data(), g_cpu.data(), s.data(), bias.empty() ? nullptr : bias.data(), N, c.spec());
   DeviceBuffer<float> d_s(s), d_b(bias), d_g(slots);
   DeviceBuffer<int32_t> d_i(std::vector<int32_t>(slots, -7));
   moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), bias.empty() ? nullptr : d_b.get(),
-                           N, c.E, c.K, c.multiplicative, c.normalize,
-                           static_cast<float>(c.route_scale), nullptr);
+                           N, c.spec(), nullptr);
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
   const auto idx = d_i.download();
   const auto g = d_g.download();
@@ -450,14 +446,14 @@ TEST(GpuRouter, BadSizesThrow) {
   SKIP_WITHOUT_DEVICE();
   DeviceBuffer<float> f(64);
   DeviceBuffer<int32_t> i(64);
-  EXPECT_THROW(moe::kernels::topk_route(i.get(), f.get(), f.get(), f.get(), 1, 4, 5, false, false,
-                                        1.0f, nullptr),
+  EXPECT_THROW(moe::kernels::topk_route(i.get(), f.get(), f.get(), f.get(), 1,
+                                        moe::RouteSpec{4, 5}, nullptr),
                moe::InternalError);  // K > E
-  EXPECT_THROW(moe::kernels::topk_route(i.get(), f.get(), f.get(), f.get(), 1, 64, 33, false,
-                                        false, 1.0f, nullptr),
+  EXPECT_THROW(moe::kernels::topk_route(i.get(), f.get(), f.get(), f.get(), 1,
+                                        moe::RouteSpec{64, 33}, nullptr),
                moe::InternalError);  // K > 32
-  EXPECT_NO_THROW(moe::kernels::topk_route(nullptr, nullptr, nullptr, nullptr, 0, 8, 2, false,
-                                           false, 1.0f, nullptr));
+  EXPECT_NO_THROW(moe::kernels::topk_route(nullptr, nullptr, nullptr, nullptr, 0,
+                                           moe::RouteSpec{8, 2}, nullptr));
 }
 
 }  // namespace

@@ -63,17 +63,17 @@ TEST(GpuRouterGrad, ScoresForwardMatchesCpu) {
   SKIP_WITHOUT_DEVICE();
   std::mt19937_64 rng(11);
   for (bool softmax : {false, true}) {
+    const auto fn = softmax ? moe::GateFn::Softmax : moe::GateFn::Sigmoid;
     for (const auto [N, E] : kShapes) {
       const auto logits = normal(static_cast<size_t>(N) * E, rng, 0.0, 3.0);
       std::vector<float> ref(logits.size());
-      cpu()->router_scores_forward(ref.data(), logits.data(), N, E,
-                                   softmax ? moe::GateFn::Softmax : moe::GateFn::Sigmoid);
+      cpu()->router_scores_forward(ref.data(), logits.data(), N, E, fn);
       DeviceBuffer<float> dl(logits), ds(logits.size());
-      kn::router_scores_forward(ds.get(), dl.get(), N, E, softmax, nullptr);
+      kn::router_scores_forward(ds.get(), dl.get(), N, E, fn, nullptr);
       const auto got = ds.download();
       EXPECT_LT(normwise_rel_err(got, ref), kTol) << "softmax=" << softmax << " N=" << N
                                                   << " E=" << E;
-      kn::router_scores_forward(ds.get(), dl.get(), N, E, softmax, nullptr);
+      kn::router_scores_forward(ds.get(), dl.get(), N, E, fn, nullptr);
       EXPECT_TRUE(same_bits(ds.download(), got)) << "softmax=" << softmax << " N=" << N;
     }
   }
@@ -91,11 +91,11 @@ TEST(GpuRouterGrad, ScoresBackwardMatchesCpu) {
       cpu()->router_scores_forward(scores.data(), logits.data(), N, E, fn);
       cpu()->router_scores_backward(ref.data(), dscores.data(), scores.data(), N, E, fn);
       DeviceBuffer<float> dds(dscores), dsc(scores), ddl(n);
-      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, softmax, nullptr);
+      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, fn, nullptr);
       const auto got = ddl.download();
       EXPECT_LT(normwise_rel_err(got, ref), kTol) << "softmax=" << softmax << " N=" << N
                                                   << " E=" << E;
-      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, softmax, nullptr);
+      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, fn, nullptr);
       EXPECT_TRUE(same_bits(ddl.download(), got)) << "softmax=" << softmax << " N=" << N;
     }
   }
@@ -127,14 +127,12 @@ TEST(GpuRouterGrad, TopkRouteBackwardMatchesCpu) {
                                    spec);
         DeviceBuffer<float> dds(ds0), ddg(dgates), dsc(scores);
         DeviceBuffer<int32_t> didx(idx);
-        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, c.E, c.K,
-                                normalize, scale, nullptr);
+        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, spec, nullptr);
         const auto got = dds.download();
         EXPECT_LT(normwise_rel_err(got, ref), kTol)
             << "normalize=" << normalize << " N=" << c.N << " E=" << c.E << " K=" << c.K;
         dds.upload(ds0);
-        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, c.E, c.K,
-                                normalize, scale, nullptr);
+        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, spec, nullptr);
         EXPECT_TRUE(same_bits(dds.download(), got)) << "normalize=" << normalize << " N=" << c.N;
       }
     }
@@ -190,16 +188,16 @@ TEST(GpuRouterGrad, AuxLossMatchesCpu) {
 
 TEST(GpuRouterGrad, BadSizesThrow) {
   SKIP_WITHOUT_DEVICE();
-  EXPECT_THROW(kn::router_scores_forward(nullptr, nullptr, 4, 0, false, nullptr),
+  EXPECT_THROW(kn::router_scores_forward(nullptr, nullptr, 4, 0, moe::GateFn::Sigmoid, nullptr),
                moe::InternalError);
-  EXPECT_THROW(kn::topk_route_backward(nullptr, nullptr, nullptr, nullptr, 4, 4, 5, false, 1.0,
-                                       nullptr),
+  EXPECT_THROW(kn::topk_route_backward(nullptr, nullptr, nullptr, nullptr, 4,
+                                       moe::RouteSpec{4, 5}, nullptr),
                moe::InternalError);
   EXPECT_THROW(kn::aux_loss_forward_backward(nullptr, nullptr, nullptr, 1, 4, 9000, 2, 0.1, 1.0,
                                              nullptr),
                moe::InternalError);
   // Empty problems are no-ops.
-  kn::router_scores_forward(nullptr, nullptr, 0, 4, true, nullptr);
+  kn::router_scores_forward(nullptr, nullptr, 0, 4, moe::GateFn::Softmax, nullptr);
   EXPECT_EQ(kn::aux_loss_forward_backward(nullptr, nullptr, nullptr, 0, 4, 8, 2, 0.1, 1.0,
                                           nullptr),
             0.0);
