@@ -47,15 +47,15 @@ BUGS = [
      r"GpuBackend\.|GpuElementwise\."),
     ("wrong-ldc", "the fp32 linear forward writes y with leading dimension O + 1",
      "src/backend/cuda/cuda_backend.cpp",
-     "      sgemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, y, O);",
-     "      sgemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, y, O + 1);",
+     "    sgemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, y, O);",
+     "    sgemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, y, O + 1);",
      r"GpuBackend\."),
     ("transposed-operand", "the fp32 dx = dy W reads W transposed",
      "src/backend/cuda/cuda_backend.cpp",
-     "        sgemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);\n"
-     "      sgemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dy, O, 1.0f, dW, I);",
-     "        sgemm(CUBLAS_OP_T, CUBLAS_OP_N, I, N, O, W, O, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);\n"
-     "      sgemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dy, O, 1.0f, dW, I);",
+     "      sgemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);\n"
+     "    sgemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dy, O, 1.0f, dW, I);",
+     "      sgemm(CUBLAS_OP_T, CUBLAS_OP_N, I, N, O, W, O, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);\n"
+     "    sgemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dy, O, 1.0f, dW, I);",
      r"GpuBackend\."),
     ("bf16-wrong-lda", "the bf16 dense forward reads the weight with leading dimension O",
      "src/backend/cuda/bf16_linear.cpp",

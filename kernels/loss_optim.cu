@@ -184,9 +184,10 @@ void cross_entropy(float* losses, A* dlogits, const A* logits, const int32_t* ta
 MOE_FOR_ACTIVATIONS(INSTANTIATE)
 #undef INSTANTIATE
 
-void adamw_step(float* params, const float* grads, float* m, float* v, size_t n, double lr,
-                double beta1, double beta2, double eps, double weight_decay, size_t decay_count,
-                int64_t step, double grad_scale, cudaStream_t stream) {
+void adamw_step(float* params, const float* grads, float* m, float* v, size_t n,
+                const AdamWParams& hp, cudaStream_t stream) {
+  const double lr = hp.lr, beta1 = hp.beta1, beta2 = hp.beta2;
+  const int64_t step = hp.step;
   MOE_CHECK(step >= 1, "adamw_step: step must be >= 1 (1-based), got " + std::to_string(step));
   if (n == 0) return;
   MOE_CHECK(params && grads && m && v, "adamw_step: null pointer");
@@ -196,13 +197,13 @@ void adamw_step(float* params, const float* grads, float* m, float* v, size_t n,
   c.one_minus_beta1 = 1.0 - beta1;
   c.beta2 = beta2;
   c.one_minus_beta2 = 1.0 - beta2;
-  c.eps = eps;
-  c.decay = 1.0 - lr * weight_decay;
+  c.eps = hp.eps;
+  c.decay = 1.0 - lr * hp.weight_decay;
   c.bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
   c.bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
-  c.grad_scale = grad_scale;
+  c.grad_scale = hp.grad_scale;
   adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
-      params, grads, m, v, n, decay_count, c);
+      params, grads, m, v, n, hp.decay_count, c);
   check_launch();
 }
 

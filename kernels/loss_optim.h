@@ -16,6 +16,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "core/op_args.h"
+
 namespace moe::kernels {
 
 // ---- reductions (kernels/loss_optim.cu), fp64 accumulation ----
@@ -41,12 +43,12 @@ void cross_entropy(float* losses, A* dlogits, const A* logits, const int32_t* ta
                    int V, double grad_scale, cudaStream_t stream);
 
 // ---- AdamW (kernels/loss_optim.cu), one launch over a flat array ----
-// g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-// p = p * (1 - lr*wd) - lr * (m/bc1) / (sqrt(v/bc2) + eps), bc_k = 1 - b_k^step,
-// with the decay factor (1 - lr*wd) on elements [0, decay_count) only.
-// Math in fp64 per element (as on the CPU); p, m, v stored in fp32.
-void adamw_step(float* params, const float* grads, float* m, float* v, size_t n, double lr,
-                double beta1, double beta2, double eps, double weight_decay, size_t decay_count,
-                int64_t step, double grad_scale, cudaStream_t stream);
+// With the fields of hp: g = grad * grad_scale; m = b1 m + (1-b1) g;
+// v = b2 v + (1-b2) g^2; p = p * (1 - lr*wd) - lr * (m/bc1) / (sqrt(v/bc2) + eps),
+// bc_k = 1 - b_k^step, with the decay factor (1 - lr*wd) on elements
+// [0, decay_count) only. Math in fp64 per element (as on the CPU); p, m, v
+// stored in fp32.
+void adamw_step(float* params, const float* grads, float* m, float* v, size_t n,
+                const AdamWParams& hp, cudaStream_t stream);
 
 }  // namespace moe::kernels

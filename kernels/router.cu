@@ -245,8 +245,8 @@ void check_sizes(const char* op, int N, int E) {
 }  // namespace
 
 void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
-                int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
-                cudaStream_t stream) {
+                const RouteSpec& spec, cudaStream_t stream) {
+  const int E = spec.E, K = spec.K;
   MOE_CHECK(N >= 0 && E >= 1 && K >= 1 && K <= E && K <= kTopkMaxK,
             "topk_route: bad sizes N=" + std::to_string(N) + " E=" + std::to_string(E) +
                 " K=" + std::to_string(K) + " (need 1 <= K <= min(E, " +
@@ -255,16 +255,17 @@ void topk_route(int32_t* expert_idx, float* gates, const float* scores, const fl
   MOE_CHECK(expert_idx && gates && scores, "topk_route: null pointer");  // bias may be null
   const int blocks = (N + kTopkWarps - 1) / kTopkWarps;
   topk_route_kernel<<<blocks, kTopkWarps * 32, 0, stream>>>(
-      expert_idx, gates, scores, bias, N, E, K, multiplicative_bias, normalize, route_scale);
+      expert_idx, gates, scores, bias, N, E, K, spec.bias_mode == BiasMode::Multiplicative,
+      spec.normalize, float(spec.route_scale));
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 
-void router_scores_forward(float* scores, const float* logits, int N, int E, bool softmax,
+void router_scores_forward(float* scores, const float* logits, int N, int E, GateFn fn,
                            cudaStream_t stream) {
   check_sizes("router_scores_forward", N, E);
   if (N == 0) return;
   MOE_CHECK(scores && logits, "router_scores_forward: null pointer");
-  if (softmax) {
+  if (fn == GateFn::Softmax) {
     softmax_forward_kernel<<<(N + kRowWarps - 1) / kRowWarps, kRowWarps * 32, 0, stream>>>(
         scores, logits, N, E);
   } else {
@@ -276,11 +277,11 @@ void router_scores_forward(float* scores, const float* logits, int N, int E, boo
 }
 
 void router_scores_backward(float* dlogits, const float* dscores, const float* scores, int N,
-                            int E, bool softmax, cudaStream_t stream) {
+                            int E, GateFn fn, cudaStream_t stream) {
   check_sizes("router_scores_backward", N, E);
   if (N == 0) return;
   MOE_CHECK(dlogits && dscores && scores, "router_scores_backward: null pointer");
-  if (softmax) {
+  if (fn == GateFn::Softmax) {
     softmax_backward_kernel<<<(N + kRowWarps - 1) / kRowWarps, kRowWarps * 32, 0, stream>>>(
         dlogits, dscores, scores, N, E);
   } else {
@@ -292,15 +293,16 @@ void router_scores_backward(float* dlogits, const float* dscores, const float* s
 }
 
 void topk_route_backward(float* dscores, const float* dgates, const float* scores,
-                         const int32_t* expert_idx, int N, int E, int K, bool normalize,
-                         double route_scale, cudaStream_t stream) {
+                         const int32_t* expert_idx, int N, const RouteSpec& spec,
+                         cudaStream_t stream) {
+  const int E = spec.E, K = spec.K;
   MOE_CHECK(N >= 0 && E >= 1 && K >= 1 && K <= E,
             "topk_route_backward: bad sizes N=" + std::to_string(N) + " E=" + std::to_string(E) +
                 " K=" + std::to_string(K) + " (need 1 <= K <= E)");
   if (N == 0) return;
   MOE_CHECK(dscores && dgates && scores && expert_idx, "topk_route_backward: null pointer");
   topk_route_backward_kernel<<<(N + kTokThreads - 1) / kTokThreads, kTokThreads, 0, stream>>>(
-      dscores, dgates, scores, expert_idx, N, E, K, normalize, route_scale);
+      dscores, dgates, scores, expert_idx, N, E, K, spec.normalize, spec.route_scale);
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 

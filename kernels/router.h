@@ -18,6 +18,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "core/op_args.h"
+
 namespace moe::kernels {
 
 // ---- Router (kernels/router.cu) ----
@@ -26,39 +28,39 @@ namespace moe::kernels {
 // keeps pick k. The CUDA backend refuses a larger moe.top_k as a config error.
 inline constexpr int kTopkMaxK = 32;
 
-// Per token t: picks the K experts with the largest key s+b (additive) or s*b
-// (multiplicative), computed in fp32; ties go to the lower expert index;
-// expert_idx[t*K+k] lists them in selection order. gates[t*K+k] = s of that
-// expert (the bias only selects), divided by the sum of the selected s when
-// normalize, times route_scale. scores [N,E], bias [E] or null (select on s
-// alone, whatever multiplicative_bias says). Requires 1 <= K <= min(E, kTopkMaxK).
+// Per token t: picks the spec.K experts (of spec.E) with the largest key s+b
+// (BiasMode::Additive) or s*b (Multiplicative), computed in fp32; ties go to
+// the lower expert index; expert_idx[t*K+k] lists them in selection order.
+// gates[t*K+k] = s of that expert (the bias only selects), divided by the sum
+// of the selected s when spec.normalize, times spec.route_scale (as fp32).
+// scores [N,E], bias [E] or null (select on s alone, whatever the bias mode).
+// Requires 1 <= K <= min(E, kTopkMaxK).
 // Any keys, non-finite too: the order is total (core/topk_order.h: +inf
 // first, NaN last, below -inf, NaNs by index), so every token gets K distinct
 // experts in [0, E), the same as the CPU backend's. A NaN score still reaches
 // the gates when picked (and the score backward when not), so the step's loss
 // or gradient norm is non-finite and the trainer skips it.
 void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
-                int E, int K, bool multiplicative_bias, bool normalize, float route_scale,
-                cudaStream_t stream);
+                const RouteSpec& spec, cudaStream_t stream);
 
 
-// scores[N,E] = sigmoid(logits) elementwise (softmax == false), or the softmax
+// scores[N,E] = sigmoid(logits) elementwise (GateFn::Sigmoid), or the softmax
 // over the E experts of each token (max-subtracted, normaliser summed in double).
-void router_scores_forward(float* scores, const float* logits, int N, int E, bool softmax,
+void router_scores_forward(float* scores, const float* logits, int N, int E, GateFn fn,
                            cudaStream_t stream);
 
 // Overwrites dlogits[N,E]. sigmoid: dl = ds s (1 - s);
 // softmax: dl_i = s_i (ds_i - sum_j ds_j s_j) (the dot in double).
 void router_scores_backward(float* dlogits, const float* dscores, const float* scores, int N,
-                            int E, bool softmax, cudaStream_t stream);
+                            int E, GateFn fn, cudaStream_t stream);
 
 // dscores[N,E] += d(gates)/d(scores)^T dgates for gates[t,k] = c s[t,idx[t,k]]
-// (c = route_scale), or c s / S with S = sum of the selected s when normalize:
+// (c = spec.route_scale), or c s / S with S = sum of the selected s when spec.normalize:
 // ds_j += c (dg_j / S - sum_k dg_k s_k / S^2) (in double, like the CPU backend).
 // dgates/expert_idx [N,K]; the K experts of a token are assumed distinct and in [0,E).
 void topk_route_backward(float* dscores, const float* dgates, const float* scores,
-                         const int32_t* expert_idx, int N, int E, int K, bool normalize,
-                         double route_scale, cudaStream_t stream);
+                         const int32_t* expert_idx, int N, const RouteSpec& spec,
+                         cudaStream_t stream);
 
 // Auxiliary balance loss over `groups` consecutive groups of `group_len`
 // tokens: returns sum_g alpha sum_i f_gi P_gi with f_gi = E/(K group_len) *

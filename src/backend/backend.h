@@ -1,6 +1,6 @@
 // The Backend interface: every op the model needs, forward and backward.
 //
-// Model code (src/model, src/moe) is written once against this interface; the
+// Model code (src/layers, src/moe, src/model) is written once against this interface; the
 // CPU (OpenBLAS + OpenMP) and CUDA backends differ only below it. Two element
 // types (docs/design.md section 2, "Precision"):
 // - T, parameters and everything kept in full precision: master weights,
@@ -31,32 +31,169 @@
 #include <string>
 #include <unordered_map>
 
-#include "config/config.h"
 #include "core/bf16.h"
+#include "core/op_args.h"
+
+// ---- the ops, one X-macro list per op family ----
+// Each entry is OP(return type, name, (parameters)), the parameters spelled
+// with Param (T) and Act (A), which every backend class declares; a list is
+// named after its family's files (MOE_OPS_ROUTER: cpu/router.cpp and
+// kernels/router.cu, ...). This is the one declaration of each op's signature:
+// Backend declares the lists pure virtual, each backend class declares them
+// override (so the compiler checks every definition against this list), the
+// CPU family files instantiate their own list, and the memory plan's
+// counting backend is generated from it (docs/architecture.md, "A new op").
+// Docs are /* */ comments: a // comment would swallow the rest of the macro.
+
+// ---- elementwise (cpu/elementwise.cpp, kernels/elementwise.cu) ----
+#define MOE_OPS_ELEMENTWISE(OP)                                                                    \
+  /* y += x (parameters, gradients) */                                                             \
+  OP(void, add_inplace, (Param* y, const Param* x, size_t n))                                      \
+  /* x *= a */                                                                                     \
+  OP(void, scale_inplace, (Param* x, double a, size_t n))                                          \
+  /* Embedding into the residual stream (T): y[n] = table[tokens[n]]. */                           \
+  OP(void, embedding_forward, (Param* y, const Param* table, const int32_t* tokens, int N, int D)) \
+  /* dtable[tokens[n]] += dy[n] */                                                                 \
+  OP(void, embedding_backward,                                                                     \
+     (Param* dtable, const Param* dy, const int32_t* tokens, int N, int D))                        \
+  /* SwiGLU: a13 = [x W1^T | x W3^T] as [N, 2F]; h = silu(a1) * a3. */                             \
+  OP(void, swiglu_forward, (Act* h, const Act* a13, int N, int F))                                 \
+  /* da13 overwritten. */                                                                          \
+  OP(void, swiglu_backward, (Act* da13, const Act* dh, const Act* a13, int N, int F))
+
+// ---- linear layers (cpu/linear.cpp; CUDA: cuBLAS and cuda/bf16_linear) ----
+#define MOE_OPS_LINEAR(OP)                                                                       \
+  /* y[N,O] = x[N,I] W[O,I]^T. With A = bf16, W is read rounded to bf16 and                      \
+     the products accumulate in fp32. */                                                         \
+  OP(void, linear_forward, (Act* y, const Act* x, const Param* W, int N, int I, int O))          \
+  /* dx[N,I] (= or += by accumulate_dx) dy W ; dW[O,I] += dy^T x (in T). dx may be null. */      \
+  OP(void, linear_backward, (Act* dx, Param* dW, const Act* dy, const Act* x, const Param* W,    \
+                             int N, int I, int O, bool accumulate_dx))                           \
+  /* The router's matmul (docs/design.md section 2): the same two ops with T                     \
+     logits and their gradient, computed in full T precision from the                            \
+     activation x (exact in T) and the unrounded W. */                                           \
+  OP(void, router_linear_forward, (Param* y, const Act* x, const Param* W, int N, int I, int O)) \
+  OP(void, router_linear_backward, (Act* dx, Param* dW, const Param* dy, const Act* x,           \
+                                    const Param* W, int N, int I, int O, bool accumulate_dx))    \
+  /* Grouped (one per expert): rows [offsets[g], offsets[g+1]) use W + g*O*I.                    \
+     offsets_host has groups+1 entries; groups with no rows are skipped. */                      \
+  OP(void, grouped_linear_forward, (Act* y, const Act* x, const Param* W,                        \
+                                    const int64_t* offsets_host, int groups, int I, int O))      \
+  /* dx = dy W_g (overwritten; null skips it); dW_g += dy^T x (in T). */                         \
+  OP(void, grouped_linear_backward, (Act* dx, Param* dW, const Act* dy, const Act* x,            \
+                                     const Param* W, const int64_t* offsets_host, int groups,    \
+                                     int I, int O))
+
+// ---- RMSNorm (cpu/rmsnorm.cpp, kernels/rmsnorm.cu) ----
+// y = x / sqrt(mean(x^2) + eps) * w; rstd[N] saved. x is the residual stream
+// (T), y a norm output (A).
+#define MOE_OPS_RMSNORM(OP)                                                                        \
+  OP(void, rmsnorm_forward,                                                                        \
+     (Act* y, Param* rstd, const Param* x, const Param* w, int N, int D, double eps))              \
+  /* dx +=, dw +=. dx is the residual stream's gradient; dx_act, if                                \
+     non-null, receives dx after the add as A: the output gradient of the                          \
+     sub-block below (whose output was added to the stream). */                                    \
+  OP(void, rmsnorm_backward, (Param* dx, Act* dx_act, Param* dw, const Act* dy, const Param* x,    \
+                              const Param* w, const Param* rstd, int N, int D))                    \
+  /* The residual add fused with the norm after it (one pass over the rows):                       \
+     sum = resid + delta, then y = RMSNorm(sum) as above. Same values as                           \
+     copy + add + rmsnorm_forward. Its backward is rmsnorm_backward on sum                         \
+     (the add passes the gradient through). */                                                     \
+  OP(void, residual_rmsnorm_forward, (Param* sum, Act* y, Param* rstd, const Param* resid,         \
+                                      const Act* delta, const Param* w, int N, int D, double eps))
+
+// ---- attention over a fused qkv buffer [N, 3*H*hd] (q | k | v)
+//      (cpu/attention.cpp, kernels/attention.cu and attention_tc.cu) ----
+#define MOE_OPS_ATTENTION(OP)                                                                      \
+  /* RoPE, rotate-half, on the q and k parts in place; position = index in sequence. */            \
+  OP(void, rope_forward, (Act* qkv, int B, int S, int H, int hd, double theta))                    \
+  /* Applies the inverse rotation to the q and k parts of dqkv in place. */                        \
+  OP(void, rope_backward, (Act* dqkv, int B, int S, int H, int hd, double theta))                  \
+  /* Causal softmax attention, scale 1/sqrt(hd); out [N, H*hd]; lse [B,H,S]                        \
+     (log-sum-exp of each query's scores, for the backward recomputation). */                      \
+  OP(void, attention_forward, (Act* out, Param* lse, const Act* qkv, int B, int S, int H, int hd)) \
+  /* dqkv overwritten. */                                                                          \
+  OP(void, attention_backward, (Act* dqkv, const Act* dout, const Act* out, const Param* lse,      \
+                                const Act* qkv, int B, int S, int H, int hd))
+
+// ---- router, T throughout (cpu/router.cpp, kernels/router.cu) ----
+#define MOE_OPS_ROUTER(OP)                                                                         \
+  /* scores = sigmoid(logits) or softmax over the E experts of each token. */                      \
+  OP(void, router_scores_forward, (Param* scores, const Param* logits, int N, int E, GateFn fn))   \
+  OP(void, router_scores_backward, (Param* dlogits, const Param* dscores, const Param* scores,     \
+                                    int N, int E, GateFn fn))                                      \
+  /* Selects, per token, the K experts with the largest s+b (or s*b); ties go                      \
+     to the lower index; experts listed in selection order. gates = unbiased s                     \
+     of the selected experts (optionally normalised and scaled). bias is fp32                      \
+     backend memory of E entries; null selects on s alone. Total for any keys                      \
+     (topk_order.h: NaN sorts below -inf): always K distinct experts in [0, E). */                 \
+  OP(void, topk_route, (int32_t* expert_idx, Param* gates, const Param* scores, const float* bias, \
+                        int N, const RouteSpec& spec))                                             \
+  /* dscores += d(gates)/d(scores)^T dgates. */                                                    \
+  OP(void, topk_route_backward, (Param* dscores, const Param* dgates, const Param* scores,         \
+                                 const int32_t* expert_idx, int N, const RouteSpec& spec))         \
+  /* Auxiliary balance loss (paper Eq. 2) over `groups` consecutive groups of                      \
+     `group_len` tokens: sum_g alpha * sum_i f_gi P_gi with                                        \
+     f_gi = E/(K*group_len) * #(tokens of g picking i), P_gi = mean_t s_ti.                        \
+     Returns that sum (host); dscores += grad_scale * d(sum)/d(scores)                             \
+     (f is a constant of the selection and carries no gradient). Null dscores:                     \
+     the loss only. */                                                                             \
+  OP(double, aux_loss_forward_backward,                                                            \
+     (Param* dscores, const Param* scores, const int32_t* expert_idx, int groups, int group_len,   \
+      int E, int K, double alpha, double grad_scale))
+
+// ---- token dispatch, dropless; rows are activations
+//      (cpu/dispatch.cpp, kernels/dispatch.cu) ----
+#define MOE_OPS_DISPATCH(OP)                                                                       \
+  /* Stable counting sort of the N*K (token, slot) pairs by expert: pairs of                       \
+     expert e occupy rows [offsets[e], offsets[e+1]) in slot order. Writes                         \
+     row_of_slot[t*K+k] (backend) and counts_host[E] (host). */                                    \
+  OP(void, dispatch_plan, (int32_t* row_of_slot, int64_t* counts_host,                             \
+                           const int32_t* expert_idx, int N, int E, int K))                        \
+  /* xp[row_of_slot[t*K+k]] = x[t] */                                                              \
+  OP(void, permute_rows, (Act* xp, const Act* x, const int32_t* row_of_slot, int N, int K, int D)) \
+  /* dx[t] += sum_k dxp[row_of_slot[t*K+k]] */                                                     \
+  OP(void, permute_rows_backward,                                                                  \
+     (Act* dx, const Act* dxp, const int32_t* row_of_slot, int N, int K, int D))                   \
+  /* y[t] += sum_k gates[t,k] * yp[row_of_slot[t*K+k]] */                                          \
+  OP(void, combine_forward, (Act* y, const Act* yp, const Param* gates,                            \
+                             const int32_t* row_of_slot, int N, int K, int D))                     \
+  /* dyp[row] = gates[t,k] * dy[t];  dgates[t,k] = <dy[t], yp[row]>  (both overwritten) */         \
+  OP(void, combine_backward, (Act* dyp, Param* dgates, const Act* dy, const Act* yp,               \
+                              const Param* gates, const int32_t* row_of_slot, int N, int K,        \
+                              int D))                                                              \
+  /* dst[i] = src[index[i]] for i < rows (row reordering for expert parallelism). */               \
+  OP(void, gather_rows, (Act* dst, const Act* src, const int32_t* index, int64_t rows, int D))
+
+// ---- reductions, loss, optimizer (cpu/loss_optim.cpp, kernels/loss_optim.cu) ----
+#define MOE_OPS_LOSS_OPTIM(OP)                                                           \
+  /* fp64 accumulation */                                                                \
+  OP(double, sum, (const Param* x, size_t n))                                            \
+  /* fp64 accumulation */                                                                \
+  OP(double, sum_squares, (const Param* x, size_t n))                                    \
+  /* losses[t] = -log softmax(logits[t])[target[t]], computed in T from the              \
+     A logits. If dlogits is non-null it receives grad_scale * (softmax -                \
+     onehot); it may alias logits. */                                                    \
+  OP(void, cross_entropy, (Param* losses, Act* dlogits, const Act* logits,               \
+                           const int32_t* targets, int N, int V, double grad_scale))     \
+  OP(void, adamw_step, (Param* params, const Param* grads, Param* m, Param* v, size_t n, \
+                        const AdamWParams& p))
+
+// Every op.
+#define MOE_BACKEND_OPS(OP) \
+  MOE_OPS_ELEMENTWISE(OP)   \
+  MOE_OPS_LINEAR(OP)        \
+  MOE_OPS_RMSNORM(OP)       \
+  MOE_OPS_ATTENTION(OP)     \
+  MOE_OPS_ROUTER(OP)        \
+  MOE_OPS_DISPATCH(OP)      \
+  MOE_OPS_LOSS_OPTIM(OP)
+
+// What a class does with each entry: Backend declares it, a backend class overrides it.
+#define MOE_DECLARE_PURE(ret, name, params) virtual ret name params = 0;
+#define MOE_DECLARE_OVERRIDE(ret, name, params) ret name params override;
 
 namespace moe {
-
-struct AdamWParams {
-  double lr = 1e-3;
-  double beta1 = 0.9;
-  double beta2 = 0.95;
-  double eps = 1e-8;
-  double weight_decay = 0.0;
-  // Weight decay applies to elements [0, decay_count) only, so one call (one
-  // launch) updates the decayed matrices and the undecayed rest together.
-  size_t decay_count = SIZE_MAX;
-  int64_t step = 1;          // 1-based, for bias correction
-  double grad_scale = 1.0;   // multiplies the gradient first (global-norm clipping)
-};
-
-// Which experts a token picked and with what gate; the router's output.
-struct RouteSpec {
-  int E = 0;                                 // routed experts
-  int K = 0;                                 // experts per token
-  BiasMode bias_mode = BiasMode::Additive;   // s + b or s * b decides selection
-  bool normalize = false;                    // gates /= sum of selected scores
-  double route_scale = 1.0;                  // gates *= route_scale
-};
 
 // Where a step spends its time (moe-bench, docs/bench.md). Model code marks
 // the op groups with PhaseScope; whatever is not marked is Other.
@@ -187,135 +324,15 @@ class BackendBase {
   size_t mem_current_ = 0, mem_peak_ = 0;
 };
 
-// The ops. T: parameters and full-precision state; A: activations (see the
-// top of this file for which buffer has which type).
+// The ops: the lists above, with their docs. T: parameters and
+// full-precision state; A: activations (see the top of this file for which
+// buffer has which type).
 template <typename T, typename A = T>
 class Backend : public BackendBase {
  public:
   using Param = T;
   using Act = A;
-
-  // ---- elementwise and reductions (parameters, gradients, losses) ----
-  virtual void add_inplace(T* y, const T* x, size_t n) = 0;  // y += x
-  virtual void scale_inplace(T* x, double a, size_t n) = 0;  // x *= a
-  virtual double sum(const T* x, size_t n) = 0;              // fp64 accumulation
-  virtual double sum_squares(const T* x, size_t n) = 0;      // fp64 accumulation
-
-  // ---- linear layers ----
-  // y[N,O] = x[N,I] W[O,I]^T. With A = bf16, W is read rounded to bf16 and
-  // the products accumulate in fp32.
-  virtual void linear_forward(A* y, const A* x, const T* W, int N, int I, int O) = 0;
-  // dx[N,I] (= or += by accumulate_dx) dy W ; dW[O,I] += dy^T x (in T). dx may be null.
-  virtual void linear_backward(A* dx, T* dW, const A* dy, const A* x, const T* W, int N, int I,
-                               int O, bool accumulate_dx) = 0;
-  // The router's matmul (docs/design.md section 2): the same two ops with T
-  // logits and their gradient, computed in full T precision from the
-  // activation x (exact in T) and the unrounded W.
-  virtual void linear_forward_fp32(T* y, const A* x, const T* W, int N, int I, int O) = 0;
-  virtual void linear_backward_fp32(A* dx, T* dW, const T* dy, const A* x, const T* W, int N,
-                                    int I, int O, bool accumulate_dx) = 0;
-  // Grouped (one per expert): rows [offsets[g], offsets[g+1]) use W + g*O*I.
-  // offsets_host has groups+1 entries; groups with no rows are skipped.
-  virtual void grouped_linear_forward(A* y, const A* x, const T* W, const int64_t* offsets_host,
-                                      int groups, int I, int O) = 0;
-  // dx = dy W_g (overwritten; null skips it); dW_g += dy^T x (in T).
-  virtual void grouped_linear_backward(A* dx, T* dW, const A* dy, const A* x, const T* W,
-                                       const int64_t* offsets_host, int groups, int I, int O) = 0;
-
-  // ---- embedding (into the residual stream, T) ----
-  virtual void embedding_forward(T* y, const T* table, const int32_t* tokens, int N, int D) = 0;
-  virtual void embedding_backward(T* dtable, const T* dy, const int32_t* tokens, int N,
-                                  int D) = 0;  // dtable +=
-
-  // ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w; rstd[N] saved ----
-  // x is the residual stream (T), y a norm output (A).
-  virtual void rmsnorm_forward(A* y, T* rstd, const T* x, const T* w, int N, int D,
-                               double eps) = 0;
-  // dx +=, dw +=. dx is the residual stream's gradient; dx_act, if
-  // non-null, receives dx after the add as A: the output gradient of the
-  // sub-block below (whose output was added to the stream).
-  virtual void rmsnorm_backward(T* dx, A* dx_act, T* dw, const A* dy, const T* x, const T* w,
-                                const T* rstd, int N, int D) = 0;
-  // The residual add fused with the norm after it (one pass over the rows):
-  // sum = resid + delta, then y = RMSNorm(sum) as above. Same values as
-  // copy + add + rmsnorm_forward. Its backward is rmsnorm_backward on sum
-  // (the add passes the gradient through).
-  virtual void residual_rmsnorm_forward(T* sum, A* y, T* rstd, const T* resid, const A* delta,
-                                        const T* w, int N, int D, double eps) = 0;
-
-  // ---- attention over a fused qkv buffer [N, 3*H*hd] (q | k | v) ----
-  // RoPE, rotate-half, on the q and k parts in place; position = index in sequence.
-  virtual void rope_forward(A* qkv, int B, int S, int H, int hd, double theta) = 0;
-  // Applies the inverse rotation to the q and k parts of dqkv in place.
-  virtual void rope_backward(A* dqkv, int B, int S, int H, int hd, double theta) = 0;
-  // Causal softmax attention, scale 1/sqrt(hd); out [N, H*hd]; lse [B,H,S]
-  // (log-sum-exp of each query's scores, for the backward recomputation).
-  virtual void attention_forward(A* out, T* lse, const A* qkv, int B, int S, int H, int hd) = 0;
-  // dqkv overwritten.
-  virtual void attention_backward(A* dqkv, const A* dout, const A* out, const T* lse,
-                                  const A* qkv, int B, int S, int H, int hd) = 0;
-
-  // ---- SwiGLU: a13 = [x W1^T | x W3^T] as [N, 2F]; h = silu(a1) * a3 ----
-  virtual void swiglu_forward(A* h, const A* a13, int N, int F) = 0;
-  virtual void swiglu_backward(A* da13, const A* dh, const A* a13, int N, int F) = 0;
-
-  // ---- router (T throughout) ----
-  // scores = sigmoid(logits) or softmax over the E experts of each token.
-  virtual void router_scores_forward(T* scores, const T* logits, int N, int E, GateFn fn) = 0;
-  virtual void router_scores_backward(T* dlogits, const T* dscores, const T* scores, int N, int E,
-                                      GateFn fn) = 0;
-  // Selects, per token, the K experts with the largest s+b (or s*b); ties go
-  // to the lower index; experts listed in selection order. gates = unbiased s
-  // of the selected experts (optionally normalised and scaled). bias is fp32
-  // backend memory of E entries; null selects on s alone. Total for any keys
-  // (topk_order.h: NaN sorts below -inf): always K distinct experts in [0, E).
-  virtual void topk_route(int32_t* expert_idx, T* gates, const T* scores, const float* bias,
-                          int N, const RouteSpec& spec) = 0;
-  // dscores += d(gates)/d(scores)^T dgates.
-  virtual void topk_route_backward(T* dscores, const T* dgates, const T* scores,
-                                   const int32_t* expert_idx, int N, const RouteSpec& spec) = 0;
-  // Auxiliary balance loss (paper Eq. 2) over `groups` consecutive groups of
-  // `group_len` tokens: sum_g alpha * sum_i f_gi P_gi with
-  // f_gi = E/(K*group_len) * #(tokens of g picking i), P_gi = mean_t s_ti.
-  // Returns that sum (host); dscores += grad_scale * d(sum)/d(scores)
-  // (f is a constant of the selection and carries no gradient). Null dscores:
-  // the loss only.
-  virtual double aux_loss_forward_backward(T* dscores, const T* scores, const int32_t* expert_idx,
-                                           int groups, int group_len, int E, int K, double alpha,
-                                           double grad_scale) = 0;
-
-  // ---- token dispatch (dropless; rows are activations) ----
-  // Stable counting sort of the N*K (token, slot) pairs by expert: pairs of
-  // expert e occupy rows [offsets[e], offsets[e+1]) in slot order. Writes
-  // row_of_slot[t*K+k] (backend) and counts_host[E] (host).
-  virtual void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* expert_idx,
-                             int N, int E, int K) = 0;
-  // xp[row_of_slot[t*K+k]] = x[t]
-  virtual void permute_rows(A* xp, const A* x, const int32_t* row_of_slot, int N, int K,
-                            int D) = 0;
-  // dx[t] += sum_k dxp[row_of_slot[t*K+k]]
-  virtual void permute_rows_backward(A* dx, const A* dxp, const int32_t* row_of_slot, int N, int K,
-                                     int D) = 0;
-  // y[t] += sum_k gates[t,k] * yp[row_of_slot[t*K+k]]
-  virtual void combine_forward(A* y, const A* yp, const T* gates, const int32_t* row_of_slot,
-                               int N, int K, int D) = 0;
-  // dyp[row] = gates[t,k] * dy[t];  dgates[t,k] = <dy[t], yp[row]>  (both overwritten)
-  virtual void combine_backward(A* dyp, T* dgates, const A* dy, const A* yp, const T* gates,
-                                const int32_t* row_of_slot, int N, int K, int D) = 0;
-
-  // dst[i] = src[index[i]] for i < rows (row reordering for expert parallelism).
-  virtual void gather_rows(A* dst, const A* src, const int32_t* index, int64_t rows, int D) = 0;
-
-  // ---- loss ----
-  // losses[t] = -log softmax(logits[t])[target[t]], computed in T from the
-  // A logits. If dlogits is non-null it receives grad_scale * (softmax -
-  // onehot); it may alias logits.
-  virtual void cross_entropy(T* losses, A* dlogits, const A* logits, const int32_t* targets, int N,
-                             int V, double grad_scale) = 0;
-
-  // ---- optimizer ----
-  virtual void adamw_step(T* params, const T* grads, T* m, T* v, size_t n,
-                          const AdamWParams& p) = 0;
+  MOE_BACKEND_OPS(MOE_DECLARE_PURE)
 };
 
 // Charges the backend's work in this scope to phase p and restores the
@@ -349,7 +366,7 @@ std::unique_ptr<Backend<T, A>> make_cpu_backend(int threads = 0);
 // mirror of the CPU backend) or A = bf16 (bf16 activations, bf16 matmul
 // operands with fp32 accumulation, fp32 master weights and statistics: the
 // mirror of the CPU's bf16 mode; src/backend/cuda/bf16_linear.h). Programs
-// choose it through src/apps/backend_choice.h (train.backend).
+// choose it through src/runtime/backend_choice.h (train.backend).
 template <typename A = float>
 std::unique_ptr<Backend<float, A>> make_cuda_backend(int device);
 

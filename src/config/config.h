@@ -7,12 +7,14 @@
 #include <utility>
 #include <vector>
 
+#include "core/op_args.h"
+
 namespace moe {
 
-enum class GateFn { Sigmoid, Softmax };
+// GateFn (moe.gate) and BiasMode (balance.bias_mode) are in core/op_args.h:
+// kernel launchers take them too.
 enum class BalanceMethod { LossFree, AuxLoss, None };
 enum class UpdateRule { Sign, Proportional };
-enum class BiasMode { Additive, Multiplicative };
 enum class AuxScope { Sequence, Batch };
 enum class LrSchedule { Cosine, Multistep, Constant };
 enum class DataSource { Synthetic, Tokens, Shards };

@@ -34,7 +34,7 @@ template <typename T, typename A>
 double Router<T, A>::forward(Backend<T, A>& be, const ParamSet<T>& ps, const A* x, int N,
                              const float* bias, const AuxLossSpec* aux) {
   PhaseScope phase(be, Phase::Router);  // router GEMM, scores, top-K and the aux loss
-  be.linear_forward_fp32(logits_, x, ps.param(w_), N, D_, spec_.E);
+  be.router_linear_forward(logits_, x, ps.param(w_), N, D_, spec_.E);
   be.router_scores_forward(scores_, logits_, N, spec_.E, fn_);
   be.topk_route(idx_, gates_, scores_, bias, N, spec_);
   aux_active_ = aux != nullptr && dscores_aux_ != nullptr;
@@ -51,7 +51,7 @@ template <typename T, typename A>
 void Router<T, A>::recompute(Backend<T, A>& be, const ParamSet<T>& ps, const A* x, int N) {
   if (policy_ != Recompute::Full) return;
   PhaseScope phase(be, Phase::Router);
-  be.linear_forward_fp32(logits_, x, ps.param(w_), N, D_, spec_.E);
+  be.router_linear_forward(logits_, x, ps.param(w_), N, D_, spec_.E);
   be.router_scores_forward(scores_, logits_, N, spec_.E, fn_);
   if (!aux_active_) return;
   // The same call on the same scores and selection as in forward; its
@@ -74,7 +74,7 @@ void Router<T, A>::backward(Backend<T, A>& be, ParamSet<T>& ps, Scratch& scratch
     be.zero(dscores, n * sizeof(T));
   be.topk_route_backward(dscores, dgates, scores_, idx_, N, spec_);
   be.router_scores_backward(dlogits, dscores, scores_, N, spec_.E, fn_);
-  be.linear_backward_fp32(dx, ps.grad(w_), dlogits, x, ps.param(w_), N, D_, spec_.E, true);
+  be.router_linear_backward(dx, ps.grad(w_), dlogits, x, ps.param(w_), N, D_, spec_.E, true);
 }
 
 template class Router<float>;

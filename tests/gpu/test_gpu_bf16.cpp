@@ -304,8 +304,8 @@ TEST(GpuBf16, RouterLinearStaysFp32) {
     float* yd = alloc_array<float>(be, size_t(N) * E);
     float* dWd = alloc_array<float>(be, W.size());
     bf16* dxd = upload(be, x);  // accumulated onto
-    be.linear_forward_fp32(yd, xd, Wd, N, I, E);
-    be.linear_backward_fp32(dxd, dWd, dld, xd, Wd, N, I, E, true);
+    be.router_linear_forward(yd, xd, Wd, N, I, E);
+    be.router_linear_backward(dxd, dWd, dld, xd, Wd, N, I, E, true);
     return std::array{download(be, yd, size_t(N) * E), download(be, dWd, W.size()),
                       as_float(download(be, dxd, x.size()))};
   };

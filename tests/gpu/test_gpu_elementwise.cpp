@@ -302,8 +302,7 @@ TEST(GpuElementwise, AdamWMatchesCpu) {
     // Snapshot for the determinism re-run of this step.
     const auto p0 = d_p.download(), m0 = d_m.download(), v0 = d_v.download();
     be->adamw_step(p_ref.data(), g.data(), m_ref.data(), v_ref.data(), n, hp);
-    kn::adamw_step(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, hp.lr, hp.beta1, hp.beta2,
-                   hp.eps, hp.weight_decay, hp.decay_count, hp.step, hp.grad_scale, nullptr);
+    kn::adamw_step(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, hp, nullptr);
     const auto p1 = d_p.download(), m1 = d_m.download(), v1 = d_v.download();
     // Both do the update in fp64 and round p, m, v to fp32 once: equal or one
     // fp32 ulp apart each step, a few ulps (~3e-7) after 5 steps.
@@ -314,8 +313,7 @@ TEST(GpuElementwise, AdamWMatchesCpu) {
     d_p.upload(p0);
     d_m.upload(m0);
     d_v.upload(v0);
-    kn::adamw_step(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, hp.lr, hp.beta1, hp.beta2,
-                   hp.eps, hp.weight_decay, hp.decay_count, hp.step, hp.grad_scale, nullptr);
+    kn::adamw_step(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, hp, nullptr);
     EXPECT_TRUE(same_bits(d_p.download(), p1)) << "determinism step " << step;
     EXPECT_TRUE(same_bits(d_m.download(), m1)) << "determinism step " << step;
     EXPECT_TRUE(same_bits(d_v.download(), v1)) << "determinism step " << step;
@@ -332,8 +330,10 @@ TEST(GpuElementwise, LaunchersRejectBadArguments) {
                moe::InternalError);
   EXPECT_THROW(kn::cross_entropy<float>(nullptr, nullptr, nullptr, nullptr, 2, 0, 1.0, nullptr),
                moe::InternalError);
-  EXPECT_THROW(kn::adamw_step(nullptr, nullptr, nullptr, nullptr, 4, 1e-3, 0.9, 0.95, 1e-8, 0.0,
-                              4, 0, 1.0, nullptr),
+  moe::AdamWParams step0;  // step must be >= 1
+  step0.decay_count = 4;
+  step0.step = 0;
+  EXPECT_THROW(kn::adamw_step(nullptr, nullptr, nullptr, nullptr, 4, step0, nullptr),
                moe::InternalError);
   float dummy = 0.f;
   EXPECT_THROW(kn::sum(&dummy, 100, nullptr, 0, nullptr), moe::InternalError);

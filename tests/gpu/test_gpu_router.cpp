@@ -48,6 +48,10 @@ struct RouteCase {
   int E, K;
   bool multiplicative, normalize;
   double route_scale;
+  moe::RouteSpec spec() const {
+    return {E, K, multiplicative ? moe::BiasMode::Multiplicative : moe::BiasMode::Additive,
+            normalize, route_scale};
+  }
 };
 
 // Host reference. The key is formed in fp32, as the numerical contract says
@@ -80,9 +84,7 @@ Route run_topk(const std::vector<float>& s, const std::vector<float>& b, int N,
                const RouteCase& c) {
   DeviceBuffer<float> d_s(s), d_b(b), d_g(static_cast<size_t>(N) * c.K);
   DeviceBuffer<int32_t> d_i(static_cast<size_t>(N) * c.K);
-  moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), d_b.get(), N, c.E, c.K,
-                           c.multiplicative, c.normalize, static_cast<float>(c.route_scale),
-                           nullptr);
+  moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), d_b.get(), N, c.spec(), nullptr);
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
   return {d_i.download(), d_g.download()};
 }
@@ -201,9 +203,7 @@ TEST(GpuRouter, NullBiasSelectsOnScoresAlone) {
     const auto gates_ref = topk_ref(idx_ref, s, std::vector<float>(c.E, 0.f), N, plain);
     DeviceBuffer<float> d_s(s), d_g(static_cast<size_t>(N) * c.K);
     DeviceBuffer<int32_t> d_i(static_cast<size_t>(N) * c.K);
-    moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), nullptr, N, c.E, c.K,
-                             c.multiplicative, c.normalize, static_cast<float>(c.route_scale),
-                             nullptr);
+    moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), nullptr, N, c.spec(), nullptr);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     EXPECT_EQ(d_i.download(), idx_ref);
     EXPECT_LT(elementwise_rel_err(d_g.download(), gates_ref), 1e-6);
@@ -220,15 +220,11 @@ void expect_gpu_matches_cpu(const std::vector<float>& s, const std::vector<float
   std::vector<int32_t> idx_cpu(slots, -7);
   std::vector<float> g_cpu(slots);
   moe::test::cpu()->topk_route(
-      idx_cpu.data(), g_cpu.data(), s.data(), bias.empty() ? nullptr : bias.data(), N,
-      moe::RouteSpec{c.E, c.K, c.multiplicative ? moe::BiasMode::Multiplicative
-                                                : moe::BiasMode::Additive,
-                     c.normalize, c.route_scale});
+      idx_cpu.data(), g_cpu.data(), s.data(), bias.empty() ? nullptr : bias.data(), N, c.spec());
   DeviceBuffer<float> d_s(s), d_b(bias), d_g(slots);
   DeviceBuffer<int32_t> d_i(std::vector<int32_t>(slots, -7));
   moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(), bias.empty() ? nullptr : d_b.get(),
-                           N, c.E, c.K, c.multiplicative, c.normalize,
-                           static_cast<float>(c.route_scale), nullptr);
+                           N, c.spec(), nullptr);
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
   const auto idx = d_i.download();
   const auto g = d_g.download();
@@ -287,14 +283,14 @@ TEST(GpuRouter, BadSizesThrow) {
   SKIP_WITHOUT_DEVICE();
   DeviceBuffer<float> f(64);
   DeviceBuffer<int32_t> i(64);
-  EXPECT_THROW(moe::kernels::topk_route(i.get(), f.get(), f.get(), f.get(), 1, 4, 5, false, false,
-                                        1.0f, nullptr),
+  EXPECT_THROW(moe::kernels::topk_route(i.get(), f.get(), f.get(), f.get(), 1,
+                                        moe::RouteSpec{4, 5}, nullptr),
                moe::InternalError);  // K > E
-  EXPECT_THROW(moe::kernels::topk_route(i.get(), f.get(), f.get(), f.get(), 1, 64, 33, false,
-                                        false, 1.0f, nullptr),
+  EXPECT_THROW(moe::kernels::topk_route(i.get(), f.get(), f.get(), f.get(), 1,
+                                        moe::RouteSpec{64, 33}, nullptr),
                moe::InternalError);  // K > 32
-  EXPECT_NO_THROW(moe::kernels::topk_route(nullptr, nullptr, nullptr, nullptr, 0, 8, 2, false,
-                                           false, 1.0f, nullptr));
+  EXPECT_NO_THROW(moe::kernels::topk_route(nullptr, nullptr, nullptr, nullptr, 0,
+                                           moe::RouteSpec{8, 2}, nullptr));
 }
 
 namespace kn = moe::kernels;
@@ -329,17 +325,17 @@ TEST(GpuRouterGrad, ScoresForwardMatchesCpu) {
   SKIP_WITHOUT_DEVICE();
   std::mt19937_64 rng(11);
   for (bool softmax : {false, true}) {
+    const auto fn = softmax ? moe::GateFn::Softmax : moe::GateFn::Sigmoid;
     for (const auto [N, E] : kShapes) {
       const auto logits = normal(static_cast<size_t>(N) * E, rng, 0.0, 3.0);
       std::vector<float> ref(logits.size());
-      cpu()->router_scores_forward(ref.data(), logits.data(), N, E,
-                                   softmax ? moe::GateFn::Softmax : moe::GateFn::Sigmoid);
+      cpu()->router_scores_forward(ref.data(), logits.data(), N, E, fn);
       DeviceBuffer<float> dl(logits), ds(logits.size());
-      kn::router_scores_forward(ds.get(), dl.get(), N, E, softmax, nullptr);
+      kn::router_scores_forward(ds.get(), dl.get(), N, E, fn, nullptr);
       const auto got = ds.download();
       EXPECT_LT(normwise_rel_err(got, ref), kTol) << "softmax=" << softmax << " N=" << N
                                                   << " E=" << E;
-      kn::router_scores_forward(ds.get(), dl.get(), N, E, softmax, nullptr);
+      kn::router_scores_forward(ds.get(), dl.get(), N, E, fn, nullptr);
       EXPECT_TRUE(same_bits(ds.download(), got)) << "softmax=" << softmax << " N=" << N;
     }
   }
@@ -357,11 +353,11 @@ TEST(GpuRouterGrad, ScoresBackwardMatchesCpu) {
       cpu()->router_scores_forward(scores.data(), logits.data(), N, E, fn);
       cpu()->router_scores_backward(ref.data(), dscores.data(), scores.data(), N, E, fn);
       DeviceBuffer<float> dds(dscores), dsc(scores), ddl(n);
-      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, softmax, nullptr);
+      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, fn, nullptr);
       const auto got = ddl.download();
       EXPECT_LT(normwise_rel_err(got, ref), kTol) << "softmax=" << softmax << " N=" << N
                                                   << " E=" << E;
-      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, softmax, nullptr);
+      kn::router_scores_backward(ddl.get(), dds.get(), dsc.get(), N, E, fn, nullptr);
       EXPECT_TRUE(same_bits(ddl.download(), got)) << "softmax=" << softmax << " N=" << N;
     }
   }
@@ -393,14 +389,12 @@ TEST(GpuRouterGrad, TopkRouteBackwardMatchesCpu) {
                                    spec);
         DeviceBuffer<float> dds(ds0), ddg(dgates), dsc(scores);
         DeviceBuffer<int32_t> didx(idx);
-        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, c.E, c.K,
-                                normalize, scale, nullptr);
+        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, spec, nullptr);
         const auto got = dds.download();
         EXPECT_LT(normwise_rel_err(got, ref), kTol)
             << "normalize=" << normalize << " N=" << c.N << " E=" << c.E << " K=" << c.K;
         dds.upload(ds0);
-        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, c.E, c.K,
-                                normalize, scale, nullptr);
+        kn::topk_route_backward(dds.get(), ddg.get(), dsc.get(), didx.get(), c.N, spec, nullptr);
         EXPECT_TRUE(same_bits(dds.download(), got)) << "normalize=" << normalize << " N=" << c.N;
       }
     }
@@ -456,16 +450,16 @@ TEST(GpuRouterGrad, AuxLossMatchesCpu) {
 
 TEST(GpuRouterGrad, BadSizesThrow) {
   SKIP_WITHOUT_DEVICE();
-  EXPECT_THROW(kn::router_scores_forward(nullptr, nullptr, 4, 0, false, nullptr),
+  EXPECT_THROW(kn::router_scores_forward(nullptr, nullptr, 4, 0, moe::GateFn::Sigmoid, nullptr),
                moe::InternalError);
-  EXPECT_THROW(kn::topk_route_backward(nullptr, nullptr, nullptr, nullptr, 4, 4, 5, false, 1.0,
-                                       nullptr),
+  EXPECT_THROW(kn::topk_route_backward(nullptr, nullptr, nullptr, nullptr, 4,
+                                       moe::RouteSpec{4, 5}, nullptr),
                moe::InternalError);
   EXPECT_THROW(kn::aux_loss_forward_backward(nullptr, nullptr, nullptr, 1, 4, 9000, 2, 0.1, 1.0,
                                              nullptr),
                moe::InternalError);
   // Empty problems are no-ops.
-  kn::router_scores_forward(nullptr, nullptr, 0, 4, true, nullptr);
+  kn::router_scores_forward(nullptr, nullptr, 0, 4, moe::GateFn::Softmax, nullptr);
   EXPECT_EQ(kn::aux_loss_forward_backward(nullptr, nullptr, nullptr, 0, 4, 8, 2, 0.1, 1.0,
                                           nullptr),
             0.0);

@@ -203,7 +203,7 @@ TEST_F(Bf16Ops, LinearReadsWeightsRoundedToBf16) {
   EXPECT_EQ(float(y[0]), 0x1p-7f);
   // The router's matmul reads the unrounded weight, in fp32.
   std::vector<float> logits(1);
-  be->linear_forward_fp32(logits.data(), x.data(), W.data(), 1, 2, 1);
+  be->router_linear_forward(logits.data(), x.data(), W.data(), 1, 2, 1);
   EXPECT_EQ(logits[0], 0.75f * 0x1p-7f);
 }
 
@@ -238,7 +238,7 @@ TEST_F(Bf16Ops, RouterMatmulIsFp32) {
   const auto W = random_f32(size_t(E) * I, 12, 0.3);
   const auto dlog = random_f32(size_t(N) * E, 13);
   std::vector<float> y(size_t(N) * E);
-  be->linear_forward_fp32(y.data(), x.data(), W.data(), N, I, E);
+  be->router_linear_forward(y.data(), x.data(), W.data(), N, I, E);
   V64 y64(y.size()), ay(y.size()), x64 = wide(x), W64 = wide(W), dl64 = wide(dlog);
   ref->linear_forward(y64.data(), x64.data(), W64.data(), N, I, E);
   ref->linear_forward(ay.data(), absv(x64).data(), absv(W64).data(), N, I, E);
@@ -247,7 +247,7 @@ TEST_F(Bf16Ops, RouterMatmulIsFp32) {
   std::vector<bf16> dx = random_bf16(size_t(N) * I, 14);
   std::vector<float> dW(size_t(E) * I, 0.0f);
   V64 dx64 = wide(dx), dW64(dW.size(), 0.0), adx = absv(dx64), adW(dW.size(), 0.0);
-  be->linear_backward_fp32(dx.data(), dW.data(), dlog.data(), x.data(), W.data(), N, I, E, true);
+  be->router_linear_backward(dx.data(), dW.data(), dlog.data(), x.data(), W.data(), N, I, E, true);
   ref->linear_backward(dx64.data(), dW64.data(), dl64.data(), x64.data(), W64.data(), N, I, E, true);
   ref->linear_backward(adx.data(), adW.data(), absv(dl64).data(), absv(x64).data(),
                        absv(W64).data(), N, I, E, true);

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_blas.h"
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 
 namespace moe::cpu {
@@ -58,14 +58,14 @@ static void rope_apply(int nt, A* qkv, int B, int S, int H, int hd, double theta
   }
 }
 
-template <typename A>
-void rope_forward(int nt, A* qkv, int B, int S, int H, int hd, double theta) {
-  rope_apply(nt, qkv, B, S, H, hd, theta, 1.0);
+template <typename T, typename A>
+void CpuBackend<T, A>::rope_forward(A* qkv, int B, int S, int H, int hd, double theta) {
+  rope_apply(nt_, qkv, B, S, H, hd, theta, 1.0);
 }
 
-template <typename A>
-void rope_backward(int nt, A* dqkv, int B, int S, int H, int hd, double theta) {
-  rope_apply(nt, dqkv, B, S, H, hd, theta, -1.0);
+template <typename T, typename A>
+void CpuBackend<T, A>::rope_backward(A* dqkv, int B, int S, int H, int hd, double theta) {
+  rope_apply(nt_, dqkv, B, S, H, hd, theta, -1.0);
 }
 
 namespace {
@@ -155,12 +155,13 @@ C softmax_row(C* p, int i, int end) {
 // (GEMM), row softmax, out = P v (GEMM). BLAS runs single-threaded inside the
 // parallel loop, so every tile is computed the same way whatever nt is.
 template <typename T, typename A>
-void attention_forward(int nt, A* out, T* lse, const A* qkv, int B, int S, int H, int hd) {
+void CpuBackend<T, A>::attention_forward(A* out, T* lse, const A* qkv, int B, int S, int H,
+                                         int hd) {
   using C = compute_t<A>;
   const int W = 3 * H * hd, OW = H * hd;
   const C scale = static_cast<C>(1.0 / std::sqrt(static_cast<double>(hd)));
   blas_set_threads(1);
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int t = 0; t < B * H; t++) {
     const int b = t / H, h = t % H;
     Scratch<C>& s = scratch<C>();
@@ -191,14 +192,14 @@ void attention_forward(int nt, A* out, T* lse, const A* qkv, int B, int S, int H
 // dv by key blocks (key j meets the queries i >= j): each output is written
 // by one GEMM, so no accumulation across threads.
 template <typename T, typename A>
-void attention_backward(int nt, A* dqkv, const A* dout, const A* out, const T* lse, const A* qkv,
-                        int B, int S, int H, int hd) {
+void CpuBackend<T, A>::attention_backward(A* dqkv, const A* dout, const A* out, const T* lse,
+                                          const A* qkv, int B, int S, int H, int hd) {
   using C = compute_t<A>;
   const int W = 3 * H * hd, OW = H * hd;
   const C scale = static_cast<C>(1.0 / std::sqrt(static_cast<double>(hd)));
   const size_t SS = static_cast<size_t>(S) * S;
   blas_set_threads(1);
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int t = 0; t < B * H; t++) {
     const int b = t / H, h = t % H;
     Scratch<C>& s = scratch<C>();
@@ -260,20 +261,6 @@ void attention_backward(int nt, A* dqkv, const A* dout, const A* out, const T* l
   }
 }
 
-#define INSTANTIATE_ROPE(A)                                             \
-  template void rope_forward<A>(int, A*, int, int, int, int, double); \
-  template void rope_backward<A>(int, A*, int, int, int, int, double);
-#define INSTANTIATE(T, A)                                                                      \
-  template void attention_forward<T, A>(int, A*, T*, const A*, int, int, int, int);            \
-  template void attention_backward<T, A>(int, A*, const A*, const A*, const T*, const A*, int, \
-                                         int, int, int);
-INSTANTIATE_ROPE(float)
-INSTANTIATE_ROPE(double)
-INSTANTIATE_ROPE(bf16)
-INSTANTIATE(float, float)
-INSTANTIATE(double, double)
-INSTANTIATE(float, bf16)
-#undef INSTANTIATE
-#undef INSTANTIATE_ROPE
+MOE_OPS_ATTENTION(MOE_CPU_INSTANTIATE)
 
 }  // namespace moe::cpu

@@ -3,14 +3,15 @@
 #include <cstring>
 #include <vector>
 
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 
 namespace moe::cpu {
 
 // Serial on purpose: the pass is O(N*K) and the order must be the slot order.
-void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* expert_idx, int N,
-                   int E, int K) {
+template <typename T, typename A>
+void CpuBackend<T, A>::dispatch_plan(int32_t* row_of_slot, int64_t* counts_host,
+                                     const int32_t* expert_idx, int N, int E, int K) {
   const size_t pairs = static_cast<size_t>(N) * K;
   for (int e = 0; e < E; e++) counts_host[e] = 0;
   for (size_t p = 0; p < pairs; p++) {
@@ -27,17 +28,19 @@ void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* ex
   for (size_t p = 0; p < pairs; p++) row_of_slot[p] = static_cast<int32_t>(next[expert_idx[p]]++);
 }
 
-template <typename A>
-void gather_rows(int nt, A* dst, const A* src, const int32_t* index, int64_t rows, int D) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+template <typename T, typename A>
+void CpuBackend<T, A>::gather_rows(A* dst, const A* src, const int32_t* index, int64_t rows,
+                                   int D) {
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int64_t i = 0; i < rows; i++)
     std::memcpy(dst + static_cast<size_t>(i) * D, src + static_cast<size_t>(index[i]) * D,
                 sizeof(A) * static_cast<size_t>(D));
 }
 
-template <typename A>
-void permute_rows(int nt, A* xp, const A* x, const int32_t* row_of_slot, int N, int K, int D) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+template <typename T, typename A>
+void CpuBackend<T, A>::permute_rows(A* xp, const A* x, const int32_t* row_of_slot, int N, int K,
+                                    int D) {
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int t = 0; t < N; t++) {
     const A* src = x + static_cast<size_t>(t) * D;
     for (int k = 0; k < K; k++) {
@@ -48,11 +51,11 @@ void permute_rows(int nt, A* xp, const A* x, const int32_t* row_of_slot, int N, 
 }
 
 // The K rows are summed in compute precision and stored once.
-template <typename A>
-void permute_rows_backward(int nt, A* dx, const A* dxp, const int32_t* row_of_slot, int N, int K,
-                           int D) {
+template <typename T, typename A>
+void CpuBackend<T, A>::permute_rows_backward(A* dx, const A* dxp, const int32_t* row_of_slot, int N,
+                                             int K, int D) {
   using C = compute_t<A>;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int t = 0; t < N; t++) {
     A* dst = dx + static_cast<size_t>(t) * D;
     for (int d = 0; d < D; d++) {
@@ -65,10 +68,10 @@ void permute_rows_backward(int nt, A* dx, const A* dxp, const int32_t* row_of_sl
 }
 
 template <typename T, typename A>
-void combine_forward(int nt, A* y, const A* yp, const T* gates, const int32_t* row_of_slot, int N,
-                     int K, int D) {
+void CpuBackend<T, A>::combine_forward(A* y, const A* yp, const T* gates,
+                                       const int32_t* row_of_slot, int N, int K, int D) {
   using C = compute_t<A>;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int t = 0; t < N; t++) {
     A* dst = y + static_cast<size_t>(t) * D;
     const size_t slot0 = static_cast<size_t>(t) * K;
@@ -82,10 +85,10 @@ void combine_forward(int nt, A* y, const A* yp, const T* gates, const int32_t* r
 }
 
 template <typename T, typename A>
-void combine_backward(int nt, A* dyp, T* dgates, const A* dy, const A* yp, const T* gates,
-                      const int32_t* row_of_slot, int N, int K, int D) {
+void CpuBackend<T, A>::combine_backward(A* dyp, T* dgates, const A* dy, const A* yp, const T* gates,
+                                        const int32_t* row_of_slot, int N, int K, int D) {
   using C = compute_t<A>;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int t = 0; t < N; t++) {
     const A* g = dy + static_cast<size_t>(t) * D;
     for (int k = 0; k < K; k++) {
@@ -102,22 +105,6 @@ void combine_backward(int nt, A* dyp, T* dgates, const A* dy, const A* yp, const
   }
 }
 
-#define INSTANTIATE_ROWS(A)                                                                 \
-  template void gather_rows<A>(int, A*, const A*, const int32_t*, int64_t, int);            \
-  template void permute_rows<A>(int, A*, const A*, const int32_t*, int, int, int);          \
-  template void permute_rows_backward<A>(int, A*, const A*, const int32_t*, int, int, int);
-#define INSTANTIATE(T, A)                                                                     \
-  template void combine_forward<T, A>(int, A*, const A*, const T*, const int32_t*, int, int,  \
-                                      int);                                                   \
-  template void combine_backward<T, A>(int, A*, T*, const A*, const A*, const T*,             \
-                                       const int32_t*, int, int, int);
-INSTANTIATE_ROWS(float)
-INSTANTIATE_ROWS(double)
-INSTANTIATE_ROWS(bf16)
-INSTANTIATE(float, float)
-INSTANTIATE(double, double)
-INSTANTIATE(float, bf16)
-#undef INSTANTIATE
-#undef INSTANTIATE_ROWS
+MOE_OPS_DISPATCH(MOE_CPU_INSTANTIATE)
 
 }  // namespace moe::cpu

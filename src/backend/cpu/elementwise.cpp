@@ -3,26 +3,27 @@
 // and the SwiGLU activation h = silu(a1) * a3 over a13 = [a1 | a3] as [N, 2F].
 #include <cmath>
 
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/cpu_backend.h"
 
 namespace moe::cpu {
 
-template <typename T>
-void add_inplace(int nt, T* y, const T* x, size_t n) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+template <typename T, typename A>
+void CpuBackend<T, A>::add_inplace(T* y, const T* x, size_t n) {
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-template <typename T>
-void scale_inplace(int nt, T* x, double a, size_t n) {
+template <typename T, typename A>
+void CpuBackend<T, A>::scale_inplace(T* x, double a, size_t n) {
   const T s = static_cast<T>(a);
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (size_t i = 0; i < n; i++) x[i] *= s;
 }
 
-template <typename T>
-void embedding_forward(int nt, T* y, const T* table, const int32_t* tokens, int N, int D) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+template <typename T, typename A>
+void CpuBackend<T, A>::embedding_forward(T* y, const T* table, const int32_t* tokens, int N,
+                                         int D) {
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int n = 0; n < N; n++) {
     const T* src = table + static_cast<size_t>(tokens[n]) * D;
     T* dst = y + static_cast<size_t>(n) * D;
@@ -32,10 +33,11 @@ void embedding_forward(int nt, T* y, const T* table, const int32_t* tokens, int 
 
 // Parallel over column blocks of D, tokens in order inside: repeated tokens
 // never race and every entry sums its rows in the same order.
-template <typename T>
-void embedding_backward(int nt, T* dtable, const T* dy, const int32_t* tokens, int N, int D) {
+template <typename T, typename A>
+void CpuBackend<T, A>::embedding_backward(T* dtable, const T* dy, const int32_t* tokens, int N,
+                                          int D) {
   const int blocks = (D + kColBlock - 1) / kColBlock;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int blk = 0; blk < blocks; blk++) {
     const int d0 = blk * kColBlock, d1 = d0 + kColBlock < D ? d0 + kColBlock : D;
     for (int n = 0; n < N; n++) {
@@ -51,10 +53,10 @@ static C sigmoid(C a) {
   return C(1) / (C(1) + std::exp(-a));  // exp overflow gives 1/inf = 0, never NaN
 }
 
-template <typename A>
-void swiglu_forward(int nt, A* h, const A* a13, int N, int F) {
+template <typename T, typename A>
+void CpuBackend<T, A>::swiglu_forward(A* h, const A* a13, int N, int F) {
   using C = compute_t<A>;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int n = 0; n < N; n++) {
     const A* a1 = a13 + static_cast<size_t>(n) * 2 * F;
     const A* a3 = a1 + F;
@@ -67,10 +69,10 @@ void swiglu_forward(int nt, A* h, const A* a13, int N, int F) {
 }
 
 // d silu(a)/da = sig(a) (1 + a (1 - sig(a))). da13 is overwritten.
-template <typename A>
-void swiglu_backward(int nt, A* da13, const A* dh, const A* a13, int N, int F) {
+template <typename T, typename A>
+void CpuBackend<T, A>::swiglu_backward(A* da13, const A* dh, const A* a13, int N, int F) {
   using C = compute_t<A>;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int n = 0; n < N; n++) {
     const A* a1 = a13 + static_cast<size_t>(n) * 2 * F;
     const A* a3 = a1 + F;
@@ -87,20 +89,6 @@ void swiglu_backward(int nt, A* da13, const A* dh, const A* a13, int N, int F) {
   }
 }
 
-#define INSTANTIATE_T(T)                                                             \
-  template void add_inplace<T>(int, T*, const T*, size_t);                           \
-  template void scale_inplace<T>(int, T*, double, size_t);                           \
-  template void embedding_forward<T>(int, T*, const T*, const int32_t*, int, int);   \
-  template void embedding_backward<T>(int, T*, const T*, const int32_t*, int, int);
-#define INSTANTIATE_A(A)                                        \
-  template void swiglu_forward<A>(int, A*, const A*, int, int); \
-  template void swiglu_backward<A>(int, A*, const A*, const A*, int, int);
-INSTANTIATE_T(float)
-INSTANTIATE_T(double)
-INSTANTIATE_A(float)
-INSTANTIATE_A(double)
-INSTANTIATE_A(bf16)
-#undef INSTANTIATE_T
-#undef INSTANTIATE_A
+MOE_OPS_ELEMENTWISE(MOE_CPU_INSTANTIATE)
 
 }  // namespace moe::cpu

@@ -2,7 +2,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_blas.h"
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 
 namespace moe::cpu {
@@ -73,21 +73,21 @@ static void backward_rows(A* dx, T* dW, const A* dy, const T* dy_t, const A* x, 
 }
 
 template <typename T, typename A>
-void linear_forward(int nt, A* y, const A* x, const T* W, int N, int I, int O) {
-  blas_set_threads(nt);
+void CpuBackend<T, A>::linear_forward(A* y, const A* x, const T* W, int N, int I, int O) {
+  blas_set_threads(nt_);
   forward_rows(y, x, W, N, I, O);
 }
 
 template <typename T, typename A>
-void linear_backward(int nt, A* dx, T* dW, const A* dy, const A* x, const T* W, int N, int I, int O,
-                     bool accumulate_dx) {
-  blas_set_threads(nt);
+void CpuBackend<T, A>::linear_backward(A* dx, T* dW, const A* dy, const A* x, const T* W, int N,
+                                       int I, int O, bool accumulate_dx) {
+  blas_set_threads(nt_);
   backward_rows<T, A>(dx, dW, dy, nullptr, x, W, N, I, O, accumulate_dx, true);
 }
 
 template <typename T, typename A>
-void linear_forward_fp32(int nt, T* y, const A* x, const T* W, int N, int I, int O) {
-  blas_set_threads(nt);
+void CpuBackend<T, A>::router_linear_forward(T* y, const A* x, const T* W, int N, int I, int O) {
+  blas_set_threads(nt_);
   if constexpr (is_bf16_v<A>)
     gemm<float>(false, true, N, O, I, 1.0f, widened(kX, x, size_t(N) * I), I, W, I, 0.0f, y, O);
   else
@@ -95,16 +95,17 @@ void linear_forward_fp32(int nt, T* y, const A* x, const T* W, int N, int I, int
 }
 
 template <typename T, typename A>
-void linear_backward_fp32(int nt, A* dx, T* dW, const T* dy, const A* x, const T* W, int N, int I,
-                          int O, bool accumulate_dx) {
-  blas_set_threads(nt);
+void CpuBackend<T, A>::router_linear_backward(A* dx, T* dW, const T* dy, const A* x, const T* W,
+                                              int N, int I, int O, bool accumulate_dx) {
+  blas_set_threads(nt_);
   backward_rows<T, A>(dx, dW, nullptr, dy, x, W, N, I, O, accumulate_dx, false);
 }
 
 template <typename T, typename A>
-void grouped_linear_forward(int nt, A* y, const A* x, const T* W, const int64_t* offsets_host,
-                            int groups, int I, int O) {
-  blas_set_threads(nt);
+void CpuBackend<T, A>::grouped_linear_forward(A* y, const A* x, const T* W,
+                                              const int64_t* offsets_host, int groups, int I,
+                                              int O) {
+  blas_set_threads(nt_);
   for (int g = 0; g < groups; g++) {
     int64_t r0 = offsets_host[g], n = offsets_host[g + 1] - r0;
     MOE_CHECK(n >= 0, "grouped_linear_forward: offsets must be non-decreasing");
@@ -115,9 +116,10 @@ void grouped_linear_forward(int nt, A* y, const A* x, const T* W, const int64_t*
 }
 
 template <typename T, typename A>
-void grouped_linear_backward(int nt, A* dx, T* dW, const A* dy, const A* x, const T* W,
-                             const int64_t* offsets_host, int groups, int I, int O) {
-  blas_set_threads(nt);
+void CpuBackend<T, A>::grouped_linear_backward(A* dx, T* dW, const A* dy, const A* x, const T* W,
+                                               const int64_t* offsets_host, int groups, int I,
+                                               int O) {
+  blas_set_threads(nt_);
   for (int g = 0; g < groups; g++) {
     int64_t r0 = offsets_host[g], n = offsets_host[g + 1] - r0;
     MOE_CHECK(n >= 0, "grouped_linear_backward: offsets must be non-decreasing");
@@ -128,20 +130,6 @@ void grouped_linear_backward(int nt, A* dx, T* dW, const A* dy, const A* x, cons
   }
 }
 
-#define INSTANTIATE(T, A)                                                                        \
-  template void linear_forward<T, A>(int, A*, const A*, const T*, int, int, int);                \
-  template void linear_backward<T, A>(int, A*, T*, const A*, const A*, const T*, int, int, int,  \
-                                      bool);                                                     \
-  template void linear_forward_fp32<T, A>(int, T*, const A*, const T*, int, int, int);           \
-  template void linear_backward_fp32<T, A>(int, A*, T*, const T*, const A*, const T*, int, int,  \
-                                           int, bool);                                           \
-  template void grouped_linear_forward<T, A>(int, A*, const A*, const T*, const int64_t*, int,   \
-                                             int, int);                                          \
-  template void grouped_linear_backward<T, A>(int, A*, T*, const A*, const A*, const T*,         \
-                                              const int64_t*, int, int, int);
-INSTANTIATE(float, float)
-INSTANTIATE(double, double)
-INSTANTIATE(float, bf16)
-#undef INSTANTIATE
+MOE_OPS_LINEAR(MOE_CPU_INSTANTIATE)
 
 }  // namespace moe::cpu

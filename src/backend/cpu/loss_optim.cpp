@@ -3,7 +3,7 @@
 #include <cmath>
 #include <vector>
 
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 
 namespace moe::cpu {
@@ -25,21 +25,15 @@ static double chunked_sum(int nt, const T* x, size_t n, F f) {
   return total;
 }
 
-template <typename T>
-double sum(int nt, const T* x, size_t n) {
-  return chunked_sum(nt, x, n, [](double v) { return v; });
+template <typename T, typename A>
+double CpuBackend<T, A>::sum(const T* x, size_t n) {
+  return chunked_sum(nt_, x, n, [](double v) { return v; });
 }
 
-template <typename T>
-double sum_squares(int nt, const T* x, size_t n) {
-  return chunked_sum(nt, x, n, [](double v) { return v * v; });
+template <typename T, typename A>
+double CpuBackend<T, A>::sum_squares(const T* x, size_t n) {
+  return chunked_sum(nt_, x, n, [](double v) { return v * v; });
 }
-
-template double sum<float>(int, const float*, size_t);
-template double sum<double>(int, const double*, size_t);
-template double sum_squares<float>(int, const float*, size_t);
-template double sum_squares<double>(int, const double*, size_t);
-
 
 namespace {
 
@@ -80,12 +74,12 @@ double row_sum(const C* e, int V) {
 // may alias logits: the loss is taken before the row is overwritten and each
 // entry is read before it is written.
 template <typename T, typename A>
-void cross_entropy(int nt, T* losses, A* dlogits, const A* logits, const int32_t* targets, int N,
-                   int V, double grad_scale) {
+void CpuBackend<T, A>::cross_entropy(T* losses, A* dlogits, const A* logits, const int32_t* targets,
+                                     int N, int V, double grad_scale) {
   using C = compute_t<A>;
   for (int n = 0; n < N; n++)
     MOE_CHECK(targets[n] >= 0 && targets[n] < V, "cross_entropy: target out of range");
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt_)
   {
     thread_local std::vector<C> buf;
     if (buf.size() < static_cast<size_t>(V)) buf.resize(V);
@@ -110,12 +104,13 @@ void cross_entropy(int nt, T* losses, A* dlogits, const A* logits, const int32_t
 // PyTorch AdamW: p *= 1 - lr*wd (decoupled, on the pre-update parameter;
 // elements [0, decay_count) only), then the bias-corrected Adam step. Math in
 // double.
-template <typename T>
-void adamw_step(int nt, T* params, const T* grads, T* m, T* v, size_t n, const AdamWParams& p) {
+template <typename T, typename A>
+void CpuBackend<T, A>::adamw_step(T* params, const T* grads, T* m, T* v, size_t n,
+                                  const AdamWParams& p) {
   const double decay = 1.0 - p.lr * p.weight_decay;
   const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
   const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (size_t i = 0; i < n; i++) {
     const double g = static_cast<double>(grads[i]) * p.grad_scale;
     const double mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
@@ -127,16 +122,6 @@ void adamw_step(int nt, T* params, const T* grads, T* m, T* v, size_t n, const A
   }
 }
 
-template void cross_entropy<float, float>(int, float*, float*, const float*, const int32_t*, int,
-                                         int, double);
-template void cross_entropy<double, double>(int, double*, double*, const double*, const int32_t*,
-                                            int, int, double);
-template void cross_entropy<float, bf16>(int, float*, bf16*, const bf16*, const int32_t*, int, int,
-                                         double);
-#define INSTANTIATE(T) \
-  template void adamw_step<T>(int, T*, const T*, T*, T*, size_t, const AdamWParams&);
-INSTANTIATE(float)
-INSTANTIATE(double)
-#undef INSTANTIATE
+MOE_OPS_LOSS_OPTIM(MOE_CPU_INSTANTIATE)
 
 }  // namespace moe::cpu

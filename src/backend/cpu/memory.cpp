@@ -6,7 +6,7 @@
 #include <new>
 
 #include "backend/cpu/cpu_blas.h"
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/cpu_common.h"
 
 namespace moe::cpu {
 

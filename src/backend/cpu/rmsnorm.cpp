@@ -2,7 +2,7 @@
 // twins of kernels/rmsnorm.cu.
 #include <cmath>
 
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/cpu_backend.h"
 
 namespace moe::cpu {
 
@@ -18,8 +18,9 @@ void rmsnorm_row(A* yr, T* rstd, const T* xr, const T* w, int D, double eps) {
 }
 
 template <typename T, typename A>
-void rmsnorm_forward(int nt, A* y, T* rstd, const T* x, const T* w, int N, int D, double eps) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+void CpuBackend<T, A>::rmsnorm_forward(A* y, T* rstd, const T* x, const T* w, int N, int D,
+                                       double eps) {
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int n = 0; n < N; n++) {
     const size_t row = static_cast<size_t>(n) * D;
     rmsnorm_row(y + row, rstd + n, x + row, w, D, eps);
@@ -27,9 +28,10 @@ void rmsnorm_forward(int nt, A* y, T* rstd, const T* x, const T* w, int N, int D
 }
 
 template <typename T, typename A>
-void residual_rmsnorm_forward(int nt, T* sum, A* y, T* rstd, const T* resid, const A* delta,
-                              const T* w, int N, int D, double eps) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+void CpuBackend<T, A>::residual_rmsnorm_forward(T* sum, A* y, T* rstd, const T* resid,
+                                                const A* delta, const T* w, int N, int D,
+                                                double eps) {
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int n = 0; n < N; n++) {
     const size_t row = static_cast<size_t>(n) * D;
     for (int d = 0; d < D; d++) sum[row + d] = resid[row + d] + static_cast<T>(delta[row + d]);
@@ -39,9 +41,9 @@ void residual_rmsnorm_forward(int nt, T* sum, A* y, T* rstd, const T* resid, con
 
 // dx_j += r w_j dy_j - x_j r^3/D sum_k dy_k w_k x_k;  dw_j += sum_n dy_nj x_nj r_n.
 template <typename T, typename A>
-void rmsnorm_backward(int nt, T* dx, A* dx_act, T* dw, const A* dy, const T* x, const T* w,
-                      const T* rstd, int N, int D) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+void CpuBackend<T, A>::rmsnorm_backward(T* dx, A* dx_act, T* dw, const A* dy, const T* x,
+                                        const T* w, const T* rstd, int N, int D) {
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int n = 0; n < N; n++) {
     const T* xr = x + static_cast<size_t>(n) * D;
     const A* gr = dy + static_cast<size_t>(n) * D;
@@ -60,7 +62,7 @@ void rmsnorm_backward(int nt, T* dx, A* dx_act, T* dw, const A* dy, const T* x, 
   }
   // dw: column blocks in parallel, rows summed serially in double.
   const int blocks = (D + kColBlock - 1) / kColBlock;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int blk = 0; blk < blocks; blk++) {
     const int d0 = blk * kColBlock, d1 = d0 + kColBlock < D ? d0 + kColBlock : D;
     double acc[kColBlock] = {};
@@ -74,15 +76,6 @@ void rmsnorm_backward(int nt, T* dx, A* dx_act, T* dw, const A* dy, const T* x, 
   }
 }
 
-#define INSTANTIATE(T, A)                                                                       \
-  template void rmsnorm_forward<T, A>(int, A*, T*, const T*, const T*, int, int, double);      \
-  template void residual_rmsnorm_forward<T, A>(int, T*, A*, T*, const T*, const A*, const T*,  \
-                                               int, int, double);                              \
-  template void rmsnorm_backward<T, A>(int, T*, A*, T*, const A*, const T*, const T*, const T*, \
-                                       int, int);
-INSTANTIATE(float, float)
-INSTANTIATE(double, double)
-INSTANTIATE(float, bf16)
-#undef INSTANTIATE
+MOE_OPS_RMSNORM(MOE_CPU_INSTANTIATE)
 
 }  // namespace moe::cpu

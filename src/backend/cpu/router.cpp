@@ -3,15 +3,15 @@
 #include <cmath>
 #include <vector>
 
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/topk_order.h"
 
 namespace moe::cpu {
 
-template <typename T>
-void router_scores_forward(int nt, T* scores, const T* logits, int N, int E, GateFn fn) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+template <typename T, typename A>
+void CpuBackend<T, A>::router_scores_forward(T* scores, const T* logits, int N, int E, GateFn fn) {
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int n = 0; n < N; n++) {
     const T* l = logits + static_cast<size_t>(n) * E;
     T* s = scores + static_cast<size_t>(n) * E;
@@ -28,10 +28,10 @@ void router_scores_forward(int nt, T* scores, const T* logits, int N, int E, Gat
 }
 
 // sigmoid: dl = ds s (1 - s); softmax: dl_i = s_i (ds_i - sum_j ds_j s_j). Overwrites.
-template <typename T>
-void router_scores_backward(int nt, T* dlogits, const T* dscores, const T* scores, int N, int E,
-                            GateFn fn) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+template <typename T, typename A>
+void CpuBackend<T, A>::router_scores_backward(T* dlogits, const T* dscores, const T* scores, int N,
+                                              int E, GateFn fn) {
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int n = 0; n < N; n++) {
     const T* ds = dscores + static_cast<size_t>(n) * E;
     const T* s = scores + static_cast<size_t>(n) * E;
@@ -50,13 +50,13 @@ void router_scores_backward(int nt, T* dlogits, const T* dscores, const T* score
 // (descending key, NaN last, then ascending index), the CUDA kernel's order:
 // always K distinct experts, the same ones on both backends, NaN or not.
 // A null bias selects on s alone.
-template <typename T>
-void topk_route(int nt, int32_t* expert_idx, T* gates, const T* scores, const float* bias, int N,
-                const RouteSpec& spec) {
+template <typename T, typename A>
+void CpuBackend<T, A>::topk_route(int32_t* expert_idx, T* gates, const T* scores, const float* bias,
+                                  int N, const RouteSpec& spec) {
   const int E = spec.E, K = spec.K;
   MOE_CHECK(K >= 1 && K <= E, "topk_route: need 1 <= K <= E");
   const bool mult = spec.bias_mode == BiasMode::Multiplicative;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt_)
   {
     std::vector<T> key(E);
     std::vector<char> used(E);
@@ -91,12 +91,13 @@ void topk_route(int nt, int32_t* expert_idx, T* gates, const T* scores, const fl
 
 // Without normalisation g_k = c s_k. With it g_k = c s_k / S (S = sum of the
 // selected s), so ds_j += c (dg_j / S - sum_k dg_k s_k / S^2).
-template <typename T>
-void topk_route_backward(int nt, T* dscores, const T* dgates, const T* scores,
-                         const int32_t* expert_idx, int N, const RouteSpec& spec) {
+template <typename T, typename A>
+void CpuBackend<T, A>::topk_route_backward(T* dscores, const T* dgates, const T* scores,
+                                           const int32_t* expert_idx, int N,
+                                           const RouteSpec& spec) {
   const int E = spec.E, K = spec.K;
   const double c = spec.route_scale;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt_) schedule(static)
   for (int n = 0; n < N; n++) {
     const T* s = scores + static_cast<size_t>(n) * E;
     const T* dg = dgates + static_cast<size_t>(n) * K;
@@ -117,13 +118,14 @@ void topk_route_backward(int nt, T* dscores, const T* dgates, const T* scores,
 
 // Per group g: L_g = alpha sum_i f_gi P_gi, f_gi = E/(K L) count_gi (a constant),
 // P_gi = mean_t s_ti, so dL_g/ds_ti = alpha f_gi / L.
-template <typename T>
-double aux_loss_forward_backward(int nt, T* dscores, const T* scores, const int32_t* expert_idx,
-                                 int groups, int group_len, int E, int K, double alpha,
-                                 double grad_scale) {
+template <typename T, typename A>
+double CpuBackend<T, A>::aux_loss_forward_backward(T* dscores, const T* scores,
+                                                   const int32_t* expert_idx, int groups,
+                                                   int group_len, int E, int K, double alpha,
+                                                   double grad_scale) {
   std::vector<double> loss(groups, 0.0);
   const int L = group_len;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt_)
   {
     std::vector<double> f(E), P(E);
 #pragma omp for schedule(static)
@@ -155,16 +157,6 @@ double aux_loss_forward_backward(int nt, T* dscores, const T* scores, const int3
   return total;
 }
 
-#define INSTANTIATE(T)                                                                           \
-  template void router_scores_forward<T>(int, T*, const T*, int, int, GateFn);                   \
-  template void router_scores_backward<T>(int, T*, const T*, const T*, int, int, GateFn);        \
-  template void topk_route<T>(int, int32_t*, T*, const T*, const float*, int, const RouteSpec&); \
-  template void topk_route_backward<T>(int, T*, const T*, const T*, const int32_t*, int,         \
-                                       const RouteSpec&);                                        \
-  template double aux_loss_forward_backward<T>(int, T*, const T*, const int32_t*, int, int, int, \
-                                               int, double, double);
-INSTANTIATE(float)
-INSTANTIATE(double)
-#undef INSTANTIATE
+MOE_OPS_ROUTER(MOE_CPU_INSTANTIATE)
 
 }  // namespace moe::cpu

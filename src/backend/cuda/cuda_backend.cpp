@@ -42,6 +42,9 @@ class CudaBackend final : public Backend<float, A> {
   using Base = Backend<float, A>;
 
  public:
+  using Param = float;
+  using Act = A;
+
   explicit CudaBackend(int device) {
     MOE_CUDA_CHECK(cudaSetDevice(device));
     MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -109,248 +112,8 @@ class CudaBackend final : public Backend<float, A> {
   void synchronize() override { MOE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
   void* native_stream() const override { return stream_; }
 
-  // ---- elementwise and reductions ----
-  void add_inplace(float* y, const float* x, size_t n) override {
-    written(y, n * sizeof(float));
-    kernels::add_inplace(y, x, n, stream_);
-  }
-  void scale_inplace(float* x, double a, size_t n) override {
-    written(x, n * sizeof(float));
-    kernels::scale_inplace(x, a, n, stream_);
-  }
-  double sum(const float* x, size_t n) override {
-    const size_t ws = kernels::reduce_workspace_bytes(n);
-    return kernels::sum(x, n, workspace(ws), ws, stream_);
-  }
-  double sum_squares(const float* x, size_t n) override {
-    const size_t ws = kernels::reduce_workspace_bytes(n);
-    return kernels::sum_squares(x, n, workspace(ws), ws, stream_);
-  }
-
-  // ---- linear layers (row-major through column-major cuBLAS) ----
-  // y[N,O] = x W^T  <=>  y^T (O x N) = W^T' x^T with W read as I x O.
-  void linear_forward(A* y, const A* x, const float* W, int N, int I, int O) override {
-    if constexpr (kBf16)
-      bf16_->forward(dev(y), dev(x), W, N, I, O);
-    else
-      sgemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, y, O);
-  }
-  void linear_backward(A* dx, float* dW, const A* dy, const A* x, const float* W, int N, int I,
-                       int O, bool accumulate_dx) override {
-    if constexpr (kBf16) {
-      bf16_->backward(dx ? dev(dx) : nullptr, dW, dev(dy), dev(x), W, N, I, O, accumulate_dx);
-    } else {
-      if (dx)
-        sgemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);
-      sgemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dy, O, 1.0f, dW, I);
-    }
-  }
-  // The router: fp32 SGEMM; a bf16 input is widened (exactly) into staging
-  // first, and a bf16 dx gets the fp32 product added with one rounding.
-  void linear_forward_fp32(float* y, const A* x, const float* W, int N, int I, int O) override {
-    sgemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, widened(0, x, size_t(N) * I), I, 0.0f, y, O);
-  }
-  void linear_backward_fp32(A* dx, float* dW, const float* dy, const A* x, const float* W, int N,
-                            int I, int O, bool accumulate_dx) override {
-    if (dx) {
-      if constexpr (kBf16) {
-        float* dxf = staging<float>(1, size_t(N) * I);
-        sgemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, 0.0f, dxf, I);
-        if (accumulate_dx)
-          kernels::bf16_add_float(dev(dx), dxf, size_t(N) * I, stream_);
-        else
-          kernels::float_to_bf16(dev(dx), dxf, size_t(N) * I, stream_);
-      } else {
-        sgemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);
-      }
-    }
-    sgemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, widened(0, x, size_t(N) * I), I, dy, O, 1.0f, dW, I);
-  }
-  // fp32: one SGEMM per expert with tokens (the exact reference); bf16: one
-  // grouped GEMM for all experts.
-  void grouped_linear_forward(A* y, const A* x, const float* W, const int64_t* offsets_host,
-                              int groups, int I, int O) override {
-    if constexpr (kBf16) {
-      bf16_->grouped_forward(dev(y), dev(x), W, offsets_host, groups, I, O);
-    } else {
-      for (int g = 0; g < groups; ++g) {
-        const int64_t r0 = offsets_host[g], rows = offsets_host[g + 1] - r0;
-        if (rows > 0) linear_forward(y + r0 * O, x + r0 * I, W + size_t(g) * O * I, int(rows), I, O);
-      }
-    }
-  }
-  void grouped_linear_backward(A* dx, float* dW, const A* dy, const A* x, const float* W,
-                               const int64_t* offsets_host, int groups, int I, int O) override {
-    if constexpr (kBf16) {
-      bf16_->grouped_backward(dx ? dev(dx) : nullptr, dW, dev(dy), dev(x), W, offsets_host, groups,
-                              I, O);
-    } else {
-      for (int g = 0; g < groups; ++g) {
-        const int64_t r0 = offsets_host[g], rows = offsets_host[g + 1] - r0;
-        if (rows > 0)
-          linear_backward(dx ? dx + r0 * I : nullptr, dW + size_t(g) * O * I, dy + r0 * O,
-                          x + r0 * I, W + size_t(g) * O * I, int(rows), I, O, false);
-      }
-    }
-  }
-
-  // ---- embedding, norm ----
-  void embedding_forward(float* y, const float* table, const int32_t* tokens, int N,
-                         int D) override {
-    kernels::embedding_forward(y, table, tokens, N, D, stream_);
-  }
-  void embedding_backward(float* dtable, const float* dy, const int32_t* tokens, int N,
-                          int D) override {
-    kernels::embedding_backward(dtable, dy, tokens, N, D, stream_);
-  }
-  void rmsnorm_forward(A* y, float* rstd, const float* x, const float* w, int N, int D,
-                       double eps) override {
-    kernels::rmsnorm_forward(dev(y), rstd, x, w, N, D, float(eps), stream_);
-  }
-  void residual_rmsnorm_forward(float* sum, A* y, float* rstd, const float* resid, const A* delta,
-                                const float* w, int N, int D, double eps) override {
-    kernels::residual_rmsnorm_forward(sum, dev(y), rstd, resid, dev(delta), w, N, D, float(eps),
-                                      stream_);
-  }
-  void rmsnorm_backward(float* dx, A* dx_act, float* dw, const A* dy, const float* x,
-                        const float* w, const float* rstd, int N, int D) override {
-    const size_t ws = kernels::rmsnorm_backward_workspace_bytes(N, D);
-    kernels::rmsnorm_backward(dx, dx_act ? dev(dx_act) : nullptr, dw, dev(dy), x, w, rstd, N, D,
-                              workspace(ws), ws, stream_);
-  }
-
-  // ---- attention ----
-  void rope_forward(A* qkv, int B, int S, int H, int hd, double theta) override {
-    kernels::rope_forward(dev(qkv), B, S, H, hd, theta, stream_);
-  }
-  void rope_backward(A* dqkv, int B, int S, int H, int hd, double theta) override {
-    kernels::rope_backward(dev(dqkv), B, S, H, hd, theta, stream_);
-  }
-  // bf16: the tensor-core kernels (kernels/attention_tc.cu) for head_dim 64
-  // and 128 where the device has their shared memory; other head dims (and
-  // hd 128 on sm_86/sm_89) run the fp32 flash kernel over widened copies
-  // (staging), rounded once on the way out. Asked once per head dim.
-  bool tensor_core_head_dim(int hd) {
-    auto [it, fresh] = tc_head_dims_.try_emplace(hd, false);
-    if (fresh) it->second = kernels::attention_tc_supported(hd);
-    return it->second;
-  }
-  void attention_forward(A* out, float* lse, const A* qkv, int B, int S, int H,
-                         int hd) override {
-    const size_t n_qkv = size_t(B) * S * 3 * H * hd, n_out = size_t(B) * S * H * hd;
-    if constexpr (kBf16) {
-      if (tensor_core_head_dim(hd))
-        return kernels::attention_tc_forward(dev(out), lse, dev(qkv), B, S, H, hd, stream_);
-      float* outf = staging<float>(1, n_out);
-      kernels::attention_forward(outf, lse, widened(0, qkv, n_qkv), B, S, H, hd, stream_);
-      kernels::float_to_bf16(dev(out), outf, n_out, stream_);
-    } else {
-      (void)n_qkv, (void)n_out;
-      kernels::attention_forward(out, lse, qkv, B, S, H, hd, stream_);
-    }
-  }
-  void attention_backward(A* dqkv, const A* dout, const A* out, const float* lse, const A* qkv,
-                          int B, int S, int H, int hd) override {
-    const size_t ws = kernels::attention_backward_workspace_bytes(B, S, H);
-    const size_t n_qkv = size_t(B) * S * 3 * H * hd, n_out = size_t(B) * S * H * hd;
-    if constexpr (kBf16) {
-      if (tensor_core_head_dim(hd)) {
-        const size_t tc_ws = kernels::attention_tc_backward_workspace_bytes(B, S, H, hd);
-        return kernels::attention_tc_backward(dev(dqkv), dev(dout), dev(out), lse, dev(qkv), B,
-                                              S, H, hd, workspace(tc_ws), tc_ws, stream_);
-      }
-      float* dqkvf = staging<float>(3, n_qkv);
-      kernels::attention_backward(dqkvf, widened(1, dout, n_out), widened(2, out, n_out), lse,
-                                  widened(0, qkv, n_qkv), B, S, H, hd, workspace(ws), ws, stream_);
-      kernels::float_to_bf16(dev(dqkv), dqkvf, n_qkv, stream_);
-    } else {
-      (void)n_qkv, (void)n_out;
-      kernels::attention_backward(dqkv, dout, out, lse, qkv, B, S, H, hd, workspace(ws), ws,
-                                  stream_);
-    }
-  }
-
-  // ---- SwiGLU ----
-  void swiglu_forward(A* h, const A* a13, int N, int F) override {
-    kernels::swiglu_forward(dev(h), dev(a13), N, F, stream_);
-  }
-  void swiglu_backward(A* da13, const A* dh, const A* a13, int N, int F) override {
-    kernels::swiglu_backward(dev(da13), dev(dh), dev(a13), N, F, stream_);
-  }
-
-  // ---- router ----
-  void router_scores_forward(float* scores, const float* logits, int N, int E,
-                             GateFn fn) override {
-    kernels::router_scores_forward(scores, logits, N, E, fn == GateFn::Softmax, stream_);
-  }
-  void router_scores_backward(float* dlogits, const float* dscores, const float* scores, int N,
-                              int E, GateFn fn) override {
-    kernels::router_scores_backward(dlogits, dscores, scores, N, E, fn == GateFn::Softmax,
-                                    stream_);
-  }
-  void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias,
-                  int N, const RouteSpec& s) override {
-    kernels::topk_route(expert_idx, gates, scores, bias, N, s.E, s.K,
-                        s.bias_mode == BiasMode::Multiplicative, s.normalize,
-                        float(s.route_scale), stream_);
-  }
-  void topk_route_backward(float* dscores, const float* dgates, const float* scores,
-                           const int32_t* expert_idx, int N, const RouteSpec& s) override {
-    kernels::topk_route_backward(dscores, dgates, scores, expert_idx, N, s.E, s.K, s.normalize,
-                                 s.route_scale, stream_);
-  }
-  double aux_loss_forward_backward(float* dscores, const float* scores, const int32_t* expert_idx,
-                                   int groups, int group_len, int E, int K, double alpha,
-                                   double grad_scale) override {
-    return kernels::aux_loss_forward_backward(dscores, scores, expert_idx, groups, group_len, E,
-                                              K, alpha, grad_scale, stream_);
-  }
-
-  // ---- dispatch ----
-  void dispatch_plan(int32_t* row_of_slot, int64_t* counts_host, const int32_t* expert_idx, int N,
-                     int E, int K) override {
-    const size_t ws = kernels::dispatch_plan_workspace_bytes(N, E, K);
-    // Counts go to the front of the workspace, the kernel's own scratch after.
-    const size_t counts_bytes = (size_t(E) * sizeof(int64_t) + 255) / 256 * 256;
-    char* base = static_cast<char*>(workspace(counts_bytes + ws));
-    int64_t* counts = reinterpret_cast<int64_t*>(base);
-    kernels::dispatch_plan(row_of_slot, counts, expert_idx, N, E, K, base + counts_bytes, ws,
-                           stream_);
-    to_host(counts_host, counts, size_t(E) * sizeof(int64_t));
-  }
-  void permute_rows(A* xp, const A* x, const int32_t* row_of_slot, int N, int K,
-                    int D) override {
-    kernels::permute_rows(dev(xp), dev(x), row_of_slot, N, K, D, stream_);
-  }
-  void permute_rows_backward(A* dx, const A* dxp, const int32_t* row_of_slot, int N, int K,
-                             int D) override {
-    kernels::permute_rows_backward(dev(dx), dev(dxp), row_of_slot, N, K, D, stream_);
-  }
-  void combine_forward(A* y, const A* yp, const float* gates, const int32_t* row_of_slot, int N,
-                       int K, int D) override {
-    kernels::combine_forward(dev(y), dev(yp), gates, row_of_slot, N, K, D, stream_);
-  }
-  void combine_backward(A* dyp, float* dgates, const A* dy, const A* yp, const float* gates,
-                        const int32_t* row_of_slot, int N, int K, int D) override {
-    kernels::combine_backward(dev(dyp), dgates, dev(dy), dev(yp), gates, row_of_slot, N, K, D,
-                              stream_);
-  }
-  void gather_rows(A* dst, const A* src, const int32_t* index, int64_t rows, int D) override {
-    kernels::gather_rows(dev(dst), dev(src), index, rows, D, stream_);
-  }
-
-  // ---- loss, optimizer ----
-  void cross_entropy(float* losses, A* dlogits, const A* logits, const int32_t* targets, int N,
-                     int V, double grad_scale) override {
-    kernels::cross_entropy(losses, dlogits ? dev(dlogits) : nullptr, dev(logits), targets, N, V,
-                           grad_scale, stream_);
-  }
-  void adamw_step(float* params, const float* grads, float* m, float* v, size_t n,
-                  const AdamWParams& p) override {
-    written(params, n * sizeof(float));
-    kernels::adamw_step(params, grads, m, v, n, p.lr, p.beta1, p.beta2, p.eps, p.weight_decay,
-                        p.decay_count, p.step, p.grad_scale, stream_);
-  }
+  // ---- the ops (backend.h), defined below the class ----
+  MOE_BACKEND_OPS(MOE_DECLARE_OVERRIDE)
 
  protected:
   // ---- phase timing with CUDA events on the stream (moe-bench) ----
@@ -385,6 +148,15 @@ class CudaBackend final : public Backend<float, A> {
   }
 
  private:
+  // bf16: the tensor-core kernels (kernels/attention_tc.cu) for head_dim 64
+  // and 128 where the device has their shared memory; other head dims (and
+  // hd 128 on sm_86/sm_89) run the fp32 flash kernel over widened copies
+  // (staging), rounded once on the way out. Asked once per head dim.
+  bool tensor_core_head_dim(int hd) {
+    auto [it, fresh] = tc_head_dims_.try_emplace(hd, false);
+    if (fresh) it->second = kernels::attention_tc_supported(hd);
+    return it->second;
+  }
   cudaEvent_t take_event() noexcept {
     if (!event_pool_.empty()) {
       cudaEvent_t e = event_pool_.back();
@@ -478,6 +250,301 @@ class CudaBackend final : public Backend<float, A> {
   std::vector<cudaEvent_t> event_pool_;
   cudaError_t phase_error_ = cudaSuccess;
 };
+
+// ---- elementwise and reductions ----
+template <typename A>
+void CudaBackend<A>::add_inplace(float* y, const float* x, size_t n) {
+  written(y, n * sizeof(float));
+  kernels::add_inplace(y, x, n, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::scale_inplace(float* x, double a, size_t n) {
+  written(x, n * sizeof(float));
+  kernels::scale_inplace(x, a, n, stream_);
+}
+
+template <typename A>
+double CudaBackend<A>::sum(const float* x, size_t n) {
+  const size_t ws = kernels::reduce_workspace_bytes(n);
+  return kernels::sum(x, n, workspace(ws), ws, stream_);
+}
+
+template <typename A>
+double CudaBackend<A>::sum_squares(const float* x, size_t n) {
+  const size_t ws = kernels::reduce_workspace_bytes(n);
+  return kernels::sum_squares(x, n, workspace(ws), ws, stream_);
+}
+
+// ---- linear layers (row-major through column-major cuBLAS) ----
+// y[N,O] = x W^T  <=>  y^T (O x N) = W^T' x^T with W read as I x O.
+template <typename A>
+void CudaBackend<A>::linear_forward(A* y, const A* x, const float* W, int N, int I, int O) {
+  if constexpr (kBf16)
+    bf16_->forward(dev(y), dev(x), W, N, I, O);
+  else
+    sgemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, y, O);
+}
+
+template <typename A>
+void CudaBackend<A>::linear_backward(A* dx, float* dW, const A* dy, const A* x, const float* W,
+                                     int N, int I, int O, bool accumulate_dx) {
+  if constexpr (kBf16) {
+    bf16_->backward(dx ? dev(dx) : nullptr, dW, dev(dy), dev(x), W, N, I, O, accumulate_dx);
+  } else {
+    if (dx)
+      sgemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);
+    sgemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dy, O, 1.0f, dW, I);
+  }
+}
+
+// The router: fp32 SGEMM; a bf16 input is widened (exactly) into staging
+// first, and a bf16 dx gets the fp32 product added with one rounding.
+template <typename A>
+void CudaBackend<A>::router_linear_forward(float* y, const A* x, const float* W, int N, int I,
+                                           int O) {
+  sgemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, widened(0, x, size_t(N) * I), I, 0.0f, y, O);
+}
+
+template <typename A>
+void CudaBackend<A>::router_linear_backward(A* dx, float* dW, const float* dy, const A* x,
+                                            const float* W, int N, int I, int O,
+                                            bool accumulate_dx) {
+  if (dx) {
+    if constexpr (kBf16) {
+      float* dxf = staging<float>(1, size_t(N) * I);
+      sgemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, 0.0f, dxf, I);
+      if (accumulate_dx)
+        kernels::bf16_add_float(dev(dx), dxf, size_t(N) * I, stream_);
+      else
+        kernels::float_to_bf16(dev(dx), dxf, size_t(N) * I, stream_);
+    } else {
+      sgemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dy, O, accumulate_dx ? 1.0f : 0.0f, dx, I);
+    }
+  }
+  sgemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, widened(0, x, size_t(N) * I), I, dy, O, 1.0f, dW, I);
+}
+
+// fp32: one SGEMM per expert with tokens (the exact reference); bf16: one
+// grouped GEMM for all experts.
+template <typename A>
+void CudaBackend<A>::grouped_linear_forward(A* y, const A* x, const float* W,
+                                            const int64_t* offsets_host, int groups, int I, int O) {
+  if constexpr (kBf16) {
+    bf16_->grouped_forward(dev(y), dev(x), W, offsets_host, groups, I, O);
+  } else {
+    for (int g = 0; g < groups; ++g) {
+      const int64_t r0 = offsets_host[g], rows = offsets_host[g + 1] - r0;
+      if (rows > 0) linear_forward(y + r0 * O, x + r0 * I, W + size_t(g) * O * I, int(rows), I, O);
+    }
+  }
+}
+
+template <typename A>
+void CudaBackend<A>::grouped_linear_backward(A* dx, float* dW, const A* dy, const A* x,
+                                             const float* W, const int64_t* offsets_host,
+                                             int groups, int I, int O) {
+  if constexpr (kBf16) {
+    bf16_->grouped_backward(dx ? dev(dx) : nullptr, dW, dev(dy), dev(x), W, offsets_host, groups,
+                            I, O);
+  } else {
+    for (int g = 0; g < groups; ++g) {
+      const int64_t r0 = offsets_host[g], rows = offsets_host[g + 1] - r0;
+      if (rows > 0)
+        linear_backward(dx ? dx + r0 * I : nullptr, dW + size_t(g) * O * I, dy + r0 * O,
+                        x + r0 * I, W + size_t(g) * O * I, int(rows), I, O, false);
+    }
+  }
+}
+
+// ---- embedding, norm ----
+template <typename A>
+void CudaBackend<A>::embedding_forward(float* y, const float* table, const int32_t* tokens, int N,
+                                       int D) {
+  kernels::embedding_forward(y, table, tokens, N, D, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::embedding_backward(float* dtable, const float* dy, const int32_t* tokens,
+                                        int N, int D) {
+  kernels::embedding_backward(dtable, dy, tokens, N, D, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::rmsnorm_forward(A* y, float* rstd, const float* x, const float* w, int N,
+                                     int D, double eps) {
+  kernels::rmsnorm_forward(dev(y), rstd, x, w, N, D, float(eps), stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::residual_rmsnorm_forward(float* sum, A* y, float* rstd, const float* resid,
+                                              const A* delta, const float* w, int N, int D,
+                                              double eps) {
+  kernels::residual_rmsnorm_forward(sum, dev(y), rstd, resid, dev(delta), w, N, D, float(eps),
+                                    stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::rmsnorm_backward(float* dx, A* dx_act, float* dw, const A* dy, const float* x,
+                                      const float* w, const float* rstd, int N, int D) {
+  const size_t ws = kernels::rmsnorm_backward_workspace_bytes(N, D);
+  kernels::rmsnorm_backward(dx, dx_act ? dev(dx_act) : nullptr, dw, dev(dy), x, w, rstd, N, D,
+                            workspace(ws), ws, stream_);
+}
+
+// ---- attention ----
+template <typename A>
+void CudaBackend<A>::rope_forward(A* qkv, int B, int S, int H, int hd, double theta) {
+  kernels::rope_forward(dev(qkv), B, S, H, hd, theta, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::rope_backward(A* dqkv, int B, int S, int H, int hd, double theta) {
+  kernels::rope_backward(dev(dqkv), B, S, H, hd, theta, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::attention_forward(A* out, float* lse, const A* qkv, int B, int S, int H,
+                                       int hd) {
+  const size_t n_qkv = size_t(B) * S * 3 * H * hd, n_out = size_t(B) * S * H * hd;
+  if constexpr (kBf16) {
+    if (tensor_core_head_dim(hd))
+      return kernels::attention_tc_forward(dev(out), lse, dev(qkv), B, S, H, hd, stream_);
+    float* outf = staging<float>(1, n_out);
+    kernels::attention_forward(outf, lse, widened(0, qkv, n_qkv), B, S, H, hd, stream_);
+    kernels::float_to_bf16(dev(out), outf, n_out, stream_);
+  } else {
+    (void)n_qkv, (void)n_out;
+    kernels::attention_forward(out, lse, qkv, B, S, H, hd, stream_);
+  }
+}
+
+template <typename A>
+void CudaBackend<A>::attention_backward(A* dqkv, const A* dout, const A* out, const float* lse,
+                                        const A* qkv, int B, int S, int H, int hd) {
+  const size_t ws = kernels::attention_backward_workspace_bytes(B, S, H);
+  const size_t n_qkv = size_t(B) * S * 3 * H * hd, n_out = size_t(B) * S * H * hd;
+  if constexpr (kBf16) {
+    if (tensor_core_head_dim(hd)) {
+      const size_t tc_ws = kernels::attention_tc_backward_workspace_bytes(B, S, H, hd);
+      return kernels::attention_tc_backward(dev(dqkv), dev(dout), dev(out), lse, dev(qkv), B,
+                                            S, H, hd, workspace(tc_ws), tc_ws, stream_);
+    }
+    float* dqkvf = staging<float>(3, n_qkv);
+    kernels::attention_backward(dqkvf, widened(1, dout, n_out), widened(2, out, n_out), lse,
+                                widened(0, qkv, n_qkv), B, S, H, hd, workspace(ws), ws, stream_);
+    kernels::float_to_bf16(dev(dqkv), dqkvf, n_qkv, stream_);
+  } else {
+    (void)n_qkv, (void)n_out;
+    kernels::attention_backward(dqkv, dout, out, lse, qkv, B, S, H, hd, workspace(ws), ws,
+                                stream_);
+  }
+}
+
+// ---- SwiGLU ----
+template <typename A>
+void CudaBackend<A>::swiglu_forward(A* h, const A* a13, int N, int F) {
+  kernels::swiglu_forward(dev(h), dev(a13), N, F, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::swiglu_backward(A* da13, const A* dh, const A* a13, int N, int F) {
+  kernels::swiglu_backward(dev(da13), dev(dh), dev(a13), N, F, stream_);
+}
+
+// ---- router ----
+template <typename A>
+void CudaBackend<A>::router_scores_forward(float* scores, const float* logits, int N, int E,
+                                           GateFn fn) {
+  kernels::router_scores_forward(scores, logits, N, E, fn, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::router_scores_backward(float* dlogits, const float* dscores,
+                                            const float* scores, int N, int E, GateFn fn) {
+  kernels::router_scores_backward(dlogits, dscores, scores, N, E, fn, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::topk_route(int32_t* expert_idx, float* gates, const float* scores,
+                                const float* bias, int N, const RouteSpec& spec) {
+  kernels::topk_route(expert_idx, gates, scores, bias, N, spec, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::topk_route_backward(float* dscores, const float* dgates, const float* scores,
+                                         const int32_t* expert_idx, int N, const RouteSpec& spec) {
+  kernels::topk_route_backward(dscores, dgates, scores, expert_idx, N, spec, stream_);
+}
+
+template <typename A>
+double CudaBackend<A>::aux_loss_forward_backward(float* dscores, const float* scores,
+                                                 const int32_t* expert_idx, int groups,
+                                                 int group_len, int E, int K, double alpha,
+                                                 double grad_scale) {
+  return kernels::aux_loss_forward_backward(dscores, scores, expert_idx, groups, group_len, E,
+                                            K, alpha, grad_scale, stream_);
+}
+
+// ---- dispatch ----
+template <typename A>
+void CudaBackend<A>::dispatch_plan(int32_t* row_of_slot, int64_t* counts_host,
+                                   const int32_t* expert_idx, int N, int E, int K) {
+  const size_t ws = kernels::dispatch_plan_workspace_bytes(N, E, K);
+  // Counts go to the front of the workspace, the kernel's own scratch after.
+  const size_t counts_bytes = (size_t(E) * sizeof(int64_t) + 255) / 256 * 256;
+  char* base = static_cast<char*>(workspace(counts_bytes + ws));
+  int64_t* counts = reinterpret_cast<int64_t*>(base);
+  kernels::dispatch_plan(row_of_slot, counts, expert_idx, N, E, K, base + counts_bytes, ws,
+                         stream_);
+  to_host(counts_host, counts, size_t(E) * sizeof(int64_t));
+}
+
+template <typename A>
+void CudaBackend<A>::permute_rows(A* xp, const A* x, const int32_t* row_of_slot, int N, int K,
+                                  int D) {
+  kernels::permute_rows(dev(xp), dev(x), row_of_slot, N, K, D, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::permute_rows_backward(A* dx, const A* dxp, const int32_t* row_of_slot, int N,
+                                           int K, int D) {
+  kernels::permute_rows_backward(dev(dx), dev(dxp), row_of_slot, N, K, D, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::combine_forward(A* y, const A* yp, const float* gates,
+                                     const int32_t* row_of_slot, int N, int K, int D) {
+  kernels::combine_forward(dev(y), dev(yp), gates, row_of_slot, N, K, D, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::combine_backward(A* dyp, float* dgates, const A* dy, const A* yp,
+                                      const float* gates, const int32_t* row_of_slot, int N, int K,
+                                      int D) {
+  kernels::combine_backward(dev(dyp), dgates, dev(dy), dev(yp), gates, row_of_slot, N, K, D,
+                            stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::gather_rows(A* dst, const A* src, const int32_t* index, int64_t rows, int D) {
+  kernels::gather_rows(dev(dst), dev(src), index, rows, D, stream_);
+}
+
+// ---- loss, optimizer ----
+template <typename A>
+void CudaBackend<A>::cross_entropy(float* losses, A* dlogits, const A* logits,
+                                   const int32_t* targets, int N, int V, double grad_scale) {
+  kernels::cross_entropy(losses, dlogits ? dev(dlogits) : nullptr, dev(logits), targets, N, V,
+                         grad_scale, stream_);
+}
+
+template <typename A>
+void CudaBackend<A>::adamw_step(float* params, const float* grads, float* m, float* v, size_t n,
+                                const AdamWParams& p) {
+  written(params, n * sizeof(float));
+  kernels::adamw_step(params, grads, m, v, n, p, stream_);
+}
 
 }  // namespace
 

@@ -1,0 +1,38 @@
+// The argument structs of Backend ops that their kernel launchers take too
+// (src/backend/backend.h, kernels/*.h), and the two config enums they carry.
+// Here, below both, so that kernels/ never includes src/backend/.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace moe {
+
+// Router gate: sigmoid of each logit, or softmax over the experts (moe.gate).
+enum class GateFn { Sigmoid, Softmax };
+// How the Loss-Free bias enters the selection key: s + b or s * b (balance.bias_mode).
+enum class BiasMode { Additive, Multiplicative };
+
+struct AdamWParams {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  // Weight decay applies to elements [0, decay_count) only, so one call (one
+  // launch) updates the decayed matrices and the undecayed rest together.
+  size_t decay_count = SIZE_MAX;
+  int64_t step = 1;          // 1-based, for bias correction
+  double grad_scale = 1.0;   // multiplies the gradient first (global-norm clipping)
+};
+
+// Which experts a token picked and with what gate; the router's output.
+struct RouteSpec {
+  int E = 0;                                 // routed experts
+  int K = 0;                                 // experts per token
+  BiasMode bias_mode = BiasMode::Additive;   // s + b or s * b decides selection
+  bool normalize = false;                    // gates /= sum of selected scores
+  double route_scale = 1.0;                  // gates *= route_scale
+};
+
+}  // namespace moe
