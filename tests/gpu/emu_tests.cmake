@@ -43,8 +43,8 @@ set_tests_properties(emu_sm86_attention_hd128 PROPERTIES LABELS ${MOE_TEST_LABEL
 # in seeded random order with warps drifting apart between barriers, and
 # streams running the most recently queued independent work first, so a
 # missing __syncthreads, __syncwarp or event wait changes a result.
-foreach(name test_gpu_rmsnorm test_gpu_attention_dispatch test_gpu_elementwise
-             test_gpu_router test_gpu_nccl test_gpu_bf16)
+foreach(name test_gpu_rmsnorm test_gpu_attention test_gpu_dispatch test_gpu_elementwise
+             test_gpu_loss_optim test_gpu_router test_gpu_nccl test_gpu_bf16)
   add_test(NAME emu_adversarial_${name}
            COMMAND ${name} --gtest_filter=-GpuBf16.GroupedLinearMatchesCpuWithEmptyExperts)
   set_tests_properties(emu_adversarial_${name} PROPERTIES LABELS ${MOE_TEST_LABEL} TIMEOUT ${MOE_EMU_TIMEOUT}

@@ -27,7 +27,8 @@ run() {  # run TOOL TEST [gtest filter]
   "$tool" --tool "$check" --error-exitcode 1 --print-limit 20 "${extra[@]}" \
     "$tests_dir/$test" --gtest_filter="$filter" --gtest_brief=1
 }
-for t in test_gpu_rmsnorm test_gpu_router test_gpu_attention_dispatch test_gpu_elementwise; do
+for t in test_gpu_rmsnorm test_gpu_router test_gpu_attention test_gpu_dispatch test_gpu_elementwise \
+         test_gpu_loss_optim; do
   run memcheck "$t"
   run racecheck "$t"
   run synccheck "$t"

@@ -204,6 +204,6 @@ TEST(GpuRmsNorm, EmptyBatchIsANoOpAndBadArgumentsThrow) {
 
 #else  // !MOE_WITH_CUDA
 
-TEST(GpuKernels, Skipped) { GTEST_SKIP() << "built without CUDA"; }
+TEST(GpuRmsNorm, Skipped) { GTEST_SKIP() << "built without CUDA"; }
 
 #endif  // MOE_WITH_CUDA
