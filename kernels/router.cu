@@ -177,18 +177,31 @@ __global__ void __launch_bounds__(kTokThreads)
 }
 
 // One block per group. Shared memory: part[kAuxThreads] and term[kAuxThreads]
-// doubles (static), count[E] ints (dynamic).
+// doubles (static), count[E] ints (dynamic). tok: null, or (normalised
+// affinities) 2 * groups * L doubles of global scratch: S_t = sum_j s_tj, then
+// the dot sum_j f_j s_tj, of each token, each summed by one thread in expert
+// order (the CPU's order).
 __global__ void __launch_bounds__(kAuxThreads)
     aux_loss_kernel(double* __restrict__ loss, float* __restrict__ dscores,
                     const float* __restrict__ scores, const int32_t* __restrict__ expert_idx,
-                    int L, int E, int K, double alpha, double grad_scale) {
+                    double* __restrict__ tok, int L, int E, int K, double alpha,
+                    double grad_scale) {
   __shared__ double part[kAuxThreads];
   __shared__ double term[kAuxThreads];
   extern __shared__ int count[];  // [E]
   const int tid = threadIdx.x;
   const size_t t0 = static_cast<size_t>(blockIdx.x) * L;
+  double* const tsum = tok ? tok + t0 : nullptr;                                   // S_t
+  double* const tdot = tok ? tok + static_cast<size_t>(gridDim.x) * L + t0 : nullptr;  // dot_t
 
   for (int e = tid; e < E; e += kAuxThreads) count[e] = 0;
+  if (tsum)
+    for (int t = tid; t < L; t += kAuxThreads) {
+      const float* s = scores + (t0 + t) * E;
+      double S = 0.0;
+      for (int e = 0; e < E; ++e) S += s[e];
+      tsum[t] = S;
+    }
   __syncthreads();
   const size_t nk = static_cast<size_t>(L) * K;
   for (size_t i = tid; i < nk; i += kAuxThreads) {
@@ -208,8 +221,13 @@ __global__ void __launch_bounds__(kAuxThreads)
   for (int eb = 0; eb < E; eb += Ec) {
     const int e = eb + col;
     double acc = 0.0;
-    if (row < R && e < E)
-      for (int t = row; t < L; t += R) acc += scores[(t0 + t) * E + e];
+    if (row < R && e < E) {
+      if (tsum) {
+        for (int t = row; t < L; t += R) acc += scores[(t0 + t) * E + e] / tsum[t];
+      } else {
+        for (int t = row; t < L; t += R) acc += scores[(t0 + t) * E + e];
+      }
+    }
     part[tid] = acc;
     __syncthreads();  // also orders the counts above before their first use
     if (row == 0 && e < E) {
@@ -226,13 +244,29 @@ __global__ void __launch_bounds__(kAuxThreads)
     __syncthreads();  // part/term are reused by the next chunk
   }
   if (tid == 0) loss[blockIdx.x] = alpha * lg;
-  if (dscores) {
+  if (dscores && !tsum) {
     const size_t ne = static_cast<size_t>(L) * E;
     float* ds = dscores + t0 * E;
     for (size_t i = tid; i < ne; i += kAuxThreads) {
       const int e = static_cast<int>(i % E);
       const double f = count[e] * fcoef;
       ds[i] += static_cast<float>(grad_scale * alpha * f / L);
+    }
+  } else if (dscores) {
+    // dL/ds_tj = alpha/L (f_j / S_t - dot_t / S_t^2), f_j = count_j E/(K L)
+    for (int t = tid; t < L; t += kAuxThreads) {
+      const float* s = scores + (t0 + t) * E;
+      double dot = 0.0;
+      for (int e = 0; e < E; ++e) dot += (count[e] * fcoef) * s[e];
+      tdot[t] = dot;
+    }
+    __syncthreads();
+    const size_t ne = static_cast<size_t>(L) * E;
+    float* ds = dscores + t0 * E;
+    for (size_t i = tid; i < ne; i += kAuxThreads) {
+      const int t = static_cast<int>(i / E), e = static_cast<int>(i % E);
+      const double f = count[e] * fcoef, S = tsum[t];
+      ds[i] += static_cast<float>(grad_scale * alpha * (f / S - tdot[t] / (S * S)) / L);
     }
   }
 }
@@ -307,20 +341,25 @@ void topk_route_backward(float* dscores, const float* dgates, const float* score
 }
 
 double aux_loss_forward_backward(float* dscores, const float* scores, const int32_t* expert_idx,
-                                 int groups, int group_len, int E, int K, double alpha,
-                                 double grad_scale, cudaStream_t stream) {
+                                 const AuxLossArgs& args, cudaStream_t stream) {
+  const int groups = args.groups, group_len = args.group_len, E = args.E, K = args.K;
   MOE_CHECK(groups >= 0 && group_len >= 1 && E >= 1 && E <= kMaxAuxExperts && K >= 1,
             "aux_loss_forward_backward: bad sizes groups=" + std::to_string(groups) +
                 " group_len=" + std::to_string(group_len) + " E=" + std::to_string(E) +
                 " K=" + std::to_string(K) + " (need E <= 8192)");
   if (groups == 0) return 0.0;
   MOE_CHECK(scores && expert_idx, "aux_loss_forward_backward: null pointer");
+  // One allocation: the per-group losses, then (normalised affinities) the
+  // per-token S_t and dot_t.
+  const size_t ntok = static_cast<size_t>(groups) * group_len;
+  const size_t ndbl = static_cast<size_t>(groups) + (args.normalize_affinities ? 2 * ntok : 0);
   double* dloss = nullptr;
-  MOE_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&dloss),
-                                 static_cast<size_t>(groups) * sizeof(double), stream));
+  MOE_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&dloss), ndbl * sizeof(double), stream));
+  double* tok = args.normalize_affinities ? dloss + groups : nullptr;
   const size_t shmem = static_cast<size_t>(E) * sizeof(int);
-  aux_loss_kernel<<<groups, kAuxThreads, shmem, stream>>>(dloss, dscores, scores, expert_idx,
-                                                          group_len, E, K, alpha, grad_scale);
+  aux_loss_kernel<<<groups, kAuxThreads, shmem, stream>>>(dloss, dscores, scores, expert_idx, tok,
+                                                          group_len, E, K, args.alpha,
+                                                          args.grad_scale);
   const cudaError_t launch = cudaGetLastError();
   std::vector<double> loss(static_cast<size_t>(groups));
   cudaError_t copy = cudaSuccess;

@@ -62,16 +62,19 @@ void topk_route_backward(float* dscores, const float* dgates, const float* score
                          const int32_t* expert_idx, int N, const RouteSpec& spec,
                          cudaStream_t stream);
 
-// Auxiliary balance loss over `groups` consecutive groups of `group_len`
-// tokens: returns sum_g alpha sum_i f_gi P_gi with f_gi = E/(K group_len) *
-// #(tokens of g picking i) and P_gi = mean_t s_ti (scores [groups*group_len, E],
-// expert_idx [groups*group_len, K]; indices outside [0,E) are not counted).
-// When dscores is non-null: dscores[t,i] += grad_scale * alpha * f_gi / group_len.
+// Balance loss over args.groups consecutive groups of args.group_len tokens
+// (core/op_args.h AuxLossArgs): returns sum_g alpha sum_i f_gi P_gi with
+// f_gi = E/(K group_len) * #(tokens of g picking i) and P_gi = mean_t p_ti,
+// p = s or (normalize_affinities) p_ti = s_ti / sum_j s_tj (scores
+// [groups*group_len, E], expert_idx [groups*group_len, K]; indices outside
+// [0,E) are not counted). When dscores is non-null: dscores[t,i] +=
+// grad_scale * alpha * f_gi / group_len, or with normalize_affinities
+// grad_scale * alpha * (f_gi / S_t - sum_j f_gj s_tj / S_t^2) / group_len.
 // One block per group (integer shared-memory counts, P in a fixed double
-// reduction tree), the per-group losses summed in group order on the host.
+// reduction tree, S_t and the dot per token in expert order as on the CPU),
+// the per-group losses summed in group order on the host.
 // Synchronizes `stream`. Requires E <= 8192.
 double aux_loss_forward_backward(float* dscores, const float* scores, const int32_t* expert_idx,
-                                 int groups, int group_len, int E, int K, double alpha,
-                                 double grad_scale, cudaStream_t stream);
+                                 const AuxLossArgs& args, cudaStream_t stream);
 
 }  // namespace moe::kernels

@@ -23,7 +23,8 @@ def close(a, b):
 
 
 def is_lf(v, rule=None, mode=None, gate="sigmoid"):
-    return (v.method == "loss_free" and not v.center and v.gate == gate
+    # The paper's Loss-Free: no centring, no sequence-wise loss beside it.
+    return (v.method == "loss_free" and not v.center and not v.seq_alpha and v.gate == gate
             and (rule is None or v.rule == rule) and (mode is None or v.mode == mode))
 
 

@@ -84,7 +84,13 @@ class KeyMeta:
                 f"{counts['seed']} seed, {counts['none']} do not")
 
 
+# Keys added after runs were written, with the value that trains as those runs
+# did: a config.yaml without the key ran at that value.
+ADDED_KEYS = {"balance.seq_aux_alpha": 0}
+
+
 def semantic_config(cfg, meta, extra_ignored):
+    cfg = {**ADDED_KEYS, **cfg}
     return {k: v for k, v in cfg.items() if not meta.ignored(k, cfg) and k not in extra_ignored}
 
 
@@ -121,7 +127,8 @@ def fmt_value(v):
 
 METHOD_NAME = {"loss_free": "Loss-Free", "aux_loss": "aux loss", "none": "no balancing"}
 SHOWN_KEYS = {"balance.method", "balance.update_rate", "balance.update_rule", "balance.bias_mode",
-              "balance.center_bias", "balance.aux_alpha", "balance.aux_scope", "moe.gate"}
+              "balance.center_bias", "balance.aux_alpha", "balance.aux_scope",
+              "balance.seq_aux_alpha", "moe.gate"}
 
 
 class Variant:
@@ -137,6 +144,7 @@ class Variant:
         self.u = num(c.get("balance.update_rate"))
         self.alpha = num(c.get("balance.aux_alpha"))
         self.scope = c.get("balance.aux_scope")
+        self.seq_alpha = num(c.get("balance.seq_aux_alpha", 0))
         self.label = ""
         self.slug = ""
 
@@ -153,6 +161,8 @@ class Variant:
             if self.center:
                 parts.append("centred")
             parts.append(f"u={fmt_param(self.u)}")
+            if self.seq_alpha:
+                parts.append(f"seq-wise alpha={fmt_param(self.seq_alpha)}")
         elif self.method == "aux_loss":
             parts.append(f"alpha={fmt_param(self.alpha)}")
             if self.scope != "sequence":

@@ -68,7 +68,9 @@ std::string describe_balance(const BalanceConfig& b) {
   switch (b.method) {
     case BalanceMethod::LossFree:
       return std::string("loss_free (") + to_string(b.update_rule) + ", " + to_string(b.bias_mode) +
-             ", u=" + std::to_string(b.update_rate) + (b.center_bias ? ", centred" : "") + ")";
+             ", u=" + std::to_string(b.update_rate) + (b.center_bias ? ", centred" : "") +
+             (b.seq_aux_alpha > 0 ? ", seq_aux_alpha=" + std::to_string(b.seq_aux_alpha) : "") +
+             ")";
     case BalanceMethod::AuxLoss:
       return std::string("aux_loss (alpha=") + std::to_string(b.aux_alpha) + ", scope " +
              to_string(b.aux_scope) + ")";

@@ -132,15 +132,15 @@
   /* dscores += d(gates)/d(scores)^T dgates. */                                                    \
   OP(void, topk_route_backward, (Param* dscores, const Param* dgates, const Param* scores,         \
                                  const int32_t* expert_idx, int N, const RouteSpec& spec))         \
-  /* Auxiliary balance loss (paper Eq. 2) over `groups` consecutive groups of                      \
-     `group_len` tokens: sum_g alpha * sum_i f_gi P_gi with                                        \
-     f_gi = E/(K*group_len) * #(tokens of g picking i), P_gi = mean_t s_ti.                        \
-     Returns that sum (host); dscores += grad_scale * d(sum)/d(scores)                             \
-     (f is a constant of the selection and carries no gradient). Null dscores:                     \
-     the loss only. */                                                                             \
+  /* Balance loss over args.groups consecutive groups of args.group_len                            \
+     tokens (core/op_args.h AuxLossArgs): sum_g alpha * sum_i f_gi P_gi with                       \
+     f_gi = E/(K*group_len) * #(tokens of g picking i), P_gi = mean_t p_ti,                        \
+     p = s (paper Eq. 2) or, with normalize_affinities, p_ti = s_ti / sum_j s_tj                   \
+     (DeepSeek-V3's sequence-wise loss). Returns that sum (host); dscores +=                       \
+     grad_scale * d(sum)/d(scores) (f is a constant of the selection and                           \
+     carries no gradient). Null dscores: the loss only. */                                         \
   OP(double, aux_loss_forward_backward,                                                            \
-     (Param* dscores, const Param* scores, const int32_t* expert_idx, int groups, int group_len,   \
-      int E, int K, double alpha, double grad_scale))
+     (Param* dscores, const Param* scores, const int32_t* expert_idx, const AuxLossArgs& args))
 
 // ---- token dispatch, dropless; rows are activations
 //      (cpu/dispatch.cpp, kernels/dispatch.cu) ----

@@ -113,6 +113,7 @@ void for_each_field(C& c, V&& v) {
   v("balance", "center_bias", c.balance.center_bias, kLossFreeOnly);
   v("balance", "aux_alpha", c.balance.aux_alpha, kAuxLossOnly);
   v("balance", "aux_scope", c.balance.aux_scope, kAuxLossOnly);
+  v("balance", "seq_aux_alpha", c.balance.seq_aux_alpha, kLossFreeOnly);
 
   v("train", "steps", c.train.steps, kChanges);
   v("train", "global_batch", c.train.global_batch, kChanges);
@@ -571,6 +572,11 @@ void validate_config(const Config& c, int world_size) {
     fail("balance.update_rate", "must be positive with balance.method loss_free, got " +
                                     num(b.update_rate));
   non_negative("balance.aux_alpha", b.aux_alpha);
+  non_negative("balance.seq_aux_alpha", b.seq_aux_alpha);
+  if (b.seq_aux_alpha != 0.0 && b.method != BalanceMethod::LossFree)
+    fail("balance.seq_aux_alpha",
+         "is the complementary loss of balance.method loss_free (got method " +
+             std::string(to_string(b.method)) + "); set it to 0 or use balance.aux_alpha");
 
   const TrainConfig& t = c.train;
   positive("train.steps", t.steps);

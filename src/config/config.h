@@ -61,6 +61,9 @@ struct BalanceConfig {
   bool center_bias = false;
   double aux_alpha = 0.001;
   AuxScope aux_scope = AuxScope::Sequence;
+  // DeepSeek-V3's complementary sequence-wise balance loss beside Loss-Free
+  // (normalised affinities, per sequence); 0 = off. loss_free only.
+  double seq_aux_alpha = 0.0;
   bool operator==(const BalanceConfig&) const = default;
 };
 

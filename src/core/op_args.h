@@ -35,4 +35,20 @@ struct RouteSpec {
   double route_scale = 1.0;                  // gates *= route_scale
 };
 
+// A balance loss over `groups` consecutive groups of `group_len` tokens
+// (aux_loss_forward_backward): per group L_g = alpha sum_i f_i P_i with
+// f_i = E/(K group_len) * #(tokens of g selecting i) (no gradient) and
+// P_i = mean_t p_ti. p = s (the paper's Eq. 2, balance.method aux_loss), or,
+// with normalize_affinities, p_ti = s_ti / sum_j s_tj (DeepSeek-V3's
+// complementary sequence-wise loss, balance.seq_aux_alpha).
+struct AuxLossArgs {
+  int groups = 0;
+  int group_len = 0;
+  int E = 0;                          // routed experts
+  int K = 0;                          // experts per token
+  double alpha = 0.0;
+  double grad_scale = 0.0;            // dscores += grad_scale * d(sum_g L_g)/d(scores)
+  bool normalize_affinities = false;  // p = s / sum_j s_j per token
+};
+
 }  // namespace moe

@@ -125,7 +125,13 @@ ForwardResult Transformer<T, A>::forward(const int32_t* tokens, const int32_t* t
   const AuxLossSpec* aux_ptr = nullptr;
   if (training && cfg_.balance.method == BalanceMethod::AuxLoss) {
     const bool per_seq = cfg_.balance.aux_scope == AuxScope::Sequence;
-    aux = {cfg_.balance.aux_alpha, per_seq ? B : 1, per_seq ? S : N, opt.aux_grad_scale};
+    aux = {cfg_.balance.aux_alpha, per_seq ? B : 1, per_seq ? S : N, opt.aux_grad_scale, false};
+    aux_ptr = &aux;
+  } else if (training && cfg_.balance.method == BalanceMethod::LossFree &&
+             cfg_.balance.seq_aux_alpha > 0) {
+    // DeepSeek-V3's complementary loss: per sequence, normalised affinities,
+    // selections made with the biased scores (the routing's own).
+    aux = {cfg_.balance.seq_aux_alpha, B, S, opt.aux_grad_scale, true};
     aux_ptr = &aux;
   }
 

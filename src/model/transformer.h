@@ -37,7 +37,7 @@ struct ForwardOptions {
   // d(objective)/d(sum of token losses); training only.
   double ce_grad_scale = 0.0;
   // d(objective)/d(sum of aux group losses); training with balance.method
-  // aux_loss only.
+  // aux_loss, or loss_free with balance.seq_aux_alpha > 0, only.
   double aux_grad_scale = 0.0;
   // If non-null: += tokens per expert, int64 [moe_layers * n_routed]. Only
   // this forward counts: the recomputation in backward() cannot (it reuses

@@ -25,7 +25,8 @@ MoeLayer<T, A>::MoeLayer(ParamSet<T>& ps, const std::string& prefix, const Confi
       E_(cfg.moe.n_routed),
       K_(cfg.moe.top_k),
       Fe_(cfg.moe.expert_intermediate),
-      with_aux_(cfg.balance.method == BalanceMethod::AuxLoss),
+      with_aux_(cfg.balance.method == BalanceMethod::AuxLoss ||
+                (cfg.balance.method == BalanceMethod::LossFree && cfg.balance.seq_aux_alpha > 0)),
       router_(ps, prefix, cfg.model.hidden, cfg.moe, cfg.balance.bias_mode),
       dispatcher_(cfg.moe.n_routed, cfg.moe.top_k, ep) {
   if (cfg.moe.n_shared > 0)

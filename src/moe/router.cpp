@@ -43,8 +43,7 @@ double Router<T, A>::forward(Backend<T, A>& be, const ParamSet<T>& ps, const A* 
   // The aux gradient depends only on this forward's selection and scores, so
   // it is computed here, once, and added in backward.
   be.zero(dscores_aux_, size_t(N) * spec_.E * sizeof(T));
-  return be.aux_loss_forward_backward(dscores_aux_, scores_, idx_, aux->groups, aux->group_len,
-                                      spec_.E, spec_.K, aux->alpha, aux->grad_scale);
+  return be.aux_loss_forward_backward(dscores_aux_, scores_, idx_, aux_args());
 }
 
 template <typename T, typename A>
@@ -57,8 +56,7 @@ void Router<T, A>::recompute(Backend<T, A>& be, const ParamSet<T>& ps, const A* 
   // The same call on the same scores and selection as in forward; its
   // value (the loss) was the training forward's and is dropped here.
   be.zero(dscores_aux_, size_t(N) * spec_.E * sizeof(T));
-  be.aux_loss_forward_backward(dscores_aux_, scores_, idx_, aux_.groups, aux_.group_len, spec_.E,
-                               spec_.K, aux_.alpha, aux_.grad_scale);
+  be.aux_loss_forward_backward(dscores_aux_, scores_, idx_, aux_args());
 }
 
 template <typename T, typename A>

@@ -13,14 +13,17 @@
 
 namespace moe {
 
-// The auxiliary balance loss of one micro-batch (paper Eq. 2): `groups`
-// groups of `group_len` tokens (a sequence each, or one group for the whole
-// micro-batch); grad_scale is d(objective)/d(sum of group losses).
+// The balance loss of one micro-batch: `groups` groups of `group_len` tokens
+// (a sequence each, or one group for the whole micro-batch); grad_scale is
+// d(objective)/d(sum of group losses). The paper's aux loss (Eq. 2), or with
+// normalize_affinities DeepSeek-V3's complementary sequence-wise loss
+// (balance.seq_aux_alpha beside Loss-Free): core/op_args.h AuxLossArgs.
 struct AuxLossSpec {
   double alpha = 0.0;
   int groups = 0;
   int group_len = 0;
   double grad_scale = 0.0;
+  bool normalize_affinities = false;
 };
 
 // Input and input gradient are activations (A); everything the router
@@ -65,6 +68,11 @@ class Router {
   T *logits_ = nullptr, *scores_ = nullptr, *gates_ = nullptr;
   int32_t* idx_ = nullptr;
   T* dscores_aux_ = nullptr;  // the aux loss's score gradient, from forward to backward
+
+  AuxLossArgs aux_args() const {
+    return {aux_.groups, aux_.group_len, spec_.E, spec_.K, aux_.alpha, aux_.grad_scale,
+            aux_.normalize_affinities};
+  }
 };
 
 }  // namespace moe

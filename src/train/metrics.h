@@ -17,7 +17,8 @@ namespace moe {
 struct StepStats {
   int64_t step = 0;             // 1-based: the number of optimizer steps done
   double loss = 0.0;            // mean token cross-entropy of the global batch
-  double aux_loss = 0.0;        // aux-loss term of the objective (0 unless aux_loss)
+  double aux_loss = 0.0;        // aux-loss term of the objective (0 unless aux_loss or
+                                // loss_free with seq_aux_alpha)
   double lr = 0.0;
   double grad_norm = 0.0;       // global norm before clipping
   double maxvio_batch = 0.0;    // mean over MoE layers

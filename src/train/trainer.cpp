@@ -98,13 +98,14 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
   const int global_micro_batches = tc.global_batch / tc.micro_batch;
 
   // Objective = mean token loss over the global batch + aux term averaged
-  // over its sequences (scope sequence) or its micro-batches (scope batch).
+  // over its sequences (scope sequence, and Loss-Free's seq_aux_alpha loss)
+  // or its micro-batches (aux_loss with scope batch).
   ForwardOptions opt;
   opt.training = true;
   opt.ce_grad_scale = 1.0 / global_tokens;
-  opt.aux_grad_scale = cfg_.balance.aux_scope == AuxScope::Sequence
-                           ? 1.0 / tc.global_batch
-                           : 1.0 / global_micro_batches;
+  const bool per_batch = cfg_.balance.method == BalanceMethod::AuxLoss &&
+                         cfg_.balance.aux_scope == AuxScope::Batch;
+  opt.aux_grad_scale = per_batch ? 1.0 / global_micro_batches : 1.0 / tc.global_batch;
 
   ParamSet<T>& ps = model_->params();
   {

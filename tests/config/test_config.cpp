@@ -82,6 +82,8 @@ Config all_changed() {
   c.balance.center_bias = true;
   c.balance.aux_alpha = 3e-4;
   c.balance.aux_scope = AuxScope::Batch;
+  // balance.seq_aux_alpha stays 0: non-zero is an error with aux_loss
+  // (RoundTripEveryKeyChanged round-trips it under loss_free).
   c.train.steps = 1234567890123;
   c.train.global_batch = 64;
   c.train.micro_batch = 4;
@@ -216,6 +218,14 @@ TEST(Config, RoundTripEveryKeyChanged) {
   EXPECT_EQ(config_to_yaml(back), y);  // canonical: a second dump is identical
   // The defaulted operator== must see each section (guards the test itself).
   EXPECT_FALSE(back == Config{});
+  // The one key all_changed leaves at its default (it needs loss_free).
+  Config lf = c;
+  lf.balance.method = BalanceMethod::LossFree;
+  lf.balance.seq_aux_alpha = 1.0 / 7.0;  // needs all 17 digits to survive
+  ASSERT_NO_THROW(validate_config(lf, 2));
+  const Config lf_back = parse_config(config_to_yaml(lf), {}, 2);
+  EXPECT_EQ(lf_back, lf);
+  EXPECT_FALSE(lf_back == c);
 }
 
 TEST(Config, DumpNamesEverySectionAndKey) {
@@ -242,6 +252,7 @@ TEST(ConfigMeta, KnownKeysSayWhetherTheyChangeTraining) {
   EXPECT_STREQ(u.read_when_key, "balance.method");
   EXPECT_STREQ(u.read_when_value, "loss_free");
   EXPECT_STREQ(a.read_when_value, "aux_loss");
+  EXPECT_STREQ(key_meta("balance.seq_aux_alpha").read_when_value, "loss_free");
   EXPECT_THROW(key_meta("model.nope"), ConfigError);
 }
 
@@ -271,7 +282,7 @@ TEST(ConfigMeta, DumpWithMetaHoldsEveryValueAndItsMeta) {
       ++keys;
     }
   }
-  EXPECT_EQ(keys, 66);
+  EXPECT_EQ(keys, 67);
 }
 
 // ------------------------------------------------------------ strict parsing
@@ -415,6 +426,20 @@ TEST(ConfigValidation, MoeAndBalance) {
   expect_invalid(c, "balance.aux_alpha");
   c.balance.aux_alpha = 0;  // the alpha = 0 ablation
   EXPECT_NO_THROW(validate_config(c, 1));
+
+  // The sequence-wise complement of Loss-Free: >= 0, non-zero with loss_free only.
+  c = Config{};
+  c.balance.seq_aux_alpha = 1e-4;
+  EXPECT_NO_THROW(validate_config(c, 1));
+  c.balance.seq_aux_alpha = -1e-4;
+  expect_invalid(c, "balance.seq_aux_alpha");
+  for (BalanceMethod m : {BalanceMethod::AuxLoss, BalanceMethod::None}) {
+    c.balance.method = m;
+    c.balance.seq_aux_alpha = 1e-4;
+    expect_invalid(c, "balance.seq_aux_alpha");
+    c.balance.seq_aux_alpha = 0;
+    EXPECT_NO_THROW(validate_config(c, 1));
+  }
 }
 
 TEST(ConfigValidation, Batches) {
@@ -878,5 +903,5 @@ TEST(ConfigDocs, EveryKeyDocumented) {
     EXPECT_NE(doc.find("`" + key + "`"), std::string::npos) << key << " missing from docs/config.md";
     ++keys;
   }
-  EXPECT_EQ(keys, 66);
+  EXPECT_EQ(keys, 67);
 }

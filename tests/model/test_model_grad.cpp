@@ -3,8 +3,10 @@
 // differences of its forward objective, for every parameter element.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <numeric>
 #include <vector>
 
 #include "backend/backend.h"
@@ -161,6 +163,75 @@ TEST(ModelGrad, WithSelectionBias) {
   EXPECT_LT(gradient_check(c, {1.5f, 0.5f, 1.0f, 0.8f}), 1e-6);
 }
 
+// Loss-Free with DeepSeek-V3's sequence-wise loss (balance.seq_aux_alpha):
+// the gradient is that of the objective, with a bias that changes the
+// selection (f counts the biased selection; the bias carries no gradient).
+TEST(ModelGrad, LossFreeWithSeqAuxLoss) {
+  Config c = tiny_config();
+  c.balance.method = BalanceMethod::LossFree;
+  c.balance.seq_aux_alpha = 0.3;  // large so its gradient is a visible part of the total
+  EXPECT_LT(gradient_check(c, {0.4f, -0.3f, 0.0f, 0.2f}), 1e-6);
+  c.moe.gate = GateFn::Softmax;
+  c.moe.normalize_gates = true;
+  EXPECT_LT(gradient_check(c, {0.1f, -0.05f, 0.0f, 0.08f}), 1e-6);
+}
+
+// The value the model returns is DeepSeek-V3's L = alpha sum_i f_i P_i per
+// sequence, summed over sequences and MoE layers, with f from the routing
+// (made on s + b) and P from the normalised scores: recomputed here from the
+// routers' kept scores and selection, written from the definition.
+TEST(ModelGrad, SeqAuxLossValueFromDefinition) {
+  Config c = tiny_config();
+  c.model.first_dense_layers = 0;  // two MoE layers
+  c.balance.method = BalanceMethod::LossFree;
+  c.balance.seq_aux_alpha = 0.3;
+  auto be = make_cpu_backend<double>(1);
+  const int B = 2, S = c.model.seq_len, E = c.moe.n_routed, K = c.moe.top_k;
+  Transformer<double> model(c, *be, B);
+  model.init_params(42);
+  Balancer balancer(c.balance, model.moe_layers(), E, be.get());
+  balancer.set_bias({0.4f, -0.3f, 0.0f, 0.2f, -0.2f, 0.3f, 0.1f, 0.0f});
+  model.use_router_bias(balancer.device_bias());
+  const Batch batch = make_batch(c, B);
+  ForwardOptions opt;
+  opt.training = true;
+  opt.ce_grad_scale = 1.0;
+  opt.aux_grad_scale = 1.0;
+  const ForwardResult r = model.forward(batch.tokens.data(), batch.targets.data(), B, opt);
+  double want = 0.0;
+  int biased_picks = 0;  // selections that the bias changed
+  for (int l = 0; l < model.moe_layers(); ++l) {
+    const Router<double>& rt = model.router(l);
+    const float* b = balancer.bias().data() + size_t(l) * E;
+    for (int q = 0; q < B; ++q) {
+      std::vector<double> f(E, 0.0), P(E, 0.0);
+      for (int t = q * S; t < (q + 1) * S; ++t) {
+        const double* s = rt.scores() + size_t(t) * E;
+        double sum = 0.0;
+        for (int e = 0; e < E; ++e) sum += s[e];
+        for (int e = 0; e < E; ++e) P[e] += s[e] / sum / S;
+        // the biased top-K, by hand, is the router's selection
+        std::vector<int> order(E);
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int i, int j) { return s[i] + b[i] > s[j] + b[j]; });
+        std::vector<int> plain(order);
+        std::stable_sort(plain.begin(), plain.end(), [&](int i, int j) { return s[i] > s[j]; });
+        for (int k = 0; k < K; ++k) {
+          EXPECT_EQ(rt.expert_idx()[size_t(t) * K + k], order[k]) << "layer " << l << " t " << t;
+          f[order[k]] += double(E) / (K * S);
+          biased_picks += std::find(plain.begin(), plain.begin() + K, order[k]) ==
+                          plain.begin() + K;
+        }
+      }
+      for (int e = 0; e < E; ++e) want += c.balance.seq_aux_alpha * f[e] * P[e];
+    }
+  }
+  EXPECT_GT(biased_picks, 0) << "the bias should change some selections";
+  EXPECT_GT(want, 0.0);
+  EXPECT_NEAR(r.aux_loss_sum, want, 1e-13 * want);
+}
+
 // The aux-loss term really contributes to the gradient (so the aux tests above
 // are not passing on the token loss alone).
 TEST(ModelGrad, AuxLossChangesRouterGradient) {
@@ -170,6 +241,7 @@ TEST(ModelGrad, AuxLossChangesRouterGradient) {
   auto router_grad = [&](BalanceMethod method) {
     c.balance.method = method;
     c.balance.aux_alpha = 0.3;
+    c.balance.seq_aux_alpha = method == BalanceMethod::LossFree ? 0.3 : 0.0;
     Transformer<double> m(c, *be, 2);
     m.init_params(42);
     m.params().zero_grads();
@@ -183,6 +255,11 @@ TEST(ModelGrad, AuxLossChangesRouterGradient) {
   const auto without = router_grad(BalanceMethod::None);
   double diff = 0;
   for (size_t i = 0; i < with_aux.size(); ++i) diff += std::abs(with_aux[i] - without[i]);
+  EXPECT_GT(diff, 1e-4);
+  // Loss-Free with seq_aux_alpha (zero bias: the same selection as none).
+  const auto with_seq = router_grad(BalanceMethod::LossFree);
+  diff = 0;
+  for (size_t i = 0; i < with_seq.size(); ++i) diff += std::abs(with_seq[i] - without[i]);
   EXPECT_GT(diff, 1e-4);
 }
 

@@ -200,7 +200,7 @@ TEST_F(CpuOps, AuxLossHandValueAndGradient) {
   const std::vector<int32_t> idx = {0, 0, 0, 1};
   Vec ds = filled(8, 1.0);  // +=
   const double loss =
-      be->aux_loss_forward_backward(ds.data(), s.data(), idx.data(), 2, 2, 2, 1, 0.1, 2.0);
+      be->aux_loss_forward_backward(ds.data(), s.data(), idx.data(), {2, 2, 2, 1, 0.1, 2.0, false});
   EXPECT_NEAR(loss, 0.24, 1e-15);
   // dL/ds_ti = alpha f_gi / L, times grad_scale 2
   const Vec want = {1.2, 1.0, 1.2, 1.0, 1.1, 1.1, 1.1, 1.1};
@@ -215,12 +215,63 @@ TEST_F(CpuOps, AuxLossHandValueAndGradient) {
     ix[t * K + 1] = (t * 3 + 1) % E == t % E ? (t + 2) % E : (t * 3 + 1) % E;
   }
   auto L = [&] {
-    return be->aux_loss_forward_backward(nullptr, sc.data(), ix.data(), G, Lg, E, K, 0.01, 1.0);
+    return be->aux_loss_forward_backward(nullptr, sc.data(), ix.data(),
+                                         {G, Lg, E, K, 0.01, 1.0, false});
   };
   Vec fd = fd_grad(sc, L);
   Vec d(N * E, 0.0);
-  be->aux_loss_forward_backward(d.data(), sc.data(), ix.data(), G, Lg, E, K, 0.01, 1.0);
+  be->aux_loss_forward_backward(d.data(), sc.data(), ix.data(), {G, Lg, E, K, 0.01, 1.0, false});
   EXPECT_LT(rel_err(fd, d), kTol);
+}
+
+// DeepSeek-V3's sequence-wise loss (normalize_affinities): P from
+// s'_ti = s_ti / S_t, S_t = sum_j s_tj; dL/ds_tj = alpha/L (f_j/S_t - sum_i f_i s_ti/S_t^2).
+TEST_F(CpuOps, SeqAuxLossNormalisedHandValueAndGradient) {
+  // 2 groups of 2 tokens, E = 2, K = 1, alpha = 0.1, grad_scale = 2.
+  // g0: s = [.6,.2] (S .8, s' [.75,.25]), [.1,.3] (S .4, s' [.25,.75]); picks {0,0}:
+  //     f = [2,0], P = [.5,.5] -> 0.1 * 2 * .5 = 0.1 (unnormalised Eq. 2: 0.07)
+  // g1: s = [.5,.5] (s' [.5,.5]), [.2,.6] (S .8, s' [.25,.75]); picks {0,1}:
+  //     f = [1,1], P = [.375,.625] -> 0.1 * 1 = 0.1 (sum_i P_i = 1)
+  Vec s = {0.6, 0.2, 0.1, 0.3, 0.5, 0.5, 0.2, 0.6};
+  const std::vector<int32_t> idx = {0, 0, 0, 1};
+  Vec ds = filled(8, 1.0);  // +=
+  const double loss =
+      be->aux_loss_forward_backward(ds.data(), s.data(), idx.data(), {2, 2, 2, 1, 0.1, 2.0, true});
+  EXPECT_NEAR(loss, 0.2, 1e-15);
+  // grad_scale * alpha / L = 0.1 times (f_j / S - dot / S^2):
+  //   t0: dot = 2 * .6 = 1.2: [2/.8 - 1.2/.64, -1.2/.64] = [.625, -1.875]
+  //   t1: dot = 2 * .1 = .2:  [2/.4 - .2/.16, -.2/.16] = [3.75, -1.25]
+  //   g1: f = [1,1], dot = S: 1/S - S/S^2 = 0 (a balanced f has no gradient)
+  const Vec want = {1.0625, 0.8125, 1.375, 0.875, 1.0, 1.0, 1.0, 1.0};
+  for (int i = 0; i < 8; i++) EXPECT_NEAR(ds[i], want[i], 1e-15) << i;
+  // The loss only (null dscores) is the same value.
+  EXPECT_EQ(
+      be->aux_loss_forward_backward(nullptr, s.data(), idx.data(), {2, 2, 2, 1, 0.1, 2.0, true}),
+      loss);
+
+  // random positive scores vs FD: 3 groups of 4 tokens, E = 5, K = 2
+  const int G = 3, Lg = 4, E = 5, K = 2, N = G * Lg;
+  Vec sc = randn(N * E, 23);
+  for (double& v : sc) v = 1.0 / (1.0 + std::exp(-v));  // sigmoid scores
+  std::vector<int32_t> ix(N * K);
+  for (int t = 0; t < N; t++) {
+    ix[t * K] = (t * 2) % E;
+    ix[t * K + 1] = (t * 2 + 1 + t / 3) % E == ix[t * K] ? (t + 3) % E : (t * 2 + 1 + t / 3) % E;
+  }
+  const double alpha = 0.01, gs = 0.7;
+  auto L = [&] {
+    return be->aux_loss_forward_backward(nullptr, sc.data(), ix.data(),
+                                         {G, Lg, E, K, alpha, 1.0, true});
+  };
+  Vec fd = fd_grad(sc, L);
+  Vec d = filled(N * E, 0.25);  // +=
+  be->aux_loss_forward_backward(d.data(), sc.data(), ix.data(), {G, Lg, E, K, alpha, gs, true});
+  for (double& v : fd) v *= gs;
+  EXPECT_LT(rel_err(fd, minus(d, 0.25)), kTol);
+  // Not the unnormalised loss's gradient (which is constant per group).
+  Vec d0(N * E, 0.0);
+  be->aux_loss_forward_backward(d0.data(), sc.data(), ix.data(), {G, Lg, E, K, alpha, gs, false});
+  EXPECT_GT(rel_err(fd, d0), 0.1);
 }
 
 }  // namespace

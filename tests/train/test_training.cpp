@@ -111,6 +111,53 @@ TEST(Training, AuxLossIsReportedAndBalances) {
   EXPECT_LT(mean_last(aux.maxvio, 20), mean_last(none.maxvio, 20));
 }
 
+// Loss-Free with DeepSeek-V3's sequence-wise loss (balance.seq_aux_alpha).
+// At 0 (set explicitly) the run is bit for bit plain Loss-Free. On, the loss
+// is reported and changes the weights, but the bias still comes from the
+// counts alone: a Balancer replaying the reported counts reproduces every
+// step's bias exactly.
+TEST(Training, SeqAuxLossBesideLossFree) {
+  Config plain = small_config(BalanceMethod::LossFree);
+  plain.train.steps = 6;
+  Config zero = plain;
+  zero.balance.seq_aux_alpha = 0.0;
+  Config on = plain;
+  on.balance.seq_aux_alpha = 0.1;
+  auto run = [](const Config& c, std::vector<StepStats>& stats) {
+    auto be = make_cpu_backend<float>(c.train.threads);
+    LocalComm comm;
+    auto data = make_train_source(c);
+    Trainer<float> trainer(c, *be, comm, *data);
+    imbalance_router(trainer.model());
+    for (int64_t s = 0; s < c.train.steps; ++s) stats.push_back(trainer.train_step(s));
+    return trainer.model().params().params_to_host();
+  };
+  std::vector<StepStats> sp, sz, so;
+  const auto pp = run(plain, sp), pz = run(zero, sz), po = run(on, so);
+  EXPECT_EQ(pz, pp);
+  Balancer replay(on.balance, 1, on.moe.n_routed);
+  for (size_t s = 0; s < sp.size(); ++s) {
+    EXPECT_EQ(sz[s].loss, sp[s].loss) << s;
+    EXPECT_EQ(sz[s].counts, sp[s].counts) << s;
+    EXPECT_EQ(sz[s].bias, sp[s].bias) << s;
+    EXPECT_EQ(sz[s].aux_loss, 0.0);
+    // With the loss on: the bias is the Loss-Free rule applied to the counts.
+    replay.update(so[s].counts);
+    EXPECT_EQ(so[s].bias, replay.bias()) << "step " << s;
+  }
+  // Step 0 routes the same tokens (same weights, zero bias): same counts and bias.
+  EXPECT_EQ(so[0].counts, sp[0].counts);
+  EXPECT_EQ(so[0].bias, sp[0].bias);
+  // The loss is on: reported, and it moves the weights. At init every token
+  // picks experts 0 and 1 (f_0 = f_1 = E/K = 4, the rest 0), so the
+  // per-sequence loss is 0.1 * 4 * (P_0 + P_1), P_0 + P_1 in (2/8, 1).
+  std::printf("  seq aux loss: step 0 %.4f, step %zu %.4f\n", so.front().aux_loss, so.size() - 1,
+              so.back().aux_loss);
+  EXPECT_GT(so[0].aux_loss, 0.1 * 4 * 2.0 / 8);
+  EXPECT_LT(so[0].aux_loss, 0.1 * 4);
+  EXPECT_NE(po, pp);
+}
+
 // Computation-batch MaxVio on one rank is the mean, over the step's
 // micro-batches, of each micro-batch's MaxVio: recomputed here from counts
 // taken by forwarding the same micro-batches before the step, with MaxVio

@@ -117,14 +117,20 @@ void CpuBackend<T, A>::topk_route_backward(T* dscores, const T* dgates, const T*
 }
 
 // Per group g: L_g = alpha sum_i f_gi P_gi, f_gi = E/(K L) count_gi (a constant),
-// P_gi = mean_t s_ti, so dL_g/ds_ti = alpha f_gi / L.
+// P_gi = mean_t p_ti.
+// - p = s: dL_g/ds_ti = alpha f_gi / L.
+// - p_ti = s_ti / S_t, S_t = sum_j s_tj (normalize_affinities):
+//   dL_g/ds_tj = alpha/L (f_gj / S_t - sum_i f_gi s_ti / S_t^2).
+//   S_t and the dot are summed in expert order, in double (the CUDA kernel
+//   sums them per token in the same order).
 template <typename T, typename A>
 double CpuBackend<T, A>::aux_loss_forward_backward(T* dscores, const T* scores,
-                                                   const int32_t* expert_idx, int groups,
-                                                   int group_len, int E, int K, double alpha,
-                                                   double grad_scale) {
+                                                   const int32_t* expert_idx,
+                                                   const AuxLossArgs& args) {
+  const int groups = args.groups, E = args.E, K = args.K, L = args.group_len;
+  const double alpha = args.alpha, grad_scale = args.grad_scale;
+  const bool norm = args.normalize_affinities;
   std::vector<double> loss(groups, 0.0);
-  const int L = group_len;
 #pragma omp parallel num_threads(nt_)
   {
     std::vector<double> f(E), P(E);
@@ -136,7 +142,13 @@ double CpuBackend<T, A>::aux_loss_forward_backward(T* dscores, const T* scores,
         const int32_t* idx = expert_idx + (t0 + t) * K;
         for (int k = 0; k < K; k++) f[idx[k]] += 1.0;
         const T* s = scores + (t0 + t) * E;
-        for (int e = 0; e < E; e++) P[e] += s[e];
+        if (!norm) {
+          for (int e = 0; e < E; e++) P[e] += s[e];
+        } else {
+          double S = 0.0;
+          for (int e = 0; e < E; e++) S += s[e];
+          for (int e = 0; e < E; e++) P[e] += s[e] / S;
+        }
       }
       double lg = 0.0;
       for (int e = 0; e < E; e++) {
@@ -144,10 +156,22 @@ double CpuBackend<T, A>::aux_loss_forward_backward(T* dscores, const T* scores,
         lg += f[e] * (P[e] / L);
       }
       loss[g] = alpha * lg;
-      if (dscores) {
+      if (dscores && !norm) {
         for (int t = 0; t < L; t++) {
           T* ds = dscores + (t0 + t) * E;
           for (int e = 0; e < E; e++) ds[e] += static_cast<T>(grad_scale * alpha * f[e] / L);
+        }
+      } else if (dscores) {
+        for (int t = 0; t < L; t++) {
+          const T* s = scores + (t0 + t) * E;
+          T* ds = dscores + (t0 + t) * E;
+          double S = 0.0, dot = 0.0;
+          for (int e = 0; e < E; e++) {
+            S += s[e];
+            dot += f[e] * s[e];
+          }
+          for (int e = 0; e < E; e++)
+            ds[e] += static_cast<T>(grad_scale * alpha * (f[e] / S - dot / (S * S)) / L);
         }
       }
     }

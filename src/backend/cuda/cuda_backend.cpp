@@ -479,11 +479,9 @@ void CudaBackend<A>::topk_route_backward(float* dscores, const float* dgates, co
 
 template <typename A>
 double CudaBackend<A>::aux_loss_forward_backward(float* dscores, const float* scores,
-                                                 const int32_t* expert_idx, int groups,
-                                                 int group_len, int E, int K, double alpha,
-                                                 double grad_scale) {
-  return kernels::aux_loss_forward_backward(dscores, scores, expert_idx, groups, group_len, E,
-                                            K, alpha, grad_scale, stream_);
+                                                 const int32_t* expert_idx,
+                                                 const AuxLossArgs& args) {
+  return kernels::aux_loss_forward_backward(dscores, scores, expert_idx, args, stream_);
 }
 
 // ---- dispatch ----
