@@ -28,6 +28,7 @@ namespace {
 using moe::test::DeviceBuffer;
 using moe::test::normal;
 using moe::test::uniform;
+using moe::test::random_ints;
 using moe::test::cpu;
 using moe::test::normwise_rel_err;
 using moe::test::elementwise_rel_err;
@@ -39,13 +40,6 @@ namespace kn = moe::kernels;
 // see gpu_test_util.h. Most of these ops have no long sums, so their errors
 // are a few ulps (~3e-7); the comparisons below say where one is exact.
 constexpr double kTol = 1e-5;
-
-std::vector<int32_t> random_ints(size_t n, int lo, int hi, std::mt19937_64& rng) {
-  std::uniform_int_distribution<int> d(lo, hi);
-  std::vector<int32_t> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
 
 // ------------------------------------------------------------- reductions --
 

@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -83,6 +84,14 @@ inline std::vector<float> uniform(size_t n, std::mt19937_64& rng, double lo, dou
   std::uniform_real_distribution<double> d(lo, hi);
   std::vector<float> v(n);
   for (auto& x : v) x = static_cast<float>(d(rng));
+  return v;
+}
+
+// Integers uniform in [lo, hi] (token ids, targets).
+inline std::vector<int32_t> random_ints(size_t n, int lo, int hi, std::mt19937_64& rng) {
+  std::uniform_int_distribution<int> d(lo, hi);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = d(rng);
   return v;
 }
 
