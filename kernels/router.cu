@@ -11,6 +11,9 @@
 // the best pair strictly after the previous pick in that order. That same
 // order gives ties to the lower expert index, lists experts in selection order
 // and, being total, always yields K distinct experts in [0, E), NaN or not.
+// Group-limited routing (n_group <= 32 groups): lane g first scores group g
+// (GroupTop2, core/topk_order.h), the warp keeps the topk_group best groups by
+// the same shuffle arg-max, and the K rounds skip the dropped groups' experts.
 //
 // Softmax rows: one warp per token; the max and the double normaliser / dot
 // are reduced with an xor butterfly (warp_max, warp_sum of elem.cuh: every
@@ -43,11 +46,53 @@ __device__ __forceinline__ bool before(float ka, int ia, float kb, int ib) {
 __global__ void __launch_bounds__(kTopkWarps * 32)
     topk_route_kernel(int32_t* __restrict__ expert_idx, float* __restrict__ gates,
                       const float* __restrict__ scores, const float* __restrict__ bias, int N,
-                      int E, int K, bool multiplicative, bool normalize, float route_scale) {
+                      int E, int K, bool multiplicative, bool normalize, float route_scale,
+                      int n_group, int topk_group) {
   const int lane = threadIdx.x % 32;
   const int t = blockIdx.x * kTopkWarps + threadIdx.x / 32;
   if (t >= N) return;  // whole warp leaves together, so the shuffles below stay full-warp
   const float* s = scores + static_cast<size_t>(t) * E;
+
+  // Group-limited routing: lane g scores group g (its two best keys, the
+  // CPU's GroupTop2), then topk_group rounds of the same "best pair strictly
+  // after the previous pick" arg-max over (score, group) choose the kept
+  // groups, as bits of `kept`. Only when topk_group < n_group (<= 32).
+  const bool grouped = n_group > 1 && topk_group < n_group;
+  const int m = E / n_group;  // experts per group
+  unsigned kept = 0xffffffffu;
+  if (grouped) {
+    float my_gs = __int_as_float(0x7fffffff);  // lanes without a group: the sentinel
+    int my_g = INT_MAX;
+    if (lane < n_group) {
+      GroupTop2<float> top2;
+      for (int e = lane * m; e < (lane + 1) * m; ++e)
+        top2.push(!bias ? s[e] : multiplicative ? s[e] * bias[e] : s[e] + bias[e], e);
+      my_gs = top2.score();
+      my_g = lane;
+    }
+    kept = 0u;
+    float prev_gs = INFINITY;
+    int prev_g = -1;
+    for (int r = 0; r < topk_group; ++r) {
+      float best_gs = __int_as_float(0x7fffffff);
+      int best_g = INT_MAX;
+      if (my_g != INT_MAX && before(prev_gs, prev_g, my_gs, my_g)) {
+        best_gs = my_gs;
+        best_g = my_g;
+      }
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ok = __shfl_xor_sync(0xffffffffu, best_gs, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, best_g, o);
+        if (before(ok, oi, best_gs, best_g)) {
+          best_gs = ok;
+          best_g = oi;
+        }
+      }
+      kept |= 1u << best_g;
+      prev_gs = best_gs;
+      prev_g = best_g;
+    }
+  }
 
   float prev_key = INFINITY;  // the previous pick; (+inf, -1) comes before every pair
   int prev_idx = -1;
@@ -59,6 +104,7 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
     float best_key = __int_as_float(0x7fffffff);
     int best_idx = INT_MAX;
     for (int e = lane; e < E; e += 32) {
+      if (grouped && !((kept >> (e / m)) & 1u)) continue;  // a dropped group's expert
       // Recomputed each round (cheap, cached); fp32 as the contract says. No
       // bias: plain top-K of s (the Backend contract, as on the CPU).
       const float key = !bias ? s[e] : multiplicative ? s[e] * bias[e] : s[e] + bias[e];
@@ -280,17 +326,23 @@ void check_sizes(const char* op, int N, int E) {
 
 void topk_route(int32_t* expert_idx, float* gates, const float* scores, const float* bias, int N,
                 const RouteSpec& spec, cudaStream_t stream) {
-  const int E = spec.E, K = spec.K;
+  const int E = spec.E, K = spec.K, G = spec.n_group, TG = spec.topk_group;
   MOE_CHECK(N >= 0 && E >= 1 && K >= 1 && K <= E && K <= kTopkMaxK,
             "topk_route: bad sizes N=" + std::to_string(N) + " E=" + std::to_string(E) +
                 " K=" + std::to_string(K) + " (need 1 <= K <= min(E, " +
                 std::to_string(kTopkMaxK) + "))");
+  MOE_CHECK(G >= 1 && G <= kTopkMaxGroups && E % G == 0 && TG >= 1 && TG <= G &&
+                K <= TG * (E / G),
+            "topk_route: bad groups n_group=" + std::to_string(G) + " topk_group=" +
+                std::to_string(TG) + " E=" + std::to_string(E) + " K=" + std::to_string(K) +
+                " (need n_group <= " + std::to_string(kTopkMaxGroups) +
+                ", n_group | E, topk_group <= n_group, K <= topk_group * E / n_group)");
   if (N == 0) return;
   MOE_CHECK(expert_idx && gates && scores, "topk_route: null pointer");  // bias may be null
   const int blocks = (N + kTopkWarps - 1) / kTopkWarps;
   topk_route_kernel<<<blocks, kTopkWarps * 32, 0, stream>>>(
       expert_idx, gates, scores, bias, N, E, K, spec.bias_mode == BiasMode::Multiplicative,
-      spec.normalize, float(spec.route_scale));
+      spec.normalize, float(spec.route_scale), G, TG);
   MOE_CUDA_CHECK(cudaGetLastError());
 }
 

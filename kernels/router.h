@@ -27,6 +27,9 @@ namespace moe::kernels {
 // The most experts topk_route picks per token: one warp per token, lane k
 // keeps pick k. The CUDA backend refuses a larger moe.top_k as a config error.
 inline constexpr int kTopkMaxK = 32;
+// The most groups of group-limited routing (RouteSpec::n_group): lane g of the
+// token's warp scores group g. The CUDA backend refuses a larger moe.n_group.
+inline constexpr int kTopkMaxGroups = 32;
 
 // Per token t: picks the spec.K experts (of spec.E) with the largest key s+b
 // (BiasMode::Additive) or s*b (Multiplicative), computed in fp32; ties go to
@@ -35,6 +38,10 @@ inline constexpr int kTopkMaxK = 32;
 // of the selected s when spec.normalize, times spec.route_scale (as fp32).
 // scores [N,E], bias [E] or null (select on s alone, whatever the bias mode).
 // Requires 1 <= K <= min(E, kTopkMaxK).
+// Group-limited (spec.topk_group < spec.n_group, n_group <= kTopkMaxGroups,
+// n_group | E, K <= topk_group E / n_group): only the experts of the
+// topk_group groups first by (GroupTop2 score, group index) in topk_before's
+// order are candidates, as on the CPU backend.
 // Any keys, non-finite too: the order is total (core/topk_order.h: +inf
 // first, NaN last, below -inf, NaNs by index), so every token gets K distinct
 // experts in [0, E), the same as the CPU backend's. A NaN score still reaches

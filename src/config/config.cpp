@@ -105,6 +105,8 @@ void for_each_field(C& c, V&& v) {
   v("moe", "gate", c.moe.gate, kChanges);
   v("moe", "normalize_gates", c.moe.normalize_gates, kChanges);
   v("moe", "route_scale", c.moe.route_scale, kChanges);
+  v("moe", "n_group", c.moe.n_group, kChanges);
+  v("moe", "topk_group", c.moe.topk_group, kChanges);
 
   v("balance", "method", c.balance.method, kChanges);
   v("balance", "update_rate", c.balance.update_rate, kLossFreeOnly);
@@ -566,6 +568,15 @@ void validate_config(const Config& c, int world_size) {
   in_range("moe.top_k", e.top_k, 1, e.n_routed, "1 .. moe.n_routed");
   positive("moe.expert_intermediate", e.expert_intermediate);
   positive("moe.route_scale", e.route_scale);
+  positive("moe.n_group", e.n_group);
+  if (e.n_routed % e.n_group != 0)
+    fail("moe.n_group", num(e.n_group) + " does not divide moe.n_routed = " + num(e.n_routed));
+  in_range("moe.topk_group", e.topk_group, 1, e.n_group, "1 .. moe.n_group");
+  if (e.top_k > (long long)e.topk_group * (e.n_routed / e.n_group))
+    fail("moe.top_k", num(e.top_k) + " exceeds the experts of moe.topk_group groups: " +
+                          num(e.topk_group) + " x moe.n_routed / moe.n_group = " +
+                          num(e.topk_group) + " x " + num(e.n_routed / e.n_group) + " = " +
+                          num((long long)e.topk_group * (e.n_routed / e.n_group)));
 
   const BalanceConfig& b = c.balance;
   if (b.method == BalanceMethod::LossFree && !(b.update_rate > 0))

@@ -50,6 +50,10 @@ struct MoeConfig {
   GateFn gate = GateFn::Sigmoid;
   bool normalize_gates = false;  // divide gates by their sum over the selected experts
   double route_scale = 1.0;      // multiplies the gates
+  // Group-limited routing (DeepSeek-V3): n_routed / n_group experts per
+  // group, top-K among the topk_group best groups' experts; 1 and 1 = off.
+  int n_group = 1;
+  int topk_group = 1;
   bool operator==(const MoeConfig&) const = default;
 };
 

@@ -33,7 +33,17 @@ struct RouteSpec {
   BiasMode bias_mode = BiasMode::Additive;   // s + b or s * b decides selection
   bool normalize = false;                    // gates /= sum of selected scores
   double route_scale = 1.0;                  // gates *= route_scale
+  // Group-limited routing (DeepSeek-V3's n_group / topk_group): the E experts
+  // form n_group consecutive groups of E / n_group; a token keeps the
+  // topk_group groups with the largest sum of their two best keys and picks
+  // its K experts among those groups only. topk_group == n_group (1 and 1 by
+  // default) keeps every group: plain top-K, the group stage skipped.
+  int n_group = 1;
+  int topk_group = 1;
 };
+
+// The group stage of topk_route (above) does anything only then.
+inline bool route_groups_limit(const RouteSpec& s) { return s.n_group > 1 && s.topk_group < s.n_group; }
 
 // A balance loss over `groups` consecutive groups of `group_len` tokens
 // (aux_loss_forward_backward): per group L_g = alpha sum_i f_i P_i with

@@ -81,6 +81,11 @@ void check_glm4_moe_exportable(const Config& c) {
                                     ": glm4_moe adds e_score_correction_bias to the scores");
   if (c.model.moe_layers() > 0 && c.moe.n_shared < 1)
     refuse("moe.n_shared", "0: every glm4_moe MoE layer has shared experts");
+  if (c.moe.n_group > 1)
+    throw ConfigError("config: moe.n_group: " + std::to_string(c.moe.n_group) + " (topk_group " +
+                      std::to_string(c.moe.topk_group) +
+                      "): group-limited routing is not exported yet (glm4_moe masks dropped "
+                      "groups with 0.0, training with -inf; docs/export.md)");
   if (c.model.moe_layers() > 0 && c.moe.n_routed < 2)
     refuse("moe.n_routed", std::to_string(c.moe.n_routed) +
                                ": glm4_moe's routing ranks groups by their two best experts");

@@ -11,6 +11,8 @@ Router<T, A>::Router(ParamSet<T>& ps, const std::string& prefix, int D, const Mo
   spec_.bias_mode = mode;
   spec_.normalize = mc.normalize_gates;
   spec_.route_scale = mc.route_scale;
+  spec_.n_group = mc.n_group;
+  spec_.topk_group = mc.topk_group;
   w_ = ps.add(prefix + ".router", {spec_.E, D}, ParamInit::Normal, true);
 }
 

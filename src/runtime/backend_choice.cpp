@@ -42,6 +42,11 @@ BackendKind resolve_backend(const Config& cfg, bool announce_fallback) {
       refuse("moe.top_k", std::to_string(cfg.moe.top_k) + ", but the CUDA backend picks at most " +
                               std::to_string(kernels::kTopkMaxK) +
                               " experts per token (kernels/router.h); use train.backend cpu");
+    if (cfg.moe.n_group > kernels::kTopkMaxGroups)
+      refuse("moe.n_group", std::to_string(cfg.moe.n_group) +
+                                ", but the CUDA backend's group-limited routing takes at most " +
+                                std::to_string(kernels::kTopkMaxGroups) +
+                                " groups (kernels/router.h); use train.backend cpu");
 #endif
     if (!cuda_available()) refuse("train.backend", "cuda, but no CUDA device is visible");
     if (t.precision == Precision::Float64)

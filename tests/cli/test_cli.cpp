@@ -45,6 +45,26 @@ TEST(Cli, UnknownConfigKey) {
 
 TEST(Cli, InconsistentConfig) {
   expect_one_line_error(run("--config " + kTiny + " --set moe.top_k=9"), "moe.top_k");
+  // group-limited routing: 8 experts in 4 groups of 2, top-2
+  expect_one_line_error(run("--config " + kTiny + " --set moe.n_group=3"), "moe.n_group");
+  expect_one_line_error(run("--config " + kTiny + " --set moe.n_group=4 --set moe.topk_group=5"),
+                        "moe.topk_group");
+  expect_one_line_error(
+      run("--config " + kTiny + " --set moe.n_group=4 --set moe.topk_group=1 --set moe.top_k=3"),
+      "moe.top_k");
+}
+
+// The CUDA kernel scores at most 32 groups (one per lane): a larger
+// moe.n_group on the CUDA backend is a config error before any device is
+// looked for.
+TEST(Cli, TooManyGroupsForCudaIsAOneLineError) {
+#ifdef MOE_WITH_CUDA
+  expect_one_line_error(run("--config " + kTiny +
+                            " --set moe.n_routed=66 --set moe.n_group=33 --set train.backend=cuda"),
+                        "moe.n_group");
+#else
+  GTEST_SKIP() << "built without CUDA";
+#endif
 }
 
 TEST(Cli, CudaWithoutADeviceIsAOneLineError) {

@@ -163,6 +163,14 @@ TEST(Glm4MoeExport, RefusesWhatGlm4MoeCannotExpress) {
   c = small_config();
   c.moe.n_shared = 0;
   expect_refused([&] { check_glm4_moe_exportable(c); }, "moe.n_shared");
+  // Group-limited routing: glm4_moe's 0.0 mask is not training's -inf (docs/export.md).
+  for (int tg : {1, 2}) {
+    c = small_config();
+    c.moe.n_group = 2;
+    c.moe.topk_group = tg;
+    expect_refused([&] { check_glm4_moe_exportable(c); }, "config: moe.n_group: 2 (topk_group");
+    expect_refused([&] { glm4_moe_config(c, {}, "float32"); }, "moe.n_group");
+  }
 
   const nlohmann::json good = nlohmann::json::parse(glm4_moe_config(small_config(), {}, "float32").dump());
   for (const auto& [key, value] :

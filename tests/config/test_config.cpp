@@ -75,6 +75,8 @@ Config all_changed() {
   c.moe.gate = GateFn::Softmax;
   c.moe.normalize_gates = true;
   c.moe.route_scale = 2.5;
+  c.moe.n_group = 4;
+  c.moe.topk_group = 2;
   c.balance.method = BalanceMethod::AuxLoss;
   c.balance.update_rate = 1.0 / 3.0;  // needs all 17 digits to survive
   c.balance.update_rule = UpdateRule::Proportional;
@@ -282,7 +284,7 @@ TEST(ConfigMeta, DumpWithMetaHoldsEveryValueAndItsMeta) {
       ++keys;
     }
   }
-  EXPECT_EQ(keys, 67);
+  EXPECT_EQ(keys, 69);
 }
 
 // ------------------------------------------------------------ strict parsing
@@ -416,6 +418,40 @@ TEST(ConfigValidation, MoeAndBalance) {
   c = Config{};
   c.moe.route_scale = 0;
   expect_invalid(c, "moe.route_scale");
+
+  // Group-limited routing (64 experts, top-6 by default): n_group divides
+  // n_routed, 1 <= topk_group <= n_group, top_k <= topk_group * group size.
+  c = Config{};
+  EXPECT_EQ(c.moe.n_group, 1);
+  EXPECT_EQ(c.moe.topk_group, 1);
+  EXPECT_NO_THROW(validate_config(c, 1));
+  c.moe.n_group = 0;
+  expect_invalid(c, "moe.n_group");
+  c.moe.n_group = 5;  // 64 % 5
+  expect_invalid(c, "moe.n_group");
+  c.moe.n_group = 1;
+  c.moe.topk_group = 2;  // more groups kept than exist
+  expect_invalid(c, "moe.topk_group");
+  c.moe.n_group = 8;
+  c.moe.topk_group = 0;
+  expect_invalid(c, "moe.topk_group");
+  c.moe.topk_group = 9;
+  expect_invalid(c, "moe.topk_group");
+  c.moe.topk_group = 1;  // 8 experts in one group < top_k 9
+  c.moe.top_k = 9;
+  expect_invalid(c, "moe.top_k");
+  c.moe.top_k = 8;
+  EXPECT_NO_THROW(validate_config(c, 1));
+  c.moe.topk_group = 8;  // every group kept
+  EXPECT_NO_THROW(validate_config(c, 1));
+  for (const auto& [ov, msg] : std::vector<std::pair<std::string, std::string>>{
+           {"moe.n_group=5", "config: moe.n_group: 5 does not divide moe.n_routed = 64"},
+           {"moe.topk_group=2", "config: moe.topk_group: must be in [1, 1]"},
+           {"moe.n_group=0", "config: moe.n_group: must be positive, got 0"}})
+    expect_set_error(ov, {msg});
+  expect_error("", {"moe.n_group=32", "moe.topk_group=2"}, 1,
+               {"config: moe.top_k: 6 exceeds the experts of moe.topk_group groups: 2 x "
+                "moe.n_routed / moe.n_group = 2 x 2 = 4"});
 
   c = Config{};
   c.balance.update_rate = 0;
@@ -903,5 +939,5 @@ TEST(ConfigDocs, EveryKeyDocumented) {
     EXPECT_NE(doc.find("`" + key + "`"), std::string::npos) << key << " missing from docs/config.md";
     ++keys;
   }
-  EXPECT_EQ(keys, 67);
+  EXPECT_EQ(keys, 69);
 }

@@ -142,6 +142,34 @@ void expect_curve_matches_cpu_and_repeats(const Tolerance& tol) {
   EXPECT_EQ(b, b2);
 }
 
+// Group-limited routing (8 experts in 4 groups of 2, 2 groups kept, top-3)
+// through the whole model: the first step's per-expert counts are the CPU's
+// exactly (the same routing of the same init; a near-tie flip has the odds
+// given above), and an 8-step Loss-Free curve follows the CPU's within the
+// fp32 curve tolerance.
+TEST(GpuBackend, GroupLimitedRoutingFollowsCpu) {
+  SKIP_WITHOUT_GPU();
+  Config c = small_config();
+  c.moe.top_k = 3;
+  c.moe.n_group = 4;
+  c.moe.topk_group = 2;
+  c.train.steps = 8;
+  auto cpu = make_cpu_backend<float>(1);
+  auto gpu = make_cuda_backend<float>(0);
+  auto run = [&](Backend<float>& be) {
+    LocalComm comm;
+    auto data = make_train_source(c);
+    Trainer<float> t(c, be, comm, *data);
+    std::vector<StepStats> out;
+    for (int64_t s = 0; s < c.train.steps; ++s) out.push_back(t.train_step(s));
+    return out;
+  };
+  const auto a = run(*cpu), b = run(*gpu);
+  EXPECT_EQ(b[0].counts, a[0].counts);
+  for (size_t s = 0; s < a.size(); ++s)
+    EXPECT_NEAR(b[s].loss, a[s].loss, kFp32.curve_rel * a[s].loss) << "step " << s;
+}
+
 TEST(GpuBackend, OneStepLossAndGradientsMatchCpu) {
   SKIP_WITHOUT_GPU();
   expect_one_step_matches_cpu<float>(kFp32);

@@ -48,9 +48,13 @@ struct RouteCase {
   int E, K;
   bool multiplicative, normalize;
   double route_scale;
+  int n_group = 1, topk_group = 1;  // group-limited routing (1, 1: off)
   moe::RouteSpec spec() const {
-    return {E, K, multiplicative ? moe::BiasMode::Multiplicative : moe::BiasMode::Additive,
-            normalize, route_scale};
+    moe::RouteSpec s{E, K, multiplicative ? moe::BiasMode::Multiplicative : moe::BiasMode::Additive,
+                     normalize, route_scale};
+    s.n_group = n_group;
+    s.topk_group = topk_group;
+    return s;
   }
 };
 
@@ -110,7 +114,8 @@ void expect_matches_reference(const std::vector<float>& s, const std::vector<flo
 std::string describe(const RouteCase& c) {
   return "E=" + std::to_string(c.E) + " K=" + std::to_string(c.K) +
          (c.multiplicative ? " mult" : " add") + (c.normalize ? " norm" : "") +
-         " scale=" + std::to_string(c.route_scale);
+         " scale=" + std::to_string(c.route_scale) + " groups " + std::to_string(c.topk_group) +
+         "/" + std::to_string(c.n_group);
 }
 
 std::vector<float> sigmoid_scores(size_t n, std::mt19937_64& rng) {
@@ -231,7 +236,8 @@ void expect_gpu_matches_cpu(const std::vector<float>& s, const std::vector<float
   // Exact: the same fp32 scores and bias on both sides, one IEEE add or
   // multiply per key, and the same total order (topk_order.h).
   ASSERT_EQ(idx, idx_cpu);
-  EXPECT_EQ(idx, moe::test::reference_topk(s, bias, N, c.E, c.K, c.multiplicative));
+  EXPECT_EQ(idx, moe::test::reference_group_topk(s, bias, N, c.E, c.K, c.multiplicative,
+                                                 c.n_group, c.topk_group));
   for (int32_t e : idx) ASSERT_TRUE(e >= 0 && e < c.E) << e;
   for (size_t i = 0; i < slots; ++i) {
     if (std::isnan(g_cpu[i])) {
@@ -279,6 +285,42 @@ TEST(GpuRouter, NonFiniteRandomScoresMatchTheCpu) {
   }
 }
 
+// Group-limited routing (n_group / topk_group): the hand-worked cases of
+// route_cases.h, then many adversarial tokens (NaN, +-inf, ties, all-NaN;
+// sigmoid scores under a negative bias) over 1 .. 32 groups: the kernel picks
+// exactly what the CPU backend and the independent reference pick.
+TEST(GpuRouter, GroupLimitedMatchesTheCpu) {
+  SKIP_WITHOUT_DEVICE();
+  for (const auto& hc : moe::test::group_route_cases()) {
+    for (bool normalize : {false, true}) {
+      SCOPED_TRACE(std::string(hc.name) + (normalize ? " norm" : ""));
+      const RouteCase c{static_cast<int>(hc.scores.size()), hc.K, hc.multiplicative, normalize,
+                        1.0, hc.n_group, hc.topk_group};
+      expect_gpu_matches_cpu(hc.scores, hc.bias, 1, c);
+      DeviceBuffer<float> d_s(hc.scores), d_b(hc.bias), d_g(hc.K);
+      DeviceBuffer<int32_t> d_i(hc.K);
+      moe::kernels::topk_route(d_i.get(), d_g.get(), d_s.get(),
+                               hc.bias.empty() ? nullptr : d_b.get(), 1, c.spec(), nullptr);
+      MOE_CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_EQ(d_i.download(), hc.want);
+    }
+  }
+  std::mt19937_64 rng(29);
+  const int N = 517;
+  for (const RouteCase c :
+       {RouteCase{8, 2, false, false, 1.0, 4, 2}, RouteCase{64, 6, false, true, 1.0, 8, 3},
+        RouteCase{70, 8, true, false, 1.0, 7, 2}, RouteCase{40, 10, false, false, 1.0, 4, 1},
+        RouteCase{32, 4, false, false, 1.0, 32, 5}, RouteCase{96, 8, true, true, 2.5, 32, 4},
+        RouteCase{256, 8, false, true, 2.5, 8, 4}, RouteCase{64, 6, false, false, 1.0, 8, 8}}) {
+    SCOPED_TRACE(describe(c));
+    const auto s = moe::test::nonfinite_scores(N, c.E, 300 + c.E + c.n_group);
+    const auto b = c.multiplicative ? uniform(c.E, rng, 0.5, 1.5) : uniform(c.E, rng, -1.0, 0.05);
+    expect_gpu_matches_cpu(s, b, N, c);
+    expect_gpu_matches_cpu(s, {}, N, c);  // null bias
+    expect_gpu_matches_cpu(sigmoid_scores(static_cast<size_t>(N) * c.E, rng), b, N, c);
+  }
+}
+
 TEST(GpuRouter, BadSizesThrow) {
   SKIP_WITHOUT_DEVICE();
   DeviceBuffer<float> f(64);
@@ -291,6 +333,16 @@ TEST(GpuRouter, BadSizesThrow) {
                moe::InternalError);  // K > 32
   EXPECT_NO_THROW(moe::kernels::topk_route(nullptr, nullptr, nullptr, nullptr, 0,
                                            moe::RouteSpec{8, 2}, nullptr));
+  for (const auto& [E, G, TG, K] : {std::tuple{64, 33, 1, 1}, std::tuple{66, 33, 1, 1},
+                                    std::tuple{12, 5, 1, 1}, std::tuple{12, 4, 5, 1},
+                                    std::tuple{12, 4, 1, 4}, std::tuple{12, 0, 1, 1}}) {
+    moe::RouteSpec spec{E, K};
+    spec.n_group = G;
+    spec.topk_group = TG;
+    EXPECT_THROW(moe::kernels::topk_route(i.get(), f.get(), f.get(), f.get(), 1, spec, nullptr),
+                 moe::InternalError)
+        << E << " " << G << " " << TG << " " << K;
+  }
 }
 
 namespace kn = moe::kernels;

@@ -2,12 +2,16 @@
 // cases.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "backend/backend.h"
+#include "data/token_source.h"
 #include "model/transformer.h"
 #include "moe/balancer.h"
 #include "moe/load_stats.h"
+#include "support/route_cases.h"
+#include "train/trainer.h"
 
 namespace moe {
 namespace {
@@ -146,6 +150,71 @@ TEST(Routing, BiasSelectsButNeverGates) {
   for (int t = 0; t < 12; ++t) EXPECT_EQ(idx2[t * 2], 5);
   EXPECT_NE(idx0, idx2);
   EXPECT_NE(loss0, loss2);
+}
+
+// Group-limited routing in a training run (moe.n_group 4 of 2 experts,
+// moe.topk_group 2, top-3): after every Trainer step, the last micro-batch's
+// routing in each MoE layer reaches at most 2 groups per token and is the
+// reference's grouped top-K of that forward's scores and bias (the bias
+// before the step's update), while Loss-Free (u 0.1) drives biases negative.
+// The same run with n_group 1 reaches 3 groups for some token.
+TEST(Routing, GroupLimitedTrainingReachesAtMostTopkGroupGroups) {
+  auto config = [](int n_group, int topk_group) {
+    Config c;
+    c.model = {.vocab_size = 48, .hidden = 32, .heads = 2, .layers = 3, .first_dense_layers = 1,
+               .dense_intermediate = 40, .seq_len = 16, .rope_theta = 10000, .norm_eps = 1e-6,
+               .init_std = 0.3};
+    c.moe.n_shared = 1;
+    c.moe.n_routed = 8;
+    c.moe.top_k = 3;
+    c.moe.expert_intermediate = 12;
+    c.moe.n_group = n_group;
+    c.moe.topk_group = topk_group;
+    c.balance.update_rate = 0.1;
+    c.train.steps = 6;
+    c.train.global_batch = 4;
+    c.train.micro_batch = 2;
+    c.train.lr = 5e-3;
+    c.train.warmup_steps = 1;
+    c.train.min_lr = 5e-4;
+    c.train.threads = 2;
+    c.data.synthetic_branching = 3;
+    return c;
+  };
+  const int E = 8, K = 3, N = 2 * 16;
+  int most_plain = 0;
+  for (const auto& [G, TG] : {std::pair{4, 2}, std::pair{1, 1}}) {
+    SCOPED_TRACE("n_group " + std::to_string(G));
+    const Config c = config(G, TG);
+    auto be = make_cpu_backend<float>(c.train.threads);
+    LocalComm comm;
+    auto data = make_train_source(c);
+    Trainer<float> t(c, *be, comm, *data);
+    bool negative_key = false;
+    for (int64_t step = 0; step < c.train.steps; ++step) {
+      const std::vector<float> bias = t.balancer().bias();  // what this step routes with
+      const StepStats st = t.train_step(step);
+      ASSERT_TRUE(std::isfinite(st.loss));
+      for (int l = 0; l < t.model().moe_layers(); ++l) {
+        const Router<float>& r = t.model().router(l);
+        const std::vector<int32_t> idx(r.expert_idx(), r.expert_idx() + N * K);
+        const std::vector<float> s(r.scores(), r.scores() + N * E);
+        const std::vector<float> b(bias.begin() + l * E, bias.begin() + (l + 1) * E);
+        for (int i = 0; i < N * E; ++i) negative_key |= s[i] + b[i % E] < 0;
+        const auto touched = test::groups_touched(idx, N, E, K, 4);
+        const int most = *std::max_element(touched.begin(), touched.end());
+        if (G == 4) {
+          EXPECT_LE(most, 2) << "step " << step << " layer " << l;
+          EXPECT_EQ(idx, test::reference_group_topk(s, b, N, E, K, false, 4, 2))
+              << "step " << step << " layer " << l;
+        } else {
+          most_plain = std::max(most_plain, most);
+        }
+      }
+    }
+    EXPECT_TRUE(negative_key);  // kept keys below 0.0 occurred (the -inf vs 0.0 case)
+  }
+  EXPECT_EQ(most_plain, 3);  // without groups some token reaches 3 groups of 2
 }
 
 }  // namespace

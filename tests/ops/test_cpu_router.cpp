@@ -4,6 +4,12 @@
 // Helpers and tolerances: support/cpu_test_util.h.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <string>
+#include <tuple>
+
 #include "support/cpu_test_util.h"
 #include "support/route_cases.h"
 
@@ -189,6 +195,173 @@ TEST(CpuTopkNonFinite, RandomTokensGetDistinctValidExperts) {
       }
       EXPECT_EQ(idx, test::reference_topk(s, bias, N, E, K, mult));
     }
+  }
+}
+
+// ------------------------------------------------- group-limited routing ----
+
+RouteSpec group_spec(int E, int K, bool mult, bool normalize, int G, int TG) {
+  RouteSpec spec{E, K, mult ? BiasMode::Multiplicative : BiasMode::Additive, normalize, 1.0};
+  spec.n_group = G;
+  spec.topk_group = TG;
+  return spec;
+}
+
+// What transformers' glm4_moe / deepseek_v3 compute: the dropped groups'
+// keys set to 0.0 (masked_fill(~score_mask, 0.0)), then plain top-K.
+std::vector<int32_t> zero_masked_topk(const std::vector<float>& s, const std::vector<float>& b,
+                                      int E, int K, int G, const std::vector<int32_t>& kept_of) {
+  std::vector<float> key(E);
+  const int m = E / G;
+  for (int e = 0; e < E; ++e) {
+    const bool kept = std::find(kept_of.begin(), kept_of.end(), e / m) != kept_of.end();
+    key[e] = kept ? (b.empty() ? s[e] : s[e] + b[e]) : 0.f;
+  }
+  return test::reference_topk(key, {}, 1, E, K, false);
+}
+
+// DeepSeek-V3's rule on hand-worked tokens: ties between and within groups,
+// NaN and +-inf keys and group scores, one group holding every top score,
+// negative biased keys in the kept group, multiplicative bias. Each case
+// that lists `plain` picks differently from plain top-K.
+TEST(CpuTopkGroups, HandCasesPickDeepSeekV3Groups) {
+  auto be = make_cpu_backend<float>(2);
+  for (const auto& c : test::group_route_cases()) {
+    SCOPED_TRACE(c.name);
+    const int E = int(c.scores.size());
+    const float* bias = c.bias.empty() ? nullptr : c.bias.data();
+    for (bool normalize : {false, true}) {
+      std::vector<int32_t> idx(c.K, -7);
+      std::vector<float> g(c.K, -7.f);
+      be->topk_route(idx.data(), g.data(), c.scores.data(), bias, 1,
+                     group_spec(E, c.K, c.multiplicative, normalize, c.n_group, c.topk_group));
+      EXPECT_EQ(idx, c.want);
+      EXPECT_EQ(idx, test::reference_group_topk(c.scores, c.bias, 1, E, c.K, c.multiplicative,
+                                                c.n_group, c.topk_group));
+      EXPECT_LE(test::groups_touched(idx, 1, E, c.K, c.n_group)[0], c.topk_group);
+      if (!c.plain.empty()) {
+        EXPECT_EQ(c.plain, test::reference_topk(c.scores, c.bias, 1, E, c.K, c.multiplicative));
+        EXPECT_NE(c.want, c.plain);
+      }
+      for (int k = 0; k < c.K && !normalize; ++k) {
+        const float sv = c.scores[idx[k]];
+        if (std::isnan(sv)) {
+          EXPECT_TRUE(std::isnan(g[k]));
+        } else {
+          EXPECT_EQ(g[k], sv) << k;  // gates: the unbiased score
+        }
+      }
+    }
+  }
+  // The -inf vs 0.0 case: transformers' 0.0 mask would pick the dropped
+  // group's experts 2 and 3 (0.0 > -0.2); we never pick them.
+  const std::vector<float> s = {0.6f, 0.5f, 0.4f, 0.45f}, b = {-0.8f, -0.8f, -0.9f, -0.9f};
+  EXPECT_EQ(zero_masked_topk(s, b, 4, 2, 2, {0}), (std::vector<int32_t>{2, 3}));
+  std::vector<int32_t> idx(2);
+  std::vector<float> g(2);
+  be->topk_route(idx.data(), g.data(), s.data(), b.data(), 1, group_spec(4, 2, false, false, 2, 1));
+  EXPECT_EQ(idx, (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(g, (std::vector<float>{0.6f, 0.5f}));
+}
+
+// Many tokens: NaN, +-inf, exact ties, all-NaN tokens; sigmoid-like scores
+// with a negative Loss-Free bias (kept keys below 0); groups of 1 .. 16
+// experts, up to 32 groups; every bias mode. Equal to the reference, distinct
+// and in range, never more than topk_group groups per token.
+TEST(CpuTopkGroups, RandomAdversarialTokensMatchTheReference) {
+  auto be = make_cpu_backend<float>(2);
+  const int N = 157;
+  struct Shape { int E, K, G, TG; };
+  for (const Shape sh : {Shape{8, 2, 4, 2}, Shape{64, 6, 8, 3}, Shape{70, 8, 7, 2},
+                         Shape{40, 10, 4, 1}, Shape{32, 4, 32, 5}, Shape{96, 8, 32, 4},
+                         Shape{48, 16, 3, 2}}) {
+    for (int data = 0; data < 2; ++data) {  // non-finite scores; sigmoid scores, negative bias
+      std::mt19937_64 rng(sh.E * 31 + sh.G + data);
+      std::vector<float> s;
+      if (data == 0) {
+        s = test::nonfinite_scores(N, sh.E, 7000 + sh.E + sh.G);
+      } else {
+        std::uniform_real_distribution<float> u(0.f, 1.f);
+        s.resize(size_t(N) * sh.E);
+        for (auto& x : s) x = u(rng);
+      }
+      std::uniform_real_distribution<float> ub(-1.f, 0.05f), um(0.5f, 1.5f);
+      std::vector<float> badd(sh.E), bmul(sh.E);
+      for (auto& x : badd) x = ub(rng);
+      for (auto& x : bmul) x = um(rng);
+      for (int mode = 0; mode < 3; ++mode) {  // null bias, additive, multiplicative
+        SCOPED_TRACE("E=" + std::to_string(sh.E) + " K=" + std::to_string(sh.K) + " G=" +
+                     std::to_string(sh.G) + " TG=" + std::to_string(sh.TG) +
+                     " data=" + std::to_string(data) + " mode=" + std::to_string(mode));
+        const bool mult = mode == 2;
+        const std::vector<float> bias = mode == 0 ? std::vector<float>{} : mult ? bmul : badd;
+        std::vector<int32_t> idx(size_t(N) * sh.K, -7);
+        std::vector<float> g(size_t(N) * sh.K);
+        be->topk_route(idx.data(), g.data(), s.data(), bias.empty() ? nullptr : bias.data(), N,
+                       group_spec(sh.E, sh.K, mult, false, sh.G, sh.TG));
+        for (int t = 0; t < N; ++t) {
+          std::vector<int32_t> row(idx.begin() + size_t(t) * sh.K,
+                                   idx.begin() + size_t(t + 1) * sh.K);
+          for (int32_t e : row) ASSERT_TRUE(e >= 0 && e < sh.E) << "token " << t << ": " << e;
+          std::sort(row.begin(), row.end());
+          ASSERT_EQ(std::adjacent_find(row.begin(), row.end()), row.end()) << "token " << t;
+        }
+        EXPECT_EQ(idx, test::reference_group_topk(s, bias, N, sh.E, sh.K, mult, sh.G, sh.TG));
+        const auto touched = test::groups_touched(idx, N, sh.E, sh.K, sh.G);
+        EXPECT_LE(*std::max_element(touched.begin(), touched.end()), sh.TG);
+        if (data == 1 && sh.TG < sh.K) {  // the limit binds: plain top-K would spread wider
+          EXPECT_NE(idx, test::reference_topk(s, bias, N, sh.E, sh.K, mult));
+        }
+      }
+    }
+  }
+}
+
+// topk_group == n_group keeps every group: the selection and gates are plain
+// top-K's bit for bit (as n_group 1), in fp32 and fp64, normalised or not.
+TEST(CpuTopkGroups, EveryGroupKeptIsPlainTopKBitForBit) {
+  const int N = 97, E = 64, K = 6;
+  const auto s = test::nonfinite_scores(N, E, 4242);
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<float> ub(-0.5f, 0.5f);
+  std::vector<float> b(E);
+  for (auto& x : b) x = ub(rng);
+  std::vector<double> sd(s.begin(), s.end());
+  auto bf = make_cpu_backend<float>(2);
+  auto bd = make_cpu_backend<double>(2);
+  for (int G : {1, 2, 8, 32, 64}) {
+    for (bool normalize : {false, true}) {
+      SCOPED_TRACE("G=" + std::to_string(G) + (normalize ? " norm" : ""));
+      RouteSpec plain{E, K, BiasMode::Additive, normalize, 1.5};
+      RouteSpec all = plain;
+      all.n_group = all.topk_group = G;
+      std::vector<int32_t> i0(size_t(N) * K), i1(size_t(N) * K);
+      std::vector<float> g0(i0.size()), g1(i0.size());
+      bf->topk_route(i0.data(), g0.data(), s.data(), b.data(), N, plain);
+      bf->topk_route(i1.data(), g1.data(), s.data(), b.data(), N, all);
+      EXPECT_EQ(i1, i0);
+      EXPECT_EQ(0, std::memcmp(g0.data(), g1.data(), g0.size() * sizeof(float)));
+      EXPECT_EQ(i1, test::reference_group_topk(s, b, N, E, K, false, G, G));
+      EXPECT_EQ(i1, test::reference_topk(s, b, N, E, K, false));
+      std::vector<double> d0(i0.size()), d1(i0.size());
+      bd->topk_route(i0.data(), d0.data(), sd.data(), b.data(), N, plain);
+      bd->topk_route(i1.data(), d1.data(), sd.data(), b.data(), N, all);
+      EXPECT_EQ(i1, i0);
+      EXPECT_EQ(0, std::memcmp(d0.data(), d1.data(), d0.size() * sizeof(double)));
+    }
+  }
+}
+
+TEST(CpuTopkGroups, BadGroupsThrow) {
+  auto be = make_cpu_backend<float>(1);
+  std::vector<float> s(12, 0.5f), g(12);
+  std::vector<int32_t> idx(12);
+  for (const auto& [G, TG, K] : {std::tuple{5, 1, 2}, std::tuple{4, 5, 2}, std::tuple{4, 0, 2},
+                                 std::tuple{4, 1, 4}, std::tuple{0, 1, 2}}) {
+    SCOPED_TRACE(std::to_string(G) + " " + std::to_string(TG) + " " + std::to_string(K));
+    EXPECT_THROW(be->topk_route(idx.data(), g.data(), s.data(), nullptr, 1,
+                                group_spec(12, K, false, false, G, TG)),
+                 InternalError);
   }
 }
 

@@ -49,17 +49,25 @@ void CpuBackend<T, A>::router_scores_backward(T* dlogits, const T* dscores, cons
 // K rounds of argmax over the unpicked experts in topk_before's total order
 // (descending key, NaN last, then ascending index), the CUDA kernel's order:
 // always K distinct experts, the same ones on both backends, NaN or not.
-// A null bias selects on s alone.
+// A null bias selects on s alone. Group-limited routing (RouteSpec::n_group,
+// only when topk_group < n_group) first drops the experts of all but the
+// topk_group best groups (GroupTop2 scores, topk_order.h).
 template <typename T, typename A>
 void CpuBackend<T, A>::topk_route(int32_t* expert_idx, T* gates, const T* scores, const float* bias,
                                   int N, const RouteSpec& spec) {
-  const int E = spec.E, K = spec.K;
+  const int E = spec.E, K = spec.K, G = spec.n_group, TG = spec.topk_group;
   MOE_CHECK(K >= 1 && K <= E, "topk_route: need 1 <= K <= E");
+  MOE_CHECK(G >= 1 && E % G == 0 && TG >= 1 && TG <= G && K <= TG * (E / G),
+            "topk_route: need n_group | E, 1 <= topk_group <= n_group, K <= topk_group * E / n_group");
   const bool mult = spec.bias_mode == BiasMode::Multiplicative;
+  const bool grouped = route_groups_limit(spec);
+  const int m = E / G;  // experts per group
 #pragma omp parallel num_threads(nt_)
   {
     std::vector<T> key(E);
     std::vector<char> used(E);
+    std::vector<T> gscore(grouped ? G : 0);
+    std::vector<char> gkept(grouped ? G : 0);
 #pragma omp for schedule(static)
     for (int n = 0; n < N; n++) {
       const T* s = scores + static_cast<size_t>(n) * E;
@@ -73,6 +81,25 @@ void CpuBackend<T, A>::topk_route(int32_t* expert_idx, T* gates, const T* scores
           key[e] = mult ? s[e] * b : s[e] + b;
         }
         used[e] = 0;
+      }
+      if (grouped) {
+        // Keep the TG groups first in topk_before's order of (score, group);
+        // the experts of the others are marked taken: never picked, below
+        // every key of a kept group (-inf and NaN included).
+        for (int gi = 0; gi < G; gi++) {
+          GroupTop2<T> top2;
+          for (int e = gi * m; e < (gi + 1) * m; e++) top2.push(key[e], e);
+          gscore[gi] = top2.score();
+          gkept[gi] = 0;
+        }
+        for (int r = 0; r < TG; r++) {
+          int best = -1;
+          for (int gi = 0; gi < G; gi++)
+            if (!gkept[gi] && (best < 0 || topk_before(gscore[gi], gi, gscore[best], best)))
+              best = gi;
+          gkept[best] = 1;
+        }
+        for (int e = 0; e < E; e++) used[e] = !gkept[e / m];
       }
       double sel = 0.0;
       for (int k = 0; k < K; k++) {
