@@ -6,15 +6,17 @@
 # cores for the default three presets x three seeds. docs/reproduction.md.
 #   scripts/repro_small.sh [--seeds 1,2,3] [--full] [--gpu] [--out DIR] [--set k=v]...
 #     --seeds S,...  seeds of every preset (default 1,2,3)
-#     --full         also the u sweep and the alpha sweep (configs/repro/: 12 more
-#                    runs, about 1.3 times as long again)
+#     --full         also the u sweep, the alpha sweep and DeepSeek-V3's recipe
+#                    (Loss-Free + the sequence-wise loss, and the small twin of
+#                    configs/recipes/deepseek_v3_style.yaml; configs/repro/:
+#                    18 more runs, about twice as long again)
 #     --gpu          train on CUDA (train.backend=cuda); minutes on one GPU
 #     --out DIR      report folder (default report)
 #     --set k=v      passed to every run (repeatable), e.g. --set train.threads=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 seeds=1,2,3 full=0 out=report
 sets=()
 while [ $# -gt 0 ]; do
@@ -30,7 +32,8 @@ while [ $# -gt 0 ]; do
 done
 
 presets=(small_loss_free small_aux_loss small_no_balance)
-[ "$full" -eq 1 ] && presets+=(small_lf_u1e-4 small_lf_u1e-2 small_aux_alpha1e-2 small_aux_alpha1e-4)
+[ "$full" -eq 1 ] && presets+=(small_lf_u1e-4 small_lf_u1e-2 small_aux_alpha1e-2 small_aux_alpha1e-4
+                                small_lf_seq_aux small_deepseek_v3_style)
 
 [ -x build/moe-train ] || { echo "repro_small.sh: building (scripts/build.sh)"; scripts/build.sh; }
 if ! ls data/demo/train_*.bin > /dev/null 2>&1 || ! ls data/demo/val_*.bin > /dev/null 2>&1; then

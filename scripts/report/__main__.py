@@ -1,5 +1,5 @@
 """report.py RUN_DIR... [--out DIR] [--smooth W] [--ignore-key SECTION.KEY]...
-[--moe-train PATH | --key-meta FILE]
+[--ep-size P] [--moe-train PATH | --key-meta FILE]
 
 Reads each RUN_DIR written by moe-train, groups runs that differ only in their
 seed (and in keys that moe-train marks as not changing training) into
@@ -48,6 +48,8 @@ def parse_args(argv):
     ap.add_argument("--key-meta", metavar="FILE",
                     help="a saved copy of `moe-train --print-config --with-meta` to use instead of running "
                          "moe-train (a machine without the binary)")
+    ap.add_argument("--ep-size", type=int, default=8, metavar="P",
+                    help="expert-parallel ranks of the per-rank load table (default 8: one 8-GPU node)")
     ap.add_argument("--title", default="moe-lfb report", help="HTML page title")
     return ap.parse_args(argv)
 
@@ -110,6 +112,7 @@ def build_report(runs, variants, meta, args):
     # The runs' own comparison first, then their figures.
     doc.h(2, "Variants", "variants")
     T.all_variants(doc)
+    T.rank_load(doc, args.ep_size)
     figures(doc, T, variants, args, tables[0]["family"])
 
     doc.h(2, "Beside the paper", "paper")
@@ -188,6 +191,8 @@ def main(argv):
     missing = missing_module()
     if args.smooth < 0:
         raise InputError("--smooth: expected a window >= 0 steps")
+    if args.ep_size < 1:
+        raise InputError("--ep-size: expected a number of ranks >= 1")
     for k in args.ignore_key:
         if not re.match(r"^[a-z_]+\.[a-z_0-9]+$", k):
             raise InputError(f"--ignore-key {k}: expected section.key, e.g. train.steps")

@@ -23,13 +23,25 @@ def close(a, b):
 
 
 def is_lf(v, rule=None, mode=None, gate="sigmoid"):
-    # The paper's Loss-Free: no centring, no sequence-wise loss beside it.
+    # The paper's Loss-Free: no centring, no sequence-wise loss beside it, the paper's routing.
     return (v.method == "loss_free" and not v.center and not v.seq_alpha and v.gate == gate
-            and (rule is None or v.rule == rule) and (mode is None or v.mode == mode))
+            and v.paper_routing and (rule is None or v.rule == rule) and (mode is None or v.mode == mode))
 
 
 def is_aux(v, gate="sigmoid"):
-    return v.method == "aux_loss" and v.gate == gate and v.scope == "sequence"
+    return v.method == "aux_loss" and v.gate == gate and v.scope == "sequence" and v.paper_routing
+
+
+def is_none(v, gate="sigmoid"):
+    return v.method == "none" and v.gate == gate and v.paper_routing
+
+
+def is_after_paper(v):
+    """What DeepSeek-V3 added to the paper's Loss-Free (sign rule, additive
+    bias, sigmoid gate): the sequence-wise loss, group-limited routing,
+    normalised or scaled gates (docs/paper.md, "After the paper")."""
+    return (v.method == "loss_free" and not v.center and v.gate == "sigmoid" and v.rule == "sign"
+            and v.mode == "additive" and (bool(v.seq_alpha) or not v.paper_routing))
 
 
 def fmt_exp(v):
@@ -96,12 +108,15 @@ def paper_tables(path=NUMBERS):
         {
             "title": "Table 1. Main result: Loss-Free vs auxiliary loss",
             "caption": "Sigmoid gate. The paper's aux-loss baseline uses alpha = 1e-3; its Loss-Free "
-                       "run the sign rule, additive bias, u = 1e-3. The paper reports no run without balancing."
-                       + src("main"),
+                       "run the sign rule, additive bias, u = 1e-3. The paper reports no run without balancing. "
+                       "Rows below the paper's may add what DeepSeek-V3 put beside Loss-Free: the sequence-wise "
+                       "loss (seq-wise alpha), group-limited routing, normalised or scaled gates (docs/paper.md, "
+                       "\"After the paper\")." + src("main"),
             "rows": rows("main") + [
                 {"setting": "no balancing", "ppl": "not reported", "mv": "not reported",
-                 "match": lambda v: v.method == "none" and v.gate == "sigmoid"}],
-            "family": lambda v: is_aux(v) or is_lf(v, "sign", "additive") or (v.method == "none" and v.gate == "sigmoid"),
+                 "match": lambda v: is_none(v)}],
+            # Below the paper's rows: its Loss-Free with what DeepSeek-V3 added.
+            "family": lambda v: is_aux(v) or is_lf(v, "sign", "additive") or is_none(v) or is_after_paper(v),
         },
         {
             "title": "Table 2. Update rate u (Loss-Free, sign rule, additive bias)",
@@ -131,7 +146,7 @@ def paper_tables(path=NUMBERS):
                        "rule and u = 1e-3 (additive bias). The sigmoid-gate counterparts are in Table 1." + src("softmax"),
             "rows": rows("softmax"),
             "family": lambda v: v.gate == "softmax" and (is_aux(v, "softmax") or is_lf(v, None, "additive", "softmax")
-                                                         or v.method == "none"),
+                                                         or is_none(v, "softmax")),
         },
         {
             "title": "Table 6. Auxiliary-loss weight alpha (aux loss, sigmoid gate)",
@@ -151,7 +166,10 @@ def setting_of(v):
         s = f"aux loss, alpha={fmt_param(v.alpha)}"
     else:
         s = "no balancing"
-    return s + (f", {v.gate}" if v.gate != "sigmoid" else "")
+    if v.method == "loss_free" and v.seq_alpha:
+        s += f", seq-wise alpha={fmt_param(v.seq_alpha)}"
+    s += f", {v.gate}" if v.gate != "sigmoid" else ""
+    return s + (f", {v.routing_text()}" if v.routing_text() else "")
 
 
 def markdown_table(path=NUMBERS):

@@ -12,6 +12,7 @@ import yaml
 from . import PROG, InputError
 
 LAST_FRACTION = 0.10    # MaxVio_batch / MaxVio_compute: mean over the last 10% of steps
+EARLY_STEPS = 100       # the early-training window of the per-rank load peak
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -191,6 +192,42 @@ class Run:
             self.mv_global = num(src.get("maxvio_global"))
             if self.ppl is None and num(src.get("loss")) is not None:
                 self.ppl = math.exp(num(src.get("loss")))
+
+
+def rank_load_ratio(layer_loads, ep_size):
+    """One layer's per-rank load peak at expert parallelism over ep_size
+    ranks: the largest, over ranks, of the summed loads of the rank's experts,
+    divided by the mean over ranks. Rank p holds experts [p*E/P, (p+1)*E/P),
+    as the dispatcher places them (src/moe/dispatcher.h). None when no token
+    was routed."""
+    per = len(layer_loads) // ep_size
+    ranks = [sum(layer_loads[p * per:(p + 1) * per]) for p in range(ep_size)]
+    mean = sum(ranks) / ep_size
+    return max(ranks) / mean if mean > 0 else None
+
+
+def rank_load_peaks(loads, ep_size, early_steps=EARLY_STEPS):
+    """(early peak, its step, late mean) of a run's per-rank load ratio at
+    ep_size ranks, from expert_loads.jsonl: a record's ratio is the largest
+    over its MoE layers (every layer's all-to-all uses the same buffers); the
+    early peak is the largest ratio of the records at steps <= early_steps;
+    the late mean is the mean ratio over the last ceil(10%) of the records.
+    None when the run has no expert loads or its routed experts do not split
+    evenly over ep_size ranks."""
+    ratios = []
+    for r in loads:
+        layers = r.get("loads")
+        if not isinstance(layers, list) or not layers or any(
+                not isinstance(l, list) or not l or len(l) % ep_size for l in layers):
+            return None
+        per_layer = [rank_load_ratio(l, ep_size) for l in layers]
+        per_layer = [x for x in per_layer if x is not None]
+        ratios.append((r["step"], max(per_layer) if per_layer else None))
+    early = [(x, s) for s, x in ratios if s <= early_steps and x is not None]
+    if not early:
+        return None
+    peak, step = max(early, key=lambda t: t[0])
+    return peak, step, last_fraction_mean([x for _, x in ratios])
 
 
 def short_names(paths):

@@ -4,7 +4,7 @@ import math
 import os
 
 from .paper import REL_TOL, setting_of
-from .runs import LAST_FRACTION
+from .runs import EARLY_STEPS, LAST_FRACTION, num, rank_load_peaks
 
 
 def fmt_num(x):
@@ -119,6 +119,40 @@ class Tables:
             for n, t, rows, _ in folded:
                 put(inner, n, t, rows)
         return [n for n, *_ in shown]
+
+    def rank_load(self, doc, ep_size):
+        """The per-rank load at ep_size expert-parallel ranks, early peak and
+        late mean (runs.rank_load_peaks), from expert_loads.jsonl; a line
+        saying why when no run has it."""
+        rows, skipped = [], []
+        for v in self.variants:
+            peaks = [rank_load_peaks(r.loads, ep_size) for r in v.runs]
+            if all(p is None for p in peaks):
+                skipped.append(v.label)
+                continue
+            steps = ", ".join(str(p[1]) for p in peaks if p is not None)
+            c = v.runs[0].config
+            E, K = num(c.get("moe.n_routed")), num(c.get("moe.top_k"))
+            worst = (fmt_num(ep_size * min(K, E / ep_size) / K) if E and K else "—")
+            rows.append([v.label, str(v.n), fmt_stat([p[0] if p else None for p in peaks], v.n), steps,
+                         fmt_stat([p[2] if p else None for p in peaks], v.n), worst])
+        if not rows:
+            doc.p(f"Per-rank load at ep_size {ep_size}: not shown, no run has expert_loads.jsonl records "
+                  f"within its first {EARLY_STEPS} steps whose routed experts split evenly over {ep_size} ranks.")
+            return
+        pct = int(LAST_FRACTION * 100)
+        doc.table(f"Per-rank load at ep_size {ep_size}",
+                  f"What expert parallelism over {ep_size} ranks would have received, from each step's loads in "
+                  "expert_loads.jsonl (whatever ep_size the runs trained with): the largest, over ranks, of the "
+                  "summed loads of a rank's experts (rank p holds experts p*E/P to (p+1)*E/P - 1), divided by "
+                  "the mean over ranks, taking the worst MoE layer of each record. Early peak: the largest over "
+                  f"the records of the first {EARLY_STEPS} steps (at: the step, per run); late: the mean over "
+                  f"the last {pct}% of the records. Worst case: every token's experts on one rank, "
+                  "P * min(K, E/P) / K. A dropless expert-parallel buffer must hold the peak."
+                  + (f" Not shown (no records that split over {ep_size} ranks): " + "; ".join(skipped) + "."
+                     if skipped else ""),
+                  ["variant", "n", f"early peak (steps <= {EARLY_STEPS})", "at step", f"late (last {pct}%)",
+                   "worst case"], rows, "rank-load")
 
     def every_run(self, doc):
         rows = []

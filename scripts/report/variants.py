@@ -86,7 +86,7 @@ class KeyMeta:
 
 # Keys added after runs were written, with the value that trains as those runs
 # did: a config.yaml without the key ran at that value.
-ADDED_KEYS = {"balance.seq_aux_alpha": 0}
+ADDED_KEYS = {"balance.seq_aux_alpha": 0, "moe.n_group": 1, "moe.topk_group": 1}
 
 
 def semantic_config(cfg, meta, extra_ignored):
@@ -128,7 +128,8 @@ def fmt_value(v):
 METHOD_NAME = {"loss_free": "Loss-Free", "aux_loss": "aux loss", "none": "no balancing"}
 SHOWN_KEYS = {"balance.method", "balance.update_rate", "balance.update_rule", "balance.bias_mode",
               "balance.center_bias", "balance.aux_alpha", "balance.aux_scope",
-              "balance.seq_aux_alpha", "moe.gate"}
+              "balance.seq_aux_alpha", "moe.gate", "moe.n_group", "moe.topk_group",
+              "moe.normalize_gates", "moe.route_scale"}
 
 
 class Variant:
@@ -145,12 +146,33 @@ class Variant:
         self.alpha = num(c.get("balance.aux_alpha"))
         self.scope = c.get("balance.aux_scope")
         self.seq_alpha = num(c.get("balance.seq_aux_alpha", 0))
+        self.n_group = c.get("moe.n_group", 1)
+        self.topk_group = c.get("moe.topk_group", 1)
+        self.norm_gates = c.get("moe.normalize_gates") is True
+        self.route_scale = num(c.get("moe.route_scale", 1))
         self.label = ""
         self.slug = ""
 
     @property
     def n(self):
         return len(self.runs)
+
+    @property
+    def paper_routing(self):
+        """The paper's routing: top-K over every expert (no group limit),
+        gates neither normalised nor scaled."""
+        return self.topk_group == self.n_group and not self.norm_gates and self.route_scale == 1
+
+    def routing_text(self):
+        """What differs from the paper's routing: 'groups 4 of 8, normalised gates, route scale 2.5'."""
+        parts = []
+        if self.topk_group != self.n_group:
+            parts.append(f"groups {self.topk_group} of {self.n_group}")
+        if self.norm_gates:
+            parts.append("normalised gates")
+        if self.route_scale != 1:
+            parts.append(f"route scale {fmt_param(self.route_scale)}")
+        return ", ".join(parts)
 
     def base_label(self):
         parts = [METHOD_NAME.get(self.method, str(self.method))]
@@ -169,6 +191,8 @@ class Variant:
                 parts.append(f"{self.scope} scope")
         if self.gate != "sigmoid":
             parts.append(str(self.gate))
+        if self.routing_text():
+            parts.append(self.routing_text())
         return ", ".join(parts)
 
 

@@ -776,6 +776,46 @@ TEST(ConfigPresets, PaperPresetsMatchThePaper) {
   }
 }
 
+// DeepSeek-V3's recipe and its small twin are deltas over the Loss-Free
+// presets: the recipe's keys and nothing else differ.
+TEST(ConfigPresets, DeepSeekV3RecipeIsLossFreePlusItsAdditions) {
+  const std::string src = MOE_SOURCE_DIR "/configs/";
+  auto expect_recipe = [](const Config& recipe, Config lf, int n_group, int topk_group, double route_scale) {
+    EXPECT_EQ(recipe.balance.method, BalanceMethod::LossFree);
+    EXPECT_DOUBLE_EQ(recipe.balance.update_rate, 1e-3);
+    EXPECT_DOUBLE_EQ(recipe.balance.seq_aux_alpha, 1e-4);
+    EXPECT_TRUE(recipe.moe.normalize_gates);
+    lf.moe.normalize_gates = true;
+    lf.moe.route_scale = route_scale;
+    lf.moe.n_group = n_group;
+    lf.moe.topk_group = topk_group;
+    lf.balance.seq_aux_alpha = 1e-4;
+    lf.log.out_dir = recipe.log.out_dir;  // named after each file
+    lf.checkpoint.dir = recipe.checkpoint.dir;
+    EXPECT_EQ(recipe, lf);
+  };
+  {
+    SCOPED_TRACE("recipes/deepseek_v3_style");
+    const Config r = load_config(src + "recipes/deepseek_v3_style.yaml");
+    EXPECT_EQ(r.moe.n_routed / r.moe.n_group, 8);  // one group per rank of ep_size 8
+    expect_recipe(r, load_config(src + "paper/1b_loss_free.yaml"), 8, 4, 2.5);
+  }
+  {
+    SCOPED_TRACE("repro/small_deepseek_v3_style");
+    expect_recipe(load_config(src + "repro/small_deepseek_v3_style.yaml"),
+                  load_config(src + "repro/small_loss_free.yaml"), 8, 4, 1.0);
+  }
+  {
+    SCOPED_TRACE("repro/small_lf_seq_aux");
+    const Config r = load_config(src + "repro/small_lf_seq_aux.yaml");
+    Config lf = load_config(src + "repro/small_loss_free.yaml");
+    lf.balance.seq_aux_alpha = 1e-4;
+    lf.log.out_dir = r.log.out_dir;
+    lf.checkpoint.dir = r.checkpoint.dir;
+    EXPECT_EQ(r, lf);
+  }
+}
+
 // Every paper preset resolves (bases applied) to exactly the full config it
 // held before it became a delta: tests/support/data/paper_resolved/ keeps those
 // resolved configs, every key, as written by moe-train --print-config.

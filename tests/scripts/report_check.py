@@ -18,6 +18,8 @@ import os
 import re
 import statistics
 import sys
+
+import numpy as np
 from html.parser import HTMLParser
 
 runs_dir, out = sys.argv[1], sys.argv[2]
@@ -45,8 +47,10 @@ def f4(x):
 
 
 # ---- the runs' own numbers -------------------------------------------------
+V3 = "Loss-Free, sign, u=1e-3, seq-wise alpha=1e-4, groups 2 of 4, normalised gates"
 RUNS = {"lf": "Loss-Free, sign, u=1e-3", "lf_seed7": "Loss-Free, sign, u=1e-3",
-        "aux": "aux loss, alpha=1e-3", "none": "no balancing"}
+        "aux": "aux loss, alpha=1e-3", "none": "no balancing", "v3": V3}
+EP = 4  # report_test.sh passes --ep-size 4: the tiny model's 8 experts, 2 per rank
 run = {}
 for name in RUNS:
     d = os.path.join(runs_dir, name)
@@ -63,14 +67,24 @@ for name in RUNS:
         e = jsonl(os.path.join(d, "eval.jsonl"))[-1]
         r["src"] = f"last eval.jsonl line (step {e['step']})"
     r["ppl"], r["mvg"] = e["perplexity"], e["maxvio_global"]
+    r["seed"] = int(re.search(r"^  seed: (\d+)$", open(os.path.join(d, "config.yaml")).read(), re.M).group(1))
     loads = jsonl(os.path.join(d, "expert_loads.jsonl"))
     r["bias"] = bool(loads) and "bias" in loads[-1]
+    # Per-rank load at EP ranks (docs/report.md): each record's worst layer of
+    # max over ranks / mean of the rank sums, ranks holding consecutive experts;
+    # every record is within the first 100 steps here.
+    worst = [(rec["step"], max(float(np.max(s) / np.mean(s)) for s in
+                               (np.asarray(l, dtype=np.float64).reshape(EP, -1).sum(axis=1) for l in rec["loads"])))
+             for rec in loads]
+    r["rank_peak"], r["rank_peak_step"] = max(worst, key=lambda t: (t[1], -t[0]))[::-1]
+    k = math.ceil(len(worst) / 10)
+    r["rank_late"] = statistics.fmean(w for _, w in worst[-k:])
     run[name] = r
 
 check(run["none"]["mvc"] is None and not run["none"]["bias"], "the 'none' run was not stripped")
 check(run["none"]["src"].startswith("last eval.jsonl"), "the 'none' run still has eval.json")
 # This tree's moe-train writes maxvio_compute, the bias and the end-of-training eval.json.
-for name in ("lf", "lf_seed7", "aux"):
+for name in ("lf", "lf_seed7", "aux", "v3"):
     check(run[name]["mvc"] is not None, f"{name}: metrics.jsonl has no maxvio_compute")
     check(run[name]["bias"], f"{name}: expert_loads.jsonl has no bias")
     check(run[name]["src"].startswith("eval.json (step 16)"), f"{name}: no eval.json of step 16 from moe-train")
@@ -221,6 +235,17 @@ for where, tables in pages.items():
     seeds = variants.get("Loss-Free, sign, u=1e-3", {}).get("seeds", "")
     check(set(seeds.split(", ")) == {"1234", "7"}, f"{where}: Loss-Free seeds '{seeds}'")
 
+    # The per-rank load table: every variant, recomputed from expert_loads.jsonl.
+    rl = {r["variant"]: r for r in table(f"Per-rank load at ep_size {EP}")}
+    check(set(rl) == set(RUNS.values()), f"{where}: per-rank load variants {sorted(rl)}")
+    for v, rs in groups.items():
+        row = rl.get(v, {})
+        expect(row, "early peak (steps <= 100)", cell([r["rank_peak"] for r in rs]), f"per-rank load {v}")
+        expect(row, "at step", ", ".join(str(r["rank_peak_step"]) for r in sorted(rs, key=lambda r: r["seed"])),
+               f"per-rank load {v}")  # the variant's runs in seed order
+        expect(row, "late (last 10%)", cell([r["rank_late"] for r in rs]), f"per-rank load {v}")
+        expect(row, "worst case", "4.000", f"per-rank load {v}")  # P * min(K, E/P) / K = 4 * 2 / 2
+
     # Table 1: the paper's rows beside ours.
     t1 = {(r["setting"], r["our variant"]): r for r in table("Table 1.")}
     for setting, paper_ppl, paper_mv, v in (("aux loss, alpha=1e-3", "9.56", "0.72", "aux loss, alpha=1e-3"),
@@ -238,6 +263,15 @@ for where, tables in pages.items():
         expect(row, MVC, cell(mvc) if mvc else "not logged", f"Table 1 {setting}")
         expect(row, "eval", "eval.json" if v != "no balancing" else "last eval.jsonl line (step 16)",
                f"Table 1 {setting}")
+
+    # DeepSeek-V3's additions: below Table 1's paper rows, and in no paper row.
+    v3 = f"Loss-Free, sign, u=1e-3, seq-wise alpha=1e-4, groups 2 of 4, normalised gates (not in the paper)"
+    row = t1.get((v3, V3), {})
+    check(bool(row), f"{where}: Table 1 has no row for the V3-style run: {sorted(t1)}")
+    expect(row, "paper PPL (1B)", "—", "Table 1 V3-style")
+    expect(row, "val PPL", cell([run["v3"]["ppl"]]), "Table 1 V3-style")
+    for title in ("Table 2.", "Table 3.", "Table 4.", "Table 6."):
+        check(all(r["our variant"] != V3 for r in table(title)), f"{where}: {title} shows the V3-style run")
 
     # Table 2: u = 1e-4 and 1e-2 have no run; 1e-3 is our two-seed variant.
     t2 = {r["setting"]: r for r in table("Table 2.")}
@@ -267,4 +301,4 @@ if failures:
     print("\n".join("FAIL: " + f for f in failures), file=sys.stderr)
     sys.exit(1)
 print(f"report_check: {len(pngs)} figures; both pages hold the numbers of {len(run)} runs "
-      "(3 from eval.json, 1 stripped to the older format)")
+      "(4 from eval.json, 1 stripped to the older format)")

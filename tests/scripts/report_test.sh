@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# ctest "report": scripts/report.py on real moe-train runs. Four short runs of
+# ctest "report": scripts/report.py on real moe-train runs. Five short runs of
 # the tiny model with in-training evaluation (Loss-Free at two seeds, aux loss,
-# no balancing), then the report: its pages and figures exist, and the tables
+# no balancing, Loss-Free with DeepSeek-V3's additions), then the report: its pages and figures exist, and the tables
 # hold the runs' numbers (tests/scripts/report_check.py recomputes them from the run
 # files); the grouping follows moe-train's key metadata (--print-config
 # --with-meta, or a saved copy of it); docs/paper.md holds the numbers of
@@ -61,6 +61,9 @@ train aux --set balance.method=aux_loss & p1=$!
 train none --set balance.method=none & p2=$!
 wait $p1 || exit 1
 wait $p2 || exit 1
+# DeepSeek-V3's additions to Loss-Free: a row below Table 1's, in no other table.
+train v3 --set balance.seq_aux_alpha=1e-4 --set moe.n_group=4 --set moe.topk_group=2 \
+  --set moe.normalize_gates=true || exit 1
 runs_ms=$(( $(ms) - start ))
 
 # The "none" run stands for a run of an older moe-train: no maxvio_compute, no
@@ -92,9 +95,10 @@ expect2() {
 mkdir -p "$tmp/empty" "$tmp/noconfig"
 cp "$tmp/runs/lf/metrics.jsonl" "$tmp/noconfig/"
 expect2 "report.py: $tmp/nope: no such directory" "$tmp/nope"
-expect2 "report.py: $tmp/runs: no metrics.jsonl (not a moe-train run directory; it holds runs aux, lf, lf_seed7, none: pass $tmp/runs/*)" "$tmp/runs"
+expect2 "report.py: $tmp/runs: no metrics.jsonl (not a moe-train run directory; it holds runs aux, lf, lf_seed7, none, ...: pass $tmp/runs/*)" "$tmp/runs"
 expect2 "report.py: $tmp/empty: no metrics.jsonl (not a moe-train run directory)" "$tmp/runs/lf" "$tmp/empty"
 expect2 "report.py: $tmp/noconfig: no config.yaml (not a moe-train run directory)" "$tmp/noconfig"
+expect2 "report.py: --ep-size: expected a number of ranks >= 1" "$tmp/runs/lf" --ep-size 0
 [ ! -e "$tmp/bad-report" ] || fail "report.py wrote a report for bad input"
 "$py" "$report" --help | grep -q -- '--out DIR' || fail "report.py --help shows no usage"
 # Run as a program (its #! line; a python3 on PATH without numpy re-runs it under /usr/bin/python3).
@@ -104,7 +108,7 @@ if [ "$rc" != 2 ] || [ "$(cat "$tmp/err.txt")" != "report.py: $tmp/nope: no such
   fail "scripts/report.py run directly: exit $rc, stderr '$(cat "$tmp/err.txt")'"
 fi
 
-"$py" "$report" "$tmp"/runs/* --moe-train "$build/moe-train" --out "$tmp/report" >"$tmp/report.log" 2>&1 ||
+"$py" "$report" "$tmp"/runs/* --moe-train "$build/moe-train" --ep-size 4 --out "$tmp/report" >"$tmp/report.log" 2>&1 ||
   { cat "$tmp/report.log"; fail "report.py exited non-zero"; }
 grep -q '^done in' "$tmp/report.log" || fail "report.py printed no progress: $(cat "$tmp/report.log")"
 "$py" "$repo/tests/scripts/report_check.py" "$tmp/runs" "$tmp/report" || fail "report_check.py"
@@ -115,16 +119,16 @@ grep -q '^done in' "$tmp/report.log" || fail "report.py printed no progress: $(c
 # Loss-Free seeds into two variants.
 "$build/moe-train" --config "$repo/configs/tiny.yaml" --print-config --with-meta >"$tmp/meta.yaml"
 grep -q 'seed: {value: 1234, training: seed}' "$tmp/meta.yaml" || fail "--with-meta: no seed metadata"
-"$py" "$report" "$tmp"/runs/* --moe-train "$tmp/nope" --key-meta "$tmp/meta.yaml" --out "$tmp/report2" \
+"$py" "$report" "$tmp"/runs/* --moe-train "$tmp/nope" --key-meta "$tmp/meta.yaml" --ep-size 4 --out "$tmp/report2" \
   >"$tmp/report2.log" 2>&1 || { cat "$tmp/report2.log"; fail "report.py --key-meta exited non-zero"; }
-grep -q '^3 variants:' "$tmp/report2.log" || fail "--key-meta: $(cat "$tmp/report2.log")"
+grep -q '^4 variants:' "$tmp/report2.log" || fail "--key-meta: $(cat "$tmp/report2.log")"
 tables() { grep '^|' "$1"; }
 diff <(tables "$tmp/report/README.md") <(tables "$tmp/report2/README.md") >/dev/null ||
   fail "--key-meta FILE gives other tables than moe-train's own metadata"
 sed 's/seed: {value: 1234, training: seed}/seed: {value: 1234, training: changes}/' "$tmp/meta.yaml" >"$tmp/meta_seed.yaml"
 "$py" "$report" "$tmp"/runs/* --key-meta "$tmp/meta_seed.yaml" --out "$tmp/report3" >"$tmp/report3.log" 2>&1 ||
   { cat "$tmp/report3.log"; fail "report.py --key-meta (seed changes training) exited non-zero"; }
-grep -q '^4 variants:' "$tmp/report3.log" || fail "the seed's metadata did not split the seeds: $(cat "$tmp/report3.log")"
+grep -q '^5 variants:' "$tmp/report3.log" || fail "the seed's metadata did not split the seeds: $(cat "$tmp/report3.log")"
 rc=0
 "$py" "$report" "$tmp/runs/lf" --moe-train "$tmp/nope" --out "$tmp/report4" >/dev/null 2>"$tmp/err.txt" || rc=$?
 { [ "$rc" = 2 ] && [ "$(wc -l <"$tmp/err.txt")" = 1 ] && grep -q -- "--key-meta FILE" "$tmp/err.txt"; } ||
@@ -133,4 +137,4 @@ rc=0
 # The paper's numbers: docs/paper.md's tables hold docs/paper_numbers.yaml's.
 "$py" "$repo/tests/scripts/paper_numbers_check.py" || fail "paper_numbers_check.py"
 total_ms=$(( $(ms) - start ))
-echo "PASS: report of 4 runs ($((runs_ms / 1000)).$((runs_ms % 1000 / 100)) s of training, $((total_ms / 1000)).$((total_ms % 1000 / 100)) s in all)"
+echo "PASS: report of 5 runs ($((runs_ms / 1000)).$((runs_ms % 1000 / 100)) s of training, $((total_ms / 1000)).$((total_ms % 1000 / 100)) s in all)"
