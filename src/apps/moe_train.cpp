@@ -103,7 +103,7 @@ std::string resolve_resume(const Args& a, const moe::Config& cfg, int world_size
 }
 
 template <typename T, typename A>
-int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
+int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank, int64_t node_id,
           const std::string& resume_dir, moe::Comm& world, const moe::Communicators& comms) {
   auto be = moe::make_backend<T, A>(cfg, kind, local_rank);
   if (const std::string caveat = moe::backend_caveat(kind); !caveat.empty())
@@ -115,6 +115,7 @@ int train(const moe::Config& cfg, moe::BackendKind kind, int local_rank,
         "config: train.eval_interval: set, but there is no validation data (data.val_path, or "
         "val_*.bin shards in data.path)");
   moe::Trainer<T, A> trainer(cfg, *be, world, *data, val.get(), comms.ep.get(), comms.replica.get());
+  trainer.set_node(node_id);  // the fan-out in nodes (metrics.jsonl)
   // GPUs: gradients and MoE rows move in GPU memory over NCCL, ordered with
   // the backend's stream (declared after `be`, so destroyed before it).
   const std::unique_ptr<moe::Comm> device_world =
@@ -271,7 +272,7 @@ int main(int argc, char** argv) {
     if (world->size() > 1) spdlog::info("{}", topo.describe());
     const std::string resume_dir = resolve_resume(a, cfg, world->size());
     return moe::with_element_types(cfg, [&]<typename T, typename A>() {
-      return train<T, A>(cfg, kind, mpi.local_rank(), resume_dir, *world, comms);
+      return train<T, A>(cfg, kind, mpi.local_rank(), mpi.node_id(), resume_dir, *world, comms);
     });
   });
 }

@@ -39,6 +39,8 @@ MpiEnvironment::MpiEnvironment(bool only_if_launched) {
   MpiComm node_comm(node, true);
   local_rank_ = node_comm.rank();
   local_size_ = node_comm.size();
+  node_id_ = world_rank_;  // node rank 0 has the lowest world rank (the split's key)
+  node_comm.broadcast(&node_id_, sizeof(node_id_), 0);
 }
 
 MpiEnvironment::~MpiEnvironment() {

@@ -30,6 +30,8 @@ class MpiEnvironment {
   // Rank among the processes on this node, and their number (GPU selection).
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
+  // The lowest world rank on this node: the same for every process of a node.
+  int node_id() const { return node_id_; }
   bool active() const { return active_; }  // MPI is initialized and usable
 
   // Ends the whole job with `code`: MPI_Abort on MPI_COMM_WORLD when it has
@@ -40,7 +42,7 @@ class MpiEnvironment {
  private:
   bool active_ = false;
   bool owns_ = false;
-  int world_rank_ = 0, world_size_ = 1, local_rank_ = 0, local_size_ = 1;
+  int world_rank_ = 0, world_size_ = 1, local_rank_ = 0, local_size_ = 1, node_id_ = 0;
 };
 
 }  // namespace moe

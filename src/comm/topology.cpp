@@ -1,5 +1,7 @@
 #include "comm/topology.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace moe {
@@ -74,6 +76,20 @@ std::string Topology::describe() const {
          join(Topology(g * ep_size, world_size, ep_size, n_routed).ep_group_ranks()) + "\n";
   s.pop_back();  // no trailing newline: one log record
   return s;
+}
+
+std::vector<int> node_layout(Comm& ep, int64_t node_id) {
+  const size_t P = size_t(ep.size());
+  std::vector<int64_t> ids(P), ones(P, 1), send(P, node_id);
+  ep.alltoallv(send.data(), ones.data(), ids.data(), ones.data());  // an all-gather
+  std::vector<int64_t> seen;  // node ids, in order of first appearance
+  std::vector<int> node;
+  for (int64_t id : ids) {
+    auto it = std::find(seen.begin(), seen.end(), id);
+    if (it == seen.end()) it = seen.insert(seen.end(), id);
+    node.push_back(int(it - seen.begin()));
+  }
+  return node;
 }
 
 Communicators make_communicators(Comm& world, const Topology& topo) {

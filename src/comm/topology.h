@@ -37,6 +37,11 @@ struct Communicators {
   std::unique_ptr<Comm> world, ep, replica;
 };
 
+// Collective over `ep`: the node of each rank of the EP group, numbered 0, 1,
+// ... in the order the group's ranks first reach them. node_id: any number
+// the ranks of one node share and no other node has (MpiEnvironment::node_id).
+std::vector<int> node_layout(Comm& ep, int64_t node_id);
+
 // ep = world.split(ep_group, rank), replica = world.split(ep_rank, rank); the
 // returned world is a second handle on `world` (a split with one color).
 // Collective over `world`.

@@ -167,7 +167,7 @@ ForwardResult Transformer<T, A>::forward(const int32_t* tokens, const int32_t* t
       int64_t* counts = opt.counts ? opt.counts + size_t(m) * E : nullptr;
       const float* bias = bias_ ? bias_ + size_t(m) * E : nullptr;
       r.aux_loss_sum += L.moe->forward(be_, params_, tmp_, L.ln2_out, N, bias,
-                                       counts, aux_ptr);
+                                       counts, opt.fanout, aux_ptr);
       ++m;
     }
     if (l + 1 < layers_.size()) {
@@ -265,6 +265,12 @@ template <typename T, typename A>
 void Transformer<T, A>::set_device_ep_comm(Comm* ep_device) {
   for (Layer& L : layers_)
     if (L.moe) L.moe->set_device_ep_comm(ep_device);
+}
+
+template <typename T, typename A>
+void Transformer<T, A>::set_node_layout(const std::vector<int>& node_of_rank) {
+  for (Layer& L : layers_)
+    if (L.moe) L.moe->set_node_layout(node_of_rank);
 }
 
 template class Transformer<float>;

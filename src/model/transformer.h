@@ -43,6 +43,11 @@ struct ForwardOptions {
   // this forward counts: the recomputation in backward() cannot (it reuses
   // the routing and takes no counts).
   int64_t* counts = nullptr;
+  // If non-null (with expert parallelism): += the tokens' communication
+  // fan-out histograms, summed over MoE layers, int64 [2][top_k + 1]:
+  // tokens by the number of distinct EP ranks, then of distinct nodes, their
+  // routed experts live on (moe/fanout.h; nodes only after set_node_layout).
+  int64_t* fanout = nullptr;
 };
 
 struct ForwardResult {
@@ -85,6 +90,9 @@ class Transformer {
   // Every MoE layer exchanges its rows over `ep_device` (an EP communicator
   // on backend memory, e.g. NcclComm) instead of through host memory.
   void set_device_ep_comm(Comm* ep_device);
+  // The node of each rank of this rank's EP group: fan-out is then also
+  // counted in nodes (ForwardOptions::fanout).
+  void set_node_layout(const std::vector<int>& node_of_rank);
 
   // Router state of MoE layer m after the last forward (tests, diagnostics;
   // under recompute full the scores are those of the last layer computed).

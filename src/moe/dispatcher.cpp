@@ -1,6 +1,7 @@
 #include "moe/dispatcher.h"
 
 #include "core/error.h"
+#include "moe/fanout.h"
 
 namespace moe {
 
@@ -17,6 +18,17 @@ Dispatcher<T, A>::Dispatcher(int E, int K, Comm* ep)
       send_rows_(P_),
       recv_rows_(P_) {
   MOE_CHECK(E % P_ == 0, "Dispatcher: experts not divisible by the expert-parallel size");
+  for (int e = 0; e < E; ++e) rank_of_expert_.push_back(owner_of(e));
+}
+
+template <typename T, typename A>
+void Dispatcher<T, A>::set_node_layout(const std::vector<int>& node_of_rank) {
+  if (!node_of_rank.empty() && int(node_of_rank.size()) != P_)
+    throw InternalError("dispatcher: a node layout of " + std::to_string(node_of_rank.size()) +
+                        " ranks for an EP group of " + std::to_string(P_));
+  node_of_expert_.clear();
+  for (int e = 0; !node_of_rank.empty() && e < E_; ++e)
+    node_of_expert_.push_back(node_of_rank[size_t(owner_of(e))]);
 }
 
 template <typename T, typename A>
@@ -35,10 +47,20 @@ void Dispatcher<T, A>::allocate(Activations& acts, int max_tokens, int D) {
 }
 
 template <typename T, typename A>
-void Dispatcher<T, A>::plan(Backend<T, A>& be, const int32_t* expert_idx, int N) {
+void Dispatcher<T, A>::plan(Backend<T, A>& be, const int32_t* expert_idx, int N,
+                            int64_t* fanout) {
   // Dispatch phase: the plan, the row moves and the EP all-to-alls.
   PhaseScope phase(be, Phase::Dispatch);
   be.dispatch_plan(row_of_slot_, counts_.data(), expert_idx, N, E_, K_);
+  if (fanout && parallel()) {
+    // N*K indices to the host (the plan has just waited for its counts
+    // there), against the D-wide rows the all-to-all moves for each of them.
+    idx_host_.resize(size_t(N) * K_);
+    be.to_host(idx_host_.data(), expert_idx, idx_host_.size() * sizeof(int32_t));
+    count_fanout(fanout, idx_host_.data(), N, K_, rank_of_expert_);
+    if (!node_of_expert_.empty())
+      count_fanout(fanout + K_ + 1, idx_host_.data(), N, K_, node_of_expert_);
+  }
   offsets_[0] = 0;
   for (int e = 0; e < E_; ++e) offsets_[e + 1] = offsets_[e] + counts_[e];
   const int El = local_experts();

@@ -29,13 +29,22 @@ class Dispatcher {
 
   int local_experts() const { return E_ / P_; }
   int first_expert() const { return rank_ * local_experts(); }
+  // The EP rank that holds `expert`: the placement every plan follows.
+  int owner_of(int expert) const { return expert / local_experts(); }
 
   // An EP communicator over the same ranks that moves backend memory itself
   // (NcclComm on GPUs): the rows' all-to-all then skips the host staging.
   void set_device_comm(Comm* ep_device);
 
-  // Plans this micro-batch's routing (expert_idx [N,K]).
-  void plan(Backend<T, A>& be, const int32_t* expert_idx, int N);
+  // The node of each rank of the EP group (node_of_rank[P]): fan-out is then
+  // also counted in nodes. Empty (the default): nodes are not counted.
+  void set_node_layout(const std::vector<int>& node_of_rank);
+
+  // Plans this micro-batch's routing (expert_idx [N,K]). fanout: if non-null
+  // and experts are spread over the EP group, += the tokens' fan-out
+  // histograms (moe/fanout.h), [2][K+1]: distinct EP ranks, then distinct
+  // nodes (left alone without a node layout).
+  void plan(Backend<T, A>& be, const int32_t* expert_idx, int N, int64_t* fanout = nullptr);
   // Tokens of this rank per (global) expert: what balancing counts.
   const std::vector<int64_t>& counts() const { return counts_; }
   // Row offsets of the local experts in the expert-major rows (local_experts()+1).
@@ -85,6 +94,9 @@ class Dispatcher {
   int32_t *order_ = nullptr, *inverse_ = nullptr;  // backend copies
   A *local_ = nullptr, *recv_ = nullptr, *out_local_ = nullptr;
   std::vector<A> send_host_, recv_host_;    // staging of exchange(); grow once, then reused
+  // Fan-out: the EP rank and the node of each expert; the selection on the host.
+  std::vector<int> rank_of_expert_, node_of_expert_;
+  std::vector<int32_t> idx_host_;
 };
 
 }  // namespace moe

@@ -80,7 +80,8 @@ size_t MoeLayer<T, A>::backward_scratch_bytes(int max_tokens) const {
 
 template <typename T, typename A>
 double MoeLayer<T, A>::forward(Backend<T, A>& be, const ParamSet<T>& ps, A* y, const A* x, int N,
-                               const float* bias, int64_t* counts, const AuxLossSpec* aux) {
+                               const float* bias, int64_t* counts, int64_t* fanout,
+                               const AuxLossSpec* aux) {
   // Phases: the shared and routed experts' SwiGLUs are ExpertGemm; the
   // router and the dispatcher scope their own work.
   {
@@ -92,7 +93,7 @@ double MoeLayer<T, A>::forward(Backend<T, A>& be, const ParamSet<T>& ps, A* y, c
   }
 
   const double aux_loss = router_.forward(be, ps, x, N, bias, aux);
-  dispatcher_.plan(be, router_.expert_idx(), N);
+  dispatcher_.plan(be, router_.expert_idx(), N, fanout);
   if (counts)
     for (int e = 0; e < E_; ++e) counts[e] += dispatcher_.counts()[e];
 

@@ -43,10 +43,12 @@ class MoeLayer {
   size_t backward_scratch_bytes(int max_tokens) const;
 
   // y[N,D] overwritten. bias: fp32 [E] selection bias. counts: if non-null,
-  // += this micro-batch's tokens per expert (int64 [E]). Returns the summed
-  // aux loss of the micro-batch's groups (0 without aux).
+  // += this micro-batch's tokens per expert (int64 [E]). fanout: if non-null,
+  // += its tokens' fan-out histograms with expert parallelism (see
+  // Dispatcher::plan). Returns the summed aux loss of the micro-batch's
+  // groups (0 without aux).
   double forward(Backend<T, A>& be, const ParamSet<T>& ps, A* y, const A* x, int N,
-                 const float* bias, int64_t* counts, const AuxLossSpec* aux);
+                 const float* bias, int64_t* counts, int64_t* fanout, const AuxLossSpec* aux);
   // Before backward: what the policy did not keep, from the same input x
   // (the caller restores it first). The routing decision and the plan of the
   // training forward are reused: nothing is routed, planned or counted again,
@@ -63,6 +65,10 @@ class MoeLayer {
   const Router<T, A>& router() const { return router_; }
   // See Dispatcher::set_device_comm.
   void set_device_ep_comm(Comm* ep_device) { dispatcher_.set_device_comm(ep_device); }
+  // See Dispatcher::set_node_layout.
+  void set_node_layout(const std::vector<int>& node_of_rank) {
+    dispatcher_.set_node_layout(node_of_rank);
+  }
 
  private:
   int D_, E_, K_, Fe_;

@@ -68,6 +68,11 @@ void MetricsLog::record(const StepStats& s, double elapsed, int64_t steps_done) 
             {"tokens_seen", s.tokens_seen},
             {"elapsed_s", elapsed},
             {"skipped", s.skipped}};
+  for (const auto& [what, f] : {std::pair{"ranks", s.fanout_ranks}, std::pair{"nodes", s.fanout_nodes}})
+    if (f) {
+      j[fmt::format("fanout_{}_mean", what)] = f->mean;
+      j[fmt::format("fanout_{}_max", what)] = f->max;
+    }
   metrics_ << j.dump() << '\n';
   metrics_.flush();
 

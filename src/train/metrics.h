@@ -7,10 +7,12 @@
 #include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
+#include "moe/fanout.h"
 
 namespace moe {
 
@@ -27,6 +29,10 @@ struct StepStats {
   // an EP group: what one GPU's experts compute), mean over MoE layers.
   double maxvio_compute = 0.0;
   std::vector<double> maxvio_compute_layers;
+  // Expert parallelism only: over the global batch's tokens and the MoE
+  // layers, the distinct EP ranks (and, across nodes, nodes) a token's
+  // routed experts live on.
+  std::optional<Fanout> fanout_ranks, fanout_nodes;
   std::vector<int64_t> counts;  // [moe_layers * n_routed], global batch
   std::vector<float> bias;      // [moe_layers * n_routed], Loss-Free bias after the update
   double step_seconds = 0.0;

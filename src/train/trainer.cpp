@@ -8,9 +8,11 @@
 #include <exception>
 #include <utility>
 
+#include "comm/topology.h"
 #include "core/error.h"
 #include "core/fault.h"
 #include "eval/evaluator.h"
+#include "moe/fanout.h"
 #include "moe/load_stats.h"
 #include "train/checkpoint_gather.h"
 #include "train/lr_schedule.h"
@@ -45,7 +47,8 @@ Trainer<T, A>::Trainer(const Config& cfg, Backend<T, A>& be, Comm& comm, const T
       tokens_(size_t(cfg.train.micro_batch) * cfg.model.seq_len),
       targets_(tokens_.size()),
       counts_(size_t(cfg.model.moe_layers()) * cfg.moe.n_routed),
-      micro_counts_(counts_.size() * size_t(sampler_.micro_batches_per_rank())) {
+      micro_counts_(counts_.size() * size_t(sampler_.micro_batches_per_rank())),
+      fanout_(ep_ ? 2 * size_t(cfg.moe.top_k + 1) : 0) {
   model_->init_params(cfg.train.seed);
   model_->use_router_bias(balancer_.device_bias());
   // Fault point (core/fault.h): this rank fails in its second step.
@@ -64,6 +67,16 @@ void Trainer<T, A>::use_device_comms(Comm* world, Comm* ep, Comm* replica) {
     throw InternalError("trainer: expert parallelism needs device EP and replica communicators");
   optimizer_->use_device_comms(world, ep_ ? replica : world);
   model_->set_device_ep_comm(world && ep_ ? ep : nullptr);
+}
+
+template <typename T, typename A>
+void Trainer<T, A>::set_node(int64_t node_id) {
+  if (!ep_) return;
+  const std::vector<int> node = node_layout(*ep_, node_id);
+  model_->set_node_layout(node);
+  int64_t groups_across_nodes = *std::max_element(node.begin(), node.end()) > 0;
+  comm_.allreduce_sum(&groups_across_nodes, 1);
+  report_fanout_nodes_ = groups_across_nodes > 0;
 }
 
 // A computation batch is one micro-batch of every rank of an EP group: the
@@ -117,6 +130,8 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
   const int M = sampler_.micro_batches_per_rank();
   const size_t LE = counts_.size();
   std::fill(micro_counts_.begin(), micro_counts_.end(), 0);
+  std::fill(fanout_.begin(), fanout_.end(), 0);
+  opt.fanout = ep_ ? fanout_.data() : nullptr;
   double sums[2] = {0.0, 0.0};  // token loss, aux loss
   for (int m = 0; m < M; ++m) {
     sampler_.micro_batch(step, m, tokens_.data(), targets_.data());
@@ -132,6 +147,7 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
   optimizer_->reduce_gradients();
   comm_.allreduce_sum(sums, 2);
   comm_.allreduce_sum(counts_.data(), counts_.size());
+  if (ep_) comm_.allreduce_sum(fanout_.data(), fanout_.size());  // every token once
   if (injected_step_failure_ && step >= 1)
     throw InternalError("injected failure (MOE_FAULT_INJECTION train.fail_rank)");
   if (after_backward_hook) after_backward_hook(step, ps);
@@ -177,6 +193,11 @@ StepStats Trainer<T, A>::train_step(int64_t step) {
   st.maxvio_batch_layers = mv.per_layer;
   st.maxvio_compute_layers = computation_batch_maxvio();
   for (double v : st.maxvio_compute_layers) st.maxvio_compute += v / double(st.maxvio_compute_layers.size());
+  if (ep_) {
+    const int K = cfg_.moe.top_k;
+    st.fanout_ranks = fanout_of(fanout_.data(), K);
+    if (report_fanout_nodes_) st.fanout_nodes = fanout_of(fanout_.data() + K + 1, K);
+  }
   st.counts = counts_;
   st.bias = balancer_.bias();
   be_.synchronize();

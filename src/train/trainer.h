@@ -64,6 +64,12 @@ class Trainer {
   // Null world: back to the host path.
   void use_device_comms(Comm* world, Comm* ep = nullptr, Comm* replica = nullptr);
 
+  // Collective over the world: this rank's node (any id that the ranks of a
+  // node share, e.g. MpiEnvironment::node_id). With expert parallelism the
+  // fan-out is then also counted in nodes, and reported when some EP group
+  // spans more than one node.
+  void set_node(int64_t node_id);
+
   int64_t next_step() const { return state_.step; }
   const TrainerState& state() const { return state_; }
   Transformer<T, A>& model() { return *model_; }
@@ -100,6 +106,10 @@ class Trainer {
   std::vector<int32_t> tokens_, targets_;
   std::vector<int64_t> counts_;        // [moe_layers * n_routed]: the step's global batch
   std::vector<int64_t> micro_counts_;  // [micro-batches per rank][moe_layers * n_routed]
+  // Expert parallelism only: the step's fan-out histograms over the global
+  // batch and the MoE layers, [2][top_k + 1] (ForwardOptions::fanout).
+  std::vector<int64_t> fanout_;
+  bool report_fanout_nodes_ = false;  // set_node found an EP group across nodes
   TrainerState state_;
   int consecutive_skips_ = 0;
   EvalResult last_eval_;           // the latest in-training evaluation ...

@@ -83,6 +83,57 @@ TEST(CliMpi, TwoRanksExpertParallelMatchOneRank) {
   fs::remove_all(d);
 }
 
+std::vector<nlohmann::json> records(const fs::path& metrics) {
+  std::ifstream f(metrics);
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(f, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+// metrics.jsonl reports the communication fan-out with expert parallelism
+// only; a token's top-2 experts lie on 1 or 2 of the 2 ranks; groups aligned
+// with the ranks (moe.n_group = ep_size, topk_group 1) keep every token on
+// one. One machine: no node fields. (The exact values against a reference:
+// test_mpi_fanout.)
+TEST(CliMpi, ExpertParallelReportsFanOut) {
+  const fs::path d = temp_dir("fanout");
+  const std::string common = " --set train.steps=3 --set train.threads=1";
+  const CommandResult one = run(kTrain + common + " --set log.out_dir=" + (d / "one").string());
+  ASSERT_EQ(one.code, 0) << one.out;
+  for (const auto& j : records(d / "one" / "metrics.jsonl"))
+    for (const char* key : {"fanout_ranks_mean", "fanout_ranks_max", "fanout_nodes_mean"})
+      EXPECT_FALSE(j.contains(key)) << key;
+
+  const std::string ep = kMpirun + kTrain + common + " --set parallel.ep_size=2";
+  const CommandResult two = run(ep + " --set log.out_dir=" + (d / "two").string());
+  ASSERT_EQ(two.code, 0) << two.out;
+  const auto free = records(d / "two" / "metrics.jsonl");
+  ASSERT_EQ(free.size(), 3u);
+  bool some_token_on_both = false;
+  for (const auto& j : free) {
+    ASSERT_TRUE(j.contains("fanout_ranks_mean") && j.contains("fanout_ranks_max")) << j.dump();
+    EXPECT_FALSE(j.contains("fanout_nodes_mean")) << j.dump();
+    const double mean = j["fanout_ranks_mean"].get<double>();
+    const int max = j["fanout_ranks_max"].get<int>();
+    EXPECT_GE(mean, 1.0);
+    EXPECT_LE(mean, max);
+    EXPECT_LE(max, 2);  // min(top_k, ep_size)
+    some_token_on_both |= max == 2;
+  }
+  EXPECT_TRUE(some_token_on_both);  // unlimited routing does spread tokens
+
+  const CommandResult grouped = run(ep + " --set moe.n_group=2 --set moe.topk_group=1" +
+                                    " --set log.out_dir=" + (d / "grouped").string());
+  ASSERT_EQ(grouped.code, 0) << grouped.out;
+  const auto limited = records(d / "grouped" / "metrics.jsonl");
+  ASSERT_EQ(limited.size(), 3u);
+  for (const auto& j : limited) {
+    EXPECT_EQ(j["fanout_ranks_max"].get<int>(), 1) << j.dump();
+    EXPECT_EQ(j["fanout_ranks_mean"].get<double>(), 1.0) << j.dump();
+  }
+  fs::remove_all(d);
+}
+
 TEST(CliMpi, AFailingRankEndsTheJobWithinSeconds) {
   const fs::path d = temp_dir("fail");
   const CommandResult r = run("MOE_FAULT_INJECTION=train.fail_rank=1 " + kMpirun + kTrain +
