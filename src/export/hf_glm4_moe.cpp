@@ -1,5 +1,6 @@
 #include "export/hf_glm4_moe.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
