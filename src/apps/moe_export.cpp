@@ -168,7 +168,8 @@ void write_weights(const std::vector<moe::HfTensor>& tensors, bool bf16, size_t 
 
 // README.md: what the model is, how it was trained, how it evaluated.
 std::string model_card(const moe::Config& cfg, const moe::TrainerState& st,
-                       const std::string& ckpt, const nlohmann::json* eval) {
+                       const std::string& ckpt, const nlohmann::json* eval,
+                       const std::string& bias_note) {
   std::string s = "---\nlibrary_name: transformers\npipeline_tag: text-generation\n---\n\n";
   s += "# glm4_moe model trained with moe-lfb\n\n";
   s += "A DeepSeekMoE-style model pretrained with moe-lfb (balance: " +
@@ -176,6 +177,7 @@ std::string model_card(const moe::Config& cfg, const moe::TrainerState& st,
        std::to_string(st.step) + ", " + std::to_string(st.tokens_seen) + " tokens seen).\n\n";
   s += "Load it with `AutoModelForCausalLM.from_pretrained(dir)`; the tokenizer, when present, with "
        "`AutoTokenizer.from_pretrained(dir, use_fast=False)` (SentencePiece).\n\n";
+  if (!bias_note.empty()) s += "Router: " + bias_note + ".\n\n";
   if (eval) {
     s += "## Evaluation (moe-eval)\n\n| metric | value |\n|---|---|\n";
     s += "| validation loss | " + std::to_string(eval->value("loss", 0.0)) + " |\n";
@@ -202,7 +204,22 @@ int export_checkpoint(const Args& a) {
   const std::string model_path = (fs::path(ckpt) / "model.safetensors").string();
   const moe::SafeTensorFile ours = moe::read_safetensors(model_path);
   moe::require_finite_tensors(ours, model_path, ckpt);  // as a resume would refuse it
-  const std::vector<moe::HfTensor> tensors = moe::to_glm4_moe(ours, cfg);
+  std::vector<float> shifts;
+  const std::vector<moe::HfTensor> tensors = moe::to_glm4_moe(ours, cfg, &shifts);
+  // Group-limited routing: the bias is written shifted (hf_glm4_moe.h), said
+  // in the log and on the model card.
+  std::string bias_note;
+  if (!shifts.empty()) {
+    bias_note = "e_score_correction_bias is the training bias shifted by a constant per MoE layer (";
+    for (size_t i = 0; i < shifts.size(); ++i)
+      bias_note += (i ? ", " : "") + fmt::format("{:.9g}", shifts[i]);
+    bias_note += fmt::format(
+        "), so that glm4_moe's 0.0 mask of the dropped groups (n_group {}, topk_group {}) "
+        "selects the experts training selected; selections and gates are unchanged "
+        "(docs/export.md)",
+        cfg.moe.n_group, cfg.moe.topk_group);
+    spdlog::info("router bias: {}", bias_note);
+  }
 
   // Written under a temporary name and renamed: a directory at --output is
   // complete. A failure (a full disk) removes the temporary directory.
@@ -236,7 +253,7 @@ int export_checkpoint(const Args& a) {
         spdlog::info("model card: evaluation from {}", p.string());
         break;
       }
-    write_text(tmp / "README.md", model_card(cfg, st, ckpt, eval.is_null() ? nullptr : &eval));
+    write_text(tmp / "README.md", model_card(cfg, st, ckpt, eval.is_null() ? nullptr : &eval, bias_note));
     fs::remove(out);  // an empty directory, if any (require_fresh_output)
     moe::io::rename_path(tmp.string(), out.string());
     try {

@@ -1,5 +1,7 @@
 #include "export/hf_glm4_moe.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -14,7 +16,7 @@ struct Block {
   std::string ours;
   std::vector<int64_t> shape;                             // ours: [rows, cols] or [n]
   std::vector<std::pair<std::string, int64_t>> parts;     // glm4_moe name, rows
-  bool keep_fp32 = false;
+  bool router_bias = false;  // e_score_correction_bias: fp32, shifted for groups
 };
 
 std::vector<Block> blocks(const Config& c) {
@@ -23,8 +25,8 @@ std::vector<Block> blocks(const Config& c) {
   const int64_t Fe = c.moe.expert_intermediate, Fs = int64_t(c.moe.n_shared) * Fe;
   std::vector<Block> out;
   auto add = [&](std::string ours, std::vector<int64_t> shape,
-                 std::vector<std::pair<std::string, int64_t>> parts, bool fp32 = false) {
-    out.push_back({std::move(ours), std::move(shape), std::move(parts), fp32});
+                 std::vector<std::pair<std::string, int64_t>> parts, bool router_bias = false) {
+    out.push_back({std::move(ours), std::move(shape), std::move(parts), router_bias});
   };
   auto swiglu = [&](const std::string& ours, const std::string& hf, int64_t width) {
     add(ours + ".w13", {2 * width, D}, {{hf + ".gate_proj.weight", width}, {hf + ".up_proj.weight", width}});
@@ -81,14 +83,29 @@ void check_glm4_moe_exportable(const Config& c) {
                                     ": glm4_moe adds e_score_correction_bias to the scores");
   if (c.model.moe_layers() > 0 && c.moe.n_shared < 1)
     refuse("moe.n_shared", "0: every glm4_moe MoE layer has shared experts");
-  if (c.moe.n_group > 1)
-    throw ConfigError("config: moe.n_group: " + std::to_string(c.moe.n_group) + " (topk_group " +
-                      std::to_string(c.moe.topk_group) +
-                      "): group-limited routing is not exported yet (glm4_moe masks dropped "
-                      "groups with 0.0, training with -inf; docs/export.md)");
   if (c.model.moe_layers() > 0 && c.moe.n_routed < 2)
     refuse("moe.n_routed", std::to_string(c.moe.n_routed) +
                                ": glm4_moe's routing ranks groups by their two best experts");
+  if (c.model.moe_layers() > 0 && c.moe.n_group > 1 && c.moe.n_routed / c.moe.n_group < 2)
+    refuse("moe.n_group", std::to_string(c.moe.n_group) + " groups of " +
+                              std::to_string(c.moe.n_routed / c.moe.n_group) +
+                              " expert: glm4_moe ranks groups by their two best experts");
+}
+
+bool glm4_moe_shifts_bias(const Config& c) {
+  return c.moe.n_group > 1 && c.moe.topk_group < c.moe.n_group;
+}
+
+float glm4_moe_bias_shift(const float* bias, int n) {
+  float lo = bias[0];
+  for (int e = 1; e < n; ++e) lo = std::min(lo, bias[e]);
+  if (lo >= kGlm4MoeBiasFloor) return 0.0f;
+  // floor - lo rounded to float may fall short by half an ulp: step it up
+  // until the smallest shifted bias, rounded as transformers adds it, clears
+  // the floor (float addition is monotone, so every other one does too).
+  float c = float(double(kGlm4MoeBiasFloor) - double(lo));
+  while (lo + c < kGlm4MoeBiasFloor) c = std::nextafter(c, INFINITY);
+  return c;
 }
 
 nlohmann::ordered_json glm4_moe_config(const Config& c, const SpecialTokens& ids,
@@ -121,8 +138,8 @@ nlohmann::ordered_json glm4_moe_config(const Config& c, const SpecialTokens& ids
   j["n_shared_experts"] = c.moe.n_shared;
   j["n_routed_experts"] = c.moe.n_routed;
   j["num_experts_per_tok"] = c.moe.top_k;
-  j["n_group"] = 1;
-  j["topk_group"] = 1;
+  j["n_group"] = c.moe.n_group;
+  j["topk_group"] = c.moe.topk_group;
   j["norm_topk_prob"] = c.moe.normalize_gates;
   j["routed_scaling_factor"] = c.moe.route_scale;
   j["num_nextn_predict_layers"] = 0;
@@ -184,10 +201,24 @@ Config config_from_glm4_moe(const nlohmann::json& hf, Config c) {
     if (partial != 1.0) refuse_hf("partial_rotary_factor", std::to_string(partial));
     if (rope.value("rope_type", std::string("default")) != "default")
       refuse_hf("rope_parameters.rope_type", rope.value("rope_type", std::string()));
-    const int groups = hf.value("n_group", 1), topk_group = hf.value("topk_group", 1);
-    if (groups != topk_group)
-      refuse_hf("n_group", std::to_string(groups) + " groups with topk_group " +
-                               std::to_string(topk_group) + ": grouped routing");
+    // Group-limited routing, validated as config.cpp validates moe.n_group /
+    // moe.topk_group, but naming the config.json keys.
+    auto bad_hf = [](const std::string& key, const std::string& why) {
+      throw ConfigError("config.json: " + key + ": " + why);
+    };
+    const int E = c.moe.n_routed;
+    c.moe.n_group = hf.value("n_group", 1);
+    c.moe.topk_group = hf.value("topk_group", 1);
+    if (c.moe.n_group < 1 || E % c.moe.n_group != 0)
+      bad_hf("n_group", std::to_string(c.moe.n_group) + " does not divide n_routed_experts = " +
+                            std::to_string(E));
+    if (c.moe.topk_group < 1 || c.moe.topk_group > c.moe.n_group)
+      bad_hf("topk_group", std::to_string(c.moe.topk_group) + " is not in 1 .. n_group = " +
+                               std::to_string(c.moe.n_group));
+    if (int64_t(c.moe.top_k) > int64_t(c.moe.topk_group) * (E / c.moe.n_group))
+      bad_hf("num_experts_per_tok",
+             std::to_string(c.moe.top_k) + " exceeds the experts of topk_group groups: " +
+                 std::to_string(c.moe.topk_group) + " x " + std::to_string(E / c.moe.n_group));
     if (hf.value("num_nextn_predict_layers", 0) != 0)
       refuse_hf("num_nextn_predict_layers", "multi-token prediction layers");
   } catch (const nlohmann::json::exception& e) {
@@ -196,8 +227,10 @@ Config config_from_glm4_moe(const nlohmann::json& hf, Config c) {
   return c;
 }
 
-std::vector<HfTensor> to_glm4_moe(const SafeTensorFile& ours, const Config& c) {
+std::vector<HfTensor> to_glm4_moe(const SafeTensorFile& ours, const Config& c,
+                                  std::vector<float>* bias_shifts) {
   std::vector<HfTensor> out;
+  if (bias_shifts) bias_shifts->clear();
   for (const Block& b : blocks(c)) {
     const auto it = ours.tensors.find(b.ours);
     if (it == ours.tensors.end()) throw DataError("checkpoint: missing tensor " + b.ours);
@@ -206,6 +239,11 @@ std::vector<HfTensor> to_glm4_moe(const SafeTensorFile& ours, const Config& c) {
                       ", the config says " + shape_text(b.shape));
     std::vector<float> all(numel(b.shape));
     copy_float_tensor(it->second, all.data(), all.size(), "checkpoint: " + b.ours);
+    if (b.router_bias && glm4_moe_shifts_bias(c)) {
+      const float shift = glm4_moe_bias_shift(all.data(), int(all.size()));
+      for (float& v : all) v += shift;
+      if (bias_shifts) bias_shifts->push_back(shift);
+    }
     const int64_t cols = b.shape.size() == 2 ? b.shape[1] : 1;
     size_t at = 0;
     for (const auto& [name, rows] : b.parts) {
@@ -213,7 +251,7 @@ std::vector<HfTensor> to_glm4_moe(const SafeTensorFile& ours, const Config& c) {
       t.name = name;
       t.shape = b.shape.size() == 2 ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows};
       t.values.assign(all.begin() + at, all.begin() + at + size_t(rows * cols));
-      t.keep_fp32 = b.keep_fp32;
+      t.keep_fp32 = b.router_bias;
       at += size_t(rows * cols);
       out.push_back(std::move(t));
     }

@@ -1,12 +1,16 @@
 // The glm4_moe mapping of moe-export (src/export/hf_glm4_moe.h): every tensor
 // of a model lands on its Hub name with the right shape and rows (a
 // hand-checked case), the way back is the identity, config.json says what
-// the Config says and reads back to it, and what glm4_moe cannot express is
-// refused naming the key. The whole program against an independent numpy
+// the Config says and reads back to it, what glm4_moe cannot express is
+// refused naming the key, and with group-limited routing the shifted bias
+// makes glm4_moe's published selection (0.0 mask) pick what training picks. The whole program against an independent numpy
 // forward is tests/scripts/export_test.sh.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <numeric>
+#include <random>
 
 #include "export/hf_glm4_moe.h"
 #include "core/error.h"
@@ -142,6 +146,14 @@ TEST(Glm4MoeExport, ConfigJsonReadsBackToTheModel) {
   const Config back = config_from_glm4_moe(nlohmann::json::parse(j.dump()), Config{});
   EXPECT_EQ(back.model, c.model);
   EXPECT_EQ(back.moe, c.moe);
+  // Group-limited routing: n_group / topk_group written and read back.
+  Config g = small_config();
+  g.moe.n_group = 2;
+  g.moe.topk_group = 1;
+  const nlohmann::ordered_json jg = glm4_moe_config(g, {}, "float32");
+  EXPECT_EQ(jg["n_group"], 2);
+  EXPECT_EQ(jg["topk_group"], 1);
+  EXPECT_EQ(config_from_glm4_moe(nlohmann::json::parse(jg.dump()), Config{}).moe, g.moe);
 }
 
 void expect_refused(const std::function<void()>& f, const std::string& key) {
@@ -163,12 +175,13 @@ TEST(Glm4MoeExport, RefusesWhatGlm4MoeCannotExpress) {
   c = small_config();
   c.moe.n_shared = 0;
   expect_refused([&] { check_glm4_moe_exportable(c); }, "moe.n_shared");
-  // Group-limited routing: glm4_moe's 0.0 mask is not training's -inf (docs/export.md).
-  for (int tg : {1, 2}) {
+  // Groups of one expert: glm4_moe's group score takes each group's top 2.
+  for (int tg : {1, 4}) {
     c = small_config();
-    c.moe.n_group = 2;
+    c.moe.n_group = 4;
     c.moe.topk_group = tg;
-    expect_refused([&] { check_glm4_moe_exportable(c); }, "config: moe.n_group: 2 (topk_group");
+    c.moe.top_k = 1;
+    expect_refused([&] { check_glm4_moe_exportable(c); }, "config: moe.n_group: 4 groups of 1");
     expect_refused([&] { glm4_moe_config(c, {}, "float32"); }, "moe.n_group");
   }
 
@@ -179,19 +192,178 @@ TEST(Glm4MoeExport, RefusesWhatGlm4MoeCannotExpress) {
                                                            {"use_qk_norm", true},
                                                            {"tie_word_embeddings", true},
                                                            {"hidden_act", "gelu"},
-                                                           {"n_group", 2},
+                                                           {"n_group", 3},
+                                                           {"topk_group", 2},
                                                            {"model_type", "llama"},
                                                            {"num_nextn_predict_layers", 1}}) {
     nlohmann::json bad = good;
     bad[key] = value;
     expect_refused([&] { config_from_glm4_moe(bad, Config{}); }, key);
   }
+  // Groups as the config validates them (small_config: 4 experts, top-2).
+  nlohmann::json groups = good;
+  groups["n_group"] = 4;
+  groups["topk_group"] = 1;
+  expect_refused([&] { config_from_glm4_moe(groups, Config{}); }, "num_experts_per_tok");
+  groups["topk_group"] = 0;
+  expect_refused([&] { config_from_glm4_moe(groups, Config{}); }, "topk_group");
+  groups["n_group"] = 0;
+  expect_refused([&] { config_from_glm4_moe(groups, Config{}); }, "n_group");
   nlohmann::json partial = good;
   partial["rope_parameters"]["partial_rotary_factor"] = 0.5;
   expect_refused([&] { config_from_glm4_moe(partial, Config{}); }, "partial_rotary_factor");
   nlohmann::json missing = good;
   missing.erase("n_routed_experts");
   expect_refused([&] { config_from_glm4_moe(missing, Config{}); }, "n_routed_experts");
+}
+
+// The shift of one layer's bias, hand-computed: min b up to the floor 2^-14,
+// or nothing when min b is there already.
+TEST(Glm4MoeExport, BiasShiftLiftsTheSmallestBiasToTheFloor) {
+  const float floor = kGlm4MoeBiasFloor;
+  EXPECT_EQ(floor, std::ldexp(1.0f, -14));
+  const std::vector<float> b = {-0.75f, 0.25f, 0.5f, -0.25f};
+  EXPECT_EQ(glm4_moe_bias_shift(b.data(), 4), 0.75f + floor);  // exact: 14 bits
+  const std::vector<float> above = {0.5f, floor, 2.0f};
+  EXPECT_EQ(glm4_moe_bias_shift(above.data(), 3), 0.0f);
+  const std::vector<float> zero = {0.0f, 0.0f};  // aux_loss / none runs
+  EXPECT_EQ(glm4_moe_bias_shift(zero.data(), 2), floor);
+  // |min b| = 3000: ulp 2^-12 > 2 floor, so 3000 + floor rounds to 3000 and
+  // min b + c would be 0; the shift steps up one ulp to 3000 + 2^-12.
+  const std::vector<float> big = {-3000.0f, 1.0f};
+  const float c = glm4_moe_bias_shift(big.data(), 2);
+  EXPECT_EQ(c, 3000.0f + std::ldexp(1.0f, -12));
+  EXPECT_EQ(big[0] + c, std::ldexp(1.0f, -12));
+}
+
+// The export writes the shifted bias only when groups limit the routing;
+// bias_shifts says by how much per MoE layer. our_file's layer-l bias is
+// 0.125 e - l, so c = l + 2^-14 and the shifted bias 0.125 e + 2^-14.
+TEST(Glm4MoeExport, GroupLimitedExportShiftsTheBias) {
+  Config c = small_config();
+  c.moe.n_group = 2;
+  c.moe.topk_group = 1;
+  const SafeTensorFile ours = our_file(c);
+  std::vector<float> shifts;
+  const std::vector<HfTensor> hf = to_glm4_moe(ours, c, &shifts);
+  const float floor = kGlm4MoeBiasFloor;
+  EXPECT_EQ(shifts, (std::vector<float>{1.0f + floor, 2.0f + floor}));
+  for (int l : {1, 2}) {
+    const HfTensor& t = find(hf, "model.layers." + std::to_string(l) + ".mlp.gate.e_score_correction_bias");
+    EXPECT_EQ(t.values, (std::vector<float>{floor, 0.125f + floor, 0.25f + floor, 0.375f + floor}));
+  }
+  // Only the biases move.
+  const std::vector<HfTensor> plain = to_glm4_moe(ours, small_config(), &shifts);
+  EXPECT_TRUE(shifts.empty());
+  ASSERT_EQ(plain.size(), hf.size());
+  for (size_t i = 0; i < hf.size(); ++i) {
+    if (hf[i].name.find("e_score_correction_bias") == std::string::npos) {
+      EXPECT_EQ(plain[i].values, hf[i].values) << hf[i].name;
+    }
+  }
+  // Every group kept (topk_group == n_group): nothing masked, nothing shifted.
+  c.moe.topk_group = 2;
+  EXPECT_EQ(find(to_glm4_moe(ours, c, &shifts), "model.layers.2.mlp.gate.e_score_correction_bias").values,
+            values(ours.tensors.at("layers.2.moe.router_bias")));
+  EXPECT_TRUE(shifts.empty());
+}
+
+// transformers' Glm4MoeMoE.route_tokens_to_experts as published
+// (modeling_glm4_moe.py), on one token's fp32 scores: group score = sum of
+// the group's top 2 of s + b, the topk_group best groups kept, the others'
+// keys set to 0.0 (masked_fill), then the top-K of the keys. Ties, which
+// torch.topk leaves unspecified, go to the lower index here, as in training:
+// the test's keys are exact, and a shift keeps equal keys equal.
+std::vector<int> glm4_moe_select(const std::vector<float>& s, const std::vector<float>& b, int G,
+                                 int TG, int K) {
+  const int E = int(s.size()), m = E / G;
+  std::vector<float> key(E), gscore(G);
+  for (int e = 0; e < E; ++e) key[e] = s[e] + b[e];
+  for (int g = 0; g < G; ++g) {
+    std::vector<float> v(key.begin() + g * m, key.begin() + (g + 1) * m);
+    std::partial_sort(v.begin(), v.begin() + 2, v.end(), std::greater<float>());
+    gscore[g] = v[0] + v[1];
+  }
+  std::vector<int> gorder(G), order(E);
+  std::iota(gorder.begin(), gorder.end(), 0);
+  std::stable_sort(gorder.begin(), gorder.end(), [&](int x, int y) { return gscore[x] > gscore[y]; });
+  std::vector<char> kept(G, 0);
+  for (int r = 0; r < TG; ++r) kept[gorder[r]] = 1;
+  for (int e = 0; e < E; ++e)
+    if (!kept[e / m]) key[e] = 0.0f;
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return key[x] > key[y]; });
+  std::vector<int> pick(order.begin(), order.begin() + K);
+  std::sort(pick.begin(), pick.end());
+  return pick;
+}
+
+// Training's group-limited routing (CpuBackend::topk_route, dropped groups
+// never picked) against glm4_moe's 0.0 mask on Loss-Free-like biases with
+// negative entries: with the raw bias the two differ on many tokens (a kept
+// key s + b < 0 loses to a dropped 0.0), with the exported (shifted) bias
+// they agree on every token, sigmoids that underflowed to 0 included. Scores
+// and biases are multiples of 2^-10 in [-2, 2] (and c a multiple of 2^-14),
+// so every key and group score is exact in fp32 and no near-tie rounds.
+TEST(Glm4MoeExport, ShiftedBiasMakesTheZeroMaskSelectWhatTrainingSelects) {
+  const int E = 16, G = 4, TG = 2, K = 4, N = 2000;
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> grid(0, 1024), bgrid(-1536, 512);
+  auto be = make_cpu_backend<float>(1);
+  RouteSpec spec;
+  spec.E = E;
+  spec.K = K;
+  spec.n_group = G;
+  spec.topk_group = TG;
+  int raw_differs = 0, zero_scores = 0;
+  for (int trial = 0; trial < 4; ++trial) {
+    std::vector<float> bias(E), s(size_t(N) * E);
+    for (float& v : bias) v = float(bgrid(rng)) / 1024.0f;
+    for (size_t i = 0; i < s.size(); ++i) {
+      s[i] = float(grid(rng)) / 1024.0f;  // 0 included: an underflowed sigmoid
+      zero_scores += s[i] == 0.0f;
+    }
+    std::vector<int32_t> idx(size_t(N) * K);
+    std::vector<float> gates(size_t(N) * K);
+    be->topk_route(idx.data(), gates.data(), s.data(), bias.data(), N, spec);
+    const float c = glm4_moe_bias_shift(bias.data(), E);
+    std::vector<float> shifted(bias);
+    for (float& v : shifted) v += c;
+    for (int n = 0; n < N; ++n) {
+      const std::vector<float> sn(s.begin() + size_t(n) * E, s.begin() + size_t(n + 1) * E);
+      std::vector<int> trained(idx.begin() + size_t(n) * K, idx.begin() + size_t(n + 1) * K);
+      std::sort(trained.begin(), trained.end());
+      ASSERT_EQ(glm4_moe_select(sn, shifted, G, TG, K), trained) << "trial " << trial << " token " << n;
+      raw_differs += glm4_moe_select(sn, bias, G, TG, K) != trained;
+    }
+  }
+  EXPECT_GT(zero_scores, 0);
+  EXPECT_GT(raw_differs, 100);  // the case matters: without the shift glm4_moe routes otherwise
+
+  // By hand, the underflowed sigmoid: 2 groups of 2, keep 1, top-2. Keys
+  // s + b = {0.1, 0.1, 0.9, -0.5}, group scores 0.2 and 0.4: training picks
+  // {2, 3}. The raw bias: expert 3's -0.5 loses to the masked 0.0 of expert 0.
+  // A shift by -min b alone (0.5) leaves expert 3's key at s = 0, tied with
+  // the 0.0 of the dropped experts 0 and 1 (torch.topk may pick either); the
+  // floor lifts it to 2^-14.
+  const std::vector<float> s1 = {0.1f, 0.1f, 0.9f, 0.0f}, b1 = {0.0f, 0.0f, 0.0f, -0.5f};
+  spec.E = 4;
+  spec.K = 2;
+  spec.n_group = 2;
+  spec.topk_group = 1;
+  std::vector<int32_t> idx1(2);
+  std::vector<float> gates1(2);
+  be->topk_route(idx1.data(), gates1.data(), s1.data(), b1.data(), 1, spec);
+  std::sort(idx1.begin(), idx1.end());
+  EXPECT_EQ(std::vector<int>(idx1.begin(), idx1.end()), (std::vector<int>{2, 3}));
+  EXPECT_EQ(glm4_moe_select(s1, b1, 2, 1, 2), (std::vector<int>{0, 2}));
+  const float c1 = glm4_moe_bias_shift(b1.data(), 4);
+  EXPECT_EQ(c1, 0.5f + kGlm4MoeBiasFloor);
+  std::vector<float> shifted1(b1), half(b1);
+  for (float& v : shifted1) v += c1;
+  for (float& v : half) v += 0.5f;
+  EXPECT_EQ(glm4_moe_select(s1, shifted1, 2, 1, 2), (std::vector<int>{2, 3}));
+  EXPECT_EQ(glm4_moe_select(s1, half, 2, 1, 2), (std::vector<int>{0, 2}));  // the tie, lost
 }
 
 }  // namespace

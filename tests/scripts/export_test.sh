@@ -10,7 +10,10 @@
 # model.safetensors bit for bit and moe-eval's identical loss. Bad inputs
 # (a missing directory, a softmax-gate checkpoint) exit 2 with one line.
 # Also: a sharded export reads the same, and a bfloat16 export keeps the bias
-# in float32 and rounds the rest to nearest even.
+# in float32 and rounds the rest to nearest even. Group-limited routing
+# (n_group 4, topk_group 2): the export's shifted bias makes the reference's
+# published 0.0 mask agree with training; config.json with n_group 1, or the
+# bias unshifted, must disagree (negative controls); the import reads it back.
 #   tests/scripts/export_test.sh BUILD_DIR
 # Exit 0 passed, 1 failed, 77 skipped (sanitizer build).
 set -uo pipefail
@@ -204,6 +207,140 @@ print(f"negative control (layer 2 experts 0 and 1 swapped): loss {rf['loss']:.9f
 sys.exit(0 if rel > 1e-4 else 1)
 PY
 
+# 3d. Group-limited routing (moe.n_group 4, moe.topk_group 2, top-3 of 8):
+# training never picks a dropped group's expert, glm4_moe (the reference, as
+# published) sets its key to 0.0, so the two differ when a kept expert's
+# s + b is below 0. The export shifts each layer's bias so that every kept key
+# is > 0 (docs/export.md); then the reference must agree with moe-eval as in
+# step 3 (same tolerance, loads equal) and pick no dropped group's expert.
+# The trained bias here lies in [-0.1, 0.3], too close to 0 for the 0.0 mask
+# to matter (the unshifted export then picks no dropped group's expert), so
+# the checkpoint tested is the trained one with every bias lowered by 1, the
+# state of a run whose bias drifted down: a constant, so moe-eval routes it as
+# the trained one (asserted, loss and loads identical), but now many kept
+# keys are negative. Negative controls, each must fail the check: config.json with
+# n_group 1 (all groups, glm4_moe's default), and the bias exported unshifted,
+# where the 0.0 mask picks dropped groups' experts.
+train grouped --set train.steps=30 --set moe.n_group=4 --set moe.topk_group=2 --set moe.top_k=3
+gtrained="$tmp/grouped/checkpoints/step_00000030"
+gckpt="$tmp/grouped_low/step_00000030"
+"$py" - "$gtrained" "$gckpt" "$repo/tests/scripts" <<'PY' || fail "cannot write the lowered-bias checkpoint"
+import json, os, shutil, struct, sys
+sys.path.insert(0, sys.argv[3])
+from glm4_moe_reference import read_safetensors, np
+shutil.copytree(sys.argv[1], sys.argv[2])
+path = os.path.join(sys.argv[2], "model.safetensors")
+st = read_safetensors(path)
+meta = st.pop("__metadata__", None)
+for L in (1, 2):
+    dt, sh, raw = st[f"layers.{L}.moe.router_bias"]
+    st[f"layers.{L}.moe.router_bias"] = (dt, sh, (np.frombuffer(raw, "<f4") - np.float32(1)).astype("<f4").tobytes())
+header, blobs, off = ({"__metadata__": meta} if meta else {}), [], 0
+for n, (dt, sh, raw) in st.items():
+    header[n] = {"dtype": dt, "shape": sh, "data_offsets": [off, off + len(raw)]}
+    blobs.append(raw)
+    off += len(raw)
+h = json.dumps(header).encode()
+h += b" " * (-len(h) % 8)
+with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+PY
+"$build/moe-export" --checkpoint "$gckpt" --output hf_grouped --dtype float32 > export_grouped.log 2>&1 ||
+  { cat export_grouped.log; fail "moe-export of the group-limited checkpoint"; }
+grep -q "router bias: e_score_correction_bias is the training bias shifted by" export_grouped.log ||
+  { cat export_grouped.log; fail "the group-limited export does not say that it shifted the bias"; }
+"$build/moe-eval" --checkpoint "$gckpt" --data "$tmp/val" --backend cpu --threads 2 --batch 8 \
+  --output eval_grouped.json > eval_grouped.log 2>&1 || { cat eval_grouped.log; fail "moe-eval (grouped)"; }
+"$build/moe-eval" --checkpoint "$gtrained" --data "$tmp/val" --backend cpu --threads 2 --batch 8 \
+  --output eval_trained.json > eval_trained.log 2>&1 || { cat eval_trained.log; fail "moe-eval (grouped, trained)"; }
+"$py" - eval_trained.json eval_grouped.json <<'PY' || fail "lowering every bias by 1 changed moe-eval's routing"
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+print(f"grouped: trained bias loss {a['loss']!r}, lowered by 1 {b['loss']!r}")
+sys.exit(0 if a["expert_loads"] == b["expert_loads"] and a["loss"] == b["loss"] else 1)
+PY
+"$py" - hf_grouped "$gckpt/model.safetensors" "$repo/tests/scripts" <<'PY' || fail "cannot write the grouped negative-control copies"
+import json, os, shutil, struct, sys
+sys.path.insert(0, sys.argv[3])
+from glm4_moe_reference import read_safetensors, decode_tensor, np
+src = sys.argv[1]
+conf = json.load(open(os.path.join(src, "config.json")))
+assert (conf["n_group"], conf["topk_group"], conf["num_experts_per_tok"]) == (4, 2, 3), conf
+# The exported bias is the checkpoint's plus one constant per layer, its smallest entry 2^-14.
+ours = read_safetensors(sys.argv[2])
+st = read_safetensors(os.path.join(src, "model.safetensors"))
+st.pop("__metadata__", None)
+for L in (1, 2):
+    b = decode_tensor("b", *ours[f"layers.{L}.moe.router_bias"])
+    name = f"model.layers.{L}.mlp.gate.e_score_correction_bias"
+    e = decode_tensor(name, *st[name])
+    # c: 2^-14 - min b in float32, stepped up while float32(min b + c) < 2^-14.
+    b32, floor = b.astype(np.float32), np.float32(2.0 ** -14)
+    c = np.float32(floor - b32.min())
+    while b32.min() + c < floor:
+        c = np.nextafter(c, np.float32(np.inf))
+    assert np.array_equal(e, (b32 + c).astype(np.float64)) and e.min() >= 2.0 ** -14, (L, b, e)
+    print(f"layer {L}: bias [{b.min():.4f}, {b.max():.4f}], exported shifted by {c:.9g}")
+shutil.copytree(src, "hf_grouped_n1")
+conf1 = dict(conf, n_group=1, topk_group=1)
+json.dump(conf1, open("hf_grouped_n1/config.json", "w"), indent=2)
+shutil.copytree(src, "hf_grouped_raw")
+for L in (1, 2):
+    name = f"model.layers.{L}.mlp.gate.e_score_correction_bias"
+    st[name] = ours[f"layers.{L}.moe.router_bias"]
+header, blobs, off = {}, [], 0
+for n, (dt, sh, raw) in st.items():
+    header[n] = {"dtype": dt, "shape": sh, "data_offsets": [off, off + len(raw)]}
+    blobs.append(raw)
+    off += len(raw)
+h = json.dumps(header).encode()
+with open("hf_grouped_raw/model.safetensors", "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+PY
+# agrees EVAL REF: step 3's test (the same tokens, loss within 1e-4 relative,
+# equal expert loads), and no dropped group's expert picked.
+agrees() {
+  "$py" - "$1" "$2" <<'PY'
+import json, sys
+ev, rf = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+rel = abs(rf["loss"] - ev["loss"]) / abs(ev["loss"])
+print(f"  {sys.argv[2]}: loss {rf['loss']:.9f} vs moe-eval {ev['loss']:.9f} ({rel:.3e} relative); "
+      f"loads equal {rf['expert_loads'] == ev['expert_loads']}; dropped-group selections "
+      f"{rf['dropped_group_selections']}; smallest top-k margin {rf['min_selection_margin']}, "
+      f"group margin {rf['min_group_margin']}")
+ok = ((rf["tokens"], rf["sequences"]) == (ev["tokens"], ev["sequences"]) and rel <= 1e-4
+      and rf["expert_loads"] == ev["expert_loads"] and sum(rf["dropped_group_selections"]) == 0)
+sys.exit(0 if ok else 1)
+PY
+}
+for d in hf_grouped hf_grouped_n1 hf_grouped_raw; do
+  "$py" "$reference" --hf $d --val "$tmp/val" --seq-len $S > ref_$d.json 2> ref.err ||
+    { cat ref.err; fail "glm4_moe_reference.py on $d"; }
+done
+agrees eval_grouped.json ref_hf_grouped.json || fail "the group-limited export disagrees with moe-eval"
+agrees eval_grouped.json ref_hf_grouped_n1.json &&
+  fail "negative control: config.json with n_group 1 still agrees with moe-eval: the check is too weak"
+agrees eval_grouped.json ref_hf_grouped_raw.json &&
+  fail "negative control: the unshifted bias still agrees with moe-eval: the shift is not what makes it agree"
+"$py" -c 'import json, sys; sys.exit(0 if sum(json.load(open(sys.argv[1]))["dropped_group_selections"]) > 0 else 1)' \
+  ref_hf_grouped_raw.json || fail "the unshifted bias picks no dropped group's expert: the case does not test the 0.0 mask"
+# The import reads n_group / topk_group back and keeps the shifted bias as
+# it is; moe-eval on it routes as on the original (a constant shift).
+"$build/moe-export" --from-hf hf_grouped --output ckpt_grouped > import_grouped.log 2>&1 ||
+  { cat import_grouped.log; fail "moe-export --from-hf of the group-limited export"; }
+gckpt2="ckpt_grouped/$(cat ckpt_grouped/latest)"
+grep -q "n_group: 4" "$gckpt2/trainer_state.json" && grep -q "topk_group: 2" "$gckpt2/trainer_state.json" ||
+  fail "the imported config lacks moe.n_group 4 / moe.topk_group 2"
+"$build/moe-eval" --checkpoint "$gckpt2" --data "$tmp/val" --backend cpu --threads 2 --batch 8 \
+  --output eval_grouped2.json > eval_grouped2.log 2>&1 || { cat eval_grouped2.log; fail "moe-eval (grouped import)"; }
+"$py" - eval_grouped.json eval_grouped2.json <<'PY' || fail "the imported group-limited checkpoint routes otherwise"
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+rel = abs(a["loss"] - b["loss"]) / abs(a["loss"])
+print(f"  imported: loss {b['loss']!r} vs {a['loss']!r} ({rel:.1e} relative), loads equal {a['expert_loads'] == b['expert_loads']}")
+sys.exit(0 if a["expert_loads"] == b["expert_loads"] and rel <= 1e-6 else 1)
+PY
+
 # 4. The round trip: --from-hf gives the checkpoint's tensors bit for bit.
 # The import writes a checkpoint directory: CKPT2/step_00000000 (named by
 # CKPT2/latest), or the checkpoint itself in CKPT2.
@@ -262,8 +399,9 @@ bad "nowhere" --from-hf "$tmp/nowhere" --output ckpt_bad1
 train softmax --set train.steps=1 --set moe.gate=softmax
 bad "moe.gate" --checkpoint "$tmp/softmax/checkpoints/step_00000001" --output hf_bad2 --dtype float32
 [ -e hf_bad2/config.json ] && fail "a refused export left hf_bad2/config.json"
-# Group-limited routing is not exported yet (0.0 vs -inf masking, docs/export.md).
-train grouped --set train.steps=1 --set moe.n_group=4 --set moe.topk_group=2
-bad "moe.n_group" --checkpoint "$tmp/grouped/checkpoints/step_00000001" --output hf_bad3 --dtype float32
-[ -e hf_bad3/config.json ] && fail "a refused export left hf_bad3/config.json"
+# An import whose groups the config would refuse: n_group 3 does not divide 8.
+cp -r hf_grouped hf_bad_groups
+"$py" -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["n_group"] = 3; json.dump(c, open(p, "w"))' \
+  hf_bad_groups/config.json
+bad "config.json: n_group: 3 does not divide n_routed_experts = 8" --from-hf hf_bad_groups --output ckpt_bad3
 echo "export_test: ok"

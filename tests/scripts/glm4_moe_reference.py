@@ -29,6 +29,12 @@ Prints one JSON line:
   min_selection_margin      per MoE layer: the smallest gap between the k-th
                             and (k+1)-th choice score (a near tie that another
                             precision could break the other way)
+  min_group_margin          per MoE layer: the smallest gap between the
+                            topk_group-th and the next group score (null when
+                            every group is kept)
+  dropped_group_selections  per MoE layer: tokens whose top-k holds an expert
+                            of a dropped group, which the published 0.0 mask
+                            allows when a kept expert's score + bias is below 0
   expert_loads              per MoE layer and routed expert: tokens routed
                             there (with the bias), as moe-eval counts them
   compute                   "float64"
@@ -359,24 +365,43 @@ def topk_indices(a, k):
 
 
 def route(cfg, x, gate_w, bias):
-    """x [T, D] -> (indices [T, k], weights [T, k], margin): the sigmoid
-    router with selection on score + bias within the top groups."""
+    """x [T, D] -> (indices [T, k], weights [T, k], info): Glm4MoeMoE.route_tokens_to_experts
+    as published, step by step:
+      router_logits = sigmoid(x W_gate^T)
+      for_choice    = router_logits + e_score_correction_bias
+      group_scores  = for_choice.view(T, n_group, E // n_group).topk(2).values.sum(-1)
+      group_idx     = topk(group_scores, topk_group)
+      score_mask    = the experts of those groups
+      for_choice    = for_choice.masked_fill(~score_mask, 0.0)   (0.0, not -inf)
+      topk_indices  = topk(for_choice, num_experts_per_tok)
+      weights       = router_logits[topk_indices], / (sum + 1e-20) if norm_topk_prob,
+                      * routed_scaling_factor
+    Ties, which torch.topk leaves unspecified, go to the lower index here.
+    info: "margin", the smallest k-th minus (k+1)-th masked key over the tokens;
+    "group_margin", the smallest topk_group-th minus next group score (inf when
+    every group is kept); "dropped", the tokens whose top-k holds an expert of a
+    dropped group (only the 0.0 mask allows it: a kept key below 0 loses to it)."""
     T = x.shape[0]
-    E, G, k = cfg.n_routed_experts, cfg.n_group, cfg.num_experts_per_tok
+    E, G, TG, k = cfg.n_routed_experts, cfg.n_group, cfg.topk_group, cfg.num_experts_per_tok
     scores = sigmoid(x @ gate_w.T)  # [T, E]
     choice = scores + bias[None, :]
-    grouped = choice.reshape(T, G, E // G)
-    group_scores = np.sort(grouped, axis=-1)[..., -2:].sum(axis=-1)  # top-2 sum per group
-    keep = np.zeros((T, G), dtype=bool)
-    np.put_along_axis(keep, topk_indices(group_scores, cfg.topk_group), True, axis=-1)
-    masked = np.where(np.repeat(keep, E // G, axis=1), choice, 0.0)  # masked to 0, as published
+    group_scores = np.sort(choice.reshape(T, G, E // G), axis=-1)[..., -2:].sum(axis=-1)
+    group_mask = np.zeros((T, G), dtype=bool)
+    np.put_along_axis(group_mask, topk_indices(group_scores, TG), True, axis=-1)
+    score_mask = np.repeat(group_mask, E // G, axis=1)  # [T, E]
+    masked = np.where(score_mask, choice, 0.0)  # masked_fill(~score_mask, 0.0), as published
     idx = topk_indices(masked, k)
     srt = -np.sort(-masked, axis=-1)
-    margin = float((srt[:, k - 1] - srt[:, k]).min()) if k < E else float("inf")
+    gsrt = -np.sort(-group_scores, axis=-1)
+    info = {
+        "margin": float((srt[:, k - 1] - srt[:, k]).min()) if k < E else float("inf"),
+        "group_margin": float((gsrt[:, TG - 1] - gsrt[:, TG]).min()) if TG < G else float("inf"),
+        "dropped": int((~np.take_along_axis(score_mask, idx, axis=-1)).any(axis=-1).sum()),
+    }
     wts = np.take_along_axis(scores, idx, axis=-1)
     if cfg.norm_topk_prob:
         wts = wts / (wts.sum(axis=-1, keepdims=True) + 1e-20)
-    return idx, wts * cfg.routed_scaling_factor, margin
+    return idx, wts * cfg.routed_scaling_factor, info
 
 
 def moe_block(cfg, w, p, x, use_bias, stats):
@@ -385,12 +410,12 @@ def moe_block(cfg, w, p, x, use_bias, stats):
     t = x.reshape(B * S, D)
     gate_w = w[p + "mlp.gate.weight"]
     bias = w[p + "mlp.gate.e_score_correction_bias"]
-    idx, wts, margin = route(cfg, t, gate_w, bias if use_bias else np.zeros_like(bias))
+    idx, wts, info = route(cfg, t, gate_w, bias if use_bias else np.zeros_like(bias))
     if stats is not None:
         idx0, _, _ = route(cfg, t, gate_w, np.zeros_like(bias))
         changed = int((np.sort(idx, axis=-1) != np.sort(idx0, axis=-1)).any(axis=-1).sum())
         loads = np.bincount(idx.ravel(), minlength=cfg.n_routed_experts)
-        stats.append((changed, margin, loads))
+        stats.append((changed, info, loads))
     out = np.zeros_like(t)
     for e in range(cfg.n_routed_experts):
         rows, slot = np.nonzero(idx == e)
@@ -528,7 +553,8 @@ def main(argv):
     check_tensors(cfg, w)
     inputs, targets = validation_sequences(a.val, a.seq_len, a.max_seqs, cfg.vocab_size)
     n_moe = cfg.num_hidden_layers - min(cfg.first_k_dense_replace, cfg.num_hidden_layers)
-    changed, margins = [0] * n_moe, [float("inf")] * n_moe
+    changed, dropped = [0] * n_moe, [0] * n_moe
+    margins, gmargins = [float("inf")] * n_moe, [float("inf")] * n_moe
     loads = np.zeros((n_moe, cfg.n_routed_experts), dtype=np.int64)
     loss, loss0 = 0.0, 0.0
     for b in range(0, inputs.shape[0], a.batch):
@@ -536,14 +562,18 @@ def main(argv):
         stats = []
         loss += forward_loss(cfg, w, x, y, True, stats)
         loss0 += forward_loss(cfg, w, x, y, False)
-        for i, (c, m, ld) in enumerate(stats):
+        for i, (c, info, ld) in enumerate(stats):
             changed[i] += c
-            margins[i] = min(margins[i], m)
+            dropped[i] += info["dropped"]
+            margins[i] = min(margins[i], info["margin"])
+            gmargins[i] = min(gmargins[i], info["group_margin"])
             loads[i] += ld
     n = int(targets.size)
     print(json.dumps({"loss": loss / n, "tokens": n, "sequences": int(inputs.shape[0]),
                       "bias_changed_selections": changed, "loss_without_bias": loss0 / n,
                       "min_selection_margin": [None if m == float("inf") else m for m in margins],
+                      "min_group_margin": [None if m == float("inf") else m for m in gmargins],
+                      "dropped_group_selections": dropped,
                       "expert_loads": loads.tolist(),
                       "compute": "float64"}))
     return 0

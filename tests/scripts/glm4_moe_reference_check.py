@@ -158,7 +158,32 @@ def main():
     check(sorted(idx[0].tolist()) == [2, 4] or sorted(idx[0].tolist()) == [3, 4],
           f"group-limited selection: {idx}")
     check(abs(sorted(wts[0].tolist())[1] - 0.7) < 1e-12, "group-limited weights")
-    print("ok: router (bias in selection only, norm + scale, group-limited top-k)")
+    # The published 0.0 mask: E = 4 in 2 groups of 2, keep 1, k = 2, normalised, scale 2.
+    # s = {0.1, 0.1, 0.9, 0.3}, b = {0, 0, 0, -0.5}: keys {0.1, 0.1, 0.9, -0.2}, group scores
+    # 0.2 and 0.7 keep group 1, but its expert 3 (-0.2) loses to expert 0's masked 0.0 (expert
+    # 1's too; the tie to the lower index): {0, 2}, one token with a dropped group's expert.
+    # The bias shifted by 0.5 + 2^-14 (moe-export's) makes every key positive: {2, 3}, weights
+    # 2 * 0.9 / 1.2 and 2 * 0.3 / 1.2 from the unbiased scores; group margin 0.5 either way.
+    cfg = ref.Glm4MoeConfig(tiny_config(hidden_size=4, n_routed_experts=4, num_experts_per_tok=2,
+                                        n_group=2, topk_group=1, norm_topk_prob=True,
+                                        routed_scaling_factor=2.0))
+    target = np.array([0.1, 0.1, 0.9, 0.3])
+    logits = np.log(target / (1 - target))[None, :]
+    raw = np.array([0.0, 0.0, 0.0, -0.5])
+    idx, wts, info = ref.route(cfg, logits, np.eye(4), raw)
+    check(idx[0].tolist() == [2, 0] and info["dropped"] == 1 and abs(info["group_margin"] - 0.5) < 1e-12,
+          f"0.0 mask, raw bias: {idx} {info}")
+    check(abs(wts[0, 0] - 2 * 0.9 / 1.0) < 1e-12 and abs(wts[0, 1] - 2 * 0.1 / 1.0) < 1e-12,
+          f"0.0 mask, raw bias weights: {wts}")
+    idx, wts, info = ref.route(cfg, logits, np.eye(4), raw + 0.5 + 2.0 ** -14)
+    check(idx[0].tolist() == [2, 3] and info["dropped"] == 0 and abs(info["group_margin"] - 0.5) < 1e-12,
+          f"0.0 mask, shifted bias: {idx} {info}")
+    check(abs(wts[0, 0] - 1.5) < 1e-12 and abs(wts[0, 1] - 0.5) < 1e-12, f"shifted bias weights: {wts}")
+    # norm_topk_prob's 1e-20: selected scores that underflowed to 0 give weights 0, not 0/0.
+    with np.errstate(over="ignore"):
+        idx, wts, _ = ref.route(cfg, np.full((1, 4), -1000.0), np.eye(4), raw + 0.5 + 2.0 ** -14)
+    check(np.array_equal(wts, np.zeros((1, 2))), f"1e-20 in the normalisation: {wts}")
+    print("ok: router (bias in selection only, norm + scale, group-limited top-k, the 0.0 mask)")
 
     # --- attention with RoPE (partial and full) and GQA against a slow loop.
     for prf, kv in ((1.0, 2), (0.5, 1)):
