@@ -8,6 +8,7 @@ happens. A bug is caught when a test fails (a wrong number, a fault, an
 error); a bug that stops the build is a defect of this list, not a catch.
 
   emu/inject_bugs.py --build build-emu [--only NAME,...] [--out table.md]
+  emu/inject_bugs.py --check [--src DIR]   (no build: every edit applies once)
 
 The tree must be a checkout whose edited files have no uncommitted changes
 (use a worktree of your own: git worktree add). Exit 0 when every bug ran;
@@ -33,7 +34,7 @@ BUGS = [
      "  if (lane == 0) warp_vals[warp] = v;\n\n",
      r"GpuRmsNorm\."),
     ("shuffle-half-warp", "the top-K arg-max butterfly starts at offset 8: half the warp is never compared",
-     "kernels/router.cu", "    for (int o = 16; o > 0; o >>= 1) {", "    for (int o = 8; o > 0; o >>= 1) {",
+     "kernels/router.cu", "  for (int o = 16; o > 0; o >>= 1) {", "  for (int o = 8; o > 0; o >>= 1) {",
      r"GpuRouter\."),
     ("causal-mask-score", "attention computes the score of the key after the query (its weight stays masked)",
      "kernels/attention.cu", "      if (j <= i) {  // j <= i < S", "      if (j <= i + 1 && j < S) {  // j <= i < S",
@@ -120,6 +121,18 @@ def refuse(why):
     sys.exit(2)
 
 
+def check_edit(src, name, rel, old, new):
+    """One line and exit 2 unless bug `name`'s edit applies to exactly one place."""
+    f = src / rel
+    if not f.exists():
+        refuse(f"{name}: {rel} does not exist")
+    n = f.read_text().count(old)
+    if n != 1:
+        refuse(f"{name}: the text to replace occurs {n} times in {rel} (want 1)")
+    if old == new:
+        refuse(f"{name}: the edit changes nothing")
+
+
 def run(cmd, cwd, timeout):
     t0 = time.time()
     try:
@@ -138,11 +151,22 @@ def failed_tests(ctest_out):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--build", required=True, help="an emulated build directory (-DMOE_CUDA=EMULATED)")
+    ap.add_argument("--build", help="an emulated build directory (-DMOE_CUDA=EMULATED)")
+    ap.add_argument("--check", action="store_true",
+                    help="only check that every bug's edit applies exactly once (ctest inject_bugs_patterns)")
+    ap.add_argument("--src", default=str(pathlib.Path(__file__).resolve().parent.parent),
+                    help="with --check: the source tree (default: this script's checkout)")
     ap.add_argument("--only", default="", help="comma-separated bug names (default: all)")
     ap.add_argument("--out", default="", help="write the markdown table here too")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per bug's tests")
     a = ap.parse_args()
+    if a.check:
+        for name, _, rel, old, new, _ in BUGS:
+            check_edit(pathlib.Path(a.src), name, rel, old, new)
+        print(f"inject_bugs: every edit of the {len(BUGS)} bugs applies exactly once in {a.src}")
+        return 0
+    if not a.build:
+        refuse("--build DIR is needed (an emulated build), or --check")
     build = pathlib.Path(a.build).resolve()
     cache = build / "CMakeCache.txt"
     if not cache.exists():
@@ -159,13 +183,8 @@ def main():
             refuse(f"--only: no bug named '{n}' (known: {', '.join(names)})")
     bugs = [b for b in BUGS if not only or b[0] in only]
     # Every edit must apply before any work is spent.
-    for name, _, rel, old, _, _ in bugs:
-        f = src / rel
-        if not f.exists():
-            refuse(f"{name}: {rel} does not exist")
-        n = f.read_text().count(old)
-        if n != 1:
-            refuse(f"{name}: the text to replace occurs {n} times in {rel} (want 1)")
+    for name, _, rel, old, new, _ in bugs:
+        check_edit(src, name, rel, old, new)
         dirty = subprocess.run(["git", "status", "--porcelain", "--", rel], cwd=src,
                                stdout=subprocess.PIPE, text=True).stdout.strip()
         if dirty:

@@ -43,6 +43,19 @@ __device__ __forceinline__ bool before(float ka, int ia, float kb, int ib) {
   return topk_before(ka, ia, kb, ib);
 }
 
+// Butterfly arg-max over the warp under before()'s order: every lane ends
+// with the same (unique) winner (key, idx).
+__device__ __forceinline__ void warp_argmax(float& key, int& idx) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ok = __shfl_xor_sync(0xffffffffu, key, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (before(ok, oi, key, idx)) {
+      key = ok;
+      idx = oi;
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kTopkWarps * 32)
     topk_route_kernel(int32_t* __restrict__ expert_idx, float* __restrict__ gates,
                       const float* __restrict__ scores, const float* __restrict__ bias, int N,
@@ -80,14 +93,7 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
         best_gs = my_gs;
         best_g = my_g;
       }
-      for (int o = 16; o > 0; o >>= 1) {
-        const float ok = __shfl_xor_sync(0xffffffffu, best_gs, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, best_g, o);
-        if (before(ok, oi, best_gs, best_g)) {
-          best_gs = ok;
-          best_g = oi;
-        }
-      }
+      warp_argmax(best_gs, best_g);
       kept |= 1u << best_g;
       prev_gs = best_gs;
       prev_g = best_g;
@@ -113,15 +119,7 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
         best_idx = e;
       }
     }
-    // Butterfly arg-max: every lane ends with the same (unique) winner.
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ok = __shfl_xor_sync(0xffffffffu, best_key, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, best_idx, o);
-      if (before(ok, oi, best_key, best_idx)) {
-        best_key = ok;
-        best_idx = oi;
-      }
-    }
+    warp_argmax(best_key, best_idx);
     prev_key = best_key;
     prev_idx = best_idx;
     const float sw = s[best_idx];
