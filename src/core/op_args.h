@@ -42,8 +42,12 @@ struct RouteSpec {
   int topk_group = 1;
 };
 
-// The group stage of topk_route (above) does anything only then.
-inline bool route_groups_limit(const RouteSpec& s) { return s.n_group > 1 && s.topk_group < s.n_group; }
+// Groups limit the routing only when some group is dropped: only then does
+// topk_route's group stage do anything, and only then does moe-export shift
+// the router bias (export/hf_glm4_moe.h).
+constexpr bool groups_limit_routing(int n_group, int topk_group) {
+  return n_group > 1 && topk_group < n_group;
+}
 
 // A balance loss over `groups` consecutive groups of `group_len` tokens
 // (aux_loss_forward_backward): per group L_g = alpha sum_i f_i P_i with

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/op_args.h"
 
 namespace moe {
 
@@ -93,7 +94,7 @@ void check_glm4_moe_exportable(const Config& c) {
 }
 
 bool glm4_moe_shifts_bias(const Config& c) {
-  return c.moe.n_group > 1 && c.moe.topk_group < c.moe.n_group;
+  return groups_limit_routing(c.moe.n_group, c.moe.topk_group);
 }
 
 float glm4_moe_bias_shift(const float* bias, int n) {

@@ -60,7 +60,7 @@ void CpuBackend<T, A>::topk_route(int32_t* expert_idx, T* gates, const T* scores
   MOE_CHECK(G >= 1 && E % G == 0 && TG >= 1 && TG <= G && K <= TG * (E / G),
             "topk_route: need n_group | E, 1 <= topk_group <= n_group, K <= topk_group * E / n_group");
   const bool mult = spec.bias_mode == BiasMode::Multiplicative;
-  const bool grouped = route_groups_limit(spec);
+  const bool grouped = groups_limit_routing(G, TG);
   const int m = E / G;  // experts per group
 #pragma omp parallel num_threads(nt_)
   {
